@@ -1,0 +1,2 @@
+//! Shoal's native wire protocol.
+pub mod hash;
