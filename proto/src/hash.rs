@@ -32,7 +32,10 @@ pub fn value_hash(value: &[u8]) -> u64 {
 /// always below `buckets`.
 #[inline]
 pub fn bucket_of(key: &[u8], buckets: u32) -> u32 {
-    debug_assert!(buckets.is_power_of_two(), "bucket count must be a power of two");
+    debug_assert!(
+        buckets.is_power_of_two(),
+        "bucket count must be a power of two"
+    );
     (key_hash(key) & u64::from(buckets.saturating_sub(1))) as u32
 }
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing Shoal needs on a fresh Debian machine with rustup:
+# toolchain components, the reference servers for side-by-side runs and cross-checks
+# (memcached, redis-server), valgrind for the C client, and pymemcache for the memcached
+# client compatibility test. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+for bin in memcached:memcached redis-server:redis-server valgrind:valgrind cc:gcc pkg-config:pkg-config; do
+  command -v "${bin%%:*}" >/dev/null 2>&1 || need_apt+=("${bin#*:}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
+  python3 -m pip install --quiet pymemcache
+fi
+echo "dependencies ready"
