@@ -1,0 +1,777 @@
+//! One lock partition: the slab classes, bucket indexes, CLOCK hands and counters of the
+//! buckets `b` with `b % partitions == p`.
+//!
+//! Everything here runs under the partition's mutex, held by [`super::Store`]. This module
+//! owns the item lifecycle (write, lookup with lazy expiry, removal), eviction, page
+//! rebalancing between classes, and the expiry crawler's steps. It does not hash values or
+//! validate keys; the store does that before taking the lock.
+//!
+//! # Eviction (CLOCK)
+//!
+//! Each class has a hand that sweeps its chunks page by page. Reads set a reference bit in
+//! the item's status byte. When the class needs a chunk and no free page is left, the hand
+//! advances: an expired item is reclaimed (counted as an expiration), an item with the bit set
+//! gets it cleared and is passed over, the first item without it is evicted. This
+//! approximates LRU within a class (an item survives at least one full sweep after its last
+//! read) at the cost of one bit and no list maintenance on reads.
+//!
+//! # Page rebalancing
+//!
+//! A class's *pressure* is the number of items it evicted since it last gained or lost a
+//! page. When a class must evict and no free page is left:
+//!
+//! 1. a class with no page at all takes one from the class with the most pages;
+//! 2. a class whose pressure reached a quarter page of its chunks takes a page from
+//!    - the class (with at least 2 pages) with the most free chunks, if that is at least a
+//!      page's worth, or else
+//!    - the class (with at least 2 pages) with the lowest pressure per page, if that is at
+//!      most a quarter of its own: that class replaces its items rarely, so they are older;
+//! 3. a class that cannot free enough chunks by evicting its own items (a large chain) takes
+//!    a page from the class with the most pages.
+//!
+//! Moving a page evicts the items in it (counted as evictions), so a workload shift moves
+//! memory to the new size mix instead of starving it ("slab calcification"). Both classes'
+//! pressure is reset afterwards. Items are never moved, only evicted, so ids held by a
+//! snapshot stay meaningful.
+
+use std::sync::Arc;
+
+use shoal_proto::hash::{key_hash, value_hash, ValueHasher};
+
+use super::error::StoreError;
+use super::index::{table_hash, BucketIndex};
+use super::item::{
+    expiry_for, key_of, rd_u32, wr_u32, write_expiry, Header, ItemRef, OwnedItem, PartsCursor,
+    CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD, ST_REF, ST_USED,
+};
+use super::slab::{ChunkId, Geometry, PagePool, Slab, NONE};
+use super::stats::{BucketStats, StoreStats};
+use super::SetMode;
+use super::WriteOk;
+
+/// Where a key lives: partition-local bucket index and table probe hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loc {
+    pub part: usize,
+    pub local: usize,
+    pub th: u64,
+}
+
+/// Event counters of a partition.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub crawler_reclaimed: u64,
+    pub pages_moved: u64,
+}
+
+/// Crawler position: class, position in the class's page list, slot.
+#[derive(Debug, Default, Clone, Copy)]
+struct CrawlCursor {
+    class: usize,
+    pos: usize,
+    slot: u32,
+}
+
+/// Why an item is being removed (for the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Evicted,
+    Expired,
+}
+
+/// Largest scratch buffer kept between appends, in bytes.
+const SCRATCH_KEEP: usize = 64 << 10;
+
+/// The state behind one partition mutex.
+pub(crate) struct Partition {
+    slab: Slab,
+    buckets: Vec<BucketIndex>,
+    pool: Arc<PagePool>,
+    bucket_mask: u64,
+    partitions: u32,
+    max_value: usize,
+    counters: Counters,
+    crawl: CrawlCursor,
+    /// Reused copy of an old value for append/prepend, so they do not allocate per call.
+    scratch: Vec<u8>,
+}
+
+impl Partition {
+    pub(crate) fn new(
+        geo: Arc<Geometry>,
+        pool: Arc<PagePool>,
+        buckets: u32,
+        partitions: u32,
+        max_value: usize,
+    ) -> Self {
+        let local = (buckets / partitions) as usize;
+        Self {
+            slab: Slab::new(geo),
+            buckets: (0..local).map(|_| BucketIndex::default()).collect(),
+            pool,
+            bucket_mask: u64::from(buckets - 1),
+            partitions,
+            max_value,
+            counters: Counters::default(),
+            crawl: CrawlCursor::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The slab, for building [`ItemRef`]s.
+    pub(crate) fn slab(&self) -> &Slab {
+        &self.slab
+    }
+
+    /// Finds a live item, reclaiming it if it has expired.
+    fn lookup(&mut self, loc: Loc, key: &[u8], now: u32) -> Option<ChunkId> {
+        let id = self.buckets[loc.local].find(&self.slab, loc.th, key)?;
+        if Header::read(self.slab.chunk(id)).expired(now) {
+            self.remove_item(loc.local, loc.th, id, Some(Reason::Expired));
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Unindexes and frees an item whose bucket is known.
+    fn remove_item(&mut self, local: usize, th: u64, id: ChunkId, reason: Option<Reason>) {
+        let removed = self.buckets[local].remove(th, id);
+        debug_assert!(removed, "item {id} was not indexed");
+        let class = self.slab.class_of(id);
+        let chunks = self.slab.free_chain(id);
+        let bucket = &mut self.buckets[local];
+        bucket.items -= 1;
+        bucket.bytes -= u64::from(chunks) * self.slab.classes[class].size as u64;
+        match reason {
+            Some(Reason::Evicted) => {
+                self.counters.evictions += 1;
+                self.slab.classes[class].evictions += 1;
+            }
+            Some(Reason::Expired) => self.counters.expirations += 1,
+            None => {}
+        }
+    }
+
+    /// Unindexes and frees an item found by walking the slab (bucket unknown).
+    fn remove_by_id(&mut self, id: ChunkId, reason: Reason) {
+        let kh = key_hash(key_of(self.slab.chunk(id)));
+        let local = ((kh & self.bucket_mask) as u32 / self.partitions) as usize;
+        self.remove_item(local, table_hash(kh), id, Some(reason));
+    }
+
+    /// Reads an item for a client: lazy expiry, hit/miss counting, reference bit, optional
+    /// new expiry (get-and-touch).
+    pub(crate) fn get(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        now: u32,
+        touch: Option<u32>,
+    ) -> Option<ChunkId> {
+        let Some(id) = self.lookup(loc, key, now) else {
+            self.counters.misses += 1;
+            return None;
+        };
+        self.counters.hits += 1;
+        let chunk = self.slab.chunk_mut(id);
+        chunk[0] |= ST_REF;
+        if let Some(ttl) = touch {
+            write_expiry(chunk, expiry_for(now, ttl));
+        }
+        Some(id)
+    }
+
+    /// set / add / replace / check-and-set.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set(
+        &mut self,
+        loc: Loc,
+        mode: SetMode,
+        key: &[u8],
+        value: &[u8],
+        hash: u64,
+        flags: u32,
+        ttl: u32,
+        now: u32,
+    ) -> Result<WriteOk, StoreError> {
+        let existing = self.lookup(loc, key, now);
+        match (mode, existing) {
+            (SetMode::Add, Some(_)) | (SetMode::Replace, None) => {
+                return Err(StoreError::NotStored)
+            }
+            (SetMode::Cas(_), None) => return Err(StoreError::NotFound),
+            (SetMode::Cas(expected), Some(id)) => {
+                if Header::read(self.slab.chunk(id)).hash != expected {
+                    return Err(StoreError::Exists);
+                }
+            }
+            _ => {}
+        }
+        let expiry = expiry_for(now, ttl);
+        self.write(loc, key, &[value], hash, flags, expiry, None, now)
+    }
+
+    /// append (`front == false`) or prepend (`front == true`); flags and expiry are kept.
+    pub(crate) fn concat(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        data: &[u8],
+        front: bool,
+        now: u32,
+    ) -> Result<WriteOk, StoreError> {
+        let id = self.lookup(loc, key, now).ok_or(StoreError::NotStored)?;
+        let hdr = Header::read(self.slab.chunk(id));
+        if hdr.value_len + data.len() > self.max_value {
+            return Err(StoreError::TooLarge);
+        }
+        let mut old = std::mem::take(&mut self.scratch);
+        old.clear();
+        ItemRef::new(&self.slab, id, now).copy_value_into(&mut old);
+        let parts: [&[u8]; 2] = if front { [data, &old] } else { [&old, data] };
+        let mut hasher = ValueHasher::new();
+        hasher.update(parts[0]);
+        hasher.update(parts[1]);
+        let result = self.write(
+            loc,
+            key,
+            &parts,
+            hasher.finish(),
+            hdr.flags,
+            hdr.expiry,
+            None,
+            now,
+        );
+        if old.capacity() <= SCRATCH_KEEP {
+            self.scratch = old;
+        }
+        result
+    }
+
+    /// incr / decr on a decimal value, or create it with `create = (initial, ttl)`.
+    pub(crate) fn incr(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        delta: u64,
+        decr: bool,
+        create: Option<(u64, u32)>,
+        now: u32,
+    ) -> Result<(u64, WriteOk), StoreError> {
+        let mut buf = [0u8; 20];
+        let Some(id) = self.lookup(loc, key, now) else {
+            let (initial, ttl) = create.ok_or(StoreError::NotFound)?;
+            let digits = format_u64(initial, &mut buf);
+            let hash = value_hash(digits);
+            let ok = self.write(
+                loc,
+                key,
+                &[digits],
+                hash,
+                0,
+                expiry_for(now, ttl),
+                None,
+                now,
+            )?;
+            return Ok((initial, ok));
+        };
+        let item = ItemRef::new(&self.slab, id, now);
+        let len = item.value_len();
+        if len == 0 || len > 20 {
+            return Err(StoreError::NonNumeric);
+        }
+        let mut at = 0;
+        for part in item.value_chunks() {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        let current = parse_u64(&buf[..len]).ok_or(StoreError::NonNumeric)?;
+        let (flags, expiry) = (item.flags(), Header::read(self.slab.chunk(id)).expiry);
+        let new = if decr {
+            current.saturating_sub(delta)
+        } else {
+            current.wrapping_add(delta)
+        };
+        let digits = format_u64(new, &mut buf);
+        let hash = value_hash(digits);
+        let ok = self.write(loc, key, &[digits], hash, flags, expiry, None, now)?;
+        Ok((new, ok))
+    }
+
+    /// Deletes a key, optionally only if its value hash matches; returns the delete's seq.
+    pub(crate) fn delete(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        expected: Option<u64>,
+        now: u32,
+    ) -> Result<u64, StoreError> {
+        let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
+        if expected.is_some_and(|h| h != Header::read(self.slab.chunk(id)).hash) {
+            return Err(StoreError::Exists);
+        }
+        self.remove_item(loc.local, loc.th, id, None);
+        let bucket = &mut self.buckets[loc.local];
+        bucket.seq += 1;
+        Ok(bucket.seq)
+    }
+
+    /// Sets a new TTL on a live item.
+    pub(crate) fn touch(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        ttl: u32,
+        now: u32,
+    ) -> Result<(), StoreError> {
+        let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
+        let chunk = self.slab.chunk_mut(id);
+        chunk[0] |= ST_REF;
+        write_expiry(chunk, expiry_for(now, ttl));
+        Ok(())
+    }
+
+    /// Stores an item received from elsewhere, keeping its hash and seq.
+    pub(crate) fn insert(
+        &mut self,
+        loc: Loc,
+        item: &OwnedItem,
+        now: u32,
+        wall: u64,
+    ) -> Result<(), StoreError> {
+        let expiry = match item.expires_at {
+            0 => 0,
+            at if at <= wall => {
+                // Already expired: the received version supersedes any local copy.
+                if let Some(id) = self.lookup(loc, &item.key, now) {
+                    self.remove_item(loc.local, loc.th, id, None);
+                }
+                return Ok(());
+            }
+            at => expiry_for(now, u32::try_from(at - wall).unwrap_or(u32::MAX)),
+        };
+        self.write(
+            loc,
+            &item.key,
+            &[&item.value],
+            item.hash,
+            item.flags,
+            expiry,
+            Some(item.seq),
+            now,
+        )
+        .map(|_| ())
+    }
+
+    /// Writes a new version of `key` (value given in parts) and indexes it, replacing and
+    /// freeing the old version. `seq` is the received seq for inserted items, else the next.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        parts: &[&[u8]],
+        hash: u64,
+        flags: u32,
+        expiry: u32,
+        seq: Option<u64>,
+        now: u32,
+    ) -> Result<WriteOk, StoreError> {
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
+        let place = self.slab.geometry().placement(key.len(), value_len);
+        self.ensure_free(place.class, place.chunks, now)?;
+        let bucket = &mut self.buckets[loc.local];
+        let seq = match seq {
+            Some(seq) => {
+                bucket.seq = bucket.seq.max(seq);
+                seq
+            }
+            None => {
+                bucket.seq += 1;
+                bucket.seq
+            }
+        };
+        let hdr = Header {
+            key_len: key.len(),
+            value_len,
+            flags,
+            expiry,
+            hash,
+            seq,
+            chained: place.chunks > 1,
+        };
+        let head = self
+            .slab
+            .alloc(place.class)
+            .ok_or(StoreError::OutOfMemory)?;
+        let mut cursor = PartsCursor::new(parts);
+        let chunk = self.slab.chunk_mut(head);
+        hdr.write(chunk);
+        let key_off = hdr.key_offset();
+        chunk[key_off..key_off + key.len()].copy_from_slice(key);
+        if hdr.chained {
+            wr_u32(chunk, OFF_HEAD_NEXT, NONE);
+        }
+        let value_off = key_off + key.len();
+        let first = value_len.min(chunk.len() - value_off);
+        cursor.fill(&mut chunk[value_off..value_off + first]);
+        let mut remaining = value_len - first;
+        let (mut prev, mut prev_link) = (head, OFF_HEAD_NEXT);
+        while remaining > 0 {
+            let Some(id) = self.slab.alloc(place.class) else {
+                self.slab.free_chain(head);
+                return Err(StoreError::OutOfMemory);
+            };
+            let chunk = self.slab.chunk_mut(id);
+            chunk[0] = ST_USED;
+            wr_u32(chunk, OFF_CONT_HEAD, head);
+            wr_u32(chunk, OFF_CONT_NEXT, NONE);
+            let n = remaining.min(chunk.len() - CONT_HEADER);
+            cursor.fill(&mut chunk[CONT_HEADER..CONT_HEADER + n]);
+            remaining -= n;
+            wr_u32(self.slab.chunk_mut(prev), prev_link, id);
+            (prev, prev_link) = (id, OFF_CONT_NEXT);
+        }
+        let size = self.slab.classes[place.class].size as u64;
+        let old = self.buckets[loc.local].upsert(&self.slab, loc.th, key, head);
+        let freed = match old {
+            Some(old) => {
+                let class = self.slab.class_of(old);
+                u64::from(self.slab.free_chain(old)) * self.slab.classes[class].size as u64
+            }
+            None => 0,
+        };
+        let bucket = &mut self.buckets[loc.local];
+        if old.is_none() {
+            bucket.items += 1;
+        }
+        bucket.bytes = bucket.bytes + u64::from(place.chunks) * size - freed;
+        Ok(WriteOk { hash, seq })
+    }
+
+    /// Makes sure `class` has `n` free chunks: pool page, rebalancing, or eviction.
+    fn ensure_free(&mut self, class: usize, n: u32, now: u32) -> Result<(), StoreError> {
+        // Every round adds a page to `class` or frees at least one chunk, so this terminates;
+        // the guard only turns a bug into an error instead of a hang.
+        for _ in 0..(1u64 << 32) {
+            if self.slab.free_count(class) >= n {
+                return Ok(());
+            }
+            if let Some(page) = self.pool.take() {
+                self.slab.add_page(page, class);
+                continue;
+            }
+            let victim = if self.slab.classes[class].pages.is_empty() {
+                self.largest_other_class(class)
+            } else {
+                self.rebalance_victim(class)
+            };
+            if let Some(victim) = victim {
+                self.move_page(victim, class, now);
+                continue;
+            }
+            if self.evict_one(class, now) {
+                continue;
+            }
+            match self.largest_other_class(class) {
+                Some(victim) => self.move_page(victim, class, now),
+                None => return Err(StoreError::OutOfMemory),
+            }
+        }
+        Err(StoreError::OutOfMemory)
+    }
+
+    /// The class other than `class` with the most pages (ties: most free chunks).
+    fn largest_other_class(&self, class: usize) -> Option<usize> {
+        (0..self.slab.classes.len())
+            .filter(|&v| v != class && !self.slab.classes[v].pages.is_empty())
+            .max_by_key(|&v| (self.slab.classes[v].pages.len(), self.slab.free_count(v)))
+    }
+
+    /// Rule 2 of the rebalancing policy (see the module docs).
+    fn rebalance_victim(&self, class: usize) -> Option<usize> {
+        let classes = &self.slab.classes;
+        let c = &classes[class];
+        if c.pressure < u64::from((c.per_page / 4).max(1)) {
+            return None;
+        }
+        let candidates =
+            || (0..classes.len()).filter(move |&v| v != class && classes[v].pages.len() >= 2);
+        let roomy = candidates()
+            .filter(|&v| self.slab.free_count(v) >= classes[v].per_page)
+            .max_by_key(|&v| self.slab.free_count(v));
+        if roomy.is_some() {
+            return roomy;
+        }
+        let rate = |v: usize| classes[v].pressure / classes[v].pages.len().max(1) as u64;
+        let own = rate(class);
+        candidates()
+            .filter(|&v| rate(v).saturating_mul(4) <= own)
+            .min_by_key(|&v| (rate(v), std::cmp::Reverse(classes[v].pages.len())))
+    }
+
+    /// Moves the emptiest page of `from` to `to`, evicting whatever it holds.
+    fn move_page(&mut self, from: usize, to: usize, now: u32) {
+        let Some(&page) = self.slab.classes[from]
+            .pages
+            .iter()
+            .min_by_key(|&&p| self.slab.page(p).used)
+        else {
+            return;
+        };
+        for slot in 0..self.slab.page(page).init {
+            let id = self.slab.make_id(page, slot);
+            let chunk = self.slab.chunk(id);
+            if chunk[0] & ST_USED == 0 {
+                continue;
+            }
+            let head = if chunk[0] & ST_HEAD != 0 {
+                id
+            } else {
+                rd_u32(chunk, OFF_CONT_HEAD)
+            };
+            let reason = if Header::read(self.slab.chunk(head)).expired(now) {
+                Reason::Expired
+            } else {
+                Reason::Evicted
+            };
+            self.remove_by_id(head, reason);
+        }
+        self.slab.move_page(page, to);
+        self.slab.classes[from].pressure = 0;
+        let target = &mut self.slab.classes[to];
+        target.pressure = 0;
+        target.pages_gained += 1;
+        self.counters.pages_moved += 1;
+    }
+
+    /// Advances the CLOCK hand of `class` until one item is evicted or reclaimed.
+    fn evict_one(&mut self, class: usize, now: u32) -> bool {
+        let c = &self.slab.classes[class];
+        let steps = 2 * (c.pages.len() as u64 * u64::from(c.per_page) + c.pages.len() as u64) + 2;
+        for _ in 0..steps {
+            let c = &mut self.slab.classes[class];
+            if c.pages.is_empty() {
+                return false;
+            }
+            if c.hand_pos >= c.pages.len() {
+                c.hand_pos = 0;
+                c.hand_slot = 0;
+            }
+            let (page, slot) = (c.pages[c.hand_pos], c.hand_slot);
+            if slot >= self.slab.page(page).init {
+                let c = &mut self.slab.classes[class];
+                c.hand_pos += 1;
+                c.hand_slot = 0;
+                continue;
+            }
+            self.slab.classes[class].hand_slot += 1;
+            let id = self.slab.make_id(page, slot);
+            let chunk = self.slab.chunk_mut(id);
+            if chunk[0] & (ST_USED | ST_HEAD) != ST_USED | ST_HEAD {
+                continue;
+            }
+            if Header::read(chunk).expired(now) {
+                self.remove_by_id(id, Reason::Expired);
+                return true;
+            }
+            if chunk[0] & ST_REF != 0 {
+                chunk[0] &= !ST_REF;
+                continue;
+            }
+            self.remove_by_id(id, Reason::Evicted);
+            self.slab.classes[class].pressure += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Examines up to `budget` chunks from the crawler cursor and reclaims expired items.
+    /// Returns (chunks examined, items reclaimed, whether the cursor wrapped around).
+    pub(crate) fn crawl(&mut self, budget: usize, now: u32) -> (usize, usize, bool) {
+        let (mut examined, mut reclaimed) = (0, 0);
+        let classes = self.slab.classes.len();
+        let mut cur = self.crawl;
+        let mut wrapped = false;
+        let mut idle = 0;
+        while examined < budget && idle <= classes {
+            let c = &self.slab.classes[cur.class];
+            if cur.pos >= c.pages.len() {
+                cur = CrawlCursor {
+                    class: (cur.class + 1) % classes,
+                    pos: 0,
+                    slot: 0,
+                };
+                idle += 1;
+                if cur.class == 0 {
+                    wrapped = true;
+                    break;
+                }
+                continue;
+            }
+            let page = c.pages[cur.pos];
+            if cur.slot >= self.slab.page(page).init {
+                cur.pos += 1;
+                cur.slot = 0;
+                continue;
+            }
+            idle = 0;
+            let id = self.slab.make_id(page, cur.slot);
+            cur.slot += 1;
+            examined += 1;
+            let chunk = self.slab.chunk(id);
+            if chunk[0] & (ST_USED | ST_HEAD) == ST_USED | ST_HEAD
+                && Header::read(chunk).expired(now)
+            {
+                self.remove_by_id(id, Reason::Expired);
+                reclaimed += 1;
+            }
+        }
+        self.crawl = cur;
+        self.counters.crawler_reclaimed += reclaimed as u64;
+        (examined, reclaimed, wrapped)
+    }
+
+    /// Removes up to `max` items of a bucket; returns how many were removed.
+    pub(crate) fn remove_some(&mut self, local: usize, max: usize) -> usize {
+        let mut ids = [0u32; 256];
+        let max = max.min(ids.len());
+        let n = self.buckets[local].some_ids(&mut ids[..max]);
+        for &id in &ids[..n] {
+            let th = table_hash(key_hash(key_of(self.slab.chunk(id))));
+            self.remove_item(local, th, id, None);
+        }
+        n
+    }
+
+    /// Frees everything and returns all pages to the pool. Sequence counters are kept.
+    pub(crate) fn flush(&mut self) {
+        for bucket in &mut self.buckets {
+            bucket.reset();
+        }
+        self.pool.give_back(self.slab.drain_pages());
+        self.crawl = CrawlCursor::default();
+    }
+
+    /// The head ids of a bucket and its current seq, for a snapshot.
+    pub(crate) fn snapshot_ids(&self, local: usize) -> (Vec<ChunkId>, u64) {
+        (self.buckets[local].all_ids(), self.buckets[local].seq)
+    }
+
+    /// Copies out the item at `id` if it is still the live, indexed version of a key of
+    /// `loc.bucket` with seq <= `max_seq`.
+    pub(crate) fn export(
+        &self,
+        local: usize,
+        bucket: u32,
+        id: ChunkId,
+        max_seq: u64,
+        now: u32,
+        wall: u64,
+    ) -> Option<OwnedItem> {
+        let chunk = self.slab.checked_head(id)?;
+        let hdr = Header::read(chunk);
+        if hdr.seq > max_seq || hdr.expired(now) {
+            return None;
+        }
+        let key = key_of(chunk);
+        let kh = key_hash(key);
+        if (kh & self.bucket_mask) as u32 != bucket {
+            return None;
+        }
+        if self.buckets[local].find(&self.slab, table_hash(kh), key) != Some(id) {
+            return None;
+        }
+        Some(ItemRef::new(&self.slab, id, now).to_owned_item(wall))
+    }
+
+    /// Accounting of one bucket.
+    pub(crate) fn bucket_stats(&self, local: usize) -> BucketStats {
+        let b = &self.buckets[local];
+        BucketStats {
+            items: b.items,
+            bytes: b.bytes,
+            seq: b.seq,
+        }
+    }
+
+    /// Adds this partition's numbers to `stats`.
+    pub(crate) fn add_stats(&self, stats: &mut StoreStats) {
+        let c = &self.counters;
+        stats.hits += c.hits;
+        stats.misses += c.misses;
+        stats.evictions += c.evictions;
+        stats.expirations += c.expirations;
+        stats.crawler_reclaimed += c.crawler_reclaimed;
+        stats.pages_moved += c.pages_moved;
+        for b in &self.buckets {
+            stats.items += b.items;
+            stats.bytes += b.bytes;
+            stats.index_bytes += b.table_bytes() as u64;
+        }
+        stats.overhead_bytes += (self.buckets.len() * std::mem::size_of::<BucketIndex>()
+            + self.slab.page_count() * 64
+            + self.slab.classes.len() * 128
+            + self.scratch.capacity()) as u64;
+        stats.pages_used += self.slab.page_count() as u64;
+        for (i, class) in self.slab.classes.iter().enumerate() {
+            let s = &mut stats.classes[i];
+            s.pages += class.pages.len() as u64;
+            s.chunks += class.pages.len() as u64 * u64::from(class.per_page);
+            s.used += class.used;
+            s.free += u64::from(self.slab.free_count(i));
+            s.evictions += class.evictions;
+            s.pages_gained += class.pages_gained;
+        }
+    }
+}
+
+/// Parses 1 to 20 ASCII digits into a `u64`; `None` for anything else or overflow.
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_parse_and_format() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"12a"), None);
+        assert_eq!(parse_u64(b" 1"), None);
+        let mut buf = [0u8; 20];
+        assert_eq!(format_u64(0, &mut buf), b"0");
+        assert_eq!(format_u64(u64::MAX, &mut buf), b"18446744073709551615");
+        assert_eq!(format_u64(1230, &mut buf), b"1230");
+    }
+}

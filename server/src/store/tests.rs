@@ -1,0 +1,3 @@
+//! Unit tests of the store API on small configurations.
+
+use super::*;
