@@ -1,6 +1,19 @@
 //! `shoald`, the Shoal node.
 //!
 //! - [`store`]: the storage engine (slab memory, per-bucket indexes, eviction, expiry).
+//! - [`net`]: listeners, the connection driver, and the two protocols (native, memcached text).
+//! - [`config`]: every setting, with defaults and validation.
+//! - [`server`]: [`server::run`], which serves until a shutdown future completes.
+//! - [`stats`]: server-wide counters.
+//! - [`testing`]: an in-process server for tests.
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod net;
+pub mod server;
+pub mod stats;
 pub mod store;
+pub mod testing;
+
+pub use config::Config;
+pub use server::{run, Listeners, RunError};

@@ -1,0 +1,406 @@
+//! The node's configuration: command-line flags, optionally a TOML file, defaults as named
+//! constants, and one `validate()` that runs before anything starts.
+//!
+//! There is one list of settings: the clap flags. A config file holds the same names as the
+//! long flags (`memory = "256MiB"`, `max-connections = 2000`); its entries are turned into
+//! flags placed before the real command line, so flags given on the command line win.
+
+use crate::store::StoreConfig;
+use clap::Parser;
+use shoal_proto::Limits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default native protocol address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Default memcached text protocol address.
+pub const DEFAULT_MEMCACHE_LISTEN: &str = "127.0.0.1:7401";
+
+/// Process exit codes, one per class of start-up failure.
+pub mod exit_code {
+    /// The configuration is invalid (bad flag, bad file, nonsensical combination).
+    pub const CONFIG: i32 = 2;
+    /// A listener could not be bound.
+    pub const BIND: i32 = 3;
+    /// The savefile in the data directory is damaged.
+    pub const BAD_SAVEFILE: i32 = 4;
+    /// Any other failure while running.
+    pub const RUNTIME: i32 = 1;
+}
+
+/// Settings of one `shoald` node.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "shoald",
+    version,
+    about = "Shoal cache node",
+    args_override_self = true
+)]
+pub struct Config {
+    /// Address for the native protocol.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Address for the memcached text protocol, or `off`.
+    #[arg(long, default_value = DEFAULT_MEMCACHE_LISTEN, value_parser = parse_optional_addr)]
+    pub memcache_listen: OptionalAddr,
+
+    /// Memory reserved for items (e.g. `64MiB`, `4GiB`).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub memory: usize,
+
+    /// Number of buckets the keyspace is split into (a power of two).
+    #[arg(long, default_value_t = 1024)]
+    pub buckets: u32,
+
+    /// Growth factor between slab chunk sizes.
+    #[arg(long, default_value_t = 1.25)]
+    pub growth_factor: f64,
+
+    /// Directory for the node's id and savefile.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Most client connections at once; more are refused with BUSY.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Largest key, in bytes.
+    #[arg(long, default_value_t = shoal_proto::limits::DEFAULT_MAX_KEY)]
+    pub max_key_size: usize,
+
+    /// Largest value (e.g. `1MiB`).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_value_size: usize,
+
+    /// Most keys in one multi-get.
+    #[arg(long, default_value_t = shoal_proto::limits::DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+
+    /// Time a client has to finish a frame it started (e.g. `10s`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub frame_timeout: Duration,
+
+    /// Close connections idle this long (`0` = never).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Close connections whose client does not take its replies for this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
+    /// Output bytes a connection buffers before it must write them out.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub output_buffer: usize,
+
+    /// Longest a graceful stop may take before remaining connections are dropped.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Worker threads (`0` = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Log to this file (rotated daily) instead of standard error.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+
+    /// Read settings from this TOML file; flags on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// An address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["shoald"])
+    }
+}
+
+impl Config {
+    /// Parses the command line, merging the `--config` file under it.
+    ///
+    /// # Errors
+    /// The clap error for a bad flag, or a [`ConfigError`] for an unreadable file.
+    pub fn from_args<I, T>(args: I) -> Result<Config, Box<dyn std::error::Error + Send + Sync>>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let first = Config::try_parse_from(&args)?;
+        let Some(path) = first.config.clone() else {
+            return Ok(first);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let mut merged: Vec<std::ffi::OsString> = vec![args.first().cloned().unwrap_or_default()];
+        merged.extend(file_to_flags(&text)?.into_iter().map(Into::into));
+        merged.extend(args.into_iter().skip(1));
+        Ok(Config::try_parse_from(merged)?)
+    }
+
+    /// Checks combinations that each flag alone cannot.
+    ///
+    /// # Errors
+    /// A one-line reason.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits()
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        self.store_config()
+            .validate()
+            .map_err(|e| ConfigError(format!("store: {e}")))?;
+        if self.max_connections == 0 {
+            return Err(ConfigError("max-connections must be at least 1".into()));
+        }
+        if Some(self.listen) == self.memcache_listen.0 && self.listen.port() != 0 {
+            return Err(ConfigError(
+                "listen and memcache-listen must be different addresses".into(),
+            ));
+        }
+        if self.frame_timeout.is_zero() || self.send_timeout.is_zero() {
+            return Err(ConfigError(
+                "frame-timeout and send-timeout must be above zero".into(),
+            ));
+        }
+        if self.output_buffer < 4096 {
+            return Err(ConfigError("output-buffer must be at least 4KiB".into()));
+        }
+        Ok(())
+    }
+
+    /// The protocol limits these settings imply.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key: self.max_key_size,
+            max_batch: self.max_batch,
+            ..Limits::for_value_size(self.max_value_size)
+        }
+    }
+
+    /// The storage engine settings these settings imply.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            memory: self.memory,
+            growth_factor: self.growth_factor,
+            buckets: self.buckets,
+            max_value: self.max_value_size,
+            max_key: self.max_key_size,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The effective configuration as TOML (the same names a config file takes).
+    pub fn to_toml(&self) -> String {
+        let opt = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .unwrap_or_else(|| "\"\"".into())
+        };
+        let memcache = match self.memcache_listen.0 {
+            Some(a) => a.to_string(),
+            None => "off".into(),
+        };
+        format!(
+            "listen = \"{}\"\nmemcache-listen = \"{memcache}\"\nmemory = {}\nbuckets = {}\n\
+             growth-factor = {}\ndata-dir = {}\nmax-connections = {}\nmax-key-size = {}\n\
+             max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
+             send-timeout = \"{}ms\"\noutput-buffer = {}\nshutdown-timeout = \"{}ms\"\nthreads = {}\n\
+             log-level = {:?}\nlog-file = {}\n",
+            self.listen,
+            self.memory,
+            self.buckets,
+            self.growth_factor,
+            opt(&self.data_dir),
+            self.max_connections,
+            self.max_key_size,
+            self.max_value_size,
+            self.max_batch,
+            self.frame_timeout.as_millis(),
+            self.idle_timeout.as_millis(),
+            self.send_timeout.as_millis(),
+            self.output_buffer,
+            self.shutdown_timeout.as_millis(),
+            self.threads,
+            self.log_level,
+            opt(&self.log_file),
+        )
+    }
+}
+
+/// Turns `name = value` TOML entries into `--name value` flags.
+fn file_to_flags(text: &str) -> Result<Vec<String>, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?;
+    let mut flags = Vec::new();
+    for (name, value) in table {
+        if name == "config" {
+            return Err(ConfigError(
+                "a config file cannot name another config file".into(),
+            ));
+        }
+        let flag = format!("--{}", name.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => flags.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) if s.is_empty() => {}
+            toml::Value::String(s) => flags.extend([flag, s]),
+            toml::Value::Integer(i) => flags.extend([flag, i.to_string()]),
+            toml::Value::Float(f) => flags.extend([flag, f.to_string()]),
+            other => {
+                return Err(ConfigError(format!(
+                    "config entry {name} has an unsupported type ({})",
+                    other.type_str()
+                )))
+            }
+        }
+    }
+    Ok(flags)
+}
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{e} (expected host:port or off)"))
+}
+
+/// Parses a byte size: a number with an optional unit (`B`, `KiB`/`K`/`KB`, `MiB`/`M`/`MB`,
+/// `GiB`/`G`/`GB`, `TiB`); units are binary (1K = 1024).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?}")),
+    };
+    n.checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => return Err(format!("unknown duration unit {other:?}")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.memory, 64 << 20);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("99999999999999999999T").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn config_file_is_overridden_by_flags() {
+        let dir = std::env::temp_dir().join(format!("shoald-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shoal.toml");
+        std::fs::write(
+            &path,
+            "memory = \"128MiB\"\nmax-connections = 7\nmemcache-listen = \"off\"\n",
+        )
+        .unwrap();
+        let c = Config::from_args([
+            "shoald",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "9",
+        ])
+        .unwrap();
+        assert_eq!(c.memory, 128 << 20);
+        assert_eq!(c.max_connections, 9);
+        assert_eq!(c.memcache_listen, OptionalAddr(None));
+        // The printed configuration reads back as the same settings.
+        std::fs::write(&path, c.to_toml()).unwrap();
+        let again = Config::from_args(["shoald", "--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(again.to_toml(), c.to_toml());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let bad = |args: &[&str]| {
+            let mut all = vec!["shoald"];
+            all.extend_from_slice(args);
+            Config::from_args(all).map(|c| c.validate())
+        };
+        assert!(bad(&["--buckets", "1000"]).unwrap().is_err());
+        assert!(bad(&["--max-connections", "0"]).unwrap().is_err());
+        assert!(bad(&["--max-key-size", "70000"]).unwrap().is_err());
+        assert!(bad(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--memcache-listen",
+            "127.0.0.1:9000"
+        ])
+        .unwrap()
+        .is_err());
+        assert!(bad(&["--memory", "lots"]).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! The `shoald` binary: parse the configuration, set up logging, bind, serve until SIGTERM or
+//! SIGINT, stop gracefully. Everything else lives in the library.
+
+use shoald::config::{exit_code, Config};
+use shoald::{run, Listeners};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match Config::from_args(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => {
+            // clap errors print their own help text and exit codes (0 for --help/--version).
+            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
+                let _ = clap_err.print();
+                return ExitCode::from(if clap_err.use_stderr() {
+                    exit_code::CONFIG as u8
+                } else {
+                    0
+                });
+            }
+            eprintln!("shoald: {e}");
+            return ExitCode::from(exit_code::CONFIG as u8);
+        }
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("shoald: invalid configuration: {e}");
+        return ExitCode::from(exit_code::CONFIG as u8);
+    }
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let _log_guard = match init_logging(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("shoald: {e}");
+            return ExitCode::from(exit_code::CONFIG as u8);
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.threads > 0 {
+        builder.worker_threads(config.threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoald: cannot start the runtime: {e}");
+            return ExitCode::from(exit_code::RUNTIME as u8);
+        }
+    };
+    runtime.block_on(async move {
+        let listeners = match Listeners::bind(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("shoald: {e}");
+                return ExitCode::from(exit_code::BIND as u8);
+            }
+        };
+        let native = listeners
+            .native_addr()
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        let memcache = listeners
+            .memcache_addr()
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(%native, %memcache, memory = config.memory, "shoald ready");
+        // The one line tools and tests read to learn the bound ports.
+        println!("shoald ready native={native} memcache={memcache}");
+        let _ = std::io::stdout().flush();
+        match run(config, listeners, stop_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("shoald: {e}");
+                ExitCode::from(exit_code::RUNTIME as u8)
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Logs to standard error, or to a daily-rotated file with `--log-file`.
+fn init_logging(
+    config: &Config,
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>, String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|e| format!("bad --log-level {:?}: {e}", config.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &config.log_file {
+        None => {
+            builder.with_writer(std::io::stderr).init();
+            Ok(None)
+        }
+        Some(path) => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
+            let name = path
+                .file_name()
+                .ok_or_else(|| format!("--log-file {} has no file name", path.display()))?;
+            let appender = tracing_appender::rolling::daily(dir, name);
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            builder.with_writer(writer).with_ansi(false).init();
+            Ok(Some(guard))
+        }
+    }
+}

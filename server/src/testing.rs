@@ -1,0 +1,86 @@
+//! An in-process server for tests: binds port 0 on loopback, runs on its own thread and
+//! runtime, and stops (gracefully) when dropped.
+
+use crate::config::Config;
+use crate::server::{run, Listeners, RunError};
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+/// A running in-process server. Dropping it stops the server and waits for it.
+pub struct TestServer {
+    /// Native protocol address.
+    pub native_addr: SocketAddr,
+    /// memcached text protocol address (`None` when disabled in the config).
+    pub memcache_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config`, overriding its listen addresses with `127.0.0.1:0`
+    /// (the memcached listener stays off if the config has it off).
+    ///
+    /// # Panics
+    /// When the configuration is invalid or the server cannot start: a test cannot go on.
+    pub fn start(mut config: Config) -> TestServer {
+        config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        if config.memcache_listen.0.is_some() {
+            config.memcache_listen.0 = Some("127.0.0.1:0".parse().expect("loopback address"));
+        }
+        config.validate().expect("test config is valid");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let listeners = Listeners::bind(&config).await?;
+                let _ = addr_tx.send((listeners.native_addr(), listeners.memcache_addr()));
+                run(config, listeners, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
+        });
+        let (native, memcache_addr) = addr_rx.recv().expect("server started");
+        TestServer {
+            native_addr: native.expect("native address"),
+            memcache_addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts a server with the default configuration.
+    pub fn start_default() -> TestServer {
+        TestServer::start(Config::default())
+    }
+
+    /// Stops the server gracefully and returns how `run` ended.
+    ///
+    /// # Panics
+    /// When the server thread panicked.
+    pub fn stop(mut self) -> Result<(), RunError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), RunError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().expect("server thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
