@@ -37,7 +37,8 @@
 //!   prepend, incr/decr, delete); every stored item carries the seq of its last write. touch
 //!   and get-and-touch change only the expiry and do not take a seq.
 //! - **Memory overhead** outside slab memory: the index tables (4-byte id + 1 control byte per
-//!   table slot, load factor 7/8 to 7/16, so about 6 to 12 bytes per item), ~40 bytes per
+//!   table slot, load factor 7/8 to 7/16, so about 6 to 12 bytes per item at the peak item
+//!   count, since tables do not shrink; plus up to ~128 bytes per table), ~40 bytes per
 //!   bucket, ~64 bytes per page and 128 per class and partition, and one scratch buffer per
 //!   partition for append/prepend (kept up to 64 KiB). [`StoreStats::index_bytes`] and
 //!   [`StoreStats::overhead_bytes`] report it.

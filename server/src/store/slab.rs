@@ -61,7 +61,7 @@ impl Geometry {
         }
         sizes.push(cfg.max_chunk);
         let max_slots = cfg.page_size / cfg.min_chunk;
-        let slot_bits = u32::BITS - (max_slots.max(2) - 1).leading_zeros();
+        let slot_bits = usize::BITS - (max_slots.max(2) - 1).leading_zeros();
         let page_bits = u32::BITS - slot_bits;
         if cfg.pages() >= (1usize << page_bits) - 1 {
             return Err(StoreError::InvalidConfig(
