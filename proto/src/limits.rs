@@ -38,14 +38,23 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Default limits for a given largest value: the frame limit leaves room for the key and
-    /// fixed fields ([`FRAME_OVERHEAD`]).
+    /// Default key and batch limits for a given largest value.
     pub fn for_value_size(max_value: usize) -> Self {
+        Self::new(DEFAULT_MAX_KEY, max_value, DEFAULT_MAX_BATCH)
+    }
+
+    /// Limits with a frame size that fits both a maximal write (value, key and fixed fields,
+    /// [`FRAME_OVERHEAD`]) and a maximal multi-get request (`max_batch` keys of `max_key`).
+    pub fn new(max_key: usize, max_value: usize, max_batch: usize) -> Self {
+        let write = max_value.saturating_add(FRAME_OVERHEAD);
+        let multi_get = max_batch
+            .saturating_mul(max_key.saturating_add(2))
+            .saturating_add(2);
         Self {
-            max_frame: max_value.saturating_add(FRAME_OVERHEAD),
-            max_key: DEFAULT_MAX_KEY,
+            max_frame: write.max(multi_get),
+            max_key,
             max_value,
-            max_batch: DEFAULT_MAX_BATCH,
+            max_batch,
         }
     }
 

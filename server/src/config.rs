@@ -196,11 +196,7 @@ impl Config {
 
     /// The protocol limits these settings imply.
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_key: self.max_key_size,
-            max_batch: self.max_batch,
-            ..Limits::for_value_size(self.max_value_size)
-        }
+        Limits::new(self.max_key_size, self.max_value_size, self.max_batch)
     }
 
     /// The storage engine settings these settings imply.

@@ -315,6 +315,25 @@ impl RawConn {
         }
     }
 
+    /// Reads one frame's header and skips its body, without interpreting the opcode: for
+    /// replies to opcodes this build does not know. `None` when the connection closed first.
+    pub fn try_recv_header(&mut self) -> Option<shoal_proto::Header> {
+        loop {
+            if let Ok(Some(h)) = shoal_proto::Header::decode(&self.buf, &self.limits) {
+                let total = shoal_proto::HEADER_LEN + h.body_len as usize;
+                if self.buf.len() >= total {
+                    self.buf.drain(..total);
+                    return Some(h);
+                }
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// Whether the server closed the connection within `limit` (reading and discarding
     /// anything it sends first).
     pub fn closed_within(&mut self, limit: Duration) -> bool {

@@ -118,7 +118,10 @@ pub(crate) async fn drive<S: Session>(
     }
     let stats = &shared.stats;
     match end {
-        End::FrameTimeout => ServerStats::incr(&stats.frame_timeouts),
+        End::FrameTimeout => {
+            ServerStats::incr(&stats.frame_timeouts);
+            ServerStats::incr(&stats.bad_input);
+        }
         End::IdleTimeout => ServerStats::incr(&stats.idle_timeouts),
         End::SlowReader => ServerStats::incr(&stats.slow_reader_closes),
         End::InputTooLarge => ServerStats::incr(&stats.bad_input),

@@ -18,7 +18,7 @@
 pub(crate) mod conn;
 pub(crate) mod listener;
 pub mod memcache;
-pub(crate) mod native;
+pub mod native;
 
 use crate::stats::ServerStats;
 use crate::store::Store;
