@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most bytes the writer gathers into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -76,8 +76,6 @@ pub(crate) struct Shared {
     /// Milliseconds since `born` of the last write, for the keepalive.
     last_write_ms: AtomicU64,
     born: Instant,
-    /// Wakes the keepalive task to probe now (after a request timed out).
-    probe: Notify,
     /// Flips to true when the connection fails; the tasks watch it to stop.
     dead: watch::Sender<bool>,
 }
@@ -303,7 +301,6 @@ impl Connection {
             draining: Mutex::new(None),
             last_write_ms: AtomicU64::new(0),
             born: Instant::now(),
-            probe: Notify::new(),
             dead: dead_tx,
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -412,13 +409,15 @@ impl Connection {
                 match removed {
                     Some(p) if !p.written => Err(Error::Timeout),
                     Some(_) => {
-                        // The server may be stalled: let the keepalive probe it now.
-                        self.shared.probe.notify_one();
-                        Err(Error::InDoubt(Failure::new(
+                        // The server may be stalled: new calls go to a fresh connection, while
+                        // requests already here keep waiting for their replies.
+                        let failure = Failure::new(
                             FailureKind::Timeout,
                             &self.shared.addr,
                             format!("no reply within {timeout:?}"),
-                        )))
+                        );
+                        self.shared.drain(failure.clone());
+                        Err(Error::InDoubt(failure))
                     }
                     // Answered (or failed) just as the time ran out.
                     None => rx.try_recv().unwrap_or_else(|_| {
@@ -619,8 +618,9 @@ async fn read_loop(
     }
 }
 
-/// Sends a PING when the connection has been idle for `idle`, or at once when a request timed
-/// out; fails the connection when the PING gets no reply within `timeout`.
+/// Sends a PING when the connection has been idle for `idle`; fails the connection when the
+/// PING gets no reply within `timeout`, so a dead server is found before a caller's request
+/// is sent to it.
 async fn keepalive_loop(
     conn: Weak<Connection>,
     idle: Duration,
@@ -629,23 +629,13 @@ async fn keepalive_loop(
 ) {
     let mut wait = idle;
     loop {
-        let probe = tokio::select! {
-            _ = tokio::time::sleep(wait) => false,
-            _ = async {
-                match conn.upgrade() {
-                    Some(c) => {
-                        let shared = c.shared.clone();
-                        drop(c);
-                        shared.probe.notified().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            } => true,
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
             _ = dead.wait_for(|d| *d) => return,
-        };
+        }
         let Some(c) = conn.upgrade() else { return };
         let idle_for = c.shared.idle_for();
-        if !probe && idle_for < idle {
+        if idle_for < idle {
             wait = idle - idle_for;
             continue;
         }
@@ -655,7 +645,7 @@ async fn keepalive_loop(
         if let Err(Error::InDoubt(f)) = c.request(Opcode::Ping, frame, timeout).await {
             if f.kind() == FailureKind::Timeout {
                 c.shared.fail(Failure::new(
-                    FailureKind::Timeout,
+                    FailureKind::Unresponsive,
                     c.addr(),
                     "no reply to a keepalive PING",
                 ));

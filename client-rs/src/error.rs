@@ -38,8 +38,10 @@ pub enum FailureKind {
     Goodbye,
     /// The server sent a NOTICE that it is stopping (SHUTTING_DOWN) or overloaded (BUSY).
     ShuttingDown,
-    /// No reply within the request timeout (or to a keepalive PING).
+    /// No reply to this request within its timeout.
     Timeout,
+    /// The server did not answer a keepalive PING; the connection was given up.
+    Unresponsive,
     /// The server sent bytes that are not a valid frame; the stream cannot be trusted.
     Protocol,
     /// The client itself was closed.
@@ -57,6 +59,7 @@ impl FailureKind {
             Self::Goodbye => "server said goodbye",
             Self::ShuttingDown => "server is shutting down",
             Self::Timeout => "no reply in time",
+            Self::Unresponsive => "server stopped answering",
             Self::Protocol => "server sent an invalid frame",
             Self::ClientClosed => "client closed",
         }
