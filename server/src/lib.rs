@@ -16,4 +16,4 @@ pub mod store;
 pub mod testing;
 
 pub use config::Config;
-pub use server::{run, Listeners, RunError};
+pub use server::{run, serve, Listeners, RunError};

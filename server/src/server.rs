@@ -84,7 +84,7 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// Serves until `shutdown` completes, then stops gracefully.
+/// Creates the store the configuration describes, then [`serve`]s it.
 ///
 /// # Errors
 /// [`RunError::Store`] when the store cannot be created.
@@ -94,6 +94,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let store = Store::new(config.store_config()).map_err(RunError::Store)?;
+    serve(config, store, listeners, shutdown).await
+}
+
+/// Serves `store` until `shutdown` completes, then stops gracefully.
+///
+/// # Errors
+/// None yet; the signature leaves room for start-up steps that can fail.
+pub async fn serve(
+    config: Config,
+    store: Store,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let limits = config.limits();
     let shared = Shared {
         store: store.clone(),

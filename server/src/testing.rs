@@ -2,7 +2,8 @@
 //! runtime, and stops (gracefully) when dropped.
 
 use crate::config::Config;
-use crate::server::{run, Listeners, RunError};
+use crate::server::{serve, Listeners, RunError};
+use crate::store::Store;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -13,6 +14,8 @@ pub struct TestServer {
     pub native_addr: SocketAddr,
     /// memcached text protocol address (`None` when disabled in the config).
     pub memcache_addr: Option<SocketAddr>,
+    /// The server's store, readable after the server stopped (to check what was applied).
+    pub store: Store,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), RunError>>>,
 }
@@ -29,6 +32,8 @@ impl TestServer {
             config.memcache_listen.0 = Some("127.0.0.1:0".parse().expect("loopback address"));
         }
         config.validate().expect("test config is valid");
+        let store = Store::new(config.store_config()).expect("test store config is valid");
+        let server_store = store.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -40,7 +45,7 @@ impl TestServer {
             runtime.block_on(async move {
                 let listeners = Listeners::bind(&config).await?;
                 let _ = addr_tx.send((listeners.native_addr(), listeners.memcache_addr()));
-                run(config, listeners, async {
+                serve(config, server_store, listeners, async {
                     let _ = stop_rx.await;
                 })
                 .await
@@ -50,6 +55,7 @@ impl TestServer {
         TestServer {
             native_addr: native.expect("native address"),
             memcache_addr,
+            store,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
@@ -64,7 +70,7 @@ impl TestServer {
     ///
     /// # Panics
     /// When the server thread panicked.
-    pub fn stop(mut self) -> Result<(), RunError> {
+    pub fn stop(&mut self) -> Result<(), RunError> {
         self.stop_inner()
     }
 

@@ -91,7 +91,7 @@ enum Expect {
 
 /// Runs one case on a fresh server: HELLO (unless `hello` is false), send `bytes`, check.
 fn case(name: &str, hello: bool, bytes: &[u8], expect: Expect, counter: Option<&str>) {
-    let server = TestServer::start(config());
+    let mut server = TestServer::start(config());
     let addr = server.native_addr;
     let mut watcher = RawConn::hello(addr);
     let before = counter.map(|c| (stat(addr, c), stat(addr, "bad_input")));
