@@ -1,20 +1,45 @@
-//! PLACEHOLDER written by the server author so the crate compiles; the memcached text
-//! protocol engineer replaces this whole file.
-use super::{Session, Shared, Step};
-/// Placeholder.
-pub struct TextSession;
-impl TextSession {
-    /// Placeholder.
-    pub fn new(_shared: Shared) -> Self {
-        TextSession
-    }
-}
-impl Session for TextSession {
-    fn on_input(&mut self, input: &[u8], _out: &mut Vec<u8>) -> Step {
-        Step {
-            consumed: input.len(),
-            close: true,
-        }
-    }
-    fn on_shutdown(&mut self, _out: &mut Vec<u8>) {}
-}
+//! The memcached text protocol, so existing memcached clients and tools work unchanged.
+//!
+//! ```text
+//!  input bytes ──► parse.rs ──► TextCommand ──► exec.rs ──► Store ──► reply bytes
+//!                  (line + data block,          (exptime rules,
+//!                   borrowed, limits checked)    reply strings, counters)
+//!        session.rs: the loop over pipelined commands, flush_at, data-block swallowing
+//! ```
+//!
+//! This module owns decoding, executing and answering text commands ([`TextSession`]). It
+//! does not own sockets, timeouts or buffer caps (the connection driver in `net/conn.rs`),
+//! nor routing through the cluster.
+//!
+//! Commands: get, gets, gat, gats, set, add, replace, append, prepend, cas, delete, incr,
+//! decr, touch, flush_all, version, verbosity, stats (general and `slabs`), quit. Replies are
+//! byte-for-byte those of memcached 1.6, checked against memcached 1.6.18. The cas unique is
+//! the item's value hash, so writing the same bytes again keeps the same unique.
+//!
+//! Where Shoal differs from memcached 1.6, and why:
+//! - **Closing on a desynchronised stream.** A data block not followed by `\r\n`
+//!   (`CLIENT_ERROR bad data chunk`), a data length that is not a number or is over
+//!   `max_value + 16 MiB` (`CLIENT_ERROR bad command line format`), and a line over the
+//!   length limit (`CLIENT_ERROR line too long`; memcached closes silently) close the
+//!   connection. memcached goes on reading, so value bytes could run as commands.
+//! - **Rejected storage lines** (bad key, flags, exptime or cas unique, but a valid length)
+//!   have their data block discarded; memcached would parse the block as commands.
+//! - **Line limits:** 8 KiB, or for the get family enough for `max_batch` keys of `max_key`
+//!   bytes; more than `max_batch` keys get `CLIENT_ERROR too many keys`.
+//! - **Keys** with control characters are rejected (`CLIENT_ERROR bad command line format`);
+//!   flags above `u32::MAX` are rejected (memcached 1.6.18 accepts and truncates them).
+//! - **`flush_all <delay>`** with a delay above 0 is refused with
+//!   `CLIENT_ERROR flush_all with a delay is not supported`; a delay of 0 or less flushes now.
+//! - **Expired exptimes** (negative, or an absolute time in the past) store the item and then
+//!   delete exactly what was stored, so a concurrent reader may see it for that instant.
+//! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
+//!   only values that are 1 to 20 digits (memcached also skips surrounding spaces).
+//! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
+//!   `stats settings`, `stats reset` and other groups answer `ERROR`. `VERSION` reports the
+//!   shoald version.
+
+mod exec;
+mod parse;
+mod session;
+
+pub use session::TextSession;

@@ -344,8 +344,11 @@ pub fn parse<'a>(
             };
             // memcached checks the token count before the exptime.
             let keys = check_keys(rest, limits, line_len)?;
-            let exptime = parse_i64(exptime)
-                .ok_or(ParseError::skip(ParseErrorKind::BadExptime, line_len, false))?;
+            let exptime = parse_i64(exptime).ok_or(ParseError::skip(
+                ParseErrorKind::BadExptime,
+                line_len,
+                false,
+            ))?;
             let cas = name == b"gats";
             Ok(Some((TextCommand::Gat { exptime, keys, cas }, line_len)))
         }
@@ -390,8 +393,8 @@ fn parse_line<'a>(
             }
             if n > 2 {
                 let hold_is_zero = toks[2] == b"0";
-                let valid = (n == 3 && (hold_is_zero || noreply))
-                    || (n == 4 && hold_is_zero && noreply);
+                let valid =
+                    (n == 3 && (hold_is_zero || noreply)) || (n == 4 && hold_is_zero && noreply);
                 if !valid {
                     return Err(fail(K::BadDeleteFormat));
                 }

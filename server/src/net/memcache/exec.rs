@@ -1,0 +1,512 @@
+//! Execution of decoded text commands: command -> store -> reply bytes.
+//!
+//! Owns the memcached reply strings for executed commands, the exptime rules (relative,
+//! absolute, already expired) and the per-batch command counters. It does not own decoding
+//! (`parse.rs`) or the input loop (`session.rs`).
+
+use super::parse::{Keys, StatsGroup, StoreKind, TextCommand};
+use crate::net::Shared;
+use crate::stats::ServerStats;
+use crate::store::{ItemRef, SetMode, StoreError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What `VERSION` answers: the shoald version.
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// memcached's boundary between relative and absolute exptimes: 30 days, in seconds.
+const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Fully handled; its input can be consumed.
+    Done,
+    /// A multi-get stopped because the output is full: keep its input and call again, it
+    /// resumes after the keys already answered.
+    Paused,
+    /// Close the connection (quit).
+    Close,
+}
+
+/// An item's lifetime as the store understands it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// A TTL in seconds (0 = never expires).
+    Ttl(u32),
+    /// Expired already (negative exptime, or an absolute time in the past).
+    Expired,
+}
+
+/// Applies memcached's exptime rules: 0 never expires, negative is already expired, up to 30
+/// days is relative, beyond that an absolute unix time (expired if not in the future).
+fn expiry(exptime: i64) -> Expiry {
+    if exptime < 0 {
+        return Expiry::Expired;
+    }
+    if exptime <= REALTIME_MAXDELTA {
+        // 0..=2592000 fits a u32.
+        return Expiry::Ttl(u32::try_from(exptime).unwrap_or(u32::MAX));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match u64::try_from(exptime) {
+        Ok(at) if at > now => Expiry::Ttl(u32::try_from(at - now).unwrap_or(u32::MAX)),
+        _ => Expiry::Expired,
+    }
+}
+
+/// Counters kept per session and added to [`ServerStats`] once per input batch, so the hot
+/// path touches no shared cache line per command.
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    pub commands: u64,
+    pub cmd_get: u64,
+    pub cmd_set: u64,
+    pub cmd_touch: u64,
+    pub cmd_flush: u64,
+    pub items_stored: u64,
+    pub goodbyes: u64,
+    pub bad_input: u64,
+    pub bad_key: u64,
+    pub bad_line: u64,
+    pub bad_data_chunk: u64,
+    pub line_too_long: u64,
+    pub frame_too_large: u64,
+    pub value_too_large: u64,
+    pub unknown_command: u64,
+}
+
+impl Counts {
+    /// Adds everything to the server counters and starts again from zero.
+    pub fn flush_into(&mut self, stats: &ServerStats) {
+        let c = std::mem::take(self);
+        ServerStats::add(&stats.text_commands, c.commands);
+        ServerStats::add(&stats.text_cmd_get, c.cmd_get);
+        ServerStats::add(&stats.text_cmd_set, c.cmd_set);
+        ServerStats::add(&stats.text_cmd_touch, c.cmd_touch);
+        ServerStats::add(&stats.text_cmd_flush, c.cmd_flush);
+        ServerStats::add(&stats.text_items_stored, c.items_stored);
+        ServerStats::add(&stats.goodbyes, c.goodbyes);
+        ServerStats::add(&stats.bad_input, c.bad_input);
+        ServerStats::add(&stats.bad_key, c.bad_key);
+        ServerStats::add(&stats.bad_line, c.bad_line);
+        ServerStats::add(&stats.bad_data_chunk, c.bad_data_chunk);
+        ServerStats::add(&stats.line_too_long, c.line_too_long);
+        ServerStats::add(&stats.frame_too_large, c.frame_too_large);
+        ServerStats::add(&stats.value_too_large, c.value_too_large);
+        ServerStats::add(&stats.unknown_command, c.unknown_command);
+    }
+}
+
+/// Runs commands for one session.
+pub(super) struct Exec<'s> {
+    pub shared: &'s Shared,
+    pub counts: &'s mut Counts,
+    /// Keys of the current multi-get already answered in earlier calls.
+    pub resume: &'s mut usize,
+}
+
+impl Exec<'_> {
+    /// Runs `cmd`, appending its reply (if any) to `out`.
+    pub fn run(&mut self, cmd: TextCommand<'_>, out: &mut Vec<u8>) -> Outcome {
+        match cmd {
+            TextCommand::Get { keys, cas } => return self.get(keys, cas, None, out),
+            TextCommand::Gat { exptime, keys, cas } => {
+                return self.get(keys, cas, Some(expiry(exptime)), out)
+            }
+            TextCommand::Store {
+                kind,
+                key,
+                flags,
+                exptime,
+                data,
+                noreply,
+            } => {
+                let reply = self.store(kind, key, flags, exptime, data);
+                reply_unless(noreply, out, reply);
+            }
+            TextCommand::TooLarge {
+                key,
+                unlink,
+                noreply,
+                ..
+            } => {
+                self.counts.cmd_set += 1;
+                self.counts.bad_input += 1;
+                self.counts.value_too_large += 1;
+                if unlink {
+                    // As memcached: a failed set leaves no stale value behind.
+                    let _ = self.shared.store.delete(key, None);
+                }
+                reply_unless(noreply, out, b"SERVER_ERROR object too large for cache\r\n");
+            }
+            TextCommand::Delete { key, noreply } => {
+                let reply: &[u8] = match self.shared.store.delete(key, None) {
+                    Ok(_) => b"DELETED\r\n",
+                    Err(e) => error_reply(e),
+                };
+                reply_unless(noreply, out, reply);
+            }
+            TextCommand::Incr {
+                key,
+                delta,
+                decr,
+                noreply,
+            } => match self.shared.store.incr(key, delta, decr, None) {
+                Ok((value, _)) => {
+                    if !noreply {
+                        push_u64(out, value);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                Err(e) => reply_unless(noreply, out, error_reply(e)),
+            },
+            TextCommand::Touch {
+                key,
+                exptime,
+                noreply,
+            } => {
+                self.counts.cmd_touch += 1;
+                let reply = self.touch(key, expiry(exptime));
+                reply_unless(noreply, out, reply);
+            }
+            TextCommand::FlushAll { delay, noreply } => {
+                self.counts.cmd_flush += 1;
+                let reply: &[u8] = if delay > 0 {
+                    b"CLIENT_ERROR flush_all with a delay is not supported\r\n"
+                } else {
+                    self.shared.store.flush_all();
+                    b"OK\r\n"
+                };
+                reply_unless(noreply, out, reply);
+            }
+            TextCommand::Verbosity { noreply } => reply_unless(noreply, out, b"OK\r\n"),
+            TextCommand::Version => {
+                out.extend_from_slice(b"VERSION ");
+                out.extend_from_slice(VERSION.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            TextCommand::Stats(group) => self.stats(group, out),
+            TextCommand::Quit => {
+                self.counts.goodbyes += 1;
+                return Outcome::Close;
+            }
+        }
+        Outcome::Done
+    }
+
+    /// get, gets, gat, gats. Stops (returning [`Outcome::Paused`]) once the output holds
+    /// `flush_at` bytes and at least one key was answered in this call.
+    fn get(
+        &mut self,
+        keys: Keys<'_>,
+        cas: bool,
+        touch: Option<Expiry>,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let store = &self.shared.store;
+        let first = *self.resume;
+        for (i, key) in keys.iter().enumerate().skip(first) {
+            if i > first && out.len() >= self.shared.flush_at {
+                *self.resume = i;
+                return Outcome::Paused;
+            }
+            self.counts.cmd_get += 1;
+            let write = |item: ItemRef<'_>| write_value(out, &item, cas);
+            match touch {
+                None => {
+                    store.get(key, write);
+                }
+                Some(Expiry::Ttl(ttl)) => {
+                    self.counts.cmd_touch += 1;
+                    store.get_and_touch(key, ttl, write);
+                }
+                Some(Expiry::Expired) => {
+                    self.counts.cmd_touch += 1;
+                    let hash = store.get(key, |item| {
+                        write_value(out, &item, cas);
+                        item.hash()
+                    });
+                    if let Some(hash) = hash {
+                        let _ = store.delete(key, Some(hash));
+                    }
+                }
+            }
+        }
+        *self.resume = 0;
+        out.extend_from_slice(b"END\r\n");
+        Outcome::Done
+    }
+
+    /// The storage commands; returns the reply line.
+    fn store(
+        &mut self,
+        kind: StoreKind,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        data: &[u8],
+    ) -> &'static [u8] {
+        self.counts.cmd_set += 1;
+        let store = &self.shared.store;
+        let exp = expiry(exptime);
+        let ttl = match exp {
+            Expiry::Ttl(ttl) => ttl,
+            Expiry::Expired => 0,
+        };
+        let mode = match kind {
+            StoreKind::Set => SetMode::Set,
+            StoreKind::Add => SetMode::Add,
+            StoreKind::Replace => SetMode::Replace,
+            StoreKind::Cas(unique) => SetMode::Cas(unique),
+            // append/prepend keep the item's flags and TTL (memcached ignores both fields).
+            StoreKind::Append | StoreKind::Prepend => {
+                let res = if kind == StoreKind::Append {
+                    store.append(key, data)
+                } else {
+                    store.prepend(key, data)
+                };
+                return match res {
+                    Ok(_) => {
+                        self.counts.items_stored += 1;
+                        b"STORED\r\n"
+                    }
+                    Err(e) => error_reply(e),
+                };
+            }
+        };
+        match store.set(mode, key, data, flags, ttl) {
+            Ok(written) => {
+                self.counts.items_stored += 1;
+                if exp == Expiry::Expired {
+                    // Stored, and expired at once: remove exactly what was written.
+                    let _ = store.delete(key, Some(written.hash));
+                }
+                b"STORED\r\n"
+            }
+            Err(e) => {
+                if kind == StoreKind::Set
+                    && matches!(e, StoreError::TooLarge | StoreError::OutOfMemory)
+                {
+                    // As memcached: a failed set leaves no stale value behind.
+                    let _ = store.delete(key, None);
+                }
+                error_reply(e)
+            }
+        }
+    }
+
+    /// touch; returns the reply line.
+    fn touch(&mut self, key: &[u8], exp: Expiry) -> &'static [u8] {
+        let store = &self.shared.store;
+        let res = match exp {
+            Expiry::Ttl(ttl) => store.touch(key, ttl),
+            Expiry::Expired => match store.get(key, |item| item.hash()) {
+                // A concurrent write in between wins; the touch still happened first.
+                Some(hash) => store.delete(key, Some(hash)).map(drop).or(Ok(())),
+                None => Err(StoreError::NotFound),
+            },
+        };
+        match res {
+            Ok(()) => b"TOUCHED\r\n",
+            Err(e) => error_reply(e),
+        }
+    }
+
+    /// `stats` and `stats slabs`.
+    fn stats(&mut self, group: StatsGroup, out: &mut Vec<u8>) {
+        let s = self.shared.store.stats();
+        match group {
+            StatsGroup::General => {
+                let stats = &self.shared.stats;
+                // Counters of this batch so far are not yet in `stats`: add them first.
+                self.counts.flush_into(stats);
+                let get =
+                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                stat(out, "pid", u64::from(std::process::id()));
+                stat(out, "uptime", stats.started.uptime_secs());
+                stat(out, "time", now);
+                stat_str(out, "version", VERSION);
+                stat(out, "pointer_size", usize::BITS.into());
+                stat(out, "curr_connections", get(&stats.curr_connections));
+                stat(out, "total_connections", get(&stats.total_connections));
+                stat(
+                    out,
+                    "rejected_connections",
+                    get(&stats.rejected_connections),
+                );
+                stat(out, "cmd_get", get(&stats.text_cmd_get));
+                stat(out, "cmd_set", get(&stats.text_cmd_set));
+                stat(out, "cmd_flush", get(&stats.text_cmd_flush));
+                stat(out, "cmd_touch", get(&stats.text_cmd_touch));
+                stat(out, "get_hits", s.hits);
+                stat(out, "get_misses", s.misses);
+                stat(out, "limit_maxbytes", s.memory);
+                stat(out, "threads", threads as u64);
+                stat(out, "bytes", s.bytes);
+                stat(out, "curr_items", s.items);
+                stat(out, "total_items", get(&stats.text_items_stored));
+                stat(out, "evictions", s.evictions);
+                stat(out, "reclaimed", s.expirations);
+                stat(out, "crawler_reclaimed", s.crawler_reclaimed);
+                stat(out, "slabs_moved", s.pages_moved);
+                // Shoal's own counters, under their own names.
+                for (name, value) in stats.snapshot() {
+                    if !matches!(
+                        name,
+                        "curr_connections" | "total_connections" | "rejected_connections"
+                    ) {
+                        stat(out, name, value);
+                    }
+                }
+                stat(out, "index_bytes", s.index_bytes);
+                stat(out, "buckets", u64::from(self.shared.store.buckets()));
+            }
+            StatsGroup::Slabs => {
+                let mut active = 0u64;
+                for (i, class) in s.classes.iter().enumerate() {
+                    if class.pages == 0 {
+                        continue;
+                    }
+                    active += 1;
+                    let prefix = i + 1;
+                    let per_page = s.page_size / class.chunk_size.max(1);
+                    for (name, value) in [
+                        ("chunk_size", class.chunk_size),
+                        ("chunks_per_page", per_page),
+                        ("total_pages", class.pages),
+                        ("total_chunks", class.chunks),
+                        ("used_chunks", class.used),
+                        ("free_chunks", class.free),
+                        ("evicted", class.evictions),
+                    ] {
+                        out.extend_from_slice(b"STAT ");
+                        push_u64(out, prefix as u64);
+                        out.push(b':');
+                        out.extend_from_slice(name.as_bytes());
+                        out.push(b' ');
+                        push_u64(out, value);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                stat(out, "active_slabs", active);
+                stat(out, "total_malloced", s.pages_used * s.page_size);
+            }
+        }
+        out.extend_from_slice(b"END\r\n");
+    }
+}
+
+/// The memcached reply for a store error.
+fn error_reply(e: StoreError) -> &'static [u8] {
+    match e {
+        StoreError::NotFound => b"NOT_FOUND\r\n",
+        StoreError::Exists => b"EXISTS\r\n",
+        StoreError::NotStored => b"NOT_STORED\r\n",
+        StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+        StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+        StoreError::NonNumeric => {
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        }
+        // The parser checks keys against the protocol limits; the store's may be stricter.
+        StoreError::KeyTooLong | StoreError::EmptyKey => {
+            b"CLIENT_ERROR bad command line format\r\n"
+        }
+        _ => b"SERVER_ERROR internal error\r\n",
+    }
+}
+
+fn reply_unless(noreply: bool, out: &mut Vec<u8>, reply: &[u8]) {
+    if !noreply {
+        out.extend_from_slice(reply);
+    }
+}
+
+/// `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`.
+fn write_value(out: &mut Vec<u8>, item: &ItemRef<'_>, cas: bool) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(item.key());
+    out.push(b' ');
+    push_u64(out, u64::from(item.flags()));
+    out.push(b' ');
+    push_u64(out, item.value_len() as u64);
+    if cas {
+        out.push(b' ');
+        push_u64(out, item.hash());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.reserve(item.value_len() + 2);
+    for part in item.value_chunks() {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `STAT <name> <value>\r\n`.
+fn stat(out: &mut Vec<u8>, name: &str, value: u64) {
+    out.extend_from_slice(b"STAT ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    push_u64(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn stat_str(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b"STAT ");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal without allocating.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exptime_rules_follow_memcached() {
+        assert_eq!(expiry(0), Expiry::Ttl(0));
+        assert_eq!(expiry(-1), Expiry::Expired);
+        assert_eq!(expiry(i64::MIN), Expiry::Expired);
+        assert_eq!(expiry(REALTIME_MAXDELTA), Expiry::Ttl(2_592_000));
+        // Just over 30 days is an absolute time in 1970: long past.
+        assert_eq!(expiry(REALTIME_MAXDELTA + 1), Expiry::Expired);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as i64;
+        match expiry(now + 100) {
+            Expiry::Ttl(t) => assert!((98..=100).contains(&t), "{t}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(expiry(now - 1), Expiry::Expired);
+        assert_eq!(expiry(i64::MAX), Expiry::Ttl(u32::MAX));
+    }
+
+    #[test]
+    fn push_u64_writes_decimal() {
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}
