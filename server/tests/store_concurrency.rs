@@ -81,7 +81,7 @@ fn snapshot_under_writes_sees_every_old_item_once_and_remove_frees_the_bucket() 
                         .set(SetMode::Set, key.as_bytes(), b"fresh", 0, 0)
                         .expect("set");
                     let v = &volatile[(i as usize * 7 + t as usize) % volatile.len()];
-                    if i % 3 == 0 {
+                    if i % 3 == 2 {
                         let _ = store.delete(v, None);
                     } else {
                         store.set(SetMode::Set, v, b"rewritten", 0, 0).expect("set");

@@ -204,10 +204,10 @@ impl Partition {
                 return Err(StoreError::NotStored)
             }
             (SetMode::Cas(_), None) => return Err(StoreError::NotFound),
-            (SetMode::Cas(expected), Some(id)) => {
-                if Header::read(self.slab.chunk(id)).hash != expected {
-                    return Err(StoreError::Exists);
-                }
+            (SetMode::Cas(expected), Some(id))
+                if Header::read(self.slab.chunk(id)).hash != expected =>
+            {
+                return Err(StoreError::Exists);
             }
             _ => {}
         }

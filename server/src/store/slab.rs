@@ -51,7 +51,7 @@ impl Geometry {
             if s >= cfg.max_chunk {
                 break;
             }
-            if sizes.last().is_none_or(|&last| s > last) {
+            if sizes.last() < Some(&s) {
                 sizes.push(s);
             }
             if sizes.len() > 200 {
