@@ -3,6 +3,9 @@
 //! return within its timeout (+100 ms) with the right kind of error, and the next call against
 //! a well-behaved server must succeed. No shoald needed.
 
+// The test server's helpers panic on setup failures, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use shoal_client::{Client, Error, FailureKind, LimitKind, Limits};
 use shoal_proto::{
     decode_request, hash::value_hash, Command, FrameWriter, Opcode, Reply, ReplyBody, Status,
@@ -56,11 +59,14 @@ impl Mode {
     }
 }
 
+/// The test server's data: key -> (flags, value).
+type Store = HashMap<Vec<u8>, (u32, Vec<u8>)>;
+
 struct Shared {
     mode: AtomicU8,
     accepted: AtomicUsize,
     requests: AtomicUsize,
-    store: Mutex<HashMap<Vec<u8>, (u32, Vec<u8>)>>,
+    store: Mutex<Store>,
     redirect_to: Mutex<String>,
 }
 
