@@ -1,0 +1,77 @@
+//! Measures one client's throughput: N tasks (default 64) issuing GETs and SETs (1:1, 100-byte
+//! values, 10,000 keys) for a while against a running server.
+//!
+//! ```sh
+//! cargo run --release --bin shoald -- --listen 127.0.0.1:7400 --memcache-listen off &
+//! cargo run --release -p shoal-client --example throughput -- 127.0.0.1:7400 64 10
+//! ```
+
+use shoal_client::Client;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:7400".into());
+    let tasks: usize = args.next().map_or(Ok(64), |s| s.parse())?;
+    let secs: u64 = args.next().map_or(Ok(10), |s| s.parse())?;
+    let conns: usize = args.next().map_or(Ok(2), |s| s.parse())?;
+
+    let client = Client::builder()
+        .seed(addr.clone())
+        .connections_per_node(conns)
+        .connect()
+        .await?;
+    let value = vec![b'x'; 100];
+    for k in 0..10_000u32 {
+        client.set(format!("key:{k}"), &value, 0, 0).await?;
+    }
+
+    let ops = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let (client, ops, errors, stop, value) = (
+            client.clone(),
+            ops.clone(),
+            errors.clone(),
+            stop.clone(),
+            value.clone(),
+        );
+        set.spawn(async move {
+            let mut i = t as u64;
+            while !stop.load(Ordering::Relaxed) {
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let key = format!("key:{}", (i >> 33) % 10_000);
+                let ok = if i & 1 == 0 {
+                    client.get(&key).await.is_ok()
+                } else {
+                    client.set(&key, &value, 0, 0).await.is_ok()
+                };
+                if ok {
+                    ops.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+    let elapsed = start.elapsed().as_secs_f64();
+    let n = ops.load(Ordering::Relaxed);
+    println!(
+        "{addr}: {tasks} tasks, {conns} connections, {secs} s: {n} ops, {:.0} ops/s, {} errors",
+        n as f64 / elapsed,
+        errors.load(Ordering::Relaxed)
+    );
+    client.close().await;
+    Ok(())
+}
