@@ -330,7 +330,7 @@ pub fn parse<'a>(
     };
     match name {
         b"get" | b"gets" => {
-            let keys = check_keys(rest, limits, line_len)?;
+            let keys = check_keys(rest, limits, line_len, false)?;
             let cas = name == b"gets";
             Ok(Some((TextCommand::Get { keys, cas }, line_len)))
         }
@@ -342,13 +342,13 @@ pub fn parse<'a>(
                     false,
                 ));
             };
-            // memcached checks the token count before the exptime.
-            let keys = check_keys(rest, limits, line_len)?;
+            // As memcached: the exptime is checked first, and no keys is an empty reply.
             let exptime = parse_i64(exptime).ok_or(ParseError::skip(
                 ParseErrorKind::BadExptime,
                 line_len,
                 false,
             ))?;
+            let keys = check_keys(rest, limits, line_len, true)?;
             let cas = name == b"gats";
             Ok(Some((TextCommand::Gat { exptime, keys, cas }, line_len)))
         }
@@ -555,11 +555,13 @@ fn first_token(line: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&line[..end], &line[end..]))
 }
 
-/// Checks every key of a multi-key command: at least one, at most `max_batch`, all valid.
+/// Checks every key of a multi-key command: at least one (unless `allow_empty`), at most
+/// `max_batch`, all valid.
 fn check_keys<'a>(
     rest: &'a [u8],
     limits: &Limits,
     line_len: usize,
+    allow_empty: bool,
 ) -> Result<Keys<'a>, ParseError> {
     let mut count = 0usize;
     for key in tokens(rest) {
@@ -568,7 +570,7 @@ fn check_keys<'a>(
         }
         count += 1;
     }
-    if count == 0 {
+    if count == 0 && !allow_empty {
         return Err(ParseError::skip(
             ParseErrorKind::UnknownCommand,
             line_len,

@@ -207,6 +207,8 @@ fn every_command_parses() {
         }
     ));
     assert_eq!(keys(&gat), [&b"a"[..], b"b"]);
+    let (gat, _) = ok(b"gat 1\r\n");
+    assert_eq!(keys(&gat), Vec::<&[u8]>::new());
     let (gats, _) = ok(b"gats -1 a\r\n");
     assert!(matches!(
         gats,
@@ -416,7 +418,6 @@ fn wrong_arity_and_unknown_commands_are_error() {
         b"   \r\n",
         b"get\r\n",
         b"gets   \r\n",
-        b"gat 1\r\n",
         b"gat\r\n",
         b"set k 0 0\r\n",
         b"set k 0 0 1 noreply x\r\n",

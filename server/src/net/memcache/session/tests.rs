@@ -192,7 +192,7 @@ fn gat_and_gats_return_values_and_set_the_ttl() {
         s(d.send(b"gat 100 a b a\r\ngats 100 a\r\ngat abc a\r\ngat 100\r\n")),
         format!(
             "VALUE a 3 1\r\nx\r\nVALUE a 3 1\r\nx\r\nEND\r\nVALUE a 3 1 {unique}\r\nx\r\nEND\r\n\
-             CLIENT_ERROR invalid exptime argument\r\nERROR\r\n"
+             CLIENT_ERROR invalid exptime argument\r\nEND\r\n"
         )
     );
     d.clock.advance(99);
