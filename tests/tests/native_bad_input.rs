@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 const MAX_VALUE: usize = 4096;
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.max_value_size = MAX_VALUE;
-    c.frame_timeout = Duration::from_millis(700);
-    c
+    Config {
+        max_value_size: MAX_VALUE,
+        frame_timeout: Duration::from_millis(700),
+        ..Config::default()
+    }
 }
 
 fn header(opcode: u8, flags: u8, id: u32, body_len: u32) -> Vec<u8> {

@@ -376,8 +376,10 @@ fn pipelined_requests_with_arbitrary_ids_all_get_their_replies() {
 
 #[test]
 fn limits_at_max_are_accepted_and_past_max_rejected() {
-    let mut config = Config::default();
-    config.max_value_size = 4096;
+    let config = Config {
+        max_value_size: 4096,
+        ..Config::default()
+    };
     let s = TestServer::start(config);
     let mut c = RawConn::hello(s.native_addr);
     let key = vec![b'k'; 250];
