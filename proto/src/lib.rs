@@ -44,7 +44,9 @@ pub use opcode::{Opcode, OPCODES};
 pub use reply::{
     decode_reply, Found, MultiGetWriter, Reply, ReplyBody, StatList, StatsWriter, ValueList,
 };
-pub use request::{decode_request, encode_multi_get, Command, KeyList, Request, StoreMode};
+pub use request::{
+    decode_request, encode_multi_get, Command, KeyList, PersistMode, Request, StoreMode,
+};
 pub use status::{Status, STATUSES};
 pub use writer::FrameWriter;
 

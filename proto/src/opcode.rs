@@ -83,4 +83,8 @@ opcodes! {
     Incr = 0x27, "INCR";
     /// Subtract from a decimal counter (clamped at zero).
     Decr = 0x28, "DECR";
+    /// Admin: write a savefile now, without stopping; replies when the file is complete.
+    Save = 0xA0, "SAVE";
+    /// Admin: change when the node writes a savefile (`--persist`) while it runs.
+    SetPersist = 0xA1, "SET_PERSIST";
 }

@@ -107,7 +107,7 @@ pub struct Reply<'a> {
 /// The fields of a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyBody<'a> {
-    /// No fields (PING, GOODBYE, TOUCH, DELETE).
+    /// No fields (PING, GOODBYE, TOUCH, DELETE, SET_PERSIST).
     Empty,
     /// HELLO: the version chosen and the server's name.
     Hello {
@@ -141,6 +141,13 @@ pub enum ReplyBody<'a> {
     },
     /// STATS.
     Stats(StatList<'a>),
+    /// SAVE: what the savefile holds.
+    Saved {
+        /// Items written.
+        items: u64,
+        /// Size of the savefile in bytes.
+        bytes: u64,
+    },
     /// NOT_MY_BUCKET: where the key's bucket lives now.
     Redirect {
         /// The key's bucket.
@@ -180,6 +187,9 @@ impl Reply<'_> {
             }
             ReplyBody::Stats(list) => {
                 w.u16(list.count).raw(list.raw);
+            }
+            ReplyBody::Saved { items, bytes } => {
+                w.u64(items).u64(bytes);
             }
             ReplyBody::Redirect {
                 bucket,
@@ -338,9 +348,16 @@ fn decode_reply_body<'a>(
                 version: r.u8()?,
                 server: r.short()?,
             },
-            Opcode::Goodbye | Opcode::Ping | Opcode::Touch | Opcode::Delete | Opcode::Notice => {
-                ReplyBody::Empty
-            }
+            Opcode::Goodbye
+            | Opcode::Ping
+            | Opcode::Touch
+            | Opcode::Delete
+            | Opcode::Notice
+            | Opcode::SetPersist => ReplyBody::Empty,
+            Opcode::Save => ReplyBody::Saved {
+                items: r.u64()?,
+                bytes: r.u64()?,
+            },
             Opcode::Get => ReplyBody::Value {
                 flags: r.u32()?,
                 value: r.value(limits)?,

@@ -18,6 +18,39 @@ pub enum StoreMode {
     Replace,
 }
 
+/// When a node writes a savefile on its own (SET_PERSIST); the wire value is the `u8` in
+/// parentheses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PersistMode {
+    /// Never write one at stop (SAVE still works). (0)
+    Never,
+    /// Write one at a graceful stop when no peer can take the node's buckets. (1)
+    OnLastStop,
+    /// Write one at every graceful stop, even when peers take the buckets. (2)
+    Always,
+}
+
+impl PersistMode {
+    /// The mode with this wire value, if it is defined.
+    pub fn from_u8(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(Self::Never),
+            1 => Some(Self::OnLastStop),
+            2 => Some(Self::Always),
+            _ => None,
+        }
+    }
+
+    /// The wire value.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Self::Never => 0,
+            Self::OnLastStop => 1,
+            Self::Always => 2,
+        }
+    }
+}
+
 /// The keys of a multi-get, validated and still in wire form (iterate with [`KeyList::iter`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyList<'a> {
@@ -157,6 +190,13 @@ pub enum Command<'a> {
         /// When the key is missing: create it with `(initial value, ttl)`; `None` = NOT_FOUND.
         create: Option<(u64, u32)>,
     },
+    /// Admin: write a savefile now.
+    Save,
+    /// Admin: change the node's persistence mode.
+    SetPersist {
+        /// The new mode.
+        mode: PersistMode,
+    },
 }
 
 impl Command<'_> {
@@ -183,6 +223,8 @@ impl Command<'_> {
             Command::Delete { .. } => Opcode::Delete,
             Command::Counter { decr: false, .. } => Opcode::Incr,
             Command::Counter { decr: true, .. } => Opcode::Decr,
+            Command::Save => Opcode::Save,
+            Command::SetPersist { .. } => Opcode::SetPersist,
         }
     }
 
@@ -237,7 +279,10 @@ impl Request<'_> {
                     .short(client_name)
                     .short(auth);
             }
-            Command::Goodbye | Command::Ping => {}
+            Command::Goodbye | Command::Ping | Command::Save => {}
+            Command::SetPersist { mode } => {
+                w.u8(mode.as_u8());
+            }
             Command::Stats { group } => {
                 w.short(group);
             }
@@ -383,6 +428,10 @@ fn decode_command<'a>(
         },
         Opcode::Goodbye => Command::Goodbye,
         Opcode::Ping => Command::Ping,
+        Opcode::Save => Command::Save,
+        Opcode::SetPersist => Command::SetPersist {
+            mode: PersistMode::from_u8(r.u8()?).ok_or(DecodeErrorKind::BadField)?,
+        },
         Opcode::Notice => return Err(DecodeErrorKind::UnknownOpcode),
         Opcode::Stats => Command::Stats { group: r.short()? },
         Opcode::Get => Command::Get {

@@ -322,6 +322,33 @@ fn c17_counter_extremes_and_bad_tag() {
 }
 
 #[test]
+fn admin_bodies_are_checked() {
+    // SET_PERSIST takes exactly one mode byte, 0..=2.
+    for mode in 0..=2u8 {
+        let f = frame(Opcode::SetPersist, &[mode]);
+        let (req, _) = decode_request(&f, &limits()).unwrap().unwrap();
+        assert_eq!(req.command.opcode(), Opcode::SetPersist);
+    }
+    assert_eq!(
+        err(&frame(Opcode::SetPersist, &[3])).kind,
+        DecodeErrorKind::BadField
+    );
+    assert_eq!(
+        err(&frame(Opcode::SetPersist, &[])).kind,
+        DecodeErrorKind::Truncated
+    );
+    assert_eq!(
+        err(&frame(Opcode::SetPersist, &[1, 0])).kind,
+        DecodeErrorKind::TrailingBytes
+    );
+    // SAVE has an empty body.
+    assert_eq!(
+        err(&frame(Opcode::Save, &[0])).kind,
+        DecodeErrorKind::TrailingBytes
+    );
+}
+
+#[test]
 fn c18_keys_are_bytes_nul_crlf_and_invalid_utf8_included() {
     for key in [&b"a\0b"[..], b"line\r\nbreak", &[0xFF, 0xFE, 0xC3]] {
         let mut f = Vec::new();

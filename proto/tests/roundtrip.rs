@@ -23,6 +23,8 @@ enum Req {
     Concat(bool, Vec<u8>, Vec<u8>),
     Delete(Vec<u8>, Option<u64>),
     Counter(bool, Vec<u8>, u64, Option<(u64, u32)>),
+    Save,
+    SetPersist(PersistMode),
 }
 
 fn encode(req: &Req, id: u32) -> Vec<u8> {
@@ -74,6 +76,8 @@ fn encode(req: &Req, id: u32) -> Vec<u8> {
             delta: *delta,
             create: *c,
         },
+        Req::Save => Command::Save,
+        Req::SetPersist(mode) => Command::SetPersist { mode: *mode },
     };
     Request { id, command }.encode(&mut out);
     out
@@ -121,6 +125,8 @@ fn own(c: &Command<'_>) -> Req {
             delta,
             create,
         } => Req::Counter(decr, key.into(), delta, create),
+        Command::Save => Req::Save,
+        Command::SetPersist { mode } => Req::SetPersist(mode),
     }
 }
 
@@ -205,6 +211,8 @@ request_props! {
     concat_roundtrip: (any::<bool>(), key(), value()).prop_map(|(p, k, v)| Req::Concat(p, k, v));
     delete_roundtrip: (key(), any::<Option<u64>>()).prop_map(|(k, e)| Req::Delete(k, e));
     counter_roundtrip: (any::<bool>(), key(), any::<u64>(), any::<Option<(u64, u32)>>()).prop_map(|(d, k, x, c)| Req::Counter(d, k, x, c));
+    save_roundtrip: Just(Req::Save);
+    set_persist_roundtrip: prop::sample::select(vec![PersistMode::Never, PersistMode::OnLastStop, PersistMode::Always]).prop_map(Req::SetPersist);
 }
 
 /// An owned reply.
@@ -218,6 +226,7 @@ enum Rep {
     Stored(Opcode, u64),
     Counter(Opcode, u64, u64),
     Stats(Vec<(String, String)>),
+    Saved(u64, u64),
     Redirect(Opcode, u32, u64, Vec<u8>),
     Message(Opcode, Status, Vec<u8>),
 }
@@ -274,6 +283,14 @@ fn encode_reply(rep: &Rep, id: u32) -> Vec<u8> {
             }),
         ),
         Rep::Stored(op, h) => (*op, Status::Ok, ReplyBody::Stored { hash: *h }),
+        Rep::Saved(items, bytes) => (
+            Opcode::Save,
+            Status::Ok,
+            ReplyBody::Saved {
+                items: *items,
+                bytes: *bytes,
+            },
+        ),
         Rep::Counter(op, v, h) => (
             *op,
             Status::Ok,
@@ -317,6 +334,7 @@ fn own_reply(r: &Reply<'_>) -> Rep {
                 .collect(),
         ),
         ReplyBody::Stored { hash } => Rep::Stored(r.opcode, hash),
+        ReplyBody::Saved { items, bytes } => Rep::Saved(items, bytes),
         ReplyBody::Counter { value, hash } => Rep::Counter(r.opcode, value, hash),
         ReplyBody::Stats(list) => Rep::Stats(
             list.iter()
@@ -387,7 +405,8 @@ macro_rules! reply_props {
 }
 
 reply_props! {
-    empty_reply_roundtrip: prop::sample::select(vec![Opcode::Ping, Opcode::Goodbye, Opcode::Touch, Opcode::Delete]).prop_map(Rep::Empty);
+    empty_reply_roundtrip: prop::sample::select(vec![Opcode::Ping, Opcode::Goodbye, Opcode::Touch, Opcode::Delete, Opcode::SetPersist]).prop_map(Rep::Empty);
+    saved_reply_roundtrip: (any::<u64>(), any::<u64>()).prop_map(|(i, b)| Rep::Saved(i, b));
     hello_reply_roundtrip: (any::<u8>(), short()).prop_map(|(v, s)| Rep::Hello(v, s));
     value_reply_roundtrip: (any::<u32>(), value()).prop_map(|(f, v)| Rep::Value(f, v));
     value_with_hash_reply_roundtrip: (prop::sample::select(vec![Opcode::GetWithHash, Opcode::GetAndTouch]), any::<u32>(), any::<u64>(), value()).prop_map(|(o, f, h, v)| Rep::ValueWithHash(o, f, h, v));
