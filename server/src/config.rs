@@ -5,6 +5,7 @@
 //! long flags (`memory = "256MiB"`, `max-connections = 2000`); its entries are turned into
 //! flags placed before the real command line, so flags given on the command line win.
 
+use crate::persist::{PersistConfig, PersistMode};
 use crate::store::StoreConfig;
 use clap::Parser;
 use shoal_proto::Limits;
@@ -58,9 +59,26 @@ pub struct Config {
     #[arg(long, default_value_t = 1.25)]
     pub growth_factor: f64,
 
-    /// Directory for the node's id and savefile.
+    /// Directory for the node's id and savefile. Without it persistence is off: the node
+    /// starts empty and writes no savefile.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+
+    /// When to write a savefile on its own: `on-last-stop` (at a graceful stop when no peer
+    /// can take the node's buckets; on a single node, every graceful stop), `always` (every
+    /// graceful stop), `never`. Needs --data-dir; changeable at run time (SET_PERSIST).
+    #[arg(long, value_enum, default_value_t = PersistMode::OnLastStop)]
+    pub persist: PersistMode,
+
+    /// Start empty when the savefile is damaged, setting it aside as `savefile.bad-<time>`,
+    /// instead of refusing to start (exit code 4).
+    #[arg(long)]
+    pub discard_bad_savefile: bool,
+
+    /// Test only: shift the node's clocks forward by this many seconds, to simulate time
+    /// passing while the node was down. Never use it in production.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub test_clock_offset: u32,
 
     /// Most client connections at once; more are refused with BUSY.
     #[arg(long, default_value_t = 4096)]
@@ -211,6 +229,15 @@ impl Config {
         }
     }
 
+    /// The persistence settings these settings imply.
+    pub fn persist_config(&self) -> PersistConfig {
+        PersistConfig {
+            data_dir: self.data_dir.clone(),
+            mode: self.persist,
+            discard_bad_savefile: self.discard_bad_savefile,
+        }
+    }
+
     /// The effective configuration as TOML (the same names a config file takes).
     pub fn to_toml(&self) -> String {
         let opt = |p: &Option<PathBuf>| {
@@ -224,7 +251,8 @@ impl Config {
         };
         format!(
             "listen = \"{}\"\nmemcache-listen = \"{memcache}\"\nmemory = {}\nbuckets = {}\n\
-             growth-factor = {}\ndata-dir = {}\nmax-connections = {}\nmax-key-size = {}\n\
+             growth-factor = {}\ndata-dir = {}\npersist = \"{}\"\ndiscard-bad-savefile = {}\n\
+             max-connections = {}\nmax-key-size = {}\n\
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
              send-timeout = \"{}ms\"\noutput-buffer = {}\nshutdown-timeout = \"{}ms\"\nthreads = {}\n\
              log-level = {:?}\nlog-file = {}\n",
@@ -233,6 +261,8 @@ impl Config {
             self.buckets,
             self.growth_factor,
             opt(&self.data_dir),
+            self.persist,
+            self.discard_bad_savefile,
             self.max_connections,
             self.max_key_size,
             self.max_value_size,

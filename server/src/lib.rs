@@ -3,6 +3,7 @@
 //! - [`store`]: the storage engine (slab memory, per-bucket indexes, eviction, expiry).
 //! - [`net`]: listeners, the connection driver, and the two protocols (native, memcached text).
 //! - [`config`]: every setting, with defaults and validation.
+//! - [`persist`]: the data directory, node id, and savefiles (format in [`persist::savefile`]).
 //! - [`server`]: [`server::run`], which serves until a shutdown future completes.
 //! - [`stats`]: server-wide counters.
 //! - [`testing`]: an in-process server for tests.
@@ -10,10 +11,11 @@
 
 pub mod config;
 pub mod net;
+pub mod persist;
 pub mod server;
 pub mod stats;
 pub mod store;
 pub mod testing;
 
 pub use config::Config;
-pub use server::{run, serve, Listeners, RunError};
+pub use server::{prepare, run, serve, Listeners, Node, RunError};

@@ -1,8 +1,8 @@
-//! The `shoald` binary: parse the configuration, set up logging, bind, serve until SIGTERM or
-//! SIGINT, stop gracefully. Everything else lives in the library.
+//! The `shoald` binary: parse the configuration, set up logging, bind, load the savefile,
+//! serve until SIGTERM or SIGINT, stop gracefully. Everything else lives in the library.
 
 use shoald::config::{exit_code, Config};
-use shoald::{run, Listeners};
+use shoald::{prepare, serve, Listeners};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -49,14 +49,29 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::RUNTIME as u8);
         }
     };
+    // Bind first (so the ports are ours), then load the savefile: connections that arrive
+    // meanwhile wait in the backlog until serving starts.
+    let listeners = match runtime.block_on(Listeners::bind(&config)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("shoald: {e}");
+            return ExitCode::from(exit_code::BIND as u8);
+        }
+    };
+    let node = match prepare(&config) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(cause = %e, "cannot start");
+            eprintln!("shoald: {e}");
+            let code = if e.is_bad_savefile() {
+                exit_code::BAD_SAVEFILE
+            } else {
+                exit_code::RUNTIME
+            };
+            return ExitCode::from(code as u8);
+        }
+    };
     runtime.block_on(async move {
-        let listeners = match Listeners::bind(&config).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("shoald: {e}");
-                return ExitCode::from(exit_code::BIND as u8);
-            }
-        };
         let native = listeners
             .native_addr()
             .map_or_else(|| "?".to_string(), |a| a.to_string());
@@ -67,7 +82,7 @@ fn main() -> ExitCode {
         // The one line tools and tests read to learn the bound ports.
         println!("shoald ready native={native} memcache={memcache}");
         let _ = std::io::stdout().flush();
-        match run(config, listeners, stop_signal()).await {
+        match serve(config, node, listeners, stop_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoald: {e}");

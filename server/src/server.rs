@@ -1,9 +1,23 @@
-//! Running a node: bind, serve both protocols, run the expiry crawler, and stop gracefully.
+//! Running a node: prepare (store, data directory, savefile), bind, serve both protocols, run
+//! the expiry crawler, and stop gracefully.
 //!
-//! [`run`] is the one entry point; `main.rs` calls it with the process's signals as the
-//! shutdown future, tests call it with a channel. Stop order: stop accepting, tell every
-//! connection (each drains what its client already sent, answers it, sends a notice and
-//! closes), wait for the connections up to `shutdown_timeout`, stop background tasks, return.
+//! ```text
+//!  prepare(config)          serve(config, node, listeners, shutdown)
+//!  store + clock            accept, serve ... shutdown fires
+//!  data dir, node id        stop accepting; connections drain        \ all within
+//!  load savefile, set aside background tasks stop                     | shutdown_timeout
+//!                           savefile (temp, fsync, rename), if due   /
+//! ```
+//!
+//! `main.rs` binds, calls [`prepare`] (a long load happens here, before the ready line and
+//! before any connection is accepted), then [`serve`] with the process's signals as the
+//! shutdown future; tests do the same with a channel, or call [`run`] for all three. Stop
+//! order: stop accepting, tell every connection (each drains what its client already sent,
+//! answers it, sends a notice and closes), wait for the connections, stop background tasks,
+//! write the savefile when [`Persistence::saves_on_stop`] says so, return. The connection wait
+//! and the save share one deadline, `shutdown_timeout` after the stop began; a save still
+//! running at the deadline is abandoned and leaves no savefile behind (only a temporary file,
+//! deleted at the next start).
 
 use crate::config::Config;
 use crate::net::conn::ConnLimits;
@@ -11,13 +25,14 @@ use crate::net::listener::Listener;
 use crate::net::memcache::TextSession;
 use crate::net::native::NativeSession;
 use crate::net::Shared;
+use crate::persist::{PersistError, Persistence};
 use crate::stats::ServerStats;
-use crate::store::{Store, StoreError};
+use crate::store::{Clock, Store, StoreError, SystemClock};
 use shoal_proto::HEADER_LEN;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -71,6 +86,16 @@ pub enum RunError {
     Bind(SocketAddr, std::io::Error),
     /// The store could not be created from the configuration.
     Store(StoreError),
+    /// The data directory or savefile could not be used at start, or the savefile could not
+    /// be written at stop.
+    Persist(PersistError),
+}
+
+impl RunError {
+    /// Whether the node refused to start because its savefile is damaged (exit code 4).
+    pub fn is_bad_savefile(&self) -> bool {
+        matches!(self, RunError::Persist(e) if e.is_damaged_savefile())
+    }
 }
 
 impl std::fmt::Display for RunError {
@@ -78,35 +103,100 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             RunError::Store(e) => write!(f, "cannot create the store: {e}"),
+            RunError::Persist(e) => write!(f, "{e}"),
         }
     }
 }
 
 impl std::error::Error for RunError {}
 
-/// Creates the store the configuration describes, then [`serve`]s it.
+/// A node ready to serve: its store (holding the savefile's items, if there was one) and its
+/// persistence handle.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The node's items.
+    pub store: Store,
+    /// Data directory, node id, persistence mode.
+    pub persistence: Persistence,
+}
+
+/// The node's clock: the system clock, shifted forward by `--test-clock-offset` seconds
+/// (a test-only setting that simulates time passing while the node was down).
+#[derive(Debug)]
+struct NodeClock {
+    system: SystemClock,
+    offset: u32,
+}
+
+impl Clock for NodeClock {
+    fn now(&self) -> u32 {
+        self.system.now().saturating_add(self.offset)
+    }
+
+    fn wall(&self) -> u64 {
+        self.system.wall() + u64::from(self.offset)
+    }
+}
+
+/// Creates the store the configuration describes and opens the data directory: node id,
+/// and the savefile, loaded before this returns. Blocking (a large savefile takes seconds);
+/// call it before serving.
 ///
 /// # Errors
-/// [`RunError::Store`] when the store cannot be created.
+/// [`RunError::Store`] when the store cannot be created; [`RunError::Persist`] when the data
+/// directory cannot be used or the savefile is damaged ([`RunError::is_bad_savefile`]).
+pub fn prepare(config: &Config) -> Result<Node, RunError> {
+    let clock: Arc<dyn Clock> = Arc::new(NodeClock {
+        system: SystemClock::new(),
+        offset: config.test_clock_offset,
+    });
+    if config.test_clock_offset > 0 {
+        tracing::warn!(
+            secs = config.test_clock_offset,
+            "test-only clock offset in use: expiry times are shifted"
+        );
+    }
+    let store = Store::with_clock(config.store_config(), clock.clone()).map_err(RunError::Store)?;
+    let persistence =
+        Persistence::open(&config.persist_config(), &store, clock).map_err(RunError::Persist)?;
+    Ok(Node { store, persistence })
+}
+
+/// [`prepare`]s the node (on a blocking thread), then [`serve`]s it.
+///
+/// # Errors
+/// As [`prepare`] and [`serve`].
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let store = Store::new(config.store_config()).map_err(RunError::Store)?;
-    serve(config, store, listeners, shutdown).await
+    let for_prepare = config.clone();
+    let node = tokio::task::spawn_blocking(move || prepare(&for_prepare))
+        .await
+        .map_err(|e| {
+            RunError::Persist(PersistError::Io {
+                action: "prepare",
+                path: Default::default(),
+                error: std::io::Error::other(e.to_string()),
+            })
+        })??;
+    serve(config, node, listeners, shutdown).await
 }
 
-/// Serves `store` until `shutdown` completes, then stops gracefully.
+/// Serves `node` until `shutdown` completes, then stops gracefully (writing a savefile when
+/// due).
 ///
 /// # Errors
-/// None yet; the signature leaves room for start-up steps that can fail.
+/// [`RunError::Persist`] when the savefile due at stop could not be written completely
+/// (the error says why; the previous savefile, if any, is untouched).
 pub async fn serve(
     config: Config,
-    store: Store,
+    node: Node,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let Node { store, persistence } = node;
     let limits = config.limits();
     let shared = Shared {
         store: store.clone(),
@@ -128,7 +218,10 @@ pub async fn serve(
     accept_tasks.push(tokio::spawn(
         Listener {
             listener: listeners.native,
-            make_session: NativeSession::new,
+            make_session: {
+                let persistence = persistence.clone();
+                move |shared| NativeSession::with_persistence(shared, persistence.clone())
+            },
             refusal: NativeSession::refusal(),
             slots: slots.clone(),
             limits: conn_limits,
@@ -157,21 +250,59 @@ pub async fn serve(
     let crawler = tokio::spawn(crawl_expired(store.clone(), stop_rx.clone()));
 
     shutdown.await;
+    let deadline = Instant::now() + config.shutdown_timeout;
     tracing::info!("stopping: no new connections; draining the open ones");
     let _ = stop_tx.send(true);
     for task in accept_tasks {
         let _ = task.await;
     }
     // Every connection task holds a sender; recv() returns None once all have ended.
-    if tokio::time::timeout(config.shutdown_timeout, done_rx.recv())
+    if tokio::time::timeout_at(deadline.into(), done_rx.recv())
         .await
         .is_err()
     {
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     let _ = crawler.await;
+    let saved = save_on_stop(&store, &persistence, deadline).await;
     tracing::info!("stopped");
-    Ok(())
+    saved.map_err(RunError::Persist)
+}
+
+/// Writes the savefile at stop when the persistence mode says so, within `deadline`.
+async fn save_on_stop(
+    store: &Store,
+    persistence: &Persistence,
+    deadline: Instant,
+) -> Result<(), PersistError> {
+    if !persistence.saves_on_stop() {
+        if persistence.is_enabled() {
+            tracing::info!(persist = %persistence.mode(), "not writing a savefile at this stop");
+        }
+        return Ok(());
+    }
+    // No peer can take this node's buckets (there is no cluster yet): write them to disk.
+    let (p, s) = (persistence.clone(), store.clone());
+    let mut task = tokio::task::spawn_blocking(move || p.save(&s, Some(deadline), true));
+    let joined = match tokio::time::timeout_at(deadline.into(), &mut task).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            // The save checks between batches; it ends promptly and removes its temp file.
+            persistence.cancel_saves();
+            task.await
+        }
+    };
+    match joined {
+        Ok(result) => result.map(|_| ()),
+        Err(e) => Err(PersistError::Io {
+            action: "finish the save (task failed)",
+            path: persistence
+                .dir()
+                .map(|d| d.to_path_buf())
+                .unwrap_or_default(),
+            error: std::io::Error::other(e.to_string()),
+        }),
+    }
 }
 
 /// Reclaims expired items in small steps, yielding between steps so requests are not stalled.

@@ -2,7 +2,7 @@
 //! runtime, and stops (gracefully) when dropped.
 
 use crate::config::Config;
-use crate::server::{serve, Listeners, RunError};
+use crate::server::{prepare, serve, Listeners, RunError};
 use crate::store::Store;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
@@ -22,7 +22,8 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server with `config`, overriding its listen addresses with `127.0.0.1:0`
-    /// (the memcached listener stays off if the config has it off).
+    /// (the memcached listener stays off if the config has it off). With a `data_dir`, the
+    /// savefile there is loaded first, as `shoald` does.
     ///
     /// # Panics
     /// When the configuration is invalid or the server cannot start: a test cannot go on.
@@ -32,8 +33,8 @@ impl TestServer {
             config.memcache_listen.0 = Some("127.0.0.1:0".parse().expect("loopback address"));
         }
         config.validate().expect("test config is valid");
-        let store = Store::new(config.store_config()).expect("test store config is valid");
-        let server_store = store.clone();
+        let node = prepare(&config).expect("test node starts");
+        let store = node.store.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -45,7 +46,7 @@ impl TestServer {
             runtime.block_on(async move {
                 let listeners = Listeners::bind(&config).await?;
                 let _ = addr_tx.send((listeners.native_addr(), listeners.memcache_addr()));
-                serve(config, server_store, listeners, async {
+                serve(config, node, listeners, async {
                     let _ = stop_rx.await;
                 })
                 .await

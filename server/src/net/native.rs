@@ -6,8 +6,13 @@
 //! connection stays open only when the frame was well delimited (see `DecodeError::skip`).
 //! Every key-addressed command passes through [`NativeSession::keyed`], the one place where
 //! bucket ownership checks and redirects are made once the node is part of a cluster.
+//!
+//! Admin requests (SAVE, SET_PERSIST) go to the node's [`Persistence`]. SAVE writes the whole
+//! savefile before it answers; it runs in `block_in_place`, so the runtime moves other tasks
+//! off this worker thread meanwhile, and this connection waits for the reply.
 
 use super::{Session, Shared, Step};
+use crate::persist::{PersistError, Persistence};
 use crate::stats::ServerStats;
 use crate::store::{ItemRef, SetMode, StoreError};
 use shoal_proto::{
@@ -21,14 +26,22 @@ pub const SERVER_NAME: &str = concat!("shoald ", env!("CARGO_PKG_VERSION"));
 /// Per-connection state of the native protocol.
 pub struct NativeSession {
     shared: Shared,
+    /// The node's persistence, for the admin requests.
+    persistence: Persistence,
     hello_done: bool,
 }
 
 impl NativeSession {
-    /// A session for a new connection.
+    /// A session for a new connection on a node without persistence.
     pub fn new(shared: Shared) -> Self {
+        Self::with_persistence(shared, Persistence::disabled())
+    }
+
+    /// A session for a new connection; admin requests act on `persistence`.
+    pub fn with_persistence(shared: Shared, persistence: Persistence) -> Self {
         Self {
             shared,
+            persistence,
             hello_done: false,
         }
     }
@@ -104,6 +117,17 @@ impl NativeSession {
             }
             Command::MultiGet { keys } => {
                 self.multi_get(out, id, keys.iter());
+                false
+            }
+            Command::Save => {
+                self.save(out, id);
+                false
+            }
+            Command::SetPersist { mode } => {
+                match self.persistence.set_mode(mode.into()) {
+                    Ok(()) => ok_empty(out, op, id),
+                    Err(e) => persist_error(out, op, id, &e),
+                }
                 false
             }
             command => {
@@ -195,7 +219,9 @@ impl NativeSession {
             | Command::Goodbye
             | Command::Ping
             | Command::Stats { .. }
-            | Command::MultiGet { .. } => Ok(()),
+            | Command::MultiGet { .. }
+            | Command::Save
+            | Command::SetPersist { .. } => Ok(()),
         };
         if let Err(e) = result {
             let (status, message) = store_error_status(&e);
@@ -230,6 +256,24 @@ impl NativeSession {
         }
     }
 
+    /// SAVE: writes the savefile now and answers when it is on disk.
+    fn save(&self, out: &mut Vec<u8>, id: u32) {
+        let store = &self.shared.store;
+        match blocking(|| self.persistence.save(store, None, false)) {
+            Ok(s) => Reply {
+                id,
+                opcode: Opcode::Save,
+                status: Status::Ok,
+                body: ReplyBody::Saved {
+                    items: s.items,
+                    bytes: s.bytes,
+                },
+            }
+            .encode(out),
+            Err(e) => persist_error(out, Opcode::Save, id, &e),
+        }
+    }
+
     fn stats(&self, out: &mut Vec<u8>, id: u32) {
         let mut w = StatsWriter::new(out, id);
         w.stat("version", SERVER_NAME);
@@ -252,6 +296,9 @@ impl NativeSession {
         w.stat("pages_moved", s.pages_moved);
         w.stat("index_bytes", s.index_bytes);
         w.stat("buckets", self.shared.store.buckets());
+        for (name, value) in self.persistence.stats() {
+            w.stat(name, value);
+        }
     }
 
     /// Answers a frame that failed to decode; returns how far the stream can go on, or `None`
@@ -330,6 +377,34 @@ pub(crate) fn store_error_status(e: &StoreError) -> (Status, &'static str) {
         StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
         _ => (Status::ServerError, "internal error"),
     }
+}
+
+/// Runs `f`, a blocking call, on this worker thread after telling a multi-threaded runtime to
+/// move its other tasks elsewhere (`block_in_place` would panic on a current-thread runtime,
+/// which then simply waits).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Answers an admin request that persistence refused.
+fn persist_error(out: &mut Vec<u8>, op: Opcode, id: u32, e: &PersistError) {
+    let status = match e {
+        PersistError::Disabled => Status::BadRequest,
+        PersistError::Busy => Status::Busy,
+        PersistError::Cancelled => Status::ShuttingDown,
+        _ => Status::ServerError,
+    };
+    let mut message = e.to_string();
+    let mut end = message.len().min(1024);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    error(out, op, status, id, message.as_bytes());
 }
 
 fn write_value(w: &mut FrameWriter<'_>, item: &ItemRef<'_>) {

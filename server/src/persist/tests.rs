@@ -1,0 +1,270 @@
+//! Save/load orchestration tests on a real directory and a store with a manual clock.
+
+use super::*;
+use crate::store::{ManualClock, SetMode, StoreConfig};
+
+const WALL: u64 = 1_700_000_000;
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "shoald-persist-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn store() -> (Store, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(WALL));
+    let config = StoreConfig {
+        memory: 8 << 20,
+        page_size: 64 << 10,
+        buckets: 64,
+        max_value: 64 << 10,
+        ..StoreConfig::default()
+    };
+    (Store::with_clock(config, clock.clone()).unwrap(), clock)
+}
+
+fn config(dir: &Path) -> PersistConfig {
+    PersistConfig {
+        data_dir: Some(dir.to_path_buf()),
+        ..PersistConfig::default()
+    }
+}
+
+fn value_of(store: &Store, key: &[u8]) -> Option<(Vec<u8>, u32, u64)> {
+    store.get(key, |i| (i.value_vec(), i.flags(), i.hash()))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn save_then_open_loads_everything_and_sets_the_file_aside() {
+    let dir = TempDir::new("roundtrip");
+    let (a, clock_a) = store();
+    let p = Persistence::open(&config(&dir.0), &a, clock_a.clone()).unwrap();
+    for i in 0..500u32 {
+        let key = format!("k{i}");
+        let value = vec![i as u8; (i as usize * 37) % 5000];
+        let ttl = match i % 3 {
+            0 => 0,
+            1 => 5,
+            _ => 500,
+        };
+        a.set(SetMode::Set, key.as_bytes(), &value, i, ttl).unwrap();
+    }
+    a.delete(b"k7", None).unwrap();
+    let summary = p.save(&a, None, false).unwrap();
+    assert_eq!(summary.items, 499);
+    assert!(dir.0.join(SAVEFILE).exists());
+
+    // The node is "down" 10 s: the 5 s keys expire, the 500 s keys keep 490 s.
+    let clock_b = Arc::new(ManualClock::new(WALL + 10));
+    let b = Store::with_clock(a.config().clone(), clock_b.clone()).unwrap();
+    let p2 = Persistence::open(&config(&dir.0), &b, clock_b.clone()).unwrap();
+    assert_eq!(
+        p2.node_id(),
+        p.node_id(),
+        "the node id is kept in the directory"
+    );
+    for i in 0..500u32 {
+        let key = format!("k{i}");
+        let got = value_of(&b, key.as_bytes());
+        if i == 7 || i % 3 == 1 {
+            assert_eq!(got, None, "{key} must not come back");
+        } else {
+            assert_eq!(got, value_of(&a, key.as_bytes()), "{key}");
+        }
+    }
+    // Remaining TTL of a 500 s key: 490 s, as a new save shows.
+    let saved = b
+        .snapshot_bucket(b.bucket_of(b"k2"))
+        .find(|i| i.key == b"k2");
+    assert_eq!(saved.map(|i| i.expires_at), Some(WALL + 500));
+    // Bucket sequence numbers and hashes are the ones written.
+    let seq_a = a
+        .snapshot_bucket(a.bucket_of(b"k3"))
+        .find(|i| i.key == b"k3");
+    let seq_b = b
+        .snapshot_bucket(b.bucket_of(b"k3"))
+        .find(|i| i.key == b"k3");
+    assert_eq!(seq_a, seq_b);
+    // The savefile was set aside and is not loaded again.
+    let files = names(&dir.0);
+    assert!(!files.contains(&SAVEFILE.to_string()), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with("savefile.loaded-")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn at_most_two_loaded_savefiles_are_kept() {
+    let dir = TempDir::new("keep");
+    for round in 0..4u64 {
+        let (s, _) = store();
+        let clock = Arc::new(ManualClock::new(WALL + round));
+        let p = Persistence::open(&config(&dir.0), &s, clock).unwrap();
+        s.set(SetMode::Set, b"k", b"v", 0, 0).unwrap();
+        p.save(&s, None, true).unwrap();
+    }
+    let (s, clock) = store();
+    Persistence::open(&config(&dir.0), &s, clock).unwrap();
+    let loaded = names(&dir.0)
+        .into_iter()
+        .filter(|f| f.starts_with("savefile.loaded-"))
+        .count();
+    assert_eq!(loaded, KEEP_ASIDE);
+}
+
+#[test]
+fn an_interrupted_save_is_removed_at_start_and_never_loaded() {
+    let dir = TempDir::new("tmp");
+    fs::write(dir.0.join(SAVEFILE_TMP), b"SHOALSAV half a file").unwrap();
+    let (s, clock) = store();
+    Persistence::open(&config(&dir.0), &s, clock).unwrap();
+    assert_eq!(s.stats().items, 0);
+    assert!(!dir.0.join(SAVEFILE_TMP).exists());
+}
+
+#[test]
+fn a_cancelled_save_writes_nothing_and_keeps_the_previous_savefile() {
+    let dir = TempDir::new("cancel");
+    let (s, clock) = store();
+    let p = Persistence::open(&config(&dir.0), &s, clock).unwrap();
+    s.set(SetMode::Set, b"old", b"1", 0, 0).unwrap();
+    p.save(&s, None, true).unwrap();
+    let before = fs::read(dir.0.join(SAVEFILE)).unwrap();
+    s.set(SetMode::Set, b"new", b"2", 0, 0).unwrap();
+    let past = Instant::now();
+    assert!(matches!(
+        p.save(&s, Some(past), true),
+        Err(PersistError::Cancelled)
+    ));
+    assert_eq!(fs::read(dir.0.join(SAVEFILE)).unwrap(), before);
+    assert!(!dir.0.join(SAVEFILE_TMP).exists());
+}
+
+#[test]
+fn a_damaged_savefile_is_refused_or_discarded_when_asked() {
+    let dir = TempDir::new("damaged");
+    let (s, clock) = store();
+    let p = Persistence::open(&config(&dir.0), &s, clock).unwrap();
+    for i in 0..100u32 {
+        s.set(SetMode::Set, format!("k{i}").as_bytes(), b"value", 0, 0)
+            .unwrap();
+    }
+    p.save(&s, None, true).unwrap();
+    let path = dir.0.join(SAVEFILE);
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+
+    let (t, clock) = store();
+    let err = Persistence::open(&config(&dir.0), &t, clock.clone()).unwrap_err();
+    assert!(err.is_damaged_savefile(), "{err}");
+    assert!(err.to_string().contains("--discard-bad-savefile"), "{err}");
+    assert_eq!(t.stats().items, 0, "nothing of a damaged file is kept");
+    assert!(path.exists(), "a refused savefile stays where it is");
+
+    let discard = PersistConfig {
+        discard_bad_savefile: true,
+        ..config(&dir.0)
+    };
+    Persistence::open(&discard, &t, clock).unwrap();
+    assert_eq!(t.stats().items, 0);
+    assert!(!path.exists());
+    assert!(names(&dir.0).iter().any(|f| f.starts_with("savefile.bad-")));
+}
+
+#[test]
+fn zero_length_savefile_is_refused_with_a_clear_message() {
+    let dir = TempDir::new("zero");
+    fs::write(dir.0.join(SAVEFILE), b"").unwrap();
+    let (s, clock) = store();
+    let err = Persistence::open(&config(&dir.0), &s, clock).unwrap_err();
+    assert!(err.to_string().contains("empty (0 bytes)"), "{err}");
+}
+
+#[test]
+fn duplicate_keys_in_a_file_last_record_wins() {
+    let dir = TempDir::new("dup");
+    let (s, clock) = store();
+    let bucket = s.bucket_of(b"dup");
+    let header = Header::new([1; 16], WALL, s.buckets());
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    w.begin_bucket(bucket, 2).unwrap();
+    for (value, seq) in [(&b"first"[..], 1), (&b"second"[..], 2)] {
+        w.push(&Record {
+            key: b"dup",
+            value,
+            flags: 0,
+            expires_at: 0,
+            hash: shoal_proto::hash::value_hash(value),
+            seq,
+        })
+        .unwrap();
+    }
+    let (bytes, _) = w.finish().unwrap();
+    fs::write(dir.0.join(SAVEFILE), bytes).unwrap();
+    Persistence::open(&config(&dir.0), &s, clock).unwrap();
+    assert_eq!(value_of(&s, b"dup").map(|v| v.0), Some(b"second".to_vec()));
+}
+
+#[test]
+fn without_a_data_dir_nothing_is_saved() {
+    let (s, clock) = store();
+    let p = Persistence::open(&PersistConfig::default(), &s, clock).unwrap();
+    assert!(!p.saves_on_stop());
+    assert!(matches!(
+        p.save(&s, None, true),
+        Err(PersistError::Disabled)
+    ));
+    assert!(matches!(
+        p.set_mode(PersistMode::Always),
+        Err(PersistError::Disabled)
+    ));
+    assert_eq!(p.stats(), vec![("persist", "off".to_string())]);
+}
+
+#[test]
+fn a_bad_node_id_file_is_refused() {
+    let dir = TempDir::new("nodeid");
+    fs::write(dir.0.join(NODE_ID_FILE), b"not an id\n").unwrap();
+    let (s, clock) = store();
+    let err = Persistence::open(&config(&dir.0), &s, clock).unwrap_err();
+    assert!(matches!(err, PersistError::BadNodeId { .. }), "{err}");
+}
+
+#[test]
+fn node_ids_parse_and_print_as_32_hex_digits() {
+    let id = NodeId::generate();
+    let text = id.to_string();
+    assert_eq!(text.len(), 32);
+    assert_eq!(NodeId::parse(&text), Some(id));
+    assert_eq!(NodeId::parse("xyz"), None);
+    assert_ne!(NodeId::generate(), id);
+}
