@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: shoald (native and memcached text), memcached and redis-server,
+# driven by shoal-bench with the same workloads, each server on CPU 0 and the load generator
+# on CPU 1. Prints a table of medians, min-max and ratios; raw JSON records stay in --out.
+#
+#   bench/side-by-side.sh            # 5 interleaved repetitions, 10 s per run (~12 min)
+#   bench/side-by-side.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
+#   options: --reps N --duration S --out DIR --targets "shoald-native shoald-text memcached redis"
+#            --perf (extra pass: syscalls per request with perf stat), --no-capacity, --no-build
+#
+# Every server is started fresh for each target and repetition, on loopback ports chosen free
+# at run time, and stopped by its process id (also on exit, through a trap).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REPS=5
+DURATION=10
+OUT=""
+TARGETS="shoald-native shoald-text memcached redis"
+PERF=0
+CAPACITY=1
+BUILD=1
+SERVER_CPU=0
+CLIENT_CPU=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) REPS=1; DURATION=2 ;;
+    --reps) REPS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --targets) TARGETS=$2; shift ;;
+    --perf) PERF=1 ;;
+    --no-capacity) CAPACITY=0 ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
+BIN=$CARGO_TARGET_DIR/release
+OUT=${OUT:-$CARGO_TARGET_DIR/results/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+
+# --- servers we may need -------------------------------------------------------------------
+if ! command -v memcached >/dev/null || ! command -v redis-server >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y memcached redis-server
+fi
+if [ "$BUILD" = 1 ]; then
+  (cd "$ROOT" && cargo build --release -q -p shoald -p shoal-bench)
+fi
+PIN_SERVER="taskset -c $SERVER_CPU"
+PIN_CLIENT="taskset -c $CLIENT_CPU"
+if ! taskset -c "$CLIENT_CPU" true 2>/dev/null; then
+  echo "warning: cannot pin to CPU $CLIENT_CPU; running unpinned" >&2
+  PIN_SERVER=""; PIN_CLIENT=""
+fi
+BENCH="$PIN_CLIENT $BIN/shoal-bench"
+MC_USER=()
+[ "$(id -u)" -eq 0 ] && MC_USER=(-u "$(id -un)")
+
+# --- process bookkeeping ---------------------------------------------------------------------
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+cleanup() { stop_server; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  else
+    local p
+    while :; do
+      p=$((20000 + RANDOM % 40000))
+      (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+    done
+  fi
+}
+
+# Waits until the server answers an item count.
+wait_ready() { # protocol addr
+  for _ in $(seq 100); do
+    if $BIN/shoal-bench items --protocol "$1" --addr "$2" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited during start" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "server at $2 did not become ready" >&2
+  return 1
+}
+
+# start_server TARGET MEMORY_MIB -> sets SERVER_PID, ADDR, PROTO
+start_server() {
+  local target=$1 mem=$2
+  case "$target" in
+    shoald-native|shoald-text)
+      $PIN_SERVER "$BIN/shoald" --listen 127.0.0.1:0 --memcache-listen 127.0.0.1:0 --threads 1 \
+        --memory "${mem}MiB" --log-level warn >"$WORK/shoald.out" 2>"$WORK/shoald.err" &
+      SERVER_PID=$!
+      for _ in $(seq 100); do grep -q '^shoald ready' "$WORK/shoald.out" 2>/dev/null && break; sleep 0.1; done
+      local line; line=$(grep '^shoald ready' "$WORK/shoald.out") || { cat "$WORK/shoald.err" >&2; return 1; }
+      if [ "$target" = shoald-native ]; then
+        ADDR=$(sed -n 's/.*native=\([^ ]*\).*/\1/p' <<<"$line"); PROTO=native
+      else
+        ADDR=$(sed -n 's/.*memcache=\([^ ]*\).*/\1/p' <<<"$line"); PROTO=memcache
+      fi ;;
+    memcached)
+      local port; port=$(free_port)
+      $PIN_SERVER memcached "${MC_USER[@]}" -l 127.0.0.1 -p "$port" -U 0 -t 1 -m "$mem" -c 4096 \
+        >"$WORK/memcached.log" 2>&1 &
+      SERVER_PID=$!; ADDR=127.0.0.1:$port; PROTO=memcache ;;
+    redis)
+      local port extra=(); port=$(free_port)
+      [ -n "${3:-}" ] && extra=(--maxmemory "${mem}mb" --maxmemory-policy allkeys-lru)
+      $PIN_SERVER redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --daemonize no --loglevel warning --dir "$WORK" "${extra[@]}" >"$WORK/redis.log" 2>&1 &
+      SERVER_PID=$!; ADDR=127.0.0.1:$port; PROTO=resp ;;
+    *) echo "unknown target $target" >&2; return 1 ;;
+  esac
+  wait_ready "$PROTO" "$ADDR"
+}
+
+COMMON=(--keys 100000 --value-size 100 --get-ratio 0.9 --connections 50)
+run() { # target workload extra-args...
+  local target=$1 workload=$2; shift 2
+  $BENCH run --protocol "$PROTO" --addr "$ADDR" --label "$target" --workload "$workload" \
+    --server-pid "$SERVER_PID" "${COMMON[@]}" --duration "$DURATION" "$@" >>"$OUT/runs.jsonl"
+}
+
+echo "# side-by-side: $REPS reps x $DURATION s; targets: $TARGETS; results in $OUT"
+echo "# start: $(uptime)"
+{ uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; memcached -V; redis-server --version; } >"$OUT/machine.txt" 2>&1
+
+for rep in $(seq "$REPS"); do
+  # Rotate the order each repetition so no target always runs first.
+  read -r -a order <<<"$TARGETS"
+  shift_by=$(( (rep - 1) % ${#order[@]} ))
+  order=("${order[@]:$shift_by}" "${order[@]:0:$shift_by}")
+  for target in "${order[@]}"; do
+    echo "## rep $rep/$REPS: $target (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    start_server "$target" 1024
+    $BENCH load --protocol "$PROTO" --addr "$ADDR" "${COMMON[@]}" --label "$target" >/dev/null
+    run "$target" p1 --pipeline 1
+    run "$target" p16 --pipeline 16
+    run "$target" rate50k --rate 50000
+    stop_server
+  done
+done
+
+if [ "$CAPACITY" = 1 ]; then
+  # Items held in 64 MiB: 16-byte keys, 100-byte values, written until far beyond capacity.
+  cap_targets=()
+  case " $TARGETS " in *" shoald-"*) cap_targets+=(shoald-text) ;; esac
+  for t in memcached redis; do case " $TARGETS " in *" $t "*) cap_targets+=("$t") ;; esac; done
+  for target in "${cap_targets[@]}"; do
+    echo "## capacity: $target"
+    start_server "$target" 64 capacity
+    $BENCH load --protocol "$PROTO" --addr "$ADDR" --keys 1000000 --value-size 100 \
+      --connections 8 --label "$target" --workload capacity >/dev/null
+    $BENCH items --protocol "$PROTO" --addr "$ADDR" --label "$target" --workload capacity-64MiB \
+      >>"$OUT/runs.jsonl"
+    stop_server
+  done
+fi
+
+if [ "$PERF" = 1 ] && perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+  # One extra run per target and pipeline depth with every syscall of the server counted.
+  for target in $TARGETS; do
+    start_server "$target" 1024
+    $BENCH load --protocol "$PROTO" --addr "$ADDR" "${COMMON[@]}" >/dev/null
+    for pl in 1 16; do
+      perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$SERVER_PID" \
+        -o "$WORK/perf.txt" -- sleep "$DURATION" &
+      perf_pid=$!
+      rec=$($BENCH run --protocol "$PROTO" --addr "$ADDR" "${COMMON[@]}" --duration "$DURATION" \
+        --pipeline "$pl" --label "$target" --workload "perf-p$pl")
+      wait "$perf_pid" || true
+      ops=$(sed -n 's/.*"ops":\([0-9]*\).*/\1/p' <<<"$rec")
+      sys=$(awk -F, '/raw_syscalls/ {print $1}' "$WORK/perf.txt")
+      cs=$(awk -F, '/context-switches/ {print $1}' "$WORK/perf.txt")
+      awk -v t="$target" -v p="$pl" -v s="$sys" -v c="$cs" -v o="$ops" 'BEGIN {
+        printf "%-14s p%-2s syscalls/op %.3f  ctx-switches/op %.4f  (%d syscalls, %d ops)\n", t, p, s/o, c/o, s, o }' \
+        | tee -a "$OUT/perf-syscalls.txt"
+    done
+    stop_server
+  done
+fi
+
+echo "# end: $(uptime)"
+echo
+echo "Medians over $REPS interleaved repetitions (ratios: median / reference median;"
+echo "for latency and syscalls lower is better). Raw records: $OUT/runs.jsonl"
+$BIN/shoal-bench table "$OUT/runs.jsonl" --refs memcached,redis | tee "$OUT/table.md"
+[ -f "$OUT/perf-syscalls.txt" ] && { echo; cat "$OUT/perf-syscalls.txt"; }
+exit 0

@@ -1,0 +1,348 @@
+//! `shoal-bench`: one load generator for shoald, memcached and redis-server.
+//!
+//! ```text
+//! shoal-bench run   --protocol native|memcache|resp --addr HOST:PORT [workload] [--rate N]
+//! shoal-bench load  --protocol ... --addr ... [workload]      preload only (capacity fills)
+//! shoal-bench items --protocol ... --addr ...                  curr_items / DBSIZE
+//! shoal-bench table FILE...                                    medians, min-max, ratios
+//! ```
+//! Each `run`, `load` and `items` prints one JSON record on stdout (see `report::Record`) and a
+//! one-line summary on stderr. `bench/side-by-side.sh` drives all three servers with it.
+//!
+//! Layout: `codec/` (I/O-free protocol codecs), `workload.rs` (keys, values, mix),
+//! `driver.rs` (connections, closed and fixed-rate loops), `report.rs` (tallies, JSON, table),
+//! `procfs.rs` (server CPU and syscall samples).
+
+mod codec;
+mod driver;
+mod procfs;
+mod report;
+mod workload;
+
+use clap::{Args, Parser, Subcommand};
+use codec::{Codec, Protocol};
+use driver::RunConfig;
+use report::{Record, ServerUse, Tally};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use workload::{KeyDistribution, Workload};
+
+/// Load generator for Shoal, memcached and redis-server.
+#[derive(Parser, Debug)]
+#[command(name = "shoal-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Measure: closed loop (connections x pipeline), or fixed rate with --rate.
+    Run(RunArgs),
+    /// Store every key once (keys 0..keys in order) and report.
+    Load(RunArgs),
+    /// Report how many items the server holds.
+    Items(RunArgs),
+    /// Print the side-by-side table of JSON records (one record per line or file).
+    Table {
+        /// Files holding records written by `run` and `items`.
+        files: Vec<std::path::PathBuf>,
+        /// Labels to compare every other label against.
+        #[arg(long, value_delimiter = ',', default_value = "memcached,redis")]
+        refs: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Protocol to speak.
+    #[arg(long, value_enum)]
+    protocol: Protocol,
+    /// Server address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Server name in the record (for the table).
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Workload name in the record (for the table).
+    #[arg(long, default_value = "run")]
+    workload: String,
+    /// Connections.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Fixed total rate in operations per second (open loop) instead of a closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Key prefix (the 12-digit index follows; `key:` gives 16-byte keys).
+    #[arg(long, default_value = "key:")]
+    key_prefix: String,
+    /// Value size in bytes: `N` or `MIN-MAX` (uniform).
+    #[arg(long, default_value = "100")]
+    value_size: String,
+    /// Share of gets (the rest are sets).
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// Hot set `FRACTION:PROBABILITY` (e.g. `0.01:0.9`); uniform keys when absent.
+    #[arg(long)]
+    hot: Option<String>,
+    /// Store every key once before measuring.
+    #[arg(long)]
+    preload: bool,
+    /// Seed of the key and value choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Server process id: report its user and system CPU over the measured window.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Tokio worker threads (0 = a current-thread runtime, the lightest on one core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl RunArgs {
+    fn config(&self) -> Result<RunConfig, String> {
+        let (value_min, value_max) = parse_range(&self.value_size)?;
+        let distribution = match &self.hot {
+            None => KeyDistribution::Uniform,
+            Some(spec) => {
+                let (f, p) = spec
+                    .split_once(':')
+                    .ok_or("--hot wants FRACTION:PROBABILITY")?;
+                let parse = |s: &str| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|x| (0.0..=1.0).contains(x))
+                        .ok_or(format!("--hot: {s:?} is not in 0..=1"))
+                };
+                KeyDistribution::HotSet {
+                    fraction: parse(f)?,
+                    probability: parse(p)?,
+                }
+            }
+        };
+        if self.keys == 0 || self.key_prefix.len() > workload::MAX_PREFIX {
+            return Err("--keys must be > 0 and --key-prefix at most 64 bytes".into());
+        }
+        if !(0.0..=1.0).contains(&self.get_ratio) {
+            return Err("--get-ratio must be in 0..=1".into());
+        }
+        if self.connections == 0 || self.duration.is_nan() || self.duration < 0.0 {
+            return Err("--connections must be > 0 and --duration >= 0".into());
+        }
+        Ok(RunConfig {
+            addr: self.addr,
+            codec: Codec::new(self.protocol),
+            workload: Workload {
+                keys: self.keys,
+                prefix: self.key_prefix.clone(),
+                distribution,
+                value_min,
+                value_max,
+                get_ratio: self.get_ratio,
+            },
+            connections: self.connections,
+            pipeline: self.pipeline.max(1),
+            duration: Duration::from_secs_f64(self.duration),
+            rate: self.rate.filter(|r| *r > 0.0),
+            seed: self.seed,
+        })
+    }
+
+    fn record(&self, mode: &str, tally: &Tally) -> Record {
+        let secs = tally.elapsed.as_secs_f64();
+        Record {
+            label: self.label.clone(),
+            workload: self.workload.clone(),
+            mode: mode.into(),
+            protocol: serde_json::to_value(self.protocol)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            connections: self.connections,
+            pipeline: self.pipeline,
+            rate: self.rate,
+            duration_s: secs,
+            ops: tally.ops(),
+            ops_per_sec: if secs > 0.0 {
+                tally.ops() as f64 / secs
+            } else {
+                0.0
+            },
+            gets: tally.gets,
+            sets: tally.sets,
+            hits: tally.hits,
+            misses: tally.misses,
+            errors: tally.errors,
+            latency_us: (!tally.latency.is_empty()).then(|| tally.latency_us()),
+            max_send_lag_us: (mode == "fixed-rate")
+                .then_some(tally.max_send_lag.as_secs_f64() * 1e6),
+            client_cpu: None,
+            server: None,
+            items: None,
+            load_avg: procfs::load_average(),
+        }
+    }
+}
+
+/// `N` or `MIN-MAX`.
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("bad size {s:?}: want N or MIN-MAX");
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+        None => {
+            let n = s.parse().map_err(|_| bad())?;
+            (n, n)
+        }
+    };
+    if lo > hi || hi > 64 << 20 {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Table { files, refs } => table(&files, &refs),
+        Cmd::Run(args) => with_runtime(args.threads, measure(args)),
+        Cmd::Load(args) => with_runtime(args.threads, load(args)),
+        Cmd::Items(args) => with_runtime(args.threads, items(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn with_runtime(threads: usize, work: impl std::future::Future<Output = Res>) -> Res {
+    let runtime = if threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(work)
+}
+
+fn emit(record: &Record) -> Res {
+    println!("{}", serde_json::to_string(record)?);
+    let lat = record
+        .latency_us
+        .map(|l| {
+            format!(
+                " p50 {:.0}us p99 {:.0}us p99.9 {:.0}us",
+                l.p50, l.p99, l.p999
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "{} {} {}: {:.0} ops/s ({} ops, {} errors, {} misses){lat}",
+        record.label,
+        record.workload,
+        record.mode,
+        record.ops_per_sec,
+        record.ops,
+        record.errors,
+        record.misses
+    );
+    Ok(())
+}
+
+async fn measure(args: RunArgs) -> Res {
+    let config = args.config()?;
+    if args.preload {
+        let t = driver::preload(&config).await?;
+        eprintln!("preloaded {} keys ({} errors)", t.sets, t.errors);
+    }
+    let client0 = procfs::sample(None);
+    let server0 = args.server_pid.and_then(|p| procfs::sample(Some(p)));
+    let tally = driver::run(&config).await?;
+    let client1 = procfs::sample(None);
+    let server1 = args.server_pid.and_then(|p| procfs::sample(Some(p)));
+    let mode = if config.rate.is_some() {
+        "fixed-rate"
+    } else {
+        "closed"
+    };
+    let mut record = args.record(mode, &tally);
+    if let (Some(a), Some(b)) = (client0, client1) {
+        let d = a.delta(&b);
+        record.client_cpu = Some(d.cpu_user + d.cpu_sys);
+    }
+    if let (Some(a), Some(b)) = (server0, server1) {
+        let d = a.delta(&b);
+        record.server = Some(ServerUse {
+            cpu_user: d.cpu_user,
+            cpu_sys: d.cpu_sys,
+        });
+    }
+    emit(&record)
+}
+
+async fn load(args: RunArgs) -> Res {
+    let config = args.config()?;
+    let started = std::time::Instant::now();
+    let mut tally = driver::preload(&config).await?;
+    tally.elapsed = started.elapsed();
+    emit(&args.record("load", &tally))
+}
+
+async fn items(args: RunArgs) -> Res {
+    let config = args.config()?;
+    let n = driver::items(config.addr, config.codec).await?;
+    let mut record = args.record("items", &Tally::new());
+    record.items = Some(n);
+    emit(&record)
+}
+
+fn table(files: &[std::path::PathBuf], refs: &[String]) -> Res {
+    let mut records = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
+            records.push(serde_json::from_str::<Record>(line)?);
+        }
+    }
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    print!("{}", report::table(&records, &refs));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_range("100"), Ok((100, 100)));
+        assert_eq!(parse_range("10-20"), Ok((10, 20)));
+        assert!(parse_range("20-10").is_err());
+        assert!(parse_range("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
