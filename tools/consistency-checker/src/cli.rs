@@ -15,7 +15,7 @@ use std::time::Duration;
 /// nodes, and reports every value that is wrong or missing. Exits 1 when a gated counter is
 /// not zero, 2 when the run could not be done.
 #[derive(Debug, Parser)]
-#[command(name = "consistency-checker", version)]
+#[command(name = "consistency-checker", version, args_override_self = true)]
 pub struct Args {
     /// Run against servers someone else started (comma-separated `host:port`), without a
     /// nemesis. Without it, the checker starts its own nodes.

@@ -85,6 +85,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether workers should stop: asked to, or (with `stop_on_violation`) a violation was
+    /// seen. Stopping at once keeps the violating key as it was for the final read.
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+            || (self.stop_on_violation && self.violated.load(Ordering::Relaxed))
+    }
+
     fn check(&self, index: u32, key: &[u8], read: Option<&Got>, ticket: crate::model::ReadTicket) {
         let expect = match self.mode {
             Mode::Set => self.model.finish_read(index, ticket, false),
@@ -130,7 +137,7 @@ pub async fn worker(id: u32, spec: WorkloadSpec, shared: Shared) -> Latencies {
     } else {
         None
     };
-    while !w.shared.stop.load(Ordering::Relaxed) {
+    while !w.shared.stopping() {
         if let Some(p) = pace.as_mut() {
             p.tick().await;
         }
@@ -298,7 +305,7 @@ impl Worker {
                 }
             };
             self.shared.model.finish_increment(index, ticket, outcome);
-            if done || self.shared.stop.load(Ordering::Relaxed) {
+            if done || self.shared.stopping() {
                 return;
             }
         }
