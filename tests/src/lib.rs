@@ -219,6 +219,19 @@ fn send_signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Polls `cond` every few milliseconds until it holds or `limit` passes; returns whether it
+/// held. The way tests wait for something to happen, instead of sleeping.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
 /// A blocking native-protocol connection for raw tests: write frames, read replies.
 pub struct RawConn {
     /// The socket.
@@ -285,6 +298,25 @@ impl RawConn {
     /// On a write error.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("write");
+    }
+
+    /// A STATS counter by name.
+    ///
+    /// # Panics
+    /// When the reply is not a STATS list or the counter is missing or not a number.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        self.send(&Request {
+            id: 0,
+            command: Cmd::Stats { group: b"" },
+        });
+        self.recv(|r| match r.body {
+            shoal_proto::ReplyBody::Stats(list) => list
+                .iter()
+                .find(|(n, _)| *n == name.as_bytes())
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or_else(|| panic!("no numeric stat {name}")),
+            other => panic!("unexpected reply to STATS: {other:?}"),
+        })
     }
 
     /// Reads one reply and hands it to `f`.

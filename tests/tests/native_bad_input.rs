@@ -3,9 +3,7 @@
 //! frame was well delimited) within 1 s, another connection's PING stays fast throughout, the
 //! process does not panic, and the bad-input counter moves by exactly one.
 
-use shoal_proto::{
-    header::FLAG_REPLY, Command, Header, Opcode, ReplyBody, Request, Status, StoreMode,
-};
+use shoal_proto::{header::FLAG_REPLY, Command, Header, Opcode, Request, Status, StoreMode};
 use shoal_tests::RawConn;
 use shoald::testing::TestServer;
 use shoald::Config;
@@ -47,22 +45,6 @@ fn key_field(key: &[u8]) -> Vec<u8> {
     v
 }
 
-fn stat(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let mut c = RawConn::hello(addr);
-    c.send(&Request {
-        id: 1,
-        command: Command::Stats { group: b"" },
-    });
-    c.recv(|r| match r.body {
-        ReplyBody::Stats(list) => list
-            .iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or_else(|| panic!("no stat {name}")),
-        other => panic!("unexpected {other:?}"),
-    })
-}
-
 /// The best of three PING round trips on an established connection: one slow sample from
 /// scheduling noise does not fail the test, a stalled server does.
 fn ping_ms(c: &mut RawConn) -> u128 {
@@ -95,7 +77,12 @@ fn case(name: &str, hello: bool, bytes: &[u8], expect: Expect, counter: Option<&
     let mut server = TestServer::start(config());
     let addr = server.native_addr;
     let mut watcher = RawConn::hello(addr);
-    let before = counter.map(|c| (stat(addr, c), stat(addr, "bad_input")));
+    let before = counter.map(|c| {
+        (
+            RawConn::hello(addr).stat(c),
+            RawConn::hello(addr).stat("bad_input"),
+        )
+    });
     let mut c = if hello {
         RawConn::hello(addr)
     } else {
@@ -137,12 +124,12 @@ fn case(name: &str, hello: bool, bytes: &[u8], expect: Expect, counter: Option<&
     assert!(ms < 50, "{name}: another connection's PING took {ms} ms");
     if let (Some(counter), Some((class_before, all_before))) = (counter, before) {
         assert_eq!(
-            stat(addr, counter),
+            RawConn::hello(addr).stat(counter),
             class_before + 1,
             "{name}: {counter} counter"
         );
         assert_eq!(
-            stat(addr, "bad_input"),
+            RawConn::hello(addr).stat("bad_input"),
             all_before + 1,
             "{name}: bad_input counter"
         );

@@ -1,41 +1,13 @@
 //! Resource exhaustion against real servers: connection flood, slow reader, slowloris, and the
 //! graceful stop under load. Every test bounds its own run time and stops its servers.
 
-use shoal_proto::{Command, ReplyBody, Request, Status, StoreMode};
-use shoal_tests::{RawConn, ServerProcess};
+use shoal_proto::{Command, Request, Status, StoreMode};
+use shoal_tests::{wait_for, RawConn, ServerProcess};
 use shoald::testing::TestServer;
 use shoald::Config;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-fn stat(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let mut c = RawConn::hello(addr);
-    c.send(&Request {
-        id: 1,
-        command: Command::Stats { group: b"" },
-    });
-    c.recv(|r| match r.body {
-        ReplyBody::Stats(list) => list
-            .iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or_else(|| panic!("no stat {name}")),
-        other => panic!("unexpected {other:?}"),
-    })
-}
-
-/// Polls `cond` every few milliseconds until it holds or `limit` passes.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -44,22 +16,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// A STATS counter read on an existing connection (a new one could be refused at the limit).
-fn stat_on(c: &mut RawConn, name: &str) -> u64 {
-    c.send(&Request {
-        id: 1,
-        command: Command::Stats { group: b"" },
-    });
-    c.recv(|r| match r.body {
-        ReplyBody::Stats(list) => list
-            .iter()
-            .find(|(n, _)| *n == name.as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or_else(|| panic!("no stat {name}")),
-        other => panic!("unexpected {other:?}"),
-    })
 }
 
 #[test]
@@ -113,14 +69,11 @@ fn connection_flood_is_refused_and_existing_clients_keep_working() {
         });
         assert_eq!(c.recv(|r| (r.id, r.status)), (i as u32, Status::Ok));
     }
-    assert_eq!(
-        stat_on(&mut established[0], "rejected_connections"),
-        EXCESS as u64
-    );
+    assert_eq!(established[0].stat("rejected_connections"), EXCESS as u64);
     drop(flood);
     // Slots come back: connections are counted down and new clients are served again.
     assert!(wait_for(Duration::from_secs(5), || {
-        stat_on(&mut established[0], "curr_connections") == ESTABLISHED as u64
+        established[0].stat("curr_connections") == ESTABLISHED as u64
     }));
     let mut fresh = RawConn::hello(addr);
     fresh.send(&Request {
@@ -175,7 +128,8 @@ fn a_client_that_never_reads_is_disconnected_with_bounded_memory() {
         .unwrap();
     let _ = slow.write_all(&batch); // may stop early once the server stops reading
     assert!(
-        wait_for(Duration::from_secs(10), || stat(addr, "slow_reader_closes")
+        wait_for(Duration::from_secs(10), || RawConn::hello(addr)
+            .stat("slow_reader_closes")
             == 1),
         "the slow reader is disconnected"
     );
@@ -270,7 +224,7 @@ fn slowloris_connections_are_closed_at_the_frame_deadline() {
     }
     assert_eq!(open, 0, "every slowloris connection was closed");
     assert!(start.elapsed() < Duration::from_millis(800) + Duration::from_secs(1));
-    assert_eq!(stat(addr, "frame_timeouts"), 50);
+    assert_eq!(RawConn::hello(addr).stat("frame_timeouts"), 50);
 }
 
 /// 50 clients pipeline writes while the server stops: every request gets a reply or its
