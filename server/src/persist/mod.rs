@@ -24,10 +24,12 @@ pub mod savefile;
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::store::{Clock, OwnedItem, Store, StoreError, SystemClock};
@@ -43,6 +45,9 @@ pub const NODE_ID_FILE: &str = "node-id";
 pub const KEEP_ASIDE: usize = 2;
 /// Buffer between the savefile writer and the file (1 MiB).
 const WRITE_BUFFER: usize = 1 << 20;
+/// Full write buffers queued for the writing thread; with the one being filled, this bounds
+/// a save's extra memory to about 6 MiB.
+const BUFFERS_IN_FLIGHT: usize = 4;
 /// Buffer between the file and the savefile reader (1 MiB).
 const READ_BUFFER: usize = 1 << 20;
 /// A save or load logs its progress at most this often.
@@ -327,7 +332,7 @@ fn write_savefile(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<savefile::Totals, PersistError> {
     let write_err = PersistError::io("write", path);
-    let buffered = BufWriter::with_capacity(WRITE_BUFFER, file);
+    let buffered = BackgroundWriter::new(file).map_err(PersistError::io("start writing", path))?;
     let mut w = match SavefileWriter::new(buffered, header) {
         Ok(w) => w,
         Err(e) => return Err(write_err(e)),
@@ -375,11 +380,106 @@ fn write_savefile(
         return Err(PersistError::Cancelled);
     }
     let (buffered, totals) = w.finish().map_err(PersistError::io("write", path))?;
-    let file = buffered
-        .into_inner()
-        .map_err(|e| PersistError::io("write", path)(e.into_error()))?;
+    let file = buffered.finish().map_err(PersistError::io("write", path))?;
     file.sync_all().map_err(PersistError::io("fsync", path))?;
     Ok(totals)
+}
+
+/// A [`Write`] that hands full 1 MiB buffers to a thread writing them to the file, so copying
+/// items out of the store overlaps with the kernel's write path (the slower part: copying
+/// into the page cache and writeback throttling). Memory stays bounded: at most
+/// [`BUFFERS_IN_FLIGHT`] buffers wait for the thread.
+struct BackgroundWriter {
+    /// The buffer being filled.
+    buf: Vec<u8>,
+    /// Full buffers to the thread; `None` once finished.
+    full: Option<SyncSender<Vec<u8>>>,
+    /// Written buffers back from the thread, for reuse.
+    empty: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<io::Result<File>>>,
+}
+
+impl BackgroundWriter {
+    fn new(mut file: File) -> io::Result<Self> {
+        let (full, to_write) = sync_channel::<Vec<u8>>(BUFFERS_IN_FLIGHT);
+        let (written, empty) = channel();
+        let thread = std::thread::Builder::new()
+            .name("shoald-save".into())
+            .spawn(move || {
+                for buf in to_write {
+                    file.write_all(&buf)?;
+                    let _ = written.send(buf);
+                }
+                Ok(file)
+            })?;
+        Ok(Self {
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            full: Some(full),
+            empty,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands the current buffer to the thread.
+    fn send(&mut self) -> io::Result<()> {
+        let mut next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BUFFER));
+        next.clear();
+        let buf = std::mem::replace(&mut self.buf, next);
+        let sent = self.full.as_ref().map(|tx| tx.send(buf).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        // The thread stopped: it failed to write. Its error is the one to report.
+        self.full = None;
+        Err(self
+            .join()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the savefile writing thread stopped")))
+    }
+
+    fn join(&mut self) -> io::Result<File> {
+        self.full = None;
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the savefile writing thread panicked"))),
+            None => Err(io::Error::other("the savefile writer was already finished")),
+        }
+    }
+
+    /// Writes what is left, waits for the thread and returns the file (not yet synced).
+    fn finish(mut self) -> io::Result<File> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()
+    }
+}
+
+impl Write for BackgroundWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundWriter {
+    fn drop(&mut self) {
+        // An abandoned save: let the thread finish what it has queued and end.
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
+    }
 }
 
 /// Loads the savefile at `path` into `store`, leaving out items that expired by `wall_now`
