@@ -80,6 +80,16 @@ pub struct Config {
     #[arg(long, default_value_t = 0, hide = true)]
     pub test_clock_offset: u32,
 
+    /// Test only (`fault-injection` builds): acknowledge one in N SETs without storing it.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub fault_drop_writes: u64,
+
+    /// Test only (`fault-injection` builds): load the savefile before last at start.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_old_savefile: bool,
+
     /// Most client connections at once; more are refused with BUSY.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,

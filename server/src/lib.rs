@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod net;
 pub mod persist;
 pub mod server;

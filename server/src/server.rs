@@ -157,6 +157,8 @@ pub fn prepare(config: &Config) -> Result<Node, RunError> {
         );
     }
     let store = Store::with_clock(config.store_config(), clock.clone()).map_err(RunError::Store)?;
+    #[cfg(feature = "fault-injection")]
+    crate::fault::install(config);
     let persistence =
         Persistence::open(&config.persist_config(), &store, clock).map_err(RunError::Persist)?;
     Ok(Node { store, persistence })

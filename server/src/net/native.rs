@@ -164,6 +164,11 @@ impl NativeSession {
                 flags,
                 ttl,
             } => {
+                #[cfg(feature = "fault-injection")]
+                if matches!(mode, StoreMode::Set) && crate::fault::drop_write() {
+                    stored(out, op, id, shoal_proto::hash::value_hash(value));
+                    return;
+                }
                 let mode = match mode {
                     StoreMode::Set => SetMode::Set,
                     StoreMode::Add => SetMode::Add,

@@ -39,7 +39,8 @@ pub struct Args {
     /// Keep the data directories and node logs at the end.
     #[arg(long)]
     pub keep_data: bool,
-    /// Faults to inject, comma-separated: graceful, kill, pause, full-restart (or none).
+    /// Faults to inject, comma-separated: graceful, kill, pause, full-restart (or none). Each
+    /// fault is drawn with equal chance; name one twice to make it twice as likely.
     #[arg(long, default_value = "graceful", value_delimiter = ',')]
     pub nemesis: Vec<String>,
     /// Time between faults, drawn from this range.
@@ -127,8 +128,6 @@ impl Args {
             }
             faults.push(Fault::parse(name).ok_or_else(|| bad("--nemesis fault", name))?);
         }
-        faults.sort();
-        faults.dedup();
         let mut require = Vec::new();
         for r in &self.require_faults {
             let (kind, n) = r

@@ -399,7 +399,13 @@ fn fault_names(faults: &[Fault]) -> Vec<String> {
     if faults.is_empty() {
         return vec!["none".into()];
     }
-    faults.iter().map(|f| f.as_str().to_string()).collect()
+    let mut names: Vec<String> = Vec::new();
+    for f in faults {
+        if !names.iter().any(|n| n == f.as_str()) {
+            names.push(f.as_str().to_string());
+        }
+    }
+    names
 }
 
 /// Builds the summary and decides the gates.

@@ -1,6 +1,8 @@
 //! The checker must prove it can fail (reliability.md R22): against a node built with the
 //! `fault-injection` feature it must report what that node breaks, every time. Each case runs
-//! `CC_RUNS` times (default 10), stopping at the first violation.
+//! `CC_RUNS` times (default 10). The dropping node gets a fixed 5 s run, so that the final read
+//! finds the keys whose last write was dropped (about one in 200 of the keys written); the
+//! old-savefile node's runs stop at the first violation (after the second restart).
 
 mod common;
 
@@ -14,16 +16,15 @@ fn a_node_that_drops_acknowledged_writes_is_reported_lost_every_time() {
         let s = check(&[
             "--shoald",
             shoald.to_str().expect("utf-8 path"),
-            "--shoald-arg=--fault-drop-writes=1000",
+            "--shoald-arg=--fault-drop-writes=200",
             "--nemesis",
             "none",
             "--duration",
-            "60s",
+            "5s",
             "--keys",
             "2000",
             "--hot",
             "200",
-            "--stop-on-violation",
             "--seed",
             &seed,
         ]);
