@@ -169,3 +169,24 @@ fn persist_never_set_at_run_time_writes_no_savefile_at_stop() {
     let mut conn = RawConn::hello(server.native_addr);
     assert_eq!(stat(&mut conn, "node_id"), Some(id.trim().to_string()));
 }
+
+#[test]
+fn a_second_node_on_the_same_data_directory_is_refused() {
+    let dir = TempDir::new("dir-lock");
+    let mut first = ServerProcess::start(&["--data-dir", &dir.arg()]);
+    let (code, stderr) = refused_start(&dir);
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert!(
+        stderr.contains("in use by another running node"),
+        "stderr: {stderr}"
+    );
+    // The lock goes with the process, even when it is killed.
+    first.kill();
+    first.restart();
+    let mut conn = RawConn::hello(first.native_addr);
+    conn.send(&Request {
+        id: 1,
+        command: Command::Ping,
+    });
+    assert_eq!(conn.recv(|r| r.status), Status::Ok);
+}

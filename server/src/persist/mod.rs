@@ -196,6 +196,11 @@ pub enum PersistError {
         /// The check that failed.
         error: SavefileError,
     },
+    /// Another process holds the data directory's lock (another node uses this directory).
+    DirInUse {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// The node-id file does not hold an id.
     BadNodeId {
         /// The file.
@@ -238,6 +243,11 @@ impl fmt::Display for PersistError {
                 f,
                 "savefile {} is damaged: {error}. Move it away, or start with \
                  --discard-bad-savefile to set it aside and start empty",
+                path.display()
+            ),
+            PersistError::DirInUse { path } => write!(
+                f,
+                "data directory {} is in use by another running node",
                 path.display()
             ),
             PersistError::BadNodeId { path } => write!(
@@ -591,6 +601,24 @@ fn sync_dir(dir: &Path) -> Result<(), PersistError> {
 }
 
 /// Reads the node id in `dir`, generating and storing one the first time.
+/// Takes the exclusive lock on `<dir>/lock`.
+fn lock_dir(dir: &Path) -> Result<fs::File, PersistError> {
+    let path = dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(PersistError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(PersistError::DirInUse {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(PersistError::io("lock", &path)(e)),
+    }
+}
+
 fn node_id(dir: &Path) -> Result<NodeId, PersistError> {
     let path = dir.join(NODE_ID_FILE);
     match fs::read_to_string(&path) {
@@ -654,6 +682,9 @@ pub struct Persistence {
 
 struct Inner {
     dir: Option<PathBuf>,
+    /// An exclusive lock on `<dir>/lock`, held for the node's lifetime so that two nodes never
+    /// share a data directory (the OS releases it when the process ends, even on a crash).
+    _dir_lock: Option<fs::File>,
     node_id: NodeId,
     mode: AtomicU8,
     clock: Arc<dyn Clock>,
@@ -683,6 +714,7 @@ impl fmt::Debug for Persistence {
 impl Persistence {
     fn with(
         dir: Option<PathBuf>,
+        dir_lock: Option<fs::File>,
         node_id: NodeId,
         mode: PersistMode,
         clock: Arc<dyn Clock>,
@@ -690,6 +722,7 @@ impl Persistence {
         Self {
             inner: Arc::new(Inner {
                 dir,
+                _dir_lock: dir_lock,
                 node_id,
                 mode: AtomicU8::new(mode.to_u8()),
                 clock,
@@ -709,6 +742,7 @@ impl Persistence {
     /// Persistence turned off (no data directory): nothing is loaded or saved.
     pub fn disabled() -> Self {
         Self::with(
+            None,
             None,
             NodeId::default(),
             PersistMode::Never,
@@ -735,16 +769,23 @@ impl Persistence {
             tracing::info!(
                 "persistence is off (no --data-dir): the node starts empty and writes no savefile"
             );
-            return Ok(Self::with(None, NodeId::default(), mode, clock));
+            return Ok(Self::with(None, None, NodeId::default(), mode, clock));
         };
         fs::create_dir_all(&dir).map_err(PersistError::io("create the data directory", &dir))?;
+        let dir_lock = lock_dir(&dir)?;
         let node_id = node_id(&dir)?;
         let tmp = dir.join(SAVEFILE_TMP);
         if tmp.exists() {
             fs::remove_file(&tmp).map_err(PersistError::io("remove", &tmp))?;
             tracing::warn!(path = %tmp.display(), "removed an incomplete savefile left by an interrupted save");
         }
-        let persistence = Self::with(Some(dir.clone()), node_id, mode, clock.clone());
+        let persistence = Self::with(
+            Some(dir.clone()),
+            Some(dir_lock),
+            node_id,
+            mode,
+            clock.clone(),
+        );
         let path = dir.join(SAVEFILE);
         if !path.exists() {
             tracing::info!(dir = %dir.display(), %node_id, persist = %mode, "no savefile: starting empty");
