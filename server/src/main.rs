@@ -38,8 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::CONFIG as u8);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.threads > 0 {
+    // One thread: a current-thread runtime, which skips the multi-thread scheduler's
+    // cross-thread bookkeeping (the node then runs on the thread that calls block_on).
+    let mut builder = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.threads > 1 {
         builder.worker_threads(config.threads);
     }
     let runtime = match builder.enable_all().build() {
