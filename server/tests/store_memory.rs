@@ -111,3 +111,26 @@ fn ten_times_memory_in_mixed_sizes_stays_within_budget() {
         stats.bytes
     );
 }
+
+/// Every slab class in use at the default size, with a third of memory filled: nothing is
+/// evicted (each partition has pages for all its classes).
+#[test]
+fn mixed_value_sizes_at_the_default_memory_do_not_evict_early() {
+    let store = Store::new(StoreConfig::default()).expect("default store");
+    let sizes: Vec<usize> = (0..30).map(|i| (40.0 * 1.27f64.powi(i)) as usize).collect();
+    let budget = StoreConfig::default().memory / 3;
+    let mut written = 0;
+    let mut i = 0u32;
+    while written < budget {
+        let size = sizes[i as usize % sizes.len()].min(64 * 1024);
+        let value = vec![b'v'; size];
+        store
+            .set(SetMode::Set, format!("key{i}").as_bytes(), &value, 0, 0)
+            .expect("set");
+        written += size + 16;
+        i += 1;
+    }
+    let stats = store.stats();
+    assert_eq!(stats.evictions, 0, "{i} items, {written} bytes in 64 MiB");
+    assert_eq!(stats.items, u64::from(i));
+}

@@ -83,10 +83,12 @@ fn save_then_open_loads_everything_and_sets_the_file_aside() {
     // The node is "down" 10 s: the 5 s keys expire, the 500 s keys keep 490 s.
     let clock_b = Arc::new(ManualClock::new(WALL + 10));
     let b = Store::with_clock(a.config().clone(), clock_b.clone()).unwrap();
+    let first_id = p.node_id();
+    drop(p); // releases the data directory's lock, as the first process ending would
     let p2 = Persistence::open(&config(&dir.0), &b, clock_b.clone()).unwrap();
     assert_eq!(
         p2.node_id(),
-        p.node_id(),
+        first_id,
         "the node id is kept in the directory"
     );
     for i in 0..500u32 {
@@ -168,6 +170,17 @@ fn a_cancelled_save_writes_nothing_and_keeps_the_previous_savefile() {
 }
 
 #[test]
+fn a_second_open_of_the_same_directory_is_refused_while_the_first_lives() {
+    let dir = TempDir::new("lock");
+    let (s, clock) = store();
+    let p = Persistence::open(&config(&dir.0), &s, clock.clone()).unwrap();
+    let err = Persistence::open(&config(&dir.0), &s, clock.clone()).unwrap_err();
+    assert!(matches!(err, PersistError::DirInUse { .. }), "{err}");
+    drop(p);
+    Persistence::open(&config(&dir.0), &s, clock).unwrap();
+}
+
+#[test]
 fn a_damaged_savefile_is_refused_or_discarded_when_asked() {
     let dir = TempDir::new("damaged");
     let (s, clock) = store();
@@ -177,6 +190,7 @@ fn a_damaged_savefile_is_refused_or_discarded_when_asked() {
             .unwrap();
     }
     p.save(&s, None, true).unwrap();
+    drop(p);
     let path = dir.0.join(SAVEFILE);
     let mut bytes = fs::read(&path).unwrap();
     let mid = bytes.len() / 2;

@@ -24,7 +24,9 @@ pub const DEFAULT_MAX_VALUE: usize = 1 << 20;
 pub const DEFAULT_MAX_KEY: usize = 250;
 /// Largest number of partitions chosen automatically.
 pub const MAX_AUTO_PARTITIONS: usize = 16;
-/// Automatic partitioning keeps at least this many pages per partition.
+/// Automatic partitioning keeps at least this many pages per partition, and at least two per
+/// slab class: each partition has its own classes, so with fewer pages than classes a mix of
+/// value sizes would evict while memory is mostly empty.
 pub const MIN_PAGES_PER_PARTITION: usize = 16;
 
 /// Sizes and limits of a [`Store`](super::Store).
@@ -74,13 +76,16 @@ impl StoreConfig {
 
     /// The partition count actually used: [`StoreConfig::partitions`], or when it is 0 the
     /// largest power of two up to [`MAX_AUTO_PARTITIONS`] that leaves every partition at least
-    /// [`MIN_PAGES_PER_PARTITION`] pages (never more than the bucket count).
+    /// [`MIN_PAGES_PER_PARTITION`] pages and two pages per slab class (never more than the
+    /// bucket count). The default 64 MiB store has one partition; 16 partitions from 1 GiB.
     pub fn effective_partitions(&self) -> usize {
         if self.partitions != 0 {
             return self.partitions;
         }
+        let classes = super::slab::Geometry::new(self).map_or(1, |g| g.sizes.len());
+        let min_pages = MIN_PAGES_PER_PARTITION.max(2 * classes);
         let mut p = MAX_AUTO_PARTITIONS;
-        while p > 1 && self.pages() / p < MIN_PAGES_PER_PARTITION {
+        while p > 1 && self.pages() / p < min_pages {
             p /= 2;
         }
         p.min(self.buckets.max(1) as usize)
@@ -142,10 +147,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_config_is_valid_with_four_partitions() {
+    fn partitions_leave_two_pages_per_class() {
         let cfg = StoreConfig::default();
         assert_eq!(cfg.validate(), Ok(()));
-        assert_eq!(cfg.effective_partitions(), 4);
+        assert_eq!(
+            cfg.effective_partitions(),
+            1,
+            "64 pages hold ~28 classes twice once"
+        );
+        let mid = StoreConfig {
+            memory: 256 << 20,
+            ..StoreConfig::default()
+        };
+        assert_eq!(mid.effective_partitions(), 4);
         let big = StoreConfig {
             memory: 1 << 30,
             ..StoreConfig::default()
