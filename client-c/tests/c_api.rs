@@ -65,7 +65,10 @@ fn staticlib() -> &'static Path {
         if dir.ends_with("release") {
             cmd.arg("--release");
         }
-        assert!(cmd.status().expect("run cargo").success(), "cargo build failed");
+        assert!(
+            cmd.status().expect("run cargo").success(),
+            "cargo build failed"
+        );
         let lib = dir.join("libshoal.a");
         assert!(lib.exists(), "{} not found", lib.display());
         lib
@@ -315,4 +318,82 @@ fn server_stop_kill_and_restart_cost_at_most_the_call_in_flight() {
     let result = result.expect("a RESULT line");
     assert!(fails.len() <= 3, "{fails:#?}");
     println!("{result}");
+}
+
+/// `install.sh` into a scratch prefix, then the example built with the flags `pkg-config`
+/// gives for `shoal.pc`, linked against `libshoal.so`, runs.
+#[test]
+fn installed_shared_library_links_through_pkg_config() {
+    let lib = staticlib();
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    let mut install = Command::new("bash");
+    install
+        .arg(crate_dir().join("install.sh"))
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--no-build");
+    if !profile_dir().ends_with("release") {
+        install.arg("--debug");
+    }
+    // install.sh reads target/<profile>: point it at this test's target directory.
+    let target_dir = profile_dir().parent().expect("target dir").to_path_buf();
+    let status = install
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .status()
+        .expect("run install.sh");
+    assert!(status.success(), "install.sh failed");
+    assert!(prefix.join("lib/libshoal.a").exists() && lib.exists());
+
+    let pkg = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "shoal"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("run pkg-config");
+    assert!(
+        pkg.status.success(),
+        "pkg-config: {}",
+        String::from_utf8_lossy(&pkg.stderr)
+    );
+    let flags = String::from_utf8(pkg.stdout).expect("flags");
+    let version = Command::new("pkg-config")
+        .args(["--modversion", "shoal"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("run pkg-config");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("basic-shared");
+    let cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .arg(crate_dir().join("examples/basic.c"))
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run cc");
+    assert!(
+        cc.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+
+    let server = server();
+    let child = command(&exe)
+        .arg(server.native_addr.to_string())
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start example");
+    let _watchdog = Watchdog::new(child.id(), limit());
+    let output = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("hello, shoal"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
