@@ -108,6 +108,8 @@ struct Inflight {
     id: u32,
     /// Actual (closed loop) or intended (fixed rate) send time.
     at: Instant,
+    /// When the request was handed to the socket (equal to `at` in the closed loop).
+    sent: Instant,
 }
 
 /// One connection after the handshake.
@@ -332,7 +334,12 @@ async fn closed_loop(
             let choice = gen.next_choice();
             let id = conn.take_id();
             let kind = encode_choice(&mut gen, conn.codec, choice, id, &mut out);
-            inflight.push_back(Inflight { kind, id, at: now });
+            inflight.push_back(Inflight {
+                kind,
+                id,
+                at: now,
+                sent: now,
+            });
         }
         conn.stream.write_all(&out).await?;
         out.clear();
@@ -461,7 +468,12 @@ async fn fixed_rate(
             *next_id = next_id.wrapping_add(1).max(1);
             let choice = gen.next_choice();
             let kind = encode_choice(&mut gen, codec, choice, id, out);
-            lock(queue).push_back(Inflight { kind, id, at: due });
+            lock(queue).push_back(Inflight {
+                kind,
+                id,
+                at: due,
+                sent: now,
+            });
             max_lag = max_lag.max(now - due);
             sent += 1;
         }
@@ -527,6 +539,7 @@ async fn read_replies(
             };
             pos += used;
             tally.record(front.kind, outcome, now - front.at);
+            tally.record_service(now - front.sent);
             q.pop_front();
         }
         drop(q);

@@ -184,6 +184,7 @@ impl RunArgs {
             misses: tally.misses,
             errors: tally.errors,
             latency_us: (!tally.latency.is_empty()).then(|| tally.latency_us()),
+            service_us: tally.service_us(),
             max_send_lag_us: (mode == "fixed-rate")
                 .then_some(tally.max_send_lag.as_secs_f64() * 1e6),
             client_cpu: None,

@@ -15,6 +15,9 @@ const MAX_LATENCY_NS: u64 = 60_000_000_000;
 pub struct Tally {
     /// Reply latency in nanoseconds.
     pub latency: Histogram<u64>,
+    /// Fixed-rate loop only: latency from the actual send, in nanoseconds (what the server and
+    /// the network cost, without the generator's own lateness).
+    pub service: Histogram<u64>,
     /// Gets answered.
     pub gets: u64,
     /// Sets answered.
@@ -43,8 +46,8 @@ impl Tally {
     /// An empty tally.
     pub fn new() -> Tally {
         Tally {
-            latency: Histogram::new_with_max(MAX_LATENCY_NS, 3)
-                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+            latency: histogram(),
+            service: histogram(),
             gets: 0,
             sets: 0,
             hits: 0,
@@ -71,6 +74,12 @@ impl Tally {
         }
     }
 
+    /// Records a latency from the actual send (fixed-rate loop).
+    pub fn record_service(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.service.saturating_record(ns.max(1));
+    }
+
     /// Counts a reply and its latency.
     pub fn record(&mut self, kind: Kind, outcome: Outcome, latency: Duration) {
         self.count(kind, outcome);
@@ -81,6 +90,7 @@ impl Tally {
     /// Adds another tally to this one.
     pub fn merge(&mut self, other: &Tally) {
         let _ = self.latency.add(&other.latency);
+        let _ = self.service.add(&other.service);
         self.gets += other.gets;
         self.sets += other.sets;
         self.hits += other.hits;
@@ -98,15 +108,29 @@ impl Tally {
 
     /// Latency summary in microseconds.
     pub fn latency_us(&self) -> Latency {
-        let q = |p: f64| self.latency.value_at_quantile(p) as f64 / 1000.0;
-        Latency {
-            p50: q(0.5),
-            p90: q(0.9),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: self.latency.max() as f64 / 1000.0,
-            mean: self.latency.mean() / 1000.0,
-        }
+        summarize(&self.latency)
+    }
+
+    /// Summary of the latency from the actual send (fixed-rate loop), in microseconds.
+    pub fn service_us(&self) -> Option<Latency> {
+        (!self.service.is_empty()).then(|| summarize(&self.service))
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_max(MAX_LATENCY_NS, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn summarize(h: &Histogram<u64>) -> Latency {
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Latency {
+        p50: q(0.5),
+        p90: q(0.9),
+        p99: q(0.99),
+        p999: q(0.999),
+        max: h.max() as f64 / 1000.0,
+        mean: h.mean() / 1000.0,
     }
 }
 
@@ -172,6 +196,9 @@ pub struct Record {
     pub errors: u64,
     /// Latency (closed loop: from the actual send; fixed rate: from the intended send).
     pub latency_us: Option<Latency>,
+    /// Fixed rate: latency from the actual send, i.e. without the generator's own lateness.
+    #[serde(default)]
+    pub service_us: Option<Latency>,
     /// Largest lag of a send behind its schedule (fixed rate), microseconds.
     pub max_send_lag_us: Option<f64>,
     /// The generator's CPU seconds per wall second.
@@ -243,6 +270,18 @@ fn metrics_for(mode: &str) -> Vec<Metric> {
                 higher_is_better: false,
                 ratio: true,
                 get: |r| r.latency_us.map(|l| l.p999),
+            },
+            Metric {
+                name: "p99 from actual send us",
+                higher_is_better: false,
+                ratio: false,
+                get: |r| r.service_us.map(|l| l.p99),
+            },
+            Metric {
+                name: "generator max lag us",
+                higher_is_better: false,
+                ratio: false,
+                get: |r| r.max_send_lag_us,
             },
         ],
         "items" => vec![Metric {
@@ -389,6 +428,7 @@ mod tests {
             misses: 0,
             errors: 0,
             latency_us: None,
+            service_us: None,
             max_send_lag_us: None,
             client_cpu: None,
             server: None,
