@@ -215,7 +215,7 @@ impl Backend {
     pub async fn ping(&self) -> Result<(), OpError> {
         match self {
             Backend::Rust(c) => c.ping().await.map_err(Into::into),
-            Backend::C(c) => c.get(b"consistency-checker:ping".to_vec()).await.map(drop),
+            Backend::C(c) => c.ping().await,
         }
     }
 

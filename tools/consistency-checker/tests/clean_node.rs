@@ -84,3 +84,14 @@ fn exit_status_and_summary_of_the_binary() {
     assert_eq!(v["failed_gates"][0], "faults.graceful=0<1");
     assert_eq!(v["final_read"]["unverified"], 0);
 }
+
+#[test]
+fn the_c_client_passes_restarts_and_kills() {
+    let bin = shoald();
+    let mut args = base(bin.to_str().expect("utf-8"), "graceful,kill");
+    args.extend(["--client", "c"]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    assert_eq!(s.client, "c");
+    assert!(s.counts["writes"] > 1000, "{s:?}");
+}
