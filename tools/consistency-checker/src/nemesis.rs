@@ -385,10 +385,8 @@ pub struct NemesisContext {
 }
 
 /// Runs the nemesis until `ctx.stop` is set, then makes sure every node is running again.
-/// Returns the cluster and the faults done.
-///
-/// # Errors
-/// When a node cannot be started again.
+/// Returns the cluster, the faults done, and an error when a node could not be started again
+/// (the run cannot go on without it).
 pub async fn run(
     mut cluster: Cluster,
     spec: NemesisSpec,
