@@ -111,12 +111,35 @@ impl Node {
         (0..self.slots.len()).find_map(|i| self.slot(i))
     }
 
+    /// When one connection saw the server go away (closed, reset, GOODBYE, SHUTTING_DOWN),
+    /// the others opened before then are retired too, so the next call reconnects instead of
+    /// trying a sibling that is most likely dead as well (which would cost the caller a second
+    /// failed call).
+    fn retire_siblings_of_gone(&self) {
+        let conns: Vec<Arc<Connection>> = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        let Some(gone_at) = conns.iter().filter_map(|c| c.server_gone_at()).max() else {
+            return;
+        };
+        for c in conns {
+            if c.is_usable() && c.opened_before(gone_at) {
+                c.retire();
+            }
+        }
+    }
+
     /// A usable connection, opening one if needed (at most one attempt per backoff period).
     async fn connection(
         &self,
         config: &Config,
         deadline: Instant,
     ) -> Result<Arc<Connection>, Error> {
+        if self.slots.len() > 1 {
+            self.retire_siblings_of_gone();
+        }
         let i = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         if let Some(c) = self.slot(i) {
             return Ok(c);

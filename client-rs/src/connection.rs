@@ -73,6 +73,9 @@ pub(crate) struct Shared {
     usable: AtomicBool,
     /// Why it is no longer usable when it has not failed (GOODBYE or NOTICE from the server).
     draining: Mutex<Option<Failure>>,
+    /// When this connection saw its server go away (closed, reset, GOODBYE, SHUTTING_DOWN);
+    /// the client then retires the server's other connections opened before that moment.
+    server_gone_at: Mutex<Option<Instant>>,
     /// Milliseconds since `born` of the last write, for the keepalive.
     last_write_ms: AtomicU64,
     born: Instant,
@@ -91,6 +94,7 @@ impl Shared {
     /// `Connection` if not), new requests are refused, and the tasks stop. Idempotent.
     pub(crate) fn fail(&self, failure: Failure) {
         self.usable.store(false, Ordering::Release);
+        self.note_server_gone(&failure);
         let drained: Vec<Pending> = {
             let mut state = self.lock();
             if state.failed.is_some() {
@@ -112,11 +116,34 @@ impl Shared {
 
     /// Stops new requests (the server is going away) without failing those in flight.
     fn drain(&self, failure: Failure) {
+        self.note_server_gone(&failure);
+        self.stop_new_requests(failure);
+    }
+
+    /// Refuses new requests from now on, keeping those in flight.
+    fn stop_new_requests(&self, failure: Failure) {
         let mut draining = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         if draining.is_none() {
             *draining = Some(failure);
         }
         self.usable.store(false, Ordering::Release);
+    }
+
+    fn note_server_gone(&self, failure: &Failure) {
+        let gone = matches!(
+            failure.kind(),
+            FailureKind::Closed
+                | FailureKind::Io
+                | FailureKind::Goodbye
+                | FailureKind::ShuttingDown
+        );
+        if gone {
+            let mut at = self
+                .server_gone_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            at.get_or_insert_with(Instant::now);
+        }
     }
 
     fn idle_for(&self) -> Duration {
@@ -301,6 +328,7 @@ impl Connection {
             draining: Mutex::new(None),
             last_write_ms: AtomicU64::new(0),
             born: Instant::now(),
+            server_gone_at: Mutex::new(None),
             dead: dead_tx,
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -330,6 +358,30 @@ impl Connection {
             dead_rx,
         ));
         Ok(conn)
+    }
+
+    /// When this connection saw its server go away, if it did.
+    pub(crate) fn server_gone_at(&self) -> Option<Instant> {
+        *self
+            .shared
+            .server_gone_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the connection was opened before `at`.
+    pub(crate) fn opened_before(&self, at: Instant) -> bool {
+        self.shared.born < at
+    }
+
+    /// Takes no new requests (requests in flight go on): another connection to the same
+    /// server saw it go away, so this one most likely is gone too.
+    pub(crate) fn retire(&self) {
+        self.shared.stop_new_requests(Failure::new(
+            FailureKind::Closed,
+            &self.shared.addr,
+            "another connection to this server was closed",
+        ));
     }
 
     /// Whether new requests may be sent here.
