@@ -745,9 +745,9 @@ shoal_result shoal_options_set_max_value_size(shoal_options *options, size_t byt
 /**
  * Sets how many connections the client opens to each server (default
  * `SHOAL_DEFAULT_CONNECTIONS_PER_SERVER`, 1). Requests are spread over them; each carries
- * many requests at once. More than one can help many threads that share a client, at a
- * cost: when a server goes away, a call may still be sent on a connection whose loss has not
- * been noticed yet, so up to one call per connection (not one in all) can fail.
+ * many requests at once. More than one can help many threads that share a client. When one
+ * connection sees its server go away, the client stops using the others to that server
+ * too, so a restart still costs a caller at most the call it had in flight.
  *
  * Returns `SHOAL_RESULT_OK`; `SHOAL_RESULT_NULL_PARAMETER` for NULL `options`;
  * `SHOAL_RESULT_INVALID_ARGUMENT` for 0 or more than 64.
