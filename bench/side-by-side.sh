@@ -6,7 +6,8 @@
 #   bench/side-by-side.sh            # 5 interleaved repetitions, 10 s per run (~12 min)
 #   bench/side-by-side.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
 #   options: --reps N --duration S --out DIR --targets "shoald-native shoald-text memcached redis"
-#            --perf (extra pass: syscalls per request with perf stat), --no-capacity, --no-build
+#            --workloads "p1 p16 rate50k" (a subset), --perf (extra pass: syscalls per request
+#            with perf stat), --no-capacity, --no-build
 #
 # Every server is started fresh for each target and repetition, on loopback ports chosen free
 # at run time, and stopped by its process id (also on exit, through a trap).
@@ -17,6 +18,7 @@ REPS=5
 DURATION=10
 OUT=""
 TARGETS="shoald-native shoald-text memcached redis"
+WORKLOADS="p1 p16 rate50k"
 PERF=0
 CAPACITY=1
 BUILD=1
@@ -29,10 +31,11 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --out) OUT=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
+    --workloads) WORKLOADS=$2; shift ;;
     --perf) PERF=1 ;;
     --no-capacity) CAPACITY=0 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -138,7 +141,7 @@ run() { # target workload extra-args...
     --server-pid "$SERVER_PID" "${COMMON[@]}" --duration "$DURATION" "$@" >>"$OUT/runs.jsonl"
 }
 
-echo "# side-by-side: $REPS reps x $DURATION s; targets: $TARGETS; results in $OUT"
+echo "# side-by-side: $REPS reps x $DURATION s; targets: $TARGETS; workloads: $WORKLOADS; results in $OUT"
 echo "# start: $(uptime)"
 { uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; memcached -V; redis-server --version; } >"$OUT/machine.txt" 2>&1
 
@@ -151,9 +154,14 @@ for rep in $(seq "$REPS"); do
     echo "## rep $rep/$REPS: $target (load: $(cut -d' ' -f1-3 /proc/loadavg))"
     start_server "$target" 1024
     $BENCH load --protocol "$PROTO" --addr "$ADDR" "${COMMON[@]}" --label "$target" >/dev/null
-    run "$target" p1 --pipeline 1
-    run "$target" p16 --pipeline 16
-    run "$target" rate50k --rate 50000
+    for workload in $WORKLOADS; do
+      case "$workload" in
+        p1) run "$target" p1 --pipeline 1 ;;
+        p16) run "$target" p16 --pipeline 16 ;;
+        rate50k) run "$target" rate50k --rate 50000 ;;
+        *) echo "unknown workload $workload" >&2; exit 2 ;;
+      esac
+    done
     stop_server
   done
 done
