@@ -205,6 +205,7 @@ pub async fn serve(
         stats: Arc::new(ServerStats::default()),
         limits,
         flush_at: config.output_buffer,
+        delayed_flush: Default::default(),
     };
     let conn_limits = ConnLimits {
         frame_timeout: config.frame_timeout,

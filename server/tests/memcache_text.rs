@@ -146,11 +146,10 @@ fn cases() -> Vec<Case> {
               CLIENT_ERROR invalid exptime argument\r\nEND\r\n",
         ),
         case(
-            "flush_all delay is refused",
-            b"flush_all 10\r\n",
-            b"CLIENT_ERROR flush_all with a delay is not supported\r\n",
-        )
-        .shoal_only(),
+            "flush_all with a delay is accepted; the key stays until then",
+            b"set d 0 0 1\r\nx\r\nflush_all 100\r\nget d\r\nflush_all 0\r\n",
+            b"STORED\r\nOK\r\nVALUE d 0 1\r\nx\r\nEND\r\nOK\r\n",
+        ),
         case(
             "version",
             b"version\r\n",
@@ -328,4 +327,45 @@ fn pipelined_thousands_of_commands_in_one_write() {
     assert!(!closed);
     assert_eq!(got.len(), want.len());
     assert!(got == want);
+}
+
+#[test]
+fn delayed_flush_all_empties_the_store_when_due_and_a_later_flush_replaces_it() {
+    let (_server, addr) = server();
+    let get_d = b"get d\r\n";
+    let set_d = b"set d 0 0 1\r\nx\r\n";
+    let present = b"VALUE d 0 1\r\nx\r\nEND\r\n";
+    assert_eq!(exchange(addr, set_d, 8).0, b"STORED\r\n");
+    assert_eq!(exchange(addr, b"flush_all 1\r\n", 4).0, b"OK\r\n");
+    assert_eq!(exchange(addr, get_d, present.len()).0, present.to_vec());
+    assert!(
+        wait_until(Duration::from_secs(5), || exchange(addr, get_d, 5).0
+            == b"END\r\n"),
+        "the delayed flush ran"
+    );
+    // A pending flush is replaced by a later flush_all (here one far in the future).
+    assert_eq!(exchange(addr, set_d, 8).0, b"STORED\r\n");
+    assert_eq!(exchange(addr, b"flush_all 1\r\n", 4).0, b"OK\r\n");
+    assert_eq!(exchange(addr, b"flush_all 3600\r\n", 4).0, b"OK\r\n");
+    let end = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < end {
+        assert_eq!(
+            exchange(addr, get_d, present.len()).0,
+            present.to_vec(),
+            "replaced flush must not run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
 }

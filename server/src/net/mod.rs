@@ -58,4 +58,6 @@ pub struct Shared {
     pub limits: Limits,
     /// A session returns from `on_input` once its output holds this many bytes.
     pub flush_at: usize,
+    /// `flush_all` with a delay, scheduled for later.
+    pub delayed_flush: memcache::DelayedFlush,
 }

@@ -172,11 +172,20 @@ impl Exec<'_> {
             }
             TextCommand::FlushAll { delay, noreply } => {
                 self.counts.cmd_flush += 1;
-                let reply: &[u8] = if delay > 0 {
-                    b"CLIENT_ERROR flush_all with a delay is not supported\r\n"
-                } else {
-                    self.shared.store.flush_all();
-                    b"OK\r\n"
+                // The delay reads like an exptime: over 30 days it is a unix time; 0, negative
+                // or past means now.
+                let secs = match expiry(delay) {
+                    Expiry::Ttl(ttl) => u64::from(ttl),
+                    Expiry::Expired => 0,
+                };
+                let delay = std::time::Duration::from_secs(secs);
+                let reply: &[u8] = match self
+                    .shared
+                    .delayed_flush
+                    .schedule(&self.shared.store, delay)
+                {
+                    Ok(()) => b"OK\r\n",
+                    Err(_) => b"SERVER_ERROR cannot schedule a delayed flush\r\n",
                 };
                 reply_unless(noreply, out, reply);
             }

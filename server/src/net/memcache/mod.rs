@@ -28,8 +28,10 @@
 //!   bytes; more than `max_batch` keys get `CLIENT_ERROR too many keys`.
 //! - **Keys** with control characters are rejected (`CLIENT_ERROR bad command line format`);
 //!   flags above `u32::MAX` are rejected (memcached 1.6.18 accepts and truncates them).
-//! - **`flush_all <delay>`** with a delay above 0 is refused with
-//!   `CLIENT_ERROR flush_all with a delay is not supported`; a delay of 0 or less flushes now.
+//! - **`flush_all <delay>`** flushes after `delay` seconds (a value over 30 days is a unix
+//!   time, as for exptimes); a later `flush_all` replaces a pending one. memcached instead
+//!   hides items written before the flush time from then on; the effect is the same except
+//!   for items written while the flush runs.
 //! - **Expired exptimes** (negative, or an absolute time in the past) store the item and then
 //!   delete exactly what was stored, so a concurrent reader may see it for that instant.
 //! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
@@ -39,7 +41,9 @@
 //!   shoald version.
 
 mod exec;
+mod flush;
 mod parse;
 mod session;
 
+pub use flush::{DelayedFlush, NoRuntime};
 pub use session::TextSession;

@@ -40,6 +40,7 @@ impl Driver {
             stats: Arc::new(ServerStats::default()),
             limits: Limits::for_value_size(MAX_VALUE),
             flush_at,
+            delayed_flush: Default::default(),
         };
         Driver {
             session: TextSession::new(shared.clone()),
@@ -250,13 +251,20 @@ fn exptime_rules_relative_negative_and_absolute() {
 }
 
 #[test]
-fn flush_all_empties_the_store_and_refuses_a_delay() {
+fn flush_all_empties_the_store_now_or_schedules_a_delayed_flush() {
+    // A delayed flush is a timer task: it needs a runtime (sessions always run in one). This
+    // runtime is never driven, so the delayed flush stays pending for the whole test.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
     assert_eq!(
         reply(
             b"set a 0 0 1\r\nx\r\nflush_all 10\r\nget a\r\nflush_all\r\nget a\r\n\
               set a 0 0 1\r\nx\r\nflush_all 0\r\nflush_all -1\r\nflush_all abc\r\nget a\r\n"
         ),
-        "STORED\r\nCLIENT_ERROR flush_all with a delay is not supported\r\nVALUE a 0 1\r\nx\r\nEND\r\n\
+        "STORED\r\nOK\r\nVALUE a 0 1\r\nx\r\nEND\r\n\
          OK\r\nEND\r\nSTORED\r\nOK\r\nOK\r\nCLIENT_ERROR invalid exptime argument\r\nEND\r\n"
     );
 }
