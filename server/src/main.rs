@@ -55,6 +55,16 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::RUNTIME as u8);
         }
     };
+    // Catch SIGTERM/SIGINT from here on, before anyone can learn that the node is up: a signal
+    // that arrives while loading or right after the ready line means "stop gracefully", never
+    // the default action (die at once).
+    let stop = match runtime.block_on(async { StopSignals::install() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shoald: cannot install signal handlers: {e}");
+            return ExitCode::from(exit_code::RUNTIME as u8);
+        }
+    };
     // Bind first (so the ports are ours), then load the savefile: connections that arrive
     // meanwhile wait in the backlog until serving starts.
     let listeners = match runtime.block_on(Listeners::bind(&config)) {
@@ -88,7 +98,7 @@ fn main() -> ExitCode {
         // The one line tools and tests read to learn the bound ports.
         println!("shoald ready native={native} memcache={memcache}");
         let _ = std::io::stdout().flush();
-        match serve(config, node, listeners, stop_signal()).await {
+        match serve(config, node, listeners, stop.received()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoald: {e}");
@@ -98,16 +108,28 @@ fn main() -> ExitCode {
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, caught from the moment [`StopSignals::install`] returns.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Replaces the default action (terminate) of both signals. Needs a runtime context.
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Completes when either signal has arrived (including before this was first polled).
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
