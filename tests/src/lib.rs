@@ -153,6 +153,24 @@ impl ServerProcess {
         }
     }
 
+    /// Freezes the process (SIGSTOP) and returns once every one of its threads has stopped:
+    /// kill(1) returns when the signal is sent, while a thread running on another core may
+    /// still answer a request or two.
+    ///
+    /// # Panics
+    /// When the process is not running or does not stop within 5 s.
+    pub fn pause(&self) {
+        let pid = self.pid().expect("server is running");
+        send_signal(pid, "STOP");
+        let stopped = wait_for(Duration::from_secs(5), || all_threads_stopped(pid));
+        assert!(stopped, "shoald {pid} did not stop");
+    }
+
+    /// Resumes a process frozen by [`ServerProcess::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -209,6 +227,26 @@ fn set_arg(args: &mut Vec<String>, name: &str, value: &str) {
     // The last occurrence wins (the server overrides repeated flags), so append.
     args.push(name.to_string());
     args.push(value.to_string());
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in /proc/PID/task/TID/stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the parenthesised command name, which may hold spaces.
+                let after = &stat[stat.rfind(')')? + 1..];
+                after
+                    .split_whitespace()
+                    .next()
+                    .map(|s| s == "T" || s == "t")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// Sends `sig` (a name such as `TERM`, `KILL`, `STOP`, `CONT`) with kill(1), which keeps

@@ -141,7 +141,7 @@ async fn sigkill_and_restart_under_load() {
     );
 
     // Freeze the server so every task has a request on the wire, then kill it.
-    server.signal("STOP");
+    server.pause();
     phase.store(1, Ordering::SeqCst);
     let t = tally.clone();
     assert!(
@@ -208,14 +208,24 @@ async fn frozen_server_incr_is_in_doubt_and_not_resent() {
         .build()
         .unwrap();
     assert_eq!(client.incr("n", 1, Some((5, 0))).await.unwrap(), Some(5));
-    server.signal("STOP");
-    let start = Instant::now();
-    let err = client.incr("n", 1, None).await.unwrap_err();
-    assert!(err.is_in_doubt(), "{err:?}");
-    assert!(start.elapsed() < Duration::from_millis(300) + SLACK);
-    server.signal("CONT");
-    // The INCR was applied once (it reached the server), never twice.
-    assert_eq!(client.incr("n", 0, None).await.unwrap(), Some(6));
+    // Three trials; the bound must hold for the best of them, so one slow sample from a busy
+    // machine does not fail the test while a client that ignores its timeout fails all three.
+    let mut fastest = Duration::MAX;
+    for trial in 0..3u64 {
+        server.pause();
+        let start = Instant::now();
+        let got = client.incr("n", 1, None).await;
+        let err = got.unwrap_err();
+        fastest = fastest.min(start.elapsed());
+        assert!(err.is_in_doubt(), "{err:?}");
+        server.resume();
+        // The INCR was applied once (it reached the server), never twice.
+        assert_eq!(client.incr("n", 0, None).await.unwrap(), Some(6 + trial));
+    }
+    assert!(
+        fastest < Duration::from_millis(300) + SLACK,
+        "in doubt after {fastest:?} with a 300 ms request timeout"
+    );
     server.kill();
 }
 
