@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:7400".into());
     let tasks: usize = args.next().map_or(Ok(64), |s| s.parse())?;
     let secs: u64 = args.next().map_or(Ok(10), |s| s.parse())?;
-    let conns: usize = args.next().map_or(Ok(2), |s| s.parse())?;
+    let conns: usize = args.next().map_or(Ok(1), |s| s.parse())?;
 
     let client = Client::builder()
         .seed(addr.clone())

@@ -19,8 +19,10 @@ pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Default idle time after which a connection sends a PING.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
-/// Default number of connections per server.
-pub const DEFAULT_CONNECTIONS_PER_NODE: usize = 2;
+/// Default number of connections per server. One connection carries many requests in flight
+/// and batches them into few writes; on a 2-core machine one was faster than two (541k vs
+/// 507k ops/s from 64 tasks).
+pub const DEFAULT_CONNECTIONS_PER_NODE: usize = 1;
 /// Default number of buckets (the cluster default).
 pub const DEFAULT_BUCKETS: u32 = 1024;
 

@@ -548,6 +548,10 @@ async fn write_loop(
             let _ = closing.send(());
             return;
         };
+        // Let the other runnable tasks queue their requests first. A task that queues a
+        // request wakes this one into tokio's "run next" slot, so without the yield every
+        // request would go out in its own write (one syscall per request under load).
+        tokio::task::yield_now().await;
         let mut bytes = frame_len(&first);
         batch.push(first);
         while bytes < MAX_BATCH_BYTES {
