@@ -6,7 +6,7 @@
 set -euo pipefail
 
 need_apt=()
-for bin in memcached:memcached redis-server:redis-server valgrind:valgrind cc:gcc pkg-config:pkg-config; do
+for bin in memcached:memcached redis-server:redis-server valgrind:valgrind cc:gcc pkg-config:pkg-config memcstat:libmemcached-tools; do
   command -v "${bin%%:*}" >/dev/null 2>&1 || need_apt+=("${bin#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

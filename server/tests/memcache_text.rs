@@ -153,7 +153,7 @@ fn cases() -> Vec<Case> {
         case(
             "version",
             b"version\r\n",
-            format!("VERSION {}\r\n", env!("CARGO_PKG_VERSION")).as_bytes(),
+            format!("VERSION {}\r\n", shoald::net::memcache::VERSION).as_bytes(),
         )
         .shoal_only(),
         case(
@@ -368,4 +368,28 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+#[test]
+fn version_parses_as_a_memcached_version() {
+    // libmemcached-based clients refuse a major version of 0; pin the shape they parse.
+    let (_server, addr) = server();
+    let want = format!("VERSION {}\r\n", shoald::net::memcache::VERSION);
+    let (got, _) = exchange(addr, b"version\r\n", want.len());
+    let text = String::from_utf8(got).expect("ascii");
+    let version = text
+        .trim_end()
+        .strip_prefix("VERSION ")
+        .expect("VERSION line");
+    let mut parts = version.split(['.', '-']);
+    let major: u32 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("numeric major");
+    let minor: u32 = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("numeric minor");
+    assert!(major >= 1, "{version}");
+    assert!((major, minor) >= (1, 6), "{version}");
 }

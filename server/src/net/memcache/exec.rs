@@ -10,8 +10,11 @@ use crate::stats::ServerStats;
 use crate::store::{ItemRef, SetMode, StoreError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// What `VERSION` answers: the shoald version.
-pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `version` and `stats` report: the memcached version whose text protocol this
+/// emulates, then shoald's own. Clients parse the leading `major.minor.patch` and some
+/// (libmemcached, so PHP memcached, pylibmc, memcstat) refuse a major version of 0, which
+/// shoald's own version alone would give.
+pub const VERSION: &str = concat!("1.6.18-shoald-", env!("CARGO_PKG_VERSION"));
 /// memcached's boundary between relative and absolute exptimes: 30 days, in seconds.
 const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 

@@ -45,5 +45,6 @@ mod flush;
 mod parse;
 mod session;
 
+pub use exec::VERSION;
 pub use flush::{DelayedFlush, NoRuntime};
 pub use session::TextSession;

@@ -276,7 +276,7 @@ fn version_verbosity_quit() {
         s(d.send(b"version\r\nverbosity 1\r\nverbosity\r\nverbosity x\r\n")),
         format!(
             "VERSION {}\r\nOK\r\nERROR\r\nCLIENT_ERROR bad command line format\r\n",
-            env!("CARGO_PKG_VERSION")
+            crate::net::memcache::VERSION
         )
     );
     assert_eq!(s(d.send(b"quit\r\nget a\r\n")), "");
