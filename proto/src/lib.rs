@@ -35,6 +35,7 @@ pub mod opcode;
 pub mod reply;
 pub mod request;
 pub mod status;
+mod table;
 pub mod writer;
 
 pub use error::{DecodeError, DecodeErrorKind};

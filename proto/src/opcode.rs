@@ -13,38 +13,13 @@
 //! | 0xA0..=0xBF | admin                                    |
 //! | 0xC0..=0xFF | unassigned                               |
 
-macro_rules! opcodes {
-    ($( $(#[$doc:meta])* $name:ident = $num:literal, $wire:literal; )*) => {
-        /// A command of the native protocol.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[repr(u8)]
-        pub enum Opcode {
-            $( $(#[$doc])* $name = $num, )*
-        }
+use crate::table::wire_table;
 
-        impl Opcode {
-            /// The opcode with this number, if it is assigned.
-            pub fn from_u8(n: u8) -> Option<Self> {
-                match n {
-                    $( $num => Some(Self::$name), )*
-                    _ => None,
-                }
-            }
-
-            /// The name used in the documentation (`GET`, `MGET`, ...).
-            pub fn name(self) -> &'static str {
-                match self {
-                    $( Self::$name => $wire, )*
-                }
-            }
-        }
-
-        /// Every assigned opcode: number and documented name.
-        pub const OPCODES: &[(u8, &str)] = &[ $( ($num, $wire), )* ];
-    };
-}
-
-opcodes! {
+wire_table! {
+    /// A command of the native protocol.
+    enum Opcode: u8, fn from_u8;
+    /// Every assigned opcode: number and documented name.
+    const OPCODES;
     /// Negotiate the protocol version; must be the first request on a connection.
     Hello = 0x01, "HELLO";
     /// Either side ends the connection cleanly; the other replies, flushes and closes.

@@ -1,38 +1,13 @@
 //! The one status table. Numbers are stable and never reused; `docs/protocol.md` is checked
 //! against [`STATUSES`] by a test.
 
-macro_rules! statuses {
-    ($( $(#[$doc:meta])* $name:ident = $num:literal, $wire:literal; )*) => {
-        /// The outcome of a request, carried in every reply header.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[repr(u16)]
-        pub enum Status {
-            $( $(#[$doc])* $name = $num, )*
-        }
+use crate::table::wire_table;
 
-        impl Status {
-            /// The status with this number, if it is assigned.
-            pub fn from_u16(n: u16) -> Option<Self> {
-                match n {
-                    $( $num => Some(Self::$name), )*
-                    _ => None,
-                }
-            }
-
-            /// The name used in the documentation (`OK`, `NOT_FOUND`, ...).
-            pub fn name(self) -> &'static str {
-                match self {
-                    $( Self::$name => $wire, )*
-                }
-            }
-        }
-
-        /// Every assigned status: number and documented name.
-        pub const STATUSES: &[(u16, &str)] = &[ $( ($num, $wire), )* ];
-    };
-}
-
-statuses! {
+wire_table! {
+    /// The outcome of a request, carried in every reply header.
+    enum Status: u16, fn from_u16;
+    /// Every assigned status: number and documented name.
+    const STATUSES;
     /// Success.
     Ok = 0, "OK";
     /// The key does not exist (a miss).
