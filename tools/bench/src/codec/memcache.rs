@@ -70,14 +70,14 @@ pub fn decode(input: &[u8], kind: Kind) -> Result<Decoded, ProtocolError> {
                 return Ok(None);
             }
             if &input[after + len..total] != b"\r\nEND\r\n" {
-                return Err(bad("get reply not closed by END", line));
+                return Err(super::bad("memcache", "get reply not closed by END", line));
             }
             Ok(Some((Outcome::Hit, total)))
         }
         Kind::Set => match line {
             b"STORED" => Ok(Some((Outcome::Stored, after))),
             b"NOT_STORED" | b"EXISTS" | b"NOT_FOUND" => Ok(Some((Outcome::Error, after))),
-            _ => Err(bad("unexpected set reply", line)),
+            _ => Err(super::bad("memcache", "unexpected set reply", line)),
         },
         Kind::Items => decode_stats(input),
         Kind::Hello => Err(ProtocolError("the text protocol has no handshake".into())),
@@ -92,13 +92,13 @@ fn is_error(line: &[u8]) -> bool {
 fn value_len(line: &[u8]) -> Result<usize, ProtocolError> {
     let mut fields = line.split(|&b| b == b' ');
     if fields.next() != Some(b"VALUE") {
-        return Err(bad("unexpected get reply", line));
+        return Err(super::bad("memcache", "unexpected get reply", line));
     }
     let len = fields
         .nth(2)
         .and_then(parse_u64)
-        .ok_or_else(|| bad("bad VALUE line", line))?;
-    usize::try_from(len).map_err(|_| bad("VALUE length too large", line))
+        .ok_or_else(|| super::bad("memcache", "bad VALUE line", line))?;
+    usize::try_from(len).map_err(|_| super::bad("memcache", "VALUE length too large", line))
 }
 
 /// Reads a whole `stats` reply and returns `curr_items`.
@@ -112,20 +112,18 @@ fn decode_stats(input: &[u8]) -> Result<Decoded, ProtocolError> {
         let line = &input[pos..pos + end];
         pos += end + 2;
         if line == b"END" {
-            let items = items.ok_or_else(|| bad("stats without curr_items", b""))?;
+            let items =
+                items.ok_or_else(|| super::bad("memcache", "stats without curr_items", b""))?;
             return Ok(Some((Outcome::Items(items), pos)));
         }
         if let Some(value) = line.strip_prefix(b"STAT curr_items ") {
-            items = Some(parse_u64(value).ok_or_else(|| bad("bad curr_items", line))?);
+            items = Some(
+                parse_u64(value).ok_or_else(|| super::bad("memcache", "bad curr_items", line))?,
+            );
         } else if !line.starts_with(b"STAT ") {
-            return Err(bad("unexpected stats line", line));
+            return Err(super::bad("memcache", "unexpected stats line", line));
         }
     }
-}
-
-fn bad(what: &str, line: &[u8]) -> ProtocolError {
-    let shown: String = String::from_utf8_lossy(line).chars().take(80).collect();
-    ProtocolError(format!("memcache: {what}: {shown:?}"))
 }
 
 #[cfg(test)]

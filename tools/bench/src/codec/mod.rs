@@ -74,6 +74,13 @@ impl std::fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
+/// A [`ProtocolError`] for an unexpected reply line of `protocol`, showing its first 80
+/// characters.
+pub(crate) fn bad(protocol: &str, what: &str, line: &[u8]) -> ProtocolError {
+    let shown: String = String::from_utf8_lossy(line).chars().take(80).collect();
+    ProtocolError(format!("{protocol}: {what}: {shown:?}"))
+}
+
 /// The protocols the generator speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -50,29 +50,26 @@ pub fn decode(input: &[u8], kind: Kind) -> Result<Decoded, ProtocolError> {
             if line == b"$-1" {
                 return Ok(Some((Outcome::Miss, after)));
             }
-            let len = parse_u64(&line[1..]).ok_or_else(|| bad("bad bulk length", line))?;
-            let len = usize::try_from(len).map_err(|_| bad("bulk too large", line))?;
+            let len =
+                parse_u64(&line[1..]).ok_or_else(|| super::bad("resp", "bad bulk length", line))?;
+            let len =
+                usize::try_from(len).map_err(|_| super::bad("resp", "bulk too large", line))?;
             let total = after + len + 2;
             if input.len() < total {
                 return Ok(None);
             }
             if &input[after + len..total] != b"\r\n" {
-                return Err(bad("bulk not closed by CRLF", line));
+                return Err(super::bad("resp", "bulk not closed by CRLF", line));
             }
             Ok(Some((Outcome::Hit, total)))
         }
         (Some(b'+'), Kind::Set) => Ok(Some((Outcome::Stored, after))),
         (Some(b':'), Kind::Items) => {
-            let n = parse_u64(&line[1..]).ok_or_else(|| bad("bad integer", line))?;
+            let n = parse_u64(&line[1..]).ok_or_else(|| super::bad("resp", "bad integer", line))?;
             Ok(Some((Outcome::Items(n), after)))
         }
-        _ => Err(bad("unexpected reply", line)),
+        _ => Err(super::bad("resp", "unexpected reply", line)),
     }
-}
-
-fn bad(what: &str, line: &[u8]) -> ProtocolError {
-    let shown: String = String::from_utf8_lossy(line).chars().take(80).collect();
-    ProtocolError(format!("resp: {what}: {shown:?}"))
 }
 
 #[cfg(test)]
