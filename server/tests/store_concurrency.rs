@@ -1,7 +1,7 @@
 //! Concurrency: many threads on one store (CAS increments, snapshots under writes).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use shoald::store::{SetMode, Store, StoreConfig, StoreError};
 
@@ -70,9 +70,10 @@ fn snapshot_under_writes_sees_every_old_item_once_and_remove_frees_the_bucket() 
         }
     }
     let stop = AtomicBool::new(false);
+    let writes = AtomicUsize::new(0);
     let items = std::thread::scope(|s| {
         for t in 0..4u32 {
-            let (store, volatile, stop) = (store.clone(), &volatile, &stop);
+            let (store, volatile, stop, writes) = (store.clone(), &volatile, &stop, &writes);
             s.spawn(move || {
                 let mut i = 0u32;
                 while !stop.load(Ordering::Relaxed) {
@@ -87,10 +88,14 @@ fn snapshot_under_writes_sees_every_old_item_once_and_remove_frees_the_bucket() 
                         store.set(SetMode::Set, v, b"rewritten", 0, 0).expect("set");
                     }
                     i += 1;
+                    writes.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // The snapshot must run while writers are busy: wait until each has done some work.
+        while writes.load(Ordering::Relaxed) < 4_000 {
+            std::thread::yield_now();
+        }
         let snapshot = store.snapshot_bucket(bucket);
         let start_seq = snapshot.start_seq();
         let items: Vec<_> = snapshot.collect();
