@@ -7,7 +7,10 @@
 #   bench/side-by-side.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
 #   options: --reps N --duration S --out DIR --targets "shoald-native shoald-text memcached redis"
 #            --workloads "p1 p16 rate50k" (a subset), --perf (extra pass: syscalls per request
-#            with perf stat), --no-capacity, --no-build
+#            with perf stat), --no-capacity, --no-build, --server-cpu N --client-cpu M
+#
+# Before and after the runs, `shoal-bench probe` spins on both cores at once and reports how
+# often each was taken away (the machine's own noise floor, which bounds every tail latency).
 #
 # Every server is started fresh for each target and repetition, on loopback ports chosen free
 # at run time, and stopped by its process id (also on exit, through a trap).
@@ -35,7 +38,9 @@ while [ $# -gt 0 ]; do
     --perf) PERF=1 ;;
     --no-capacity) CAPACITY=0 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --server-cpu) SERVER_CPU=$2; shift ;;
+    --client-cpu) CLIENT_CPU=$2; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -141,9 +146,28 @@ run() { # target workload extra-args...
     --server-pid "$SERVER_PID" "${COMMON[@]}" --duration "$DURATION" "$@" >>"$OUT/runs.jsonl"
 }
 
+# Spins on the server's and the generator's core at the same time (as during a run) and
+# records how often and how long each core was taken away from its thread.
+probe() { # when
+  local when=$1 pids=() cpu
+  for cpu in "$SERVER_CPU" "$CLIENT_CPU"; do
+    ${PIN_SERVER:+taskset -c $cpu} "$BIN/shoal-bench" probe --duration 5 \
+      >"$WORK/probe-$cpu.json" 2>/dev/null &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  for cpu in "$SERVER_CPU" "$CLIENT_CPU"; do
+    printf '{"when":"%s","cpu":%s,"stalls":%s}\n' "$when" "$cpu" "$(cat "$WORK/probe-$cpu.json")" \
+      >>"$OUT/probe.jsonl"
+    sed -n "s/.*gaps_at_least_us\":\(.*\),\"stalled_ms\":\([0-9.]*\).*max_gap_us\":\([0-9.]*\).*/# probe $when, CPU $cpu: gaps [us, count] \1, stalled \2 ms, longest \3 us/p" \
+      "$WORK/probe-$cpu.json"
+  done
+}
+
 echo "# side-by-side: $REPS reps x $DURATION s; targets: $TARGETS; workloads: $WORKLOADS; results in $OUT"
 echo "# start: $(uptime)"
 { uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; memcached -V; redis-server --version; } >"$OUT/machine.txt" 2>&1
+probe before
 
 for rep in $(seq "$REPS"); do
   # Rotate the order each repetition so no target always runs first.
@@ -205,6 +229,7 @@ if [ "$PERF" = 1 ] && perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; 
   done
 fi
 
+probe after
 echo "# end: $(uptime)"
 echo
 echo "Medians over $REPS interleaved repetitions (ratios: median / reference median;"

@@ -5,16 +5,18 @@
 //! shoal-bench load  --protocol ... --addr ... [workload]      preload only (capacity fills)
 //! shoal-bench items --protocol ... --addr ...                  curr_items / DBSIZE
 //! shoal-bench table FILE...                                    medians, min-max, ratios
+//! shoal-bench probe [--duration S]                             this core's scheduling stalls
 //! ```
 //! Each `run`, `load` and `items` prints one JSON record on stdout (see `report::Record`) and a
 //! one-line summary on stderr. `bench/side-by-side.sh` drives all three servers with it.
 //!
 //! Layout: `codec/` (I/O-free protocol codecs), `workload.rs` (keys, values, mix),
 //! `driver.rs` (connections, closed and fixed-rate loops), `report.rs` (tallies, JSON, table),
-//! `procfs.rs` (server CPU and syscall samples).
+//! `procfs.rs` (server CPU and syscall samples), `probe.rs` (the machine's noise floor).
 
 mod codec;
 mod driver;
+mod probe;
 mod procfs;
 mod report;
 mod workload;
@@ -51,6 +53,13 @@ enum Cmd {
         /// Labels to compare every other label against.
         #[arg(long, value_delimiter = ',', default_value = "memcached,redis")]
         refs: Vec<String>,
+    },
+    /// Spin on the clock and report the gaps: how often and how long this thread was kept
+    /// off its core (run it pinned, on the cores a benchmark uses). Prints one JSON object.
+    Probe {
+        /// Seconds to spin.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
     },
 }
 
@@ -215,6 +224,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Table { files, refs } => table(&files, &refs),
+        Cmd::Probe { duration } => probe(duration),
         Cmd::Run(args) => with_runtime(args.threads, measure(args)),
         Cmd::Load(args) => with_runtime(args.threads, load(args)),
         Cmd::Items(args) => with_runtime(args.threads, items(args)),
@@ -313,6 +323,16 @@ async fn items(args: RunArgs) -> Res {
     let mut record = args.record("items", &Tally::new());
     record.items = Some(n);
     emit(&record)
+}
+
+fn probe(duration: f64) -> Res {
+    if !(0.0..=3600.0).contains(&duration) {
+        return Err("--duration must be between 0 and 3600 seconds".into());
+    }
+    let stalls = probe::spin(Duration::from_secs_f64(duration), std::time::Instant::now);
+    println!("{}", serde_json::to_string(&stalls)?);
+    eprintln!("probe: {stalls}");
+    Ok(())
 }
 
 fn table(files: &[std::path::PathBuf], refs: &[String]) -> Res {

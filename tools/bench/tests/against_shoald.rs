@@ -1,0 +1,188 @@
+//! `shoal-bench` as a user runs it: the real binary against a real `shoald` process, over both
+//! of its protocols, in the closed loop, at a fixed rate, and the helper subcommands.
+
+use serde_json::Value;
+use shoal_tests::ServerProcess;
+use std::process::Command;
+
+/// Runs `shoal-bench` with `args`; returns its standard output (one JSON record).
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
+        .args(args)
+        .output()
+        .expect("run shoal-bench");
+    assert!(
+        out.status.success(),
+        "shoal-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn count(record: &Value, field: &str) -> u64 {
+    record[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} missing in {record}"))
+}
+
+#[test]
+fn closed_loop_on_both_protocols_after_a_preload() {
+    let server = ServerProcess::start(&[]);
+    let memcache = server.memcache_addr.expect("memcache port").to_string();
+    let native = server.native_addr.to_string();
+    for (protocol, addr) in [("native", &native), ("memcache", &memcache)] {
+        let record = json(&bench(&[
+            "run",
+            "--protocol",
+            protocol,
+            "--addr",
+            addr,
+            "--preload",
+            "--keys",
+            "2000",
+            "--connections",
+            "4",
+            "--pipeline",
+            "8",
+            "--duration",
+            "0.3",
+            "--label",
+            protocol,
+        ]));
+        assert_eq!(record["label"], protocol);
+        assert_eq!(record["mode"], "closed");
+        assert!(count(&record, "ops") > 0, "{record}");
+        assert_eq!(count(&record, "errors"), 0, "{record}");
+        // Every key was stored first, so every get hits.
+        assert_eq!(count(&record, "misses"), 0, "{record}");
+        assert_eq!(count(&record, "hits"), count(&record, "gets"), "{record}");
+    }
+    let items = json(&bench(&[
+        "items",
+        "--protocol",
+        "native",
+        "--addr",
+        &native,
+    ]));
+    assert_eq!(count(&items, "items"), 2000);
+}
+
+#[test]
+fn fixed_rate_answers_every_scheduled_request() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.native_addr.to_string();
+    bench(&[
+        "load",
+        "--protocol",
+        "native",
+        "--addr",
+        &addr,
+        "--keys",
+        "1000",
+    ]);
+    let record = json(&bench(&[
+        "run",
+        "--protocol",
+        "native",
+        "--addr",
+        &addr,
+        "--keys",
+        "1000",
+        "--connections",
+        "5",
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+    ]));
+    assert_eq!(record["mode"], "fixed-rate");
+    // The schedule holds exactly rate x duration requests, and each one is answered.
+    assert_eq!(count(&record, "ops"), 2000, "{record}");
+    assert_eq!(
+        count(&record, "errors") + count(&record, "misses"),
+        0,
+        "{record}"
+    );
+    let latency = &record["latency_us"];
+    let service = &record["service_us"];
+    for field in ["p50", "p99", "max"] {
+        let from_intended = latency[field].as_f64().expect("latency");
+        let from_sent = service[field].as_f64().expect("service latency");
+        assert!(from_intended > 0.0, "{record}");
+        // Counting from the intended send time can only add the generator's lateness.
+        assert!(from_intended >= from_sent, "{field}: {record}");
+    }
+}
+
+#[test]
+fn a_server_that_is_gone_is_an_error_not_a_hang() {
+    let mut server = ServerProcess::start(&[]);
+    let addr = server.native_addr.to_string();
+    server.kill();
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
+        .args([
+            "run",
+            "--protocol",
+            "native",
+            "--addr",
+            &addr,
+            "--duration",
+            "0.2",
+        ])
+        .output()
+        .expect("run shoal-bench");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shoal-bench:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn probe_and_table() {
+    let probe = json(&bench(&["probe", "--duration", "0.2"]));
+    assert!(
+        probe["duration_s"].as_f64().expect("duration") >= 0.2,
+        "{probe}"
+    );
+    let gaps = probe["gaps_at_least_us"].as_array().expect("gaps");
+    assert_eq!(gaps.len(), 4, "{probe}");
+
+    let server = ServerProcess::start(&[]);
+    let addr = server.native_addr.to_string();
+    let dir = std::env::temp_dir().join(format!("shoal-bench-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("runs.jsonl");
+    let mut records = String::new();
+    for label in ["memcached", "shoald-native"] {
+        records += &bench(&[
+            "run",
+            "--protocol",
+            "native",
+            "--addr",
+            &addr,
+            "--preload",
+            "--keys",
+            "500",
+            "--connections",
+            "2",
+            "--duration",
+            "0.2",
+            "--label",
+            label,
+            "--workload",
+            "p1",
+        ]);
+    }
+    std::fs::write(&file, records).expect("write records");
+    let table = bench(&["table", file.to_str().expect("path")]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(table.contains("| shoald-native |"), "{table}");
+    assert!(table.contains("| memcached |"), "{table}");
+    assert!(table.contains("÷ memcached"), "{table}");
+}
