@@ -15,7 +15,9 @@
 //! reply, and latency counts from when a request *should* have gone out, so a server (or a
 //! client) that falls behind shows up as latency instead of as fewer requests
 //! (coordinated omission). The pacer spins (yielding to the readers) for the last 2 ms before
-//! a due time, because tokio's timer only has millisecond resolution.
+//! a due time, because tokio's timer only has millisecond resolution. Every request scheduled
+//! before the end is sent, however late, and counted in `sent`; the readers stop when the
+//! pacer has finished and their FIFO is empty (or a grace period later).
 
 use crate::codec::{Codec, Kind, Op, Outcome, ProtocolError};
 use crate::report::Tally;
@@ -41,6 +43,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Below this distance to the next due time the pacer spins instead of sleeping.
 const SPIN_WINDOW: Duration = Duration::from_millis(2);
+/// A deadline that is never reached within a run.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
 /// Requests a fixed-rate reader's queue holds without growing.
 const READER_QUEUE: usize = 1024;
 
@@ -429,7 +436,7 @@ async fn fixed_rate(conns: Vec<Conn>, config: &RunConfig, rate: f64) -> Result<T
     let codec = config.codec;
     let mut writers = Vec::with_capacity(conns.len());
     let mut readers = Vec::with_capacity(conns.len());
-    let (start_tx, start_rx) = tokio::sync::watch::channel(None);
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Setup);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(conns.len().max(1));
     for conn in conns {
         let queue: Queue = Arc::new(Mutex::new(VecDeque::with_capacity(READER_QUEUE)));
@@ -442,8 +449,7 @@ async fn fixed_rate(conns: Vec<Conn>, config: &RunConfig, rate: f64) -> Result<T
             Reader {
                 tally: Tally::new(),
                 ready: ready_tx.clone(),
-                start: start_rx.clone(),
-                duration: config.duration,
+                phase: phase_rx.clone(),
             },
         )));
         writers.push((
@@ -458,17 +464,16 @@ async fn fixed_rate(conns: Vec<Conn>, config: &RunConfig, rate: f64) -> Result<T
     while ready_rx.recv().await.is_some() {}
     let start = Instant::now();
     let end = start + config.duration;
-    let _ = start_tx.send(Some(start));
+    let _ = phase_tx.send(Phase::Running);
     let mut gen = Generator::new(config.workload.clone(), config.seed);
     let nanos_per_op = 1e9 / rate.max(1e-3);
+    let due_at = |n: u64| start + Duration::from_nanos((n as f64 * nanos_per_op) as u64);
     let mut sent: u64 = 0;
     let mut max_lag = Duration::ZERO;
-    loop {
+    // Every request scheduled before the end is sent, late if the generator is behind.
+    while due_at(sent) < end {
         let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let due = start + Duration::from_nanos((sent as f64 * nanos_per_op) as u64);
+        let due = due_at(sent);
         if due > now {
             if due - now > SPIN_WINDOW {
                 sleep_until(due - SPIN_WINDOW / 2).await;
@@ -479,7 +484,7 @@ async fn fixed_rate(conns: Vec<Conn>, config: &RunConfig, rate: f64) -> Result<T
         }
         // Every op due by now goes out in this round.
         loop {
-            let due = start + Duration::from_nanos((sent as f64 * nanos_per_op) as u64);
+            let due = due_at(sent);
             if due > now || due >= end {
                 break;
             }
@@ -514,6 +519,7 @@ async fn fixed_rate(conns: Vec<Conn>, config: &RunConfig, rate: f64) -> Result<T
             wr.write_all(out).await?;
         }
     }
+    let _ = phase_tx.send(Phase::Finished);
     let mut tally = Tally::new();
     for reader in readers {
         tally.merge(
@@ -528,20 +534,29 @@ async fn fixed_rate(conns: Vec<Conn>, config: &RunConfig, rate: f64) -> Result<T
     Ok(tally)
 }
 
+/// Where the pacer of a fixed-rate run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Readers are being set up; the clock has not started.
+    Setup,
+    /// Requests are going out.
+    Running,
+    /// Every request has been sent.
+    Finished,
+}
+
 /// What a fixed-rate reader is handed before the clock starts.
 struct Reader {
     /// Its tally, allocated up front.
     tally: Tally,
     /// Dropped once the reader is set up (the pacer waits for all of them).
     ready: tokio::sync::mpsc::Sender<()>,
-    /// The start time, once the pacer has taken it.
-    start: tokio::sync::watch::Receiver<Option<Instant>>,
-    /// How long the pacer sends.
-    duration: Duration,
+    /// The pacer's phase.
+    phase: tokio::sync::watch::Receiver<Phase>,
 }
 
-/// Decodes replies for one connection of the fixed-rate loop until every request sent before
-/// the end has been answered, or `DRAIN_GRACE` after the end.
+/// Decodes replies for one connection of the fixed-rate loop until the pacer has finished and
+/// every request it sent has been answered, or until `DRAIN_GRACE` after it finished.
 async fn read_replies(
     mut rd: OwnedReadHalf,
     mut input: Vec<u8>,
@@ -552,26 +567,33 @@ async fn read_replies(
     let Reader {
         mut tally,
         ready,
-        start: mut start_rx,
-        duration,
+        mut phase,
     } = reader;
     input.reserve(READ_CHUNK);
     drop(ready);
-    let start = match start_rx.wait_for(Option::is_some).await {
-        Ok(start) => (*start).unwrap_or_else(Instant::now),
+    if phase.wait_for(|p| *p != Phase::Setup).await.is_err() {
         // The pacer is gone before starting: nothing to read.
-        Err(_) => return Ok(tally),
-    };
-    let sending_ends = start + duration;
-    let until = sending_ends + DRAIN_GRACE;
+        return Ok(tally);
+    }
+    let mut finished: Option<Instant> = None;
     loop {
-        if Instant::now() >= sending_ends && lock(&queue).is_empty() {
+        if finished.is_none() && *phase.borrow() == Phase::Finished {
+            finished = Some(Instant::now());
+        }
+        if finished.is_some() && lock(&queue).is_empty() {
             break;
         }
         input.reserve(READ_CHUNK);
-        let read = match timeout_at(until, rd.read_buf(&mut input)).await {
-            Ok(read) => read?,
-            Err(_) => break,
+        let read = tokio::select! {
+            read = rd.read_buf(&mut input) => read?,
+            // Re-check the phase (an error means the pacer is gone: finished too).
+            changed = phase.changed(), if finished.is_none() => {
+                if changed.is_err() {
+                    finished = Some(Instant::now());
+                }
+                continue;
+            }
+            () = sleep_until(finished.map_or(far_future(), |t| t + DRAIN_GRACE)) => break,
         };
         if read == 0 {
             return Err(RunError::Closed);

@@ -196,6 +196,7 @@ impl RunArgs {
             service_us: tally.service_us(),
             max_send_lag_us: (mode == "fixed-rate")
                 .then_some(tally.max_send_lag.as_secs_f64() * 1e6),
+            sent: (mode == "fixed-rate").then_some(tally.sent),
             client_cpu: None,
             server: None,
             items: None,

@@ -201,6 +201,9 @@ pub struct Record {
     pub service_us: Option<Latency>,
     /// Largest lag of a send behind its schedule (fixed rate), microseconds.
     pub max_send_lag_us: Option<f64>,
+    /// Requests sent (fixed rate); those beyond `ops` were never answered.
+    #[serde(default)]
+    pub sent: Option<u64>,
     /// The generator's CPU seconds per wall second.
     pub client_cpu: Option<f64>,
     /// The server's CPU and syscalls, when its pid was given.
@@ -260,6 +263,12 @@ fn metrics_for(mode: &str) -> Vec<Metric> {
     match mode {
         "fixed-rate" => vec![
             Metric {
+                name: "p50 us",
+                higher_is_better: false,
+                ratio: false,
+                get: |r| r.latency_us.map(|l| l.p50),
+            },
+            Metric {
                 name: "p99 us",
                 higher_is_better: false,
                 ratio: true,
@@ -282,6 +291,12 @@ fn metrics_for(mode: &str) -> Vec<Metric> {
                 higher_is_better: false,
                 ratio: false,
                 get: |r| r.max_send_lag_us,
+            },
+            Metric {
+                name: "unanswered",
+                higher_is_better: false,
+                ratio: false,
+                get: |r| r.sent.map(|sent| sent.saturating_sub(r.ops) as f64),
             },
         ],
         "items" => vec![Metric {
@@ -430,6 +445,7 @@ mod tests {
             latency_us: None,
             service_us: None,
             max_send_lag_us: None,
+            sent: None,
             client_cpu: None,
             server: None,
             items: None,
