@@ -43,13 +43,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Below this distance to the next due time the pacer spins instead of sleeping.
 const SPIN_WINDOW: Duration = Duration::from_millis(2);
+/// Requests a fixed-rate reader's queue holds without growing.
+const READER_QUEUE: usize = 1024;
+
 /// A deadline that is never reached within a run.
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
-
-/// Requests a fixed-rate reader's queue holds without growing.
-const READER_QUEUE: usize = 1024;
 
 /// Why a run failed.
 #[derive(Debug)]
