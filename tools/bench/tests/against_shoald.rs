@@ -3,17 +3,22 @@
 
 use serde_json::Value;
 use shoal_tests::ServerProcess;
-use std::process::Command;
+use std::process::{Command, Output};
 
-/// Runs `shoal-bench` with `args`; returns its standard output (one JSON record).
-fn bench(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
-        .args(args)
+/// Runs `shoal-bench` with the whitespace-separated `args`.
+fn run_bench(args: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
+        .args(args.split_whitespace())
         .output()
-        .expect("run shoal-bench");
+        .expect("run shoal-bench")
+}
+
+/// Runs `shoal-bench` with `args`, which must succeed; returns its standard output.
+fn bench(args: &str) -> String {
+    let out = run_bench(args);
     assert!(
         out.status.success(),
-        "shoal-bench {args:?} failed: {}",
+        "shoal-bench {args} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
@@ -32,27 +37,13 @@ fn count(record: &Value, field: &str) -> u64 {
 #[test]
 fn closed_loop_on_both_protocols_after_a_preload() {
     let server = ServerProcess::start(&[]);
-    let memcache = server.memcache_addr.expect("memcache port").to_string();
-    let native = server.native_addr.to_string();
-    for (protocol, addr) in [("native", &native), ("memcache", &memcache)] {
-        let record = json(&bench(&[
-            "run",
-            "--protocol",
-            protocol,
-            "--addr",
-            addr,
-            "--preload",
-            "--keys",
-            "2000",
-            "--connections",
-            "4",
-            "--pipeline",
-            "8",
-            "--duration",
-            "0.3",
-            "--label",
-            protocol,
-        ]));
+    let memcache = server.memcache_addr.expect("memcache port");
+    let native = server.native_addr;
+    for (protocol, addr) in [("native", native), ("memcache", memcache)] {
+        let record = json(&bench(&format!(
+            "run --protocol {protocol} --addr {addr} --preload --keys 2000 --connections 4 \
+             --pipeline 8 --duration 0.3 --label {protocol}"
+        )));
         assert_eq!(record["label"], protocol);
         assert_eq!(record["mode"], "closed");
         assert!(count(&record, "ops") > 0, "{record}");
@@ -61,53 +52,25 @@ fn closed_loop_on_both_protocols_after_a_preload() {
         assert_eq!(count(&record, "misses"), 0, "{record}");
         assert_eq!(count(&record, "hits"), count(&record, "gets"), "{record}");
     }
-    let items = json(&bench(&[
-        "items",
-        "--protocol",
-        "native",
-        "--addr",
-        &native,
-    ]));
+    let items = json(&bench(&format!("items --protocol native --addr {native}")));
     assert_eq!(count(&items, "items"), 2000);
 }
 
 #[test]
 fn fixed_rate_answers_every_scheduled_request() {
     let server = ServerProcess::start(&[]);
-    let addr = server.native_addr.to_string();
-    bench(&[
-        "load",
-        "--protocol",
-        "native",
-        "--addr",
-        &addr,
-        "--keys",
-        "1000",
-    ]);
-    let record = json(&bench(&[
-        "run",
-        "--protocol",
-        "native",
-        "--addr",
-        &addr,
-        "--keys",
-        "1000",
-        "--connections",
-        "5",
-        "--rate",
-        "2000",
-        "--duration",
-        "1",
-    ]));
+    let addr = server.native_addr;
+    bench(&format!("load --protocol native --addr {addr} --keys 1000"));
+    let record = json(&bench(&format!(
+        "run --protocol native --addr {addr} --keys 1000 --connections 5 --rate 2000 \
+         --duration 1"
+    )));
     assert_eq!(record["mode"], "fixed-rate");
     // The schedule holds exactly rate x duration requests; each one is sent and answered.
     assert_eq!(count(&record, "sent"), 2000, "{record}");
     assert_eq!(count(&record, "ops"), 2000, "{record}");
-    assert_eq!(
-        count(&record, "errors") + count(&record, "misses"),
-        0,
-        "{record}"
-    );
+    let failed = count(&record, "errors") + count(&record, "misses");
+    assert_eq!(failed, 0, "{record}");
     let latency = &record["latency_us"];
     let service = &record["service_us"];
     for field in ["p50", "p99", "max"] {
@@ -122,13 +85,13 @@ fn fixed_rate_answers_every_scheduled_request() {
 #[test]
 fn a_generator_that_falls_behind_still_sends_the_whole_schedule() {
     let server = ServerProcess::start(&[]);
-    let addr = server.native_addr.to_string();
+    let addr = server.native_addr;
     // 100,000 requests due within 20 ms: more than the generator can send in time, so it is
     // behind schedule at the end; the requests due before the end still go out, late.
-    let args = "--keys 1000 --connections 50 --rate 5000000 --duration 0.02";
-    let mut argv = vec!["run", "--protocol", "native", "--addr", &addr];
-    argv.extend(args.split(' '));
-    let record = json(&bench(&argv));
+    let record = json(&bench(&format!(
+        "run --protocol native --addr {addr} --keys 1000 --connections 50 --rate 5000000 \
+         --duration 0.02"
+    )));
     assert_eq!(count(&record, "sent"), 100_000, "{record}");
     assert_eq!(count(&record, "ops"), 100_000, "{record}");
     let lag_us = record["max_send_lag_us"].as_f64().expect("lag");
@@ -141,31 +104,19 @@ fn a_generator_that_falls_behind_still_sends_the_whole_schedule() {
 #[test]
 fn a_server_that_is_gone_is_an_error_not_a_hang() {
     let mut server = ServerProcess::start(&[]);
-    let addr = server.native_addr.to_string();
+    let addr = server.native_addr;
     server.kill();
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
-        .args([
-            "run",
-            "--protocol",
-            "native",
-            "--addr",
-            &addr,
-            "--duration",
-            "0.2",
-        ])
-        .output()
-        .expect("run shoal-bench");
+    let out = run_bench(&format!(
+        "run --protocol native --addr {addr} --duration 0.2"
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("shoal-bench:"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(stderr.contains("shoal-bench:"), "{stderr}");
 }
 
 #[test]
 fn probe_and_table() {
-    let probe = json(&bench(&["probe", "--duration", "0.2"]));
+    let probe = json(&bench("probe --duration 0.2"));
     assert!(
         probe["duration_s"].as_f64().expect("duration") >= 0.2,
         "{probe}"
@@ -174,33 +125,19 @@ fn probe_and_table() {
     assert_eq!(gaps.len(), 4, "{probe}");
 
     let server = ServerProcess::start(&[]);
-    let addr = server.native_addr.to_string();
+    let addr = server.native_addr;
     let dir = std::env::temp_dir().join(format!("shoal-bench-table-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("runs.jsonl");
     let mut records = String::new();
     for label in ["memcached", "shoald-native"] {
-        records += &bench(&[
-            "run",
-            "--protocol",
-            "native",
-            "--addr",
-            &addr,
-            "--preload",
-            "--keys",
-            "500",
-            "--connections",
-            "2",
-            "--duration",
-            "0.2",
-            "--label",
-            label,
-            "--workload",
-            "p1",
-        ]);
+        records += &bench(&format!(
+            "run --protocol native --addr {addr} --preload --keys 500 --connections 2 \
+             --duration 0.2 --label {label} --workload p1"
+        ));
     }
     std::fs::write(&file, records).expect("write records");
-    let table = bench(&["table", file.to_str().expect("path")]);
+    let table = bench(&format!("table {}", file.display()));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(table.contains("| shoald-native |"), "{table}");
     assert!(table.contains("| memcached |"), "{table}");
