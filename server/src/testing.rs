@@ -1,5 +1,6 @@
-//! An in-process server for tests: binds port 0 on loopback, runs on its own thread and
-//! runtime, and stops (gracefully) when dropped.
+//! Test support: an in-process server that binds port 0 on loopback, runs on its own thread
+//! and runtime, and stops (gracefully) when dropped; and [`wait_for`], the way tests wait for
+//! something to happen instead of sleeping.
 
 use crate::config::Config;
 use crate::server::{prepare, serve, Listeners, RunError};
@@ -90,4 +91,17 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.stop_inner();
     }
+}
+
+/// Polls `cond` every few milliseconds until it holds or `limit` passes; returns whether it
+/// held. The way tests wait for something to happen, instead of sleeping.
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
 }

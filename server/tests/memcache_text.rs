@@ -5,7 +5,7 @@
 //! `MEMCACHE_TEXT_TARGET=127.0.0.1:11211` to check the cases marked as memcached's behaviour
 //! against a real memcached 1.6 (the Shoal-only cases are skipped then).
 
-use shoald::testing::TestServer;
+use shoald::testing::{wait_for, TestServer};
 use shoald::Config;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -339,7 +339,7 @@ fn delayed_flush_all_empties_the_store_when_due_and_a_later_flush_replaces_it() 
     assert_eq!(exchange(addr, b"flush_all 1\r\n", 4).0, b"OK\r\n");
     assert_eq!(exchange(addr, get_d, present.len()).0, present.to_vec());
     assert!(
-        wait_until(Duration::from_secs(5), || exchange(addr, get_d, 5).0
+        wait_for(Duration::from_secs(5), || exchange(addr, get_d, 5).0
             == b"END\r\n"),
         "the delayed flush ran"
     );
@@ -356,18 +356,6 @@ fn delayed_flush_all_empties_the_store_when_due_and_a_later_flush_replaces_it() 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Polls `cond` until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 #[test]

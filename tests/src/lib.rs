@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::{decode_reply, Command as Cmd, Limits, Reply, Request};
+pub use shoald::testing::wait_for;
 
 /// How long a server may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -255,19 +256,6 @@ fn send_signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args(["-s", sig, &pid.to_string()])
         .status();
-}
-
-/// Polls `cond` every few milliseconds until it holds or `limit` passes; returns whether it
-/// held. The way tests wait for something to happen, instead of sleeping.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
 }
 
 /// A blocking native-protocol connection for raw tests: write frames, read replies.
