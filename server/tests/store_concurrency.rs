@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use shoald::store::{SetMode, Store, StoreConfig, StoreError};
+use shoald::testing::wait_for;
+use std::time::Duration;
 
 fn config() -> StoreConfig {
     StoreConfig {
@@ -93,9 +95,14 @@ fn snapshot_under_writes_sees_every_old_item_once_and_remove_frees_the_bucket() 
             });
         }
         // The snapshot must run while writers are busy: wait until each has done some work.
-        while writes.load(Ordering::Relaxed) < 4_000 {
-            std::thread::yield_now();
+        let busy = wait_for(Duration::from_secs(30), || {
+            writes.load(Ordering::Relaxed) >= 4_000
+        });
+        if !busy {
+            // Let the scope's threads end, so the assertion fails instead of hanging.
+            stop.store(true, Ordering::Relaxed);
         }
+        assert!(busy, "the writers stopped writing");
         let snapshot = store.snapshot_bucket(bucket);
         let start_seq = snapshot.start_seq();
         let items: Vec<_> = snapshot.collect();
