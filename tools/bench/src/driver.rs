@@ -575,25 +575,30 @@ async fn read_replies(
         // The pacer is gone before starting: nothing to read.
         return Ok(tally);
     }
-    let mut finished: Option<Instant> = None;
+    // One timer for the whole run, armed for the grace period once the pacer has finished.
+    let grace = sleep_until(far_future());
+    tokio::pin!(grace);
+    let mut finished = false;
     loop {
-        if finished.is_none() && *phase.borrow() == Phase::Finished {
-            finished = Some(Instant::now());
+        if !finished && *phase.borrow() == Phase::Finished {
+            finished = true;
+            grace.as_mut().reset(Instant::now() + DRAIN_GRACE);
         }
-        if finished.is_some() && lock(&queue).is_empty() {
+        if finished && lock(&queue).is_empty() {
             break;
         }
         input.reserve(READ_CHUNK);
         let read = tokio::select! {
             read = rd.read_buf(&mut input) => read?,
             // Re-check the phase (an error means the pacer is gone: finished too).
-            changed = phase.changed(), if finished.is_none() => {
+            changed = phase.changed(), if !finished => {
                 if changed.is_err() {
-                    finished = Some(Instant::now());
+                    finished = true;
+                    grace.as_mut().reset(Instant::now() + DRAIN_GRACE);
                 }
                 continue;
             }
-            () = sleep_until(finished.map_or(far_future(), |t| t + DRAIN_GRACE)) => break,
+            () = &mut grace => break,
         };
         if read == 0 {
             return Err(RunError::Closed);
