@@ -36,7 +36,14 @@ pub fn bucket_of(key: &[u8], buckets: u32) -> u32 {
         buckets.is_power_of_two(),
         "bucket count must be a power of two"
     );
-    (key_hash(key) & u64::from(buckets.saturating_sub(1))) as u32
+    bucket_of_hash(key_hash(key), buckets)
+}
+
+/// The bucket of a key whose [`key_hash`] is already known (the same function as
+/// [`bucket_of`], for callers that need the hash too).
+#[inline]
+pub fn bucket_of_hash(key_hash: u64, buckets: u32) -> u32 {
+    (key_hash & u64::from(buckets.saturating_sub(1))) as u32
 }
 
 /// Incremental XXH64, for values that are not contiguous in memory (chunk chains).

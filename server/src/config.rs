@@ -122,6 +122,15 @@ pub struct Config {
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     pub output_buffer: usize,
 
+    /// Node-wide memory for partially received large requests (beyond 32 KiB per
+    /// connection); past it, connections wait for memory before reading more.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub max_input_memory: usize,
+
+    /// Replies a connection may have pending (e.g. SAVE) before it stops reading.
+    #[arg(long, default_value_t = 1024)]
+    pub max_pending: usize,
+
     /// Longest a graceful stop may take before remaining connections are dropped.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -219,6 +228,16 @@ impl Config {
         if self.output_buffer < 4096 {
             return Err(ConfigError("output-buffer must be at least 4KiB".into()));
         }
+        let request = self.limits().max_frame + shoal_proto::HEADER_LEN + 64 * 1024;
+        if self.max_input_memory < request {
+            return Err(ConfigError(format!(
+                "max-input-memory must hold at least one maximal request ({request} bytes with \
+                 these limits)"
+            )));
+        }
+        if self.max_pending == 0 {
+            return Err(ConfigError("max-pending must be at least 1".into()));
+        }
         Ok(())
     }
 
@@ -264,7 +283,8 @@ impl Config {
              growth-factor = {}\ndata-dir = {}\npersist = \"{}\"\ndiscard-bad-savefile = {}\n\
              max-connections = {}\nmax-key-size = {}\n\
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
-             send-timeout = \"{}ms\"\noutput-buffer = {}\nshutdown-timeout = \"{}ms\"\nthreads = {}\n\
+             send-timeout = \"{}ms\"\noutput-buffer = {}\nmax-input-memory = {}\nmax-pending = {}\n\
+             shutdown-timeout = \"{}ms\"\nthreads = {}\n\
              log-level = {:?}\nlog-file = {}\n",
             self.listen,
             self.memory,
@@ -281,6 +301,8 @@ impl Config {
             self.idle_timeout.as_millis(),
             self.send_timeout.as_millis(),
             self.output_buffer,
+            self.max_input_memory,
+            self.max_pending,
             self.shutdown_timeout.as_millis(),
             self.threads,
             self.log_level,

@@ -1,5 +1,6 @@
 //! `shoald`, the Shoal node.
 //!
+//! - [`keyspace`]: the one door from every protocol to the data.
 //! - [`store`]: the storage engine (slab memory, per-bucket indexes, eviction, expiry).
 //! - [`net`]: listeners, the connection driver, and the two protocols (native, memcached text).
 //! - [`config`]: every setting, with defaults and validation.
@@ -12,6 +13,7 @@
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod keyspace;
 pub mod net;
 pub mod persist;
 pub mod server;

@@ -20,14 +20,15 @@
 //! deleted at the next start).
 
 use crate::config::Config;
+use crate::keyspace::Keyspace;
 use crate::net::conn::ConnLimits;
 use crate::net::listener::Listener;
 use crate::net::memcache::TextSession;
 use crate::net::native::NativeSession;
-use crate::net::Shared;
+use crate::net::{InputBudget, Shared};
 use crate::persist::{PersistError, Persistence};
 use crate::stats::ServerStats;
-use crate::store::{Clock, Store, StoreError, SystemClock};
+use crate::store::{Clock, ConfigError, Store, SystemClock};
 use shoal_proto::HEADER_LEN;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -85,7 +86,7 @@ pub enum RunError {
     /// A listener could not be bound.
     Bind(SocketAddr, std::io::Error),
     /// The store could not be created from the configuration.
-    Store(StoreError),
+    Store(ConfigError),
     /// The data directory or savefile could not be used at start, or the savefile could not
     /// be written at stop.
     Persist(PersistError),
@@ -200,18 +201,23 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let Node { store, persistence } = node;
     let limits = config.limits();
+    let keyspace = Keyspace::new(
+        store.clone(),
+        persistence.clone(),
+        Arc::new(ServerStats::default()),
+    );
     let shared = Shared {
-        store: store.clone(),
-        stats: Arc::new(ServerStats::default()),
+        keyspace: keyspace.clone(),
         limits,
         flush_at: config.output_buffer,
-        delayed_flush: Default::default(),
+        input_budget: InputBudget::new(config.max_input_memory),
     };
     let conn_limits = ConnLimits {
         frame_timeout: config.frame_timeout,
         idle_timeout: (!config.idle_timeout.is_zero()).then_some(config.idle_timeout),
         send_timeout: config.send_timeout,
         max_input: limits.max_frame + HEADER_LEN + 64 * 1024,
+        max_pending: config.max_pending,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -221,10 +227,7 @@ pub async fn serve(
     accept_tasks.push(tokio::spawn(
         Listener {
             listener: listeners.native,
-            make_session: {
-                let persistence = persistence.clone();
-                move |shared| NativeSession::with_persistence(shared, persistence.clone())
-            },
+            make_session: NativeSession::new,
             refusal: NativeSession::refusal(),
             slots: slots.clone(),
             limits: conn_limits,
@@ -251,6 +254,16 @@ pub async fn serve(
     }
     drop(done_tx);
     let crawler = tokio::spawn(crawl_expired(store.clone(), stop_rx.clone()));
+    let flush_timer = tokio::spawn({
+        let mut stop = stop_rx.clone();
+        async move {
+            keyspace
+                .run_flush_timer(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        }
+    });
 
     shutdown.await;
     let deadline = Instant::now() + config.shutdown_timeout;
@@ -267,6 +280,7 @@ pub async fn serve(
         tracing::warn!("shutdown timeout reached with connections still open");
     }
     let _ = crawler.await;
+    let _ = flush_timer.await;
     let saved = save_on_stop(&store, &persistence, deadline).await;
     tracing::info!("stopped");
     saved.map_err(RunError::Persist)

@@ -147,6 +147,14 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The process's resident memory in bytes (`VmRSS`), while running.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...) to the process.
     pub fn signal(&self, sig: &str) {
         if let Some(pid) = self.pid() {

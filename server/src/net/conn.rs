@@ -1,22 +1,30 @@
 //! The connection driver: one task per client connection, for either protocol.
 //!
-//! It owns the socket, the input and output buffers, and every per-connection limit:
+//! It owns the socket, the input buffer, the [`Output`], and every per-connection limit:
 //! - a started frame must complete within `frame_timeout` (slowloris);
-//! - an idle connection is closed after `idle_timeout`;
-//! - output is written once per batch, and at the latest when it reaches the session's
-//!   `flush_at`; a client that does not take its replies within `send_timeout` is dropped, so a
+//! - an idle connection is closed after `idle_timeout` (never while a reply is pending);
+//! - output is written once per batch, and at the latest when the session finds it full
+//!   (`flush_at`); a session that stopped on a full output with work left (a multi-get half
+//!   answered) is called again as soon as the output is written, without waiting for more
+//!   input; a client that does not take its replies within `send_timeout` is dropped, so a
 //!   client that never reads cannot grow server memory;
+//! - replies that complete later ([`Output::defer`]) are written when they complete, while
+//!   the connection goes on reading and serving; at most `max_pending` per connection, after
+//!   which it stops reading until one completes;
 //! - before the first write of a batch the task yields once, so every connection the runtime
 //!   found readable handles its input before any of them writes: replies leave in a burst, as
 //!   in redis' event loop, and a client is woken once per burst instead of once per connection
 //!   (this halved the server's system time per request at pipeline 16 on loopback);
 //! - the deadlines use one timer per connection, moved only when a frame starts or when it
 //!   fires early, so a read costs no timer registration;
-//! - input is bounded by one frame (the session consumes every complete request);
-//! - on shutdown it drains what the client already sent, answers it, sends the session's
-//!   notice, flushes and closes.
+//! - input is bounded by one frame (the session consumes every complete request); beyond
+//!   [`FREE_INPUT`] it is charged to the node's [`InputBudget`](super::InputBudget) before
+//!   it is read, and given back when the request completes or the connection closes;
+//! - on shutdown it drains what the client already sent, answers it (waiting for pending
+//!   replies up to `send_timeout`), sends the session's notice, flushes and closes.
 
-use super::{Session, Shared};
+use super::input::{Reservation, FREE_INPUT};
+use super::{Output, Session, Shared};
 use crate::stats::ServerStats;
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
@@ -27,7 +35,7 @@ use tokio::time::{timeout, Instant};
 
 /// Size of each read, and the buffer size a connection returns to after a large frame.
 const READ_CHUNK: usize = 16 * 1024;
-/// Buffers larger than this are given back once they are empty.
+/// Output buffers larger than this are given back once they are written.
 const SHRINK_ABOVE: usize = 256 * 1024;
 /// A deadline that is never reached (no idle timeout and no partial frame).
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -43,6 +51,8 @@ pub(crate) struct ConnLimits {
     pub send_timeout: Duration,
     /// Most bytes of input held at once (one maximal frame plus a read).
     pub max_input: usize,
+    /// Most replies pending at once; the connection stops reading at this many.
+    pub max_pending: usize,
 }
 
 /// Why a connection ended (for counters and debug logs).
@@ -66,8 +76,14 @@ pub(crate) async fn drive<S: Session>(
     limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut conn = Conn {
+        input: BytesMut::with_capacity(READ_CHUNK),
+        out: Output::new(session.ordered_replies(), shared.flush_at, READ_CHUNK),
+        reservation: shared.input_budget.reservation(),
+        more: false,
+        closing: false,
+        limits,
+    };
     // When the oldest unfinished request started arriving; reset whenever a request completes.
     let mut partial_since: Option<Instant> = None;
     // When the connection last went back to waiting after handling input (idle timeout).
@@ -83,54 +99,42 @@ pub(crate) async fn drive<S: Session>(
     let stop = shutdown.changed();
     tokio::pin!(stop);
     let end = 'conn: loop {
-        // Handle every complete request, flushing whenever the session fills its output.
-        let mut first_flush = true;
-        loop {
-            let step = session.on_input(&input, &mut out);
-            input.advance(step.consumed.min(input.len()));
-            if step.consumed > 0 {
-                partial_since = None;
-            }
-            if !out.is_empty() {
-                if first_flush {
-                    // Let the other connections that are ready handle their input first, so
-                    // replies leave in a burst after the runtime's poll of the sockets and the
-                    // clients are woken once per burst rather than once per connection.
-                    first_flush = false;
-                    tokio::task::yield_now().await;
-                }
-                if let Err(end) = flush(&mut stream, &mut out, limits.send_timeout).await {
-                    break 'conn end;
-                }
-            }
-            if step.close {
-                break 'conn End::Normal;
-            }
-            if step.consumed == 0 || input.is_empty() {
-                break;
-            }
+        match conn.serve(&mut session, &mut stream).await {
+            Ok(true) => partial_since = None,
+            Ok(false) => {}
+            Err(end) => break 'conn end,
         }
-        if input.is_empty() {
+        if conn.closing && conn.out.pending() == 0 {
+            break End::Normal;
+        }
+        if conn.input.is_empty() {
             partial_since = None;
-            if input.capacity() > SHRINK_ABOVE {
-                input = BytesMut::with_capacity(READ_CHUNK);
-            }
-            if out.capacity() > SHRINK_ABOVE {
-                out = Vec::with_capacity(READ_CHUNK);
-            }
+            conn.shrink();
         } else if partial_since.is_none() {
             partial_since = Some(Instant::now());
         }
-        if input.len() > limits.max_input {
+        if conn.input.len() > limits.max_input {
             break End::InputTooLarge;
         }
-        input.reserve(READ_CHUNK);
+        let can_read = conn.may_read();
+        // Room for the next read: free up to FREE_INPUT, beyond that charged to the budget
+        // (the whole request at once when the protocol can tell its length).
+        let mut budget_short = None;
+        if can_read {
+            let want = conn.room_wanted(&session);
+            if conn.reservation.try_grow(want.saturating_sub(FREE_INPUT)) {
+                conn.make_room(want);
+            } else {
+                budget_short = Some(want);
+            }
+        }
         if got_input {
             got_input = false;
             idle_since = Instant::now();
         }
         let (deadline, why) = match (partial_since, limits.idle_timeout) {
             (Some(since), _) => (since + limits.frame_timeout, End::FrameTimeout),
+            (None, Some(_)) if conn.out.pending() > 0 => (never, End::IdleTimeout),
             (None, Some(idle)) => (idle_since + idle, End::IdleTimeout),
             (None, None) => (never, End::IdleTimeout),
         };
@@ -138,14 +142,25 @@ pub(crate) async fn drive<S: Session>(
             armed = deadline;
             timer.as_mut().reset(armed);
         }
+        let Conn {
+            input,
+            out,
+            reservation,
+            ..
+        } = &mut conn;
+        let pending = out.pending() > 0;
+        let reading = can_read && budget_short.is_none();
         tokio::select! {
             biased;
             _ = &mut stop => break End::Shutdown,
-            read = stream.read_buf(&mut input) => match read {
+            () = out.completed(), if pending => {}
+            read = stream.read_buf(input), if reading => match read {
                 Ok(0) => break End::Normal,
                 Ok(_) => got_input = true,
                 Err(_) => break End::Io,
             },
+            () = reservation.grow(budget_short.unwrap_or(0).saturating_sub(FREE_INPUT)),
+                if budget_short.is_some() => {}
             () = &mut timer => {
                 if Instant::now() >= deadline {
                     break why;
@@ -156,9 +171,9 @@ pub(crate) async fn drive<S: Session>(
         }
     };
     if end == End::Shutdown {
-        drain_on_shutdown(&mut stream, &mut session, &mut input, &mut out, limits).await;
+        conn.drain_on_shutdown(&mut session, &mut stream).await;
     }
-    let stats = &shared.stats;
+    let stats = shared.keyspace.stats();
     match end {
         End::FrameTimeout => {
             ServerStats::incr(&stats.frame_timeouts);
@@ -173,8 +188,139 @@ pub(crate) async fn drive<S: Session>(
     let _ = timeout(Duration::from_millis(100), stream.shutdown()).await;
 }
 
-/// Writes all pending output within `send_timeout`.
-async fn flush(
+/// One connection's buffers and state between reads.
+struct Conn {
+    input: BytesMut,
+    out: Output,
+    reservation: Reservation,
+    /// The session stopped on a full output with work left: call it again after a write.
+    more: bool,
+    /// The session asked to close: finish the pending replies, write, close.
+    closing: bool,
+    limits: ConnLimits,
+}
+
+impl Conn {
+    /// Whether the session may be given input (or called again) now.
+    fn may_serve(&self) -> bool {
+        !self.closing
+            && !self.out.is_full()
+            && self.out.pending() < self.limits.max_pending
+            && (self.more || !self.input.is_empty())
+    }
+
+    /// Whether to read more input now.
+    fn may_read(&self) -> bool {
+        !self.closing && !self.out.is_full() && self.out.pending() < self.limits.max_pending
+    }
+
+    /// Handles every complete request, writing whenever the output is full, until the
+    /// session can make no more progress. Returns whether any request completed.
+    async fn serve<S: Session>(
+        &mut self,
+        session: &mut S,
+        stream: &mut TcpStream,
+    ) -> Result<bool, End> {
+        let mut completed = false;
+        let mut first_write = true;
+        loop {
+            let mut progressed = false;
+            if self.may_serve() {
+                let step = session.on_input(&self.input, &mut self.out);
+                self.input.advance(step.consumed.min(self.input.len()));
+                completed |= step.consumed > 0;
+                progressed = step.consumed > 0 || step.more;
+                self.more = step.more;
+                self.closing |= step.close;
+            }
+            if !self.out.ready().is_empty() {
+                if first_write {
+                    // Let the other connections that are ready handle their input first, so
+                    // replies leave in a burst after the runtime's poll of the sockets and the
+                    // clients are woken once per burst rather than once per connection.
+                    first_write = false;
+                    tokio::task::yield_now().await;
+                }
+                write(stream, self.out.ready(), self.limits.send_timeout).await?;
+            }
+            if !progressed {
+                return Ok(completed);
+            }
+        }
+    }
+
+    /// The input capacity wanted before the next read.
+    fn room_wanted<S: Session>(&self, session: &S) -> usize {
+        let next_read = self.input.len() + READ_CHUNK;
+        if next_read <= FREE_INPUT {
+            return next_read;
+        }
+        let request = session.request_len(&self.input).unwrap_or(0);
+        next_read
+            .max(request)
+            .min(self.limits.max_input + READ_CHUNK)
+    }
+
+    /// Makes the input buffer's capacity at least `want` (exactly `want` when it must grow
+    /// past [`FREE_INPUT`], so it matches what was charged to the budget).
+    fn make_room(&mut self, want: usize) {
+        if self.input.capacity() >= want {
+            return;
+        }
+        if want <= FREE_INPUT {
+            self.input.reserve(want - self.input.len());
+        } else {
+            let mut bigger = BytesMut::with_capacity(want);
+            bigger.extend_from_slice(&self.input);
+            self.input = bigger;
+        }
+    }
+
+    /// With no input left: give large buffers and the budget back.
+    fn shrink(&mut self) {
+        if self.input.capacity() > FREE_INPUT {
+            self.input = BytesMut::with_capacity(READ_CHUNK);
+        }
+        self.reservation.release();
+        self.out.shrink(SHRINK_ABOVE, READ_CHUNK);
+    }
+
+    /// On shutdown: take what the client already sent (without waiting for more), answer
+    /// every complete request, wait for pending replies (up to `send_timeout`), append the
+    /// session's notice, write, and return.
+    async fn drain_on_shutdown<S: Session>(&mut self, session: &mut S, stream: &mut TcpStream) {
+        loop {
+            if self.input.len() >= self.limits.max_input {
+                break;
+            }
+            self.input.reserve(READ_CHUNK);
+            match stream.try_read_buf(&mut self.input) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let deadline = Instant::now() + self.limits.send_timeout;
+        loop {
+            if self.serve(session, stream).await.is_err() {
+                return;
+            }
+            if self.out.pending() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, self.out.completed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        session.on_shutdown(&mut self.out);
+        let _ = write(stream, self.out.ready(), self.limits.send_timeout).await;
+    }
+}
+
+/// Writes all of `out` within `send_timeout`, and empties it.
+async fn write(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     send_timeout: Duration,
@@ -185,38 +331,5 @@ async fn flush(
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Io),
         Err(_) => Err(End::SlowReader),
-    }
-}
-
-/// On shutdown: take what the client already sent (without waiting for more), answer every
-/// complete request, append the session's notice, flush, and return.
-async fn drain_on_shutdown<S: Session>(
-    stream: &mut TcpStream,
-    session: &mut S,
-    input: &mut BytesMut,
-    out: &mut Vec<u8>,
-    limits: ConnLimits,
-) {
-    loop {
-        if input.len() >= limits.max_input {
-            break;
-        }
-        input.reserve(READ_CHUNK);
-        match stream.try_read_buf(input) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    session.on_shutdown(out);
-    loop {
-        let step = session.on_input(input, out);
-        input.advance(step.consumed.min(input.len()));
-        if !out.is_empty() && flush(stream, out, limits.send_timeout).await.is_err() {
-            return;
-        }
-        if step.close || step.consumed == 0 || input.is_empty() {
-            break;
-        }
     }
 }

@@ -56,7 +56,7 @@ where
                     pair
                 }
                 Err(err) => {
-                    ServerStats::incr(&self.shared.stats.accept_errors);
+                    ServerStats::incr(&self.shared.keyspace.stats().accept_errors);
                     tracing::warn!(cause = %err, pause_ms = backoff.as_millis() as u64, "accept failed");
                     tokio::select! {
                         _ = self.shutdown.changed() => return,
@@ -67,7 +67,7 @@ where
                 }
             };
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                ServerStats::incr(&self.shared.stats.rejected_connections);
+                ServerStats::incr(&self.shared.keyspace.stats().rejected_connections);
                 let refusal = self.refusal.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_millis(200), async {
@@ -79,7 +79,7 @@ where
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let stats = self.shared.stats.clone();
+            let stats = self.shared.keyspace.stats().clone();
             ServerStats::incr(&stats.total_connections);
             ServerStats::incr(&stats.curr_connections);
             let session = (self.make_session)(self.shared.clone());

@@ -1,4 +1,4 @@
-//! Listeners and connections: everything between a socket and the store.
+//! Listeners and connections: everything between a socket and the keyspace door.
 //!
 //! ```text
 //!  accept loop (listener.rs)          one task per connection (conn.rs)
@@ -13,17 +13,23 @@
 //! The connection driver owns timeouts, buffer limits, flushing and shutdown; a [`Session`]
 //! owns one protocol (native in `native.rs`, memcached text in `memcache/`). Sessions do no
 //! I/O: they turn input bytes into output bytes, so a whole pipelined batch costs one read and
-//! one write.
+//! one write. A session reaches the data only through [`Keyspace`] (one call per request);
+//! a reply that must wait is handed to the driver as a [`PendingReply`] ([`Output`]), and
+//! the driver goes on serving meanwhile. Input held for partially received large requests is
+//! charged to the node-wide [`InputBudget`].
 
 pub(crate) mod conn;
+mod input;
 pub(crate) mod listener;
 pub mod memcache;
 pub mod native;
+mod output;
 
-use crate::stats::ServerStats;
-use crate::store::Store;
+pub use input::InputBudget;
+pub use output::{Output, PendingReply};
+
+use crate::keyspace::Keyspace;
 use shoal_proto::Limits;
-use std::sync::Arc;
 
 /// What a session decided after handling input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,32 +38,57 @@ pub struct Step {
     pub consumed: usize,
     /// Close the connection once the output is flushed (GOODBYE, quit, or a fatal error).
     pub close: bool,
+    /// The session stopped because its output is full, with work left in the input it has
+    /// (e.g. a multi-get half answered): call it again once the output has drained, even if
+    /// no more input arrives.
+    pub more: bool,
 }
 
 /// One protocol's per-connection state machine. No I/O: input bytes in, reply bytes out.
 pub trait Session: Send {
-    /// Handles the complete requests at the start of `input`, appending replies to `out`.
+    /// Handles the complete requests at the start of `input`, appending replies to `out`
+    /// (or handing it replies that complete later, [`Output::defer`]).
     ///
-    /// Must stop early (returning what it consumed so far) once `out` holds at least
-    /// `ctx.flush_at` bytes, so output stays bounded; the driver flushes and calls again.
-    /// A partial request at the end is left unconsumed.
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step;
+    /// Must stop early (returning what it consumed so far) once [`Output::is_full`], so
+    /// output stays bounded; the driver writes and calls again. A partial request at the end
+    /// is left unconsumed.
+    fn on_input(&mut self, input: &[u8], out: &mut Output) -> Step;
+
+    /// The total length of the partial request at the start of `input`, once the protocol
+    /// can tell (a native header, a text storage line); `None` when it cannot tell yet. The
+    /// driver reserves input memory for it from the node-wide [`InputBudget`].
+    fn request_len(&self, input: &[u8]) -> Option<usize>;
 
     /// The server is stopping: append a notice to `out` if the protocol has one.
-    fn on_shutdown(&mut self, out: &mut Vec<u8>);
+    fn on_shutdown(&mut self, out: &mut Output);
+
+    /// Whether replies leave in request order (text) or as they complete (native).
+    fn ordered_replies(&self) -> bool;
 }
 
 /// What every session of a server shares.
 #[derive(Clone)]
 pub struct Shared {
-    /// The node's items.
-    pub store: Store,
-    /// Server-wide counters.
-    pub stats: Arc<ServerStats>,
+    /// The door to the node's data.
+    pub keyspace: Keyspace,
     /// Protocol limits (frame, key, value, batch).
     pub limits: Limits,
     /// A session returns from `on_input` once its output holds this many bytes.
     pub flush_at: usize,
-    /// `flush_all` with a delay, scheduled for later.
-    pub delayed_flush: memcache::DelayedFlush,
+    /// Node-wide memory for partially received large requests.
+    pub input_budget: InputBudget,
+}
+
+impl Shared {
+    /// Every statistic of [`crate::stats::table`] with its value now.
+    pub(crate) fn stats(&self) -> Vec<(&'static crate::stats::StatDef, u64)> {
+        let store = self.keyspace.store_stats();
+        let sources = crate::stats::Sources {
+            server: self.keyspace.stats(),
+            store: &store,
+            buckets: self.keyspace.buckets(),
+            input: &self.input_budget,
+        };
+        crate::stats::report(&sources).collect()
+    }
 }

@@ -1,23 +1,26 @@
-//! The native protocol session: decodes every complete frame in the input, runs it against the
-//! store, and appends the reply. No I/O.
+//! The native protocol session: decodes every complete frame in the input, makes one
+//! [`Keyspace`](crate::keyspace::Keyspace) call for it, and appends the reply. No I/O.
 //!
 //! HELLO must come first; anything else before it is answered with `HELLO_REQUIRED` and the
 //! connection closes. Malformed frames are answered with the status of their error; the
 //! connection stays open only when the frame was well delimited (see `DecodeError::skip`).
-//! Every key-addressed command passes through [`NativeSession::keyed`], the one place where
-//! bucket ownership checks and redirects are made once the node is part of a cluster.
+//! Every key-addressed command passes through [`NativeSession::keyed`], one keyspace call
+//! each.
 //!
-//! Admin requests (SAVE, SET_PERSIST) go to the node's [`Persistence`]. SAVE writes the whole
-//! savefile before it answers; it runs in `block_in_place`, so the runtime moves other tasks
-//! off this worker thread meanwhile, and this connection waits for the reply.
+//! SAVE writes the savefile on a blocking thread; its reply is a pending one
+//! ([`Output::defer`]), so the connection goes on serving other requests meanwhile and the
+//! SAVE reply leaves when the file is on disk (native replies carry their request id, so they
+//! need not leave in order).
 
-use super::{Session, Shared, Step};
-use crate::persist::{PersistError, Persistence};
+use super::{Output, Session, Shared, Step};
+use crate::keyspace::ItemRef;
+use crate::keyspace::{Expiry, OpError, WriteMode};
+use crate::persist::PersistError;
 use crate::stats::ServerStats;
-use crate::store::{ItemRef, SetMode, StoreError};
 use shoal_proto::{
-    decode_request, Command, DecodeError, DecodeErrorKind, FrameWriter, MultiGetWriter, Opcode,
-    Reply, ReplyBody, Request, StatsWriter, Status, StoreMode, PROTOCOL_VERSION,
+    decode_request, Command, DecodeError, DecodeErrorKind, FrameWriter, Header, MultiGetWriter,
+    Opcode, Reply, ReplyBody, Request, StatsWriter, Status, StoreMode, HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 
 /// Name and version the server reports in HELLO and STATS.
@@ -26,22 +29,14 @@ pub const SERVER_NAME: &str = concat!("shoald ", env!("CARGO_PKG_VERSION"));
 /// Per-connection state of the native protocol.
 pub struct NativeSession {
     shared: Shared,
-    /// The node's persistence, for the admin requests.
-    persistence: Persistence,
     hello_done: bool,
 }
 
 impl NativeSession {
-    /// A session for a new connection on a node without persistence.
+    /// A session for a new connection.
     pub fn new(shared: Shared) -> Self {
-        Self::with_persistence(shared, Persistence::disabled())
-    }
-
-    /// A session for a new connection; admin requests act on `persistence`.
-    pub fn with_persistence(shared: Shared, persistence: Persistence) -> Self {
         Self {
             shared,
-            persistence,
             hello_done: false,
         }
     }
@@ -54,7 +49,7 @@ impl NativeSession {
     }
 
     /// Runs one request; returns true when the connection must close after the reply.
-    fn handle(&mut self, req: Request<'_>, out: &mut Vec<u8>) -> bool {
+    fn handle(&mut self, req: Request<'_>, out: &mut Output) -> bool {
         let id = req.id;
         let op = req.command.opcode();
         if !self.hello_done {
@@ -90,8 +85,9 @@ impl NativeSession {
                     }
                 }
                 _ => {
-                    ServerStats::incr(&self.shared.stats.hello_required);
-                    ServerStats::incr(&self.shared.stats.bad_input);
+                    let stats = self.shared.keyspace.stats();
+                    ServerStats::incr(&stats.hello_required);
+                    ServerStats::incr(&stats.bad_input);
                     error(out, op, Status::HelloRequired, id, b"send HELLO first");
                     true
                 }
@@ -103,7 +99,7 @@ impl NativeSession {
                 true
             }
             Command::Goodbye => {
-                ServerStats::incr(&self.shared.stats.goodbyes);
+                ServerStats::incr(&self.shared.keyspace.stats().goodbyes);
                 ok_empty(out, op, id);
                 true
             }
@@ -124,7 +120,7 @@ impl NativeSession {
                 false
             }
             Command::SetPersist { mode } => {
-                match self.persistence.set_mode(mode.into()) {
+                match self.shared.keyspace.set_persist_mode(mode.into()) {
                     Ok(()) => ok_empty(out, op, id),
                     Err(e) => persist_error(out, op, id, &e),
                 }
@@ -137,26 +133,30 @@ impl NativeSession {
         }
     }
 
-    /// Commands that address one key.
+    /// Commands that address one key: one keyspace call each.
     fn keyed(&self, out: &mut Vec<u8>, id: u32, command: Command<'_>) {
-        let store = &self.shared.store;
+        let keyspace = &self.shared.keyspace;
         let op = command.opcode();
-        let result: Result<(), StoreError> = match command {
+        let result: Result<(), OpError> = match command {
             Command::Get { key } => {
-                let hit = store.get(key, |item| {
+                let hit = keyspace.get(key, |item| {
                     let mut w = FrameWriter::reply(out, op, Status::Ok, id);
                     w.u32(item.flags());
                     write_value(&mut w, &item);
                 });
-                hit.ok_or(StoreError::NotFound)
+                hit.ok_or(OpError::NotFound)
             }
-            Command::GetWithHash { key } => store
+            Command::GetWithHash { key } => keyspace
                 .get(key, |item| value_with_hash(out, op, id, &item))
-                .ok_or(StoreError::NotFound),
-            Command::GetAndTouch { key, ttl } => store
-                .get_and_touch(key, ttl, |item| value_with_hash(out, op, id, &item))
-                .ok_or(StoreError::NotFound),
-            Command::Touch { key, ttl } => store.touch(key, ttl).map(|()| ok_empty(out, op, id)),
+                .ok_or(OpError::NotFound),
+            Command::GetAndTouch { key, ttl } => keyspace
+                .get_and_touch(key, Expiry::from_ttl(ttl), |item| {
+                    value_with_hash(out, op, id, &item)
+                })
+                .ok_or(OpError::NotFound),
+            Command::Touch { key, ttl } => keyspace
+                .touch(key, Expiry::from_ttl(ttl))
+                .map(|()| ok_empty(out, op, id)),
             Command::Store {
                 mode,
                 key,
@@ -170,12 +170,12 @@ impl NativeSession {
                     return;
                 }
                 let mode = match mode {
-                    StoreMode::Set => SetMode::Set,
-                    StoreMode::Add => SetMode::Add,
-                    StoreMode::Replace => SetMode::Replace,
+                    StoreMode::Set => WriteMode::Set,
+                    StoreMode::Add => WriteMode::Add,
+                    StoreMode::Replace => WriteMode::Replace,
                 };
-                store
-                    .set(mode, key, value, flags, ttl)
+                keyspace
+                    .set(mode, key, value, flags, Expiry::from_ttl(ttl))
                     .map(|w| stored(out, op, id, w.hash))
             }
             Command::Cas {
@@ -184,42 +184,46 @@ impl NativeSession {
                 flags,
                 ttl,
                 expected,
-            } => store
-                .set(SetMode::Cas(expected), key, value, flags, ttl)
+            } => keyspace
+                .set(
+                    WriteMode::Cas(expected),
+                    key,
+                    value,
+                    flags,
+                    Expiry::from_ttl(ttl),
+                )
                 .map(|w| stored(out, op, id, w.hash)),
             Command::Concat {
                 prepend,
                 key,
                 value,
-            } => {
-                let written = if prepend {
-                    store.prepend(key, value)
-                } else {
-                    store.append(key, value)
-                };
-                written.map(|w| stored(out, op, id, w.hash))
-            }
-            Command::Delete { key, expected } => {
-                store.delete(key, expected).map(|_| ok_empty(out, op, id))
-            }
+            } => keyspace
+                .concat(key, value, prepend)
+                .map(|w| stored(out, op, id, w.hash)),
+            Command::Delete { key, expected } => keyspace
+                .delete(key, expected)
+                .map(|_| ok_empty(out, op, id)),
             Command::Counter {
                 decr,
                 key,
                 delta,
                 create,
-            } => store.incr(key, delta, decr, create).map(|(value, w)| {
-                let body = ReplyBody::Counter {
-                    value,
-                    hash: w.hash,
-                };
-                Reply {
-                    id,
-                    opcode: op,
-                    status: Status::Ok,
-                    body,
-                }
-                .encode(out);
-            }),
+            } => {
+                let create = create.map(|(initial, ttl)| (initial, Expiry::from_ttl(ttl)));
+                keyspace.incr(key, delta, decr, create).map(|(value, w)| {
+                    let body = ReplyBody::Counter {
+                        value,
+                        hash: w.hash,
+                    };
+                    Reply {
+                        id,
+                        opcode: op,
+                        status: Status::Ok,
+                        body,
+                    }
+                    .encode(out);
+                })
+            }
             Command::Hello { .. }
             | Command::Goodbye
             | Command::Ping
@@ -229,7 +233,7 @@ impl NativeSession {
             | Command::SetPersist { .. } => Ok(()),
         };
         if let Err(e) = result {
-            let (status, message) = store_error_status(&e);
+            let (status, message) = op_error_status(e);
             error(out, op, status, id, message.as_bytes());
         }
     }
@@ -238,7 +242,7 @@ impl NativeSession {
         let max_frame = self.shared.limits.max_frame;
         let mut w = MultiGetWriter::new(out, id);
         for key in keys {
-            let hit = self.shared.store.get(key, |item| {
+            let hit = self.shared.keyspace.get(key, |item| {
                 w.hit_header(item.flags(), item.hash(), item.value_len() as u32);
                 for chunk in item.value_chunks() {
                     w.buffer().extend_from_slice(chunk);
@@ -261,47 +265,37 @@ impl NativeSession {
         }
     }
 
-    /// SAVE: writes the savefile now and answers when it is on disk.
-    fn save(&self, out: &mut Vec<u8>, id: u32) {
-        let store = &self.shared.store;
-        match blocking(|| self.persistence.save(store, None, false)) {
-            Ok(s) => Reply {
-                id,
-                opcode: Opcode::Save,
-                status: Status::Ok,
-                body: ReplyBody::Saved {
-                    items: s.items,
-                    bytes: s.bytes,
-                },
+    /// SAVE: the savefile is written on a blocking thread; the reply is pending until it is
+    /// on disk, and the connection goes on serving meanwhile.
+    fn save(&self, out: &mut Output, id: u32) {
+        let saving = self.shared.keyspace.save();
+        out.defer(Box::pin(async move {
+            let mut reply = Vec::new();
+            match saving.await {
+                Ok(s) => Reply {
+                    id,
+                    opcode: Opcode::Save,
+                    status: Status::Ok,
+                    body: ReplyBody::Saved {
+                        items: s.items,
+                        bytes: s.bytes,
+                    },
+                }
+                .encode(&mut reply),
+                Err(e) => persist_error(&mut reply, Opcode::Save, id, &e),
             }
-            .encode(out),
-            Err(e) => persist_error(out, Opcode::Save, id, &e),
-        }
+            reply
+        }));
     }
 
     fn stats(&self, out: &mut Vec<u8>, id: u32) {
         let mut w = StatsWriter::new(out, id);
         w.stat("version", SERVER_NAME);
         w.stat("pid", std::process::id());
-        for (name, value) in self.shared.stats.snapshot() {
-            w.stat(name, value);
+        for (def, value) in self.shared.stats() {
+            w.stat(def.name, value);
         }
-        let s = self.shared.store.stats();
-        w.stat("curr_items", s.items);
-        w.stat("bytes", s.bytes);
-        w.stat("limit_maxbytes", s.memory);
-        w.stat("get_hits", s.hits);
-        w.stat("get_misses", s.misses);
-        w.stat("evictions", s.evictions);
-        w.stat("expired_unfetched", s.expirations);
-        w.stat("crawler_reclaimed", s.crawler_reclaimed);
-        w.stat("pages_total", s.pages_total);
-        w.stat("pages_used", s.pages_used);
-        w.stat("pages_free", s.pages_free);
-        w.stat("pages_moved", s.pages_moved);
-        w.stat("index_bytes", s.index_bytes);
-        w.stat("buckets", self.shared.store.buckets());
-        for (name, value) in self.persistence.stats() {
+        for (name, value) in self.shared.keyspace.persist_stats() {
             w.stat(name, value);
         }
     }
@@ -309,7 +303,7 @@ impl NativeSession {
     /// Answers a frame that failed to decode; returns how far the stream can go on, or `None`
     /// when the connection must close.
     fn reject(&self, e: DecodeError, out: &mut Vec<u8>) -> Option<usize> {
-        let stats = &self.shared.stats;
+        let stats = self.shared.keyspace.stats();
         ServerStats::incr(&stats.bad_input);
         match e.kind {
             DecodeErrorKind::BadMagic => ServerStats::incr(&stats.bad_magic),
@@ -334,12 +328,12 @@ impl NativeSession {
 }
 
 impl Session for NativeSession {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, input: &[u8], out: &mut Output) -> Step {
         let mut consumed = 0;
         let mut requests = 0u64;
         let limits = self.shared.limits;
         let close = loop {
-            if out.len() >= self.shared.flush_at {
+            if out.is_full() {
                 break false;
             }
             match decode_request(&input[consumed..], &limits) {
@@ -360,38 +354,41 @@ impl Session for NativeSession {
                 },
             }
         };
-        ServerStats::add(&self.shared.stats.native_requests, requests);
-        Step { consumed, close }
+        ServerStats::add(&self.shared.keyspace.stats().native_requests, requests);
+        Step {
+            consumed,
+            close,
+            more: false,
+        }
     }
 
-    fn on_shutdown(&mut self, out: &mut Vec<u8>) {
+    fn request_len(&self, input: &[u8]) -> Option<usize> {
+        match Header::decode(input, &self.shared.limits) {
+            Ok(Some(h)) => Some(HEADER_LEN + h.body_len as usize),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    fn on_shutdown(&mut self, out: &mut Output) {
         notice(out, Status::ShuttingDown, b"server is stopping");
     }
-}
 
-/// The status and message that report a store error.
-pub(crate) fn store_error_status(e: &StoreError) -> (Status, &'static str) {
-    match e {
-        StoreError::NotFound => (Status::NotFound, ""),
-        StoreError::Exists => (Status::Exists, ""),
-        StoreError::NotStored => (Status::NotStored, ""),
-        StoreError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
-        StoreError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
-        StoreError::EmptyKey => (Status::BadRequest, "empty key"),
-        StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
-        StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
-        _ => (Status::ServerError, "internal error"),
+    fn ordered_replies(&self) -> bool {
+        false
     }
 }
 
-/// Runs `f`, a blocking call, on this worker thread after telling a multi-threaded runtime to
-/// move its other tasks elsewhere (`block_in_place` would panic on a current-thread runtime,
-/// which then simply waits).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
+/// The status and message that report a keyspace error.
+fn op_error_status(e: OpError) -> (Status, &'static str) {
+    match e {
+        OpError::NotFound => (Status::NotFound, ""),
+        OpError::Exists => (Status::Exists, ""),
+        OpError::NotStored => (Status::NotStored, ""),
+        OpError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
+        OpError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
+        OpError::EmptyKey => (Status::BadRequest, "empty key"),
+        OpError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
+        OpError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
     }
 }
 

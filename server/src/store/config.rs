@@ -2,7 +2,7 @@
 //!
 //! Owns the numbers only; the slab geometry derived from them lives in [`super::slab`].
 
-use super::error::StoreError;
+use super::error::ConfigError;
 use super::item::{CHAIN_HEAD_HEADER, HEADER};
 
 /// Default slab memory, in bytes (64 MiB).
@@ -46,9 +46,9 @@ pub struct StoreConfig {
     pub buckets: u32,
     /// Number of lock partitions (a power of two, at most `buckets`); 0 picks one from memory.
     pub partitions: usize,
-    /// Largest value in bytes; longer values get [`StoreError::TooLarge`].
+    /// Largest value in bytes; longer values get [`StoreError::TooLarge`](super::StoreError::TooLarge).
     pub max_value: usize,
-    /// Largest key in bytes (at most 250); longer keys get [`StoreError::KeyTooLong`].
+    /// Largest key in bytes (at most 250); longer keys get [`StoreError::KeyTooLong`](super::StoreError::KeyTooLong).
     pub max_key: usize,
 }
 
@@ -95,9 +95,9 @@ impl StoreConfig {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidConfig`] naming the first setting that does not.
-    pub fn validate(&self) -> Result<(), StoreError> {
-        let bad = StoreError::InvalidConfig;
+    /// [`ConfigError`] naming the first setting that does not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = ConfigError;
         if self.buckets == 0 || !self.buckets.is_power_of_two() || self.buckets > 1 << 24 {
             return Err(bad("buckets must be a power of two between 1 and 2^24"));
         }
@@ -204,10 +204,7 @@ mod tests {
             },
         ];
         for cfg in cases {
-            assert!(
-                matches!(cfg.validate(), Err(StoreError::InvalidConfig(_))),
-                "{cfg:?}"
-            );
+            assert!(matches!(cfg.validate(), Err(ConfigError(_))), "{cfg:?}");
         }
     }
 }

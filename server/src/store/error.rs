@@ -1,10 +1,10 @@
-//! The store's error type. Each variant maps to one memcached / native protocol reply.
+//! The store's error types: [`StoreError`] for one operation (each variant maps to one
+//! memcached / native protocol reply), [`ConfigError`] for a store that cannot be built.
 
 use std::fmt;
 
 /// Why a store operation did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The key does not exist (or has expired).
     NotFound,
@@ -22,9 +22,19 @@ pub enum StoreError {
     NonNumeric,
     /// No memory could be found for the item: nothing left to evict in its partition.
     OutOfMemory,
-    /// The configuration is not usable; the text says which setting.
-    InvalidConfig(&'static str),
 }
+
+/// The store configuration is not usable; the text says which setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigError(pub &'static str);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid store configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,7 +49,6 @@ impl fmt::Display for StoreError {
                 f.write_str("cannot increment or decrement non-numeric value")
             }
             StoreError::OutOfMemory => f.write_str("out of memory storing object"),
-            StoreError::InvalidConfig(what) => write!(f, "invalid store configuration: {what}"),
         }
     }
 }

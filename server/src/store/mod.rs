@@ -59,7 +59,7 @@ mod stats;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use shoal_proto::hash::{key_hash, value_hash};
+use shoal_proto::hash::{bucket_of, key_hash, value_hash};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
@@ -67,7 +67,7 @@ pub use config::{
     DEFAULT_MAX_VALUE, DEFAULT_MEMORY, DEFAULT_MIN_CHUNK, DEFAULT_PAGE_SIZE, MAX_AUTO_PARTITIONS,
     MIN_PAGES_PER_PARTITION,
 };
-pub use error::StoreError;
+pub use error::{ConfigError, StoreError};
 pub use item::{ItemRef, OwnedItem, ValueChunks};
 pub use snapshot::{BucketSnapshot, SNAPSHOT_BATCH};
 pub use stats::{BucketStats, ClassStats, StoreStats};
@@ -134,8 +134,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidConfig`] if `config` does not validate.
-    pub fn new(config: StoreConfig) -> Result<Store, StoreError> {
+    /// [`ConfigError`] if `config` does not validate.
+    pub fn new(config: StoreConfig) -> Result<Store, ConfigError> {
         Self::with_clock(config, Arc::new(SystemClock::new()))
     }
 
@@ -143,8 +143,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidConfig`] if `config` does not validate.
-    pub fn with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+    /// [`ConfigError`] if `config` does not validate.
+    pub fn with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store, ConfigError> {
         config.validate()?;
         let geometry = Arc::new(Geometry::new(&config)?);
         let pool = Arc::new(PagePool::new(config.pages(), config.page_size));
@@ -182,9 +182,15 @@ impl Store {
         self.inner.config.buckets
     }
 
-    /// The bucket of `key`.
+    /// The bucket of `key` (`shoal_proto`'s bucket function, as every node and client).
     pub fn bucket_of(&self, key: &[u8]) -> u32 {
-        (key_hash(key) & u64::from(self.buckets() - 1)) as u32
+        bucket_of(key, self.buckets())
+    }
+
+    /// The node clock's wall time (unix seconds): the one clock that turns protocol expiry
+    /// times into TTLs.
+    pub fn wall(&self) -> u64 {
+        self.inner.clock.wall()
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), StoreError> {
@@ -207,7 +213,7 @@ impl Store {
 
     fn locate(&self, key: &[u8]) -> Loc {
         let kh = key_hash(key);
-        let bucket = (kh & u64::from(self.buckets() - 1)) as u32;
+        let bucket = shoal_proto::hash::bucket_of_hash(kh, self.buckets());
         self.bucket_loc(bucket, table_hash(kh))
     }
 
@@ -255,8 +261,27 @@ impl Store {
         Some(f(ItemRef::new(part.slab(), id, now)))
     }
 
+    /// Runs `f` on the item under `key`, then removes it, under one lock hold (one store
+    /// operation, one sequence number). `None` on a miss.
+    pub fn get_and_delete<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
+        self.check_key(key).ok()?;
+        let loc = self.locate(key);
+        let now = self.inner.clock.now();
+        let mut part = self.lock(loc.part);
+        let id = part.get(loc, key, now, None)?;
+        let item = ItemRef::new(part.slab(), id, now);
+        let hash = item.hash();
+        let r = f(item);
+        let _ = part.delete(loc, key, Some(hash), now);
+        Some(r)
+    }
+
     /// Stores `value` under `key` with `flags` and a TTL in seconds (0 = never), as `mode`
     /// allows. The value hash is computed here, before the lock is taken.
+    ///
+    /// A [`SetMode::Set`] that fails because the value is too large or no memory could be
+    /// freed removes the key's old value in the same operation (as memcached), so a client
+    /// never reads back the value it just tried to replace.
     ///
     /// # Errors
     ///
@@ -272,12 +297,21 @@ impl Store {
         ttl: u32,
     ) -> Result<WriteOk, StoreError> {
         self.check_key(key)?;
-        self.check_value(value)?;
-        let hash = value_hash(value);
         let loc = self.locate(key);
         let now = self.inner.clock.now();
-        self.lock(loc.part)
-            .set(loc, mode, key, value, hash, flags, ttl, now)
+        if let Err(e) = self.check_value(value) {
+            if mode == SetMode::Set {
+                let _ = self.lock(loc.part).delete(loc, key, None, now);
+            }
+            return Err(e);
+        }
+        let hash = value_hash(value);
+        let mut part = self.lock(loc.part);
+        let result = part.set(loc, mode, key, value, hash, flags, ttl, now);
+        if mode == SetMode::Set && result == Err(StoreError::OutOfMemory) {
+            let _ = part.delete(loc, key, None, now);
+        }
+        result
     }
 
     /// Appends `data` to the value of `key`, keeping flags and TTL.

@@ -17,7 +17,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::config::StoreConfig;
-use super::error::StoreError;
+use super::error::ConfigError;
 use super::item::{
     rd_u32, wr_u32, Placement, CHAIN_HEAD_HEADER, CONT_HEADER, HEADER, OFF_CONT_NEXT,
     OFF_HEAD_NEXT, ST_CHAINED, ST_HEAD, ST_USED,
@@ -43,7 +43,7 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    pub(crate) fn new(cfg: &StoreConfig) -> Result<Self, StoreError> {
+    pub(crate) fn new(cfg: &StoreConfig) -> Result<Self, ConfigError> {
         let mut sizes: Vec<usize> = Vec::new();
         let mut size = cfg.min_chunk as f64;
         loop {
@@ -55,7 +55,7 @@ impl Geometry {
                 sizes.push(s);
             }
             if sizes.len() > 200 {
-                return Err(StoreError::InvalidConfig("too many slab classes"));
+                return Err(ConfigError("too many slab classes"));
             }
             size *= cfg.growth_factor;
         }
@@ -64,7 +64,7 @@ impl Geometry {
         let slot_bits = usize::BITS - (max_slots.max(2) - 1).leading_zeros();
         let page_bits = u32::BITS - slot_bits;
         if cfg.pages() >= (1usize << page_bits) - 1 {
-            return Err(StoreError::InvalidConfig(
+            return Err(ConfigError(
                 "too many pages for the chunk id: raise page_size or min_chunk",
             ));
         }

@@ -1,23 +1,20 @@
-//! Execution of decoded text commands: command -> store -> reply bytes.
+//! Execution of decoded text commands: command -> one keyspace call -> reply bytes.
 //!
-//! Owns the memcached reply strings for executed commands, the exptime rules (relative,
-//! absolute, already expired) and the per-batch command counters. It does not own decoding
-//! (`parse.rs`) or the input loop (`session.rs`).
+//! Owns the memcached reply strings for executed commands and the per-batch command counters.
+//! It does not own decoding (`parse.rs`), the input loop (`session.rs`), or the exptime rules
+//! (`keyspace::Expiry`, applied with the node's clock).
 
 use super::parse::{Keys, StatsGroup, StoreKind, TextCommand};
-use crate::net::Shared;
+use crate::keyspace::ItemRef;
+use crate::keyspace::{Expiry, OpError, WriteMode};
+use crate::net::{Output, Shared};
 use crate::stats::ServerStats;
-use crate::store::{ItemRef, SetMode, StoreError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What `version` and `stats` report: the memcached version whose text protocol this
 /// emulates, then shoald's own. Clients parse the leading `major.minor.patch` and some
 /// (libmemcached, so PHP memcached, pylibmc, memcstat) refuse a major version of 0, which
 /// shoald's own version alone would give.
 pub const VERSION: &str = concat!("1.6.18-shoald-", env!("CARGO_PKG_VERSION"));
-/// memcached's boundary between relative and absolute exptimes: 30 days, in seconds.
-const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
-
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -28,34 +25,6 @@ pub(super) enum Outcome {
     Paused,
     /// Close the connection (quit).
     Close,
-}
-
-/// An item's lifetime as the store understands it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expiry {
-    /// A TTL in seconds (0 = never expires).
-    Ttl(u32),
-    /// Expired already (negative exptime, or an absolute time in the past).
-    Expired,
-}
-
-/// Applies memcached's exptime rules: 0 never expires, negative is already expired, up to 30
-/// days is relative, beyond that an absolute unix time (expired if not in the future).
-fn expiry(exptime: i64) -> Expiry {
-    if exptime < 0 {
-        return Expiry::Expired;
-    }
-    if exptime <= REALTIME_MAXDELTA {
-        // 0..=2592000 fits a u32.
-        return Expiry::Ttl(u32::try_from(exptime).unwrap_or(u32::MAX));
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match u64::try_from(exptime) {
-        Ok(at) if at > now => Expiry::Ttl(u32::try_from(at - now).unwrap_or(u32::MAX)),
-        _ => Expiry::Expired,
-    }
 }
 
 /// Counters kept per session and added to [`ServerStats`] once per input batch, so the hot
@@ -111,11 +80,11 @@ pub(super) struct Exec<'s> {
 
 impl Exec<'_> {
     /// Runs `cmd`, appending its reply (if any) to `out`.
-    pub fn run(&mut self, cmd: TextCommand<'_>, out: &mut Vec<u8>) -> Outcome {
+    pub fn run(&mut self, cmd: TextCommand<'_>, out: &mut Output) -> Outcome {
         match cmd {
             TextCommand::Get { keys, cas } => return self.get(keys, cas, None, out),
             TextCommand::Gat { exptime, keys, cas } => {
-                return self.get(keys, cas, Some(expiry(exptime)), out)
+                return self.get(keys, cas, Some(Expiry::from_memcached(exptime)), out)
             }
             TextCommand::Store {
                 kind,
@@ -139,12 +108,12 @@ impl Exec<'_> {
                 self.counts.value_too_large += 1;
                 if unlink {
                     // As memcached: a failed set leaves no stale value behind.
-                    let _ = self.shared.store.delete(key, None);
+                    self.shared.keyspace.unlink_after_failed_set(key);
                 }
                 reply_unless(noreply, out, b"SERVER_ERROR object too large for cache\r\n");
             }
             TextCommand::Delete { key, noreply } => {
-                let reply: &[u8] = match self.shared.store.delete(key, None) {
+                let reply: &[u8] = match self.shared.keyspace.delete(key, None) {
                     Ok(_) => b"DELETED\r\n",
                     Err(e) => error_reply(e),
                 };
@@ -155,7 +124,7 @@ impl Exec<'_> {
                 delta,
                 decr,
                 noreply,
-            } => match self.shared.store.incr(key, delta, decr, None) {
+            } => match self.shared.keyspace.incr(key, delta, decr, None) {
                 Ok((value, _)) => {
                     if !noreply {
                         push_u64(out, value);
@@ -170,27 +139,26 @@ impl Exec<'_> {
                 noreply,
             } => {
                 self.counts.cmd_touch += 1;
-                let reply = self.touch(key, expiry(exptime));
+                let reply: &[u8] = match self
+                    .shared
+                    .keyspace
+                    .touch(key, Expiry::from_memcached(exptime))
+                {
+                    Ok(()) => b"TOUCHED\r\n",
+                    Err(e) => error_reply(e),
+                };
                 reply_unless(noreply, out, reply);
             }
             TextCommand::FlushAll { delay, noreply } => {
                 self.counts.cmd_flush += 1;
                 // The delay reads like an exptime: over 30 days it is a unix time; 0, negative
                 // or past means now.
-                let secs = match expiry(delay) {
-                    Expiry::Ttl(ttl) => u64::from(ttl),
-                    Expiry::Expired => 0,
-                };
-                let delay = std::time::Duration::from_secs(secs);
-                let reply: &[u8] = match self
+                let delay = self
                     .shared
-                    .delayed_flush
-                    .schedule(&self.shared.store, delay)
-                {
-                    Ok(()) => b"OK\r\n",
-                    Err(_) => b"SERVER_ERROR cannot schedule a delayed flush\r\n",
-                };
-                reply_unless(noreply, out, reply);
+                    .keyspace
+                    .delay_until(Expiry::from_memcached(delay));
+                self.shared.keyspace.flush_all(delay);
+                reply_unless(noreply, out, b"OK\r\n");
             }
             TextCommand::Verbosity { noreply } => reply_unless(noreply, out, b"OK\r\n"),
             TextCommand::Version => {
@@ -207,19 +175,20 @@ impl Exec<'_> {
         Outcome::Done
     }
 
-    /// get, gets, gat, gats. Stops (returning [`Outcome::Paused`]) once the output holds
-    /// `flush_at` bytes and at least one key was answered in this call.
+    /// get, gets, gat, gats: one keyspace call per key. Stops (returning
+    /// [`Outcome::Paused`]) once the output is full and at least one key was answered in
+    /// this call.
     fn get(
         &mut self,
         keys: Keys<'_>,
         cas: bool,
         touch: Option<Expiry>,
-        out: &mut Vec<u8>,
+        out: &mut Output,
     ) -> Outcome {
-        let store = &self.shared.store;
+        let keyspace = &self.shared.keyspace;
         let first = *self.resume;
         for (i, key) in keys.iter().enumerate().skip(first) {
-            if i > first && out.len() >= self.shared.flush_at {
+            if i > first && out.is_full() {
                 *self.resume = i;
                 return Outcome::Paused;
             }
@@ -227,21 +196,11 @@ impl Exec<'_> {
             let write = |item: ItemRef<'_>| write_value(out, &item, cas);
             match touch {
                 None => {
-                    store.get(key, write);
+                    keyspace.get(key, write);
                 }
-                Some(Expiry::Ttl(ttl)) => {
+                Some(expiry) => {
                     self.counts.cmd_touch += 1;
-                    store.get_and_touch(key, ttl, write);
-                }
-                Some(Expiry::Expired) => {
-                    self.counts.cmd_touch += 1;
-                    let hash = store.get(key, |item| {
-                        write_value(out, &item, cas);
-                        item.hash()
-                    });
-                    if let Some(hash) = hash {
-                        let _ = store.delete(key, Some(hash));
-                    }
+                    keyspace.get_and_touch(key, expiry, write);
                 }
             }
         }
@@ -250,7 +209,7 @@ impl Exec<'_> {
         Outcome::Done
     }
 
-    /// The storage commands; returns the reply line.
+    /// The storage commands: one keyspace call; returns the reply line.
     fn store(
         &mut self,
         kind: StoreKind,
@@ -260,25 +219,16 @@ impl Exec<'_> {
         data: &[u8],
     ) -> &'static [u8] {
         self.counts.cmd_set += 1;
-        let store = &self.shared.store;
-        let exp = expiry(exptime);
-        let ttl = match exp {
-            Expiry::Ttl(ttl) => ttl,
-            Expiry::Expired => 0,
-        };
+        let keyspace = &self.shared.keyspace;
         let mode = match kind {
-            StoreKind::Set => SetMode::Set,
-            StoreKind::Add => SetMode::Add,
-            StoreKind::Replace => SetMode::Replace,
-            StoreKind::Cas(unique) => SetMode::Cas(unique),
+            StoreKind::Set => WriteMode::Set,
+            StoreKind::Add => WriteMode::Add,
+            StoreKind::Replace => WriteMode::Replace,
+            StoreKind::Cas(unique) => WriteMode::Cas(unique),
             // append/prepend keep the item's flags and TTL (memcached ignores both fields).
             StoreKind::Append | StoreKind::Prepend => {
-                let res = if kind == StoreKind::Append {
-                    store.append(key, data)
-                } else {
-                    store.prepend(key, data)
-                };
-                return match res {
+                let front = kind == StoreKind::Prepend;
+                return match keyspace.concat(key, data, front) {
                     Ok(_) => {
                         self.counts.items_stored += 1;
                         b"STORED\r\n"
@@ -287,98 +237,36 @@ impl Exec<'_> {
                 };
             }
         };
-        match store.set(mode, key, data, flags, ttl) {
-            Ok(written) => {
+        match keyspace.set(mode, key, data, flags, Expiry::from_memcached(exptime)) {
+            Ok(_) => {
                 self.counts.items_stored += 1;
-                if exp == Expiry::Expired {
-                    // Stored, and expired at once: remove exactly what was written.
-                    let _ = store.delete(key, Some(written.hash));
-                }
                 b"STORED\r\n"
             }
-            Err(e) => {
-                if kind == StoreKind::Set
-                    && matches!(e, StoreError::TooLarge | StoreError::OutOfMemory)
-                {
-                    // As memcached: a failed set leaves no stale value behind.
-                    let _ = store.delete(key, None);
-                }
-                error_reply(e)
-            }
-        }
-    }
-
-    /// touch; returns the reply line.
-    fn touch(&mut self, key: &[u8], exp: Expiry) -> &'static [u8] {
-        let store = &self.shared.store;
-        let res = match exp {
-            Expiry::Ttl(ttl) => store.touch(key, ttl),
-            Expiry::Expired => match store.get(key, |item| item.hash()) {
-                // A concurrent write in between wins; the touch still happened first.
-                Some(hash) => store.delete(key, Some(hash)).map(drop).or(Ok(())),
-                None => Err(StoreError::NotFound),
-            },
-        };
-        match res {
-            Ok(()) => b"TOUCHED\r\n",
             Err(e) => error_reply(e),
         }
     }
 
     /// `stats` and `stats slabs`.
     fn stats(&mut self, group: StatsGroup, out: &mut Vec<u8>) {
-        let s = self.shared.store.stats();
         match group {
             StatsGroup::General => {
-                let stats = &self.shared.stats;
-                // Counters of this batch so far are not yet in `stats`: add them first.
-                self.counts.flush_into(stats);
-                let get =
-                    |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let keyspace = &self.shared.keyspace;
+                // Counters of this batch so far are not yet in the server's: add them first.
+                self.counts.flush_into(keyspace.stats());
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
                 stat(out, "pid", u64::from(std::process::id()));
-                stat(out, "uptime", stats.started.uptime_secs());
-                stat(out, "time", now);
+                stat(out, "uptime", keyspace.stats().started.uptime_secs());
+                stat(out, "time", keyspace.wall());
                 stat_str(out, "version", VERSION);
                 stat(out, "pointer_size", usize::BITS.into());
-                stat(out, "curr_connections", get(&stats.curr_connections));
-                stat(out, "total_connections", get(&stats.total_connections));
-                stat(
-                    out,
-                    "rejected_connections",
-                    get(&stats.rejected_connections),
-                );
-                stat(out, "cmd_get", get(&stats.text_cmd_get));
-                stat(out, "cmd_set", get(&stats.text_cmd_set));
-                stat(out, "cmd_flush", get(&stats.text_cmd_flush));
-                stat(out, "cmd_touch", get(&stats.text_cmd_touch));
-                stat(out, "get_hits", s.hits);
-                stat(out, "get_misses", s.misses);
-                stat(out, "limit_maxbytes", s.memory);
                 stat(out, "threads", threads as u64);
-                stat(out, "bytes", s.bytes);
-                stat(out, "curr_items", s.items);
-                stat(out, "total_items", get(&stats.text_items_stored));
-                stat(out, "evictions", s.evictions);
-                stat(out, "reclaimed", s.expirations);
-                stat(out, "crawler_reclaimed", s.crawler_reclaimed);
-                stat(out, "slabs_moved", s.pages_moved);
-                // Shoal's own counters, under their own names.
-                for (name, value) in stats.snapshot() {
-                    if !matches!(
-                        name,
-                        "curr_connections" | "total_connections" | "rejected_connections"
-                    ) {
-                        stat(out, name, value);
-                    }
+                // Every statistic of the one table, under memcached's name where it has one.
+                for (def, value) in self.shared.stats() {
+                    stat(out, def.text_name(), value);
                 }
-                stat(out, "index_bytes", s.index_bytes);
-                stat(out, "buckets", u64::from(self.shared.store.buckets()));
             }
             StatsGroup::Slabs => {
+                let s = self.shared.keyspace.store_stats();
                 let mut active = 0u64;
                 for (i, class) in s.classes.iter().enumerate() {
                     if class.pages == 0 {
@@ -413,22 +301,17 @@ impl Exec<'_> {
     }
 }
 
-/// The memcached reply for a store error.
-fn error_reply(e: StoreError) -> &'static [u8] {
+/// The memcached reply for a keyspace error.
+fn error_reply(e: OpError) -> &'static [u8] {
     match e {
-        StoreError::NotFound => b"NOT_FOUND\r\n",
-        StoreError::Exists => b"EXISTS\r\n",
-        StoreError::NotStored => b"NOT_STORED\r\n",
-        StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-        StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
-        StoreError::NonNumeric => {
-            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
-        }
+        OpError::NotFound => b"NOT_FOUND\r\n",
+        OpError::Exists => b"EXISTS\r\n",
+        OpError::NotStored => b"NOT_STORED\r\n",
+        OpError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+        OpError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+        OpError::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
         // The parser checks keys against the protocol limits; the store's may be stricter.
-        StoreError::KeyTooLong | StoreError::EmptyKey => {
-            b"CLIENT_ERROR bad command line format\r\n"
-        }
-        _ => b"SERVER_ERROR internal error\r\n",
+        OpError::KeyTooLong | OpError::EmptyKey => b"CLIENT_ERROR bad command line format\r\n",
     }
 }
 
@@ -493,25 +376,6 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exptime_rules_follow_memcached() {
-        assert_eq!(expiry(0), Expiry::Ttl(0));
-        assert_eq!(expiry(-1), Expiry::Expired);
-        assert_eq!(expiry(i64::MIN), Expiry::Expired);
-        assert_eq!(expiry(REALTIME_MAXDELTA), Expiry::Ttl(2_592_000));
-        // Just over 30 days is an absolute time in 1970: long past.
-        assert_eq!(expiry(REALTIME_MAXDELTA + 1), Expiry::Expired);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()) as i64;
-        match expiry(now + 100) {
-            Expiry::Ttl(t) => assert!((98..=100).contains(&t), "{t}"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(expiry(now - 1), Expiry::Expired);
-        assert_eq!(expiry(i64::MAX), Expiry::Ttl(u32::MAX));
-    }
 
     #[test]
     fn push_u64_writes_decimal() {

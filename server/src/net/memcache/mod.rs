@@ -1,7 +1,7 @@
 //! The memcached text protocol, so existing memcached clients and tools work unchanged.
 //!
 //! ```text
-//!  input bytes ──► parse.rs ──► TextCommand ──► exec.rs ──► Store ──► reply bytes
+//!  input bytes ──► parse.rs ──► TextCommand ──► exec.rs ──► Keyspace ──► reply bytes
 //!                  (line + data block,          (exptime rules,
 //!                   borrowed, limits checked)    reply strings, counters)
 //!        session.rs: the loop over pipelined commands, flush_at, data-block swallowing
@@ -32,8 +32,13 @@
 //!   time, as for exptimes); a later `flush_all` replaces a pending one. memcached instead
 //!   hides items written before the flush time from then on; the effect is the same except
 //!   for items written while the flush runs.
-//! - **Expired exptimes** (negative, or an absolute time in the past) store the item and then
-//!   delete exactly what was stored, so a concurrent reader may see it for that instant.
+//! - **Expired exptimes** (negative, or an absolute time in the past) are one keyspace
+//!   operation that leaves nothing visible (see `Keyspace::set`); no reader ever sees the
+//!   item. Absolute exptimes are read with the node's clock.
+//! - **Meta commands** (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are not served yet and answer
+//!   `ERROR`, but `ms` has its data block discarded, and so does a storage command with the
+//!   wrong number of tokens whose length token is readable: a data block is never run as
+//!   commands.
 //! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
 //!   only values that are 1 to 20 digits (memcached also skips surrounding spaces).
 //! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
@@ -41,10 +46,8 @@
 //!   shoald version.
 
 mod exec;
-mod flush;
 mod parse;
 mod session;
 
 pub use exec::VERSION;
-pub use flush::{DelayedFlush, NoRuntime};
 pub use session::TextSession;

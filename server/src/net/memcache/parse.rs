@@ -387,6 +387,15 @@ fn parse_line<'a>(
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return parse_storage(input, toks, n, line_len, limits);
         }
+        b"ms" => {
+            // Meta set (not served yet): `ms <key> <datalen> <flags>*`. Its data block is
+            // discarded, never run as commands; an unreadable length closes the connection.
+            let Some(len) = toks.get(2) else {
+                return Err(unknown);
+            };
+            let block = block_len(len, limits).ok_or(ParseError::fatal(K::BadLength))?;
+            return Err(ParseError::skip(K::UnknownCommand, line_len + block, false));
+        }
         b"delete" => {
             if !(2..=4).contains(&n) {
                 return Err(unknown);
@@ -465,6 +474,32 @@ fn parse_line<'a>(
 }
 
 /// `<cmd> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]` and its data block.
+/// The data block (value and `\r\n`) a storage line announces with `len`, when `len` is a
+/// number within what the parser would accept.
+fn block_len(len: &[u8], limits: &Limits) -> Option<usize> {
+    let declared = usize::try_from(parse_u64(len)?).ok()?;
+    if declared > limits.max_value.saturating_add(SWALLOW_MARGIN) {
+        return None;
+    }
+    declared.checked_add(2)
+}
+
+/// The total length of the command at the start of `input` when its line is complete and
+/// announces a data block (storage commands, `ms`); `None` otherwise. The connection driver
+/// uses it to reserve input memory for the whole command at once.
+pub fn request_len(input: &[u8], limits: &Limits) -> Option<usize> {
+    let nl = input.iter().take(MAX_LINE).position(|&b| b == b'\n')?;
+    let line = &input[..nl];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut toks = tokens(line);
+    let len = match toks.next()? {
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => toks.nth(3)?,
+        b"ms" => toks.nth(1)?,
+        _ => return None,
+    };
+    Some(nl + 1 + block_len(len, limits)?)
+}
+
 fn parse_storage<'a>(
     input: &'a [u8],
     toks: &[&'a [u8]],
@@ -476,7 +511,13 @@ fn parse_storage<'a>(
     let is_cas = toks[0] == b"cas";
     let want = if is_cas { 6 } else { 5 };
     if n != want && n != want + 1 {
-        return Err(ParseError::skip(K::UnknownCommand, line_len, false));
+        // Wrong arity (memcached: ERROR). If a length can be read, a data block may follow:
+        // discard it too, so its bytes never run as commands.
+        return Err(ParseError::skip(
+            K::UnknownCommand,
+            line_len + toks.get(4).and_then(|t| block_len(t, limits)).unwrap_or(0),
+            false,
+        ));
     }
     let noreply = n == want + 1 && toks[want] == b"noreply";
 

@@ -6,8 +6,8 @@
 //! I/O (the connection driver in `net/conn.rs` does).
 
 use super::exec::{Counts, Exec, Outcome};
-use super::parse::{parse, ParseError, ParseErrorKind, TextCommand};
-use crate::net::{Session, Shared, Step};
+use super::parse::{parse, request_len, ParseError, ParseErrorKind, TextCommand};
+use crate::net::{Output, Session, Shared, Step};
 
 /// One memcached text protocol connection: turns input bytes into reply bytes.
 ///
@@ -37,7 +37,7 @@ impl TextSession {
     }
 
     /// Counts a rejected command and writes its reply.
-    fn reject(&mut self, err: &ParseError, out: &mut Vec<u8>) {
+    fn reject(&mut self, err: &ParseError, out: &mut Output) {
         let c = &mut self.counts;
         c.bad_input += 1;
         match err.kind {
@@ -56,9 +56,10 @@ impl TextSession {
 }
 
 impl Session for TextSession {
-    fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+    fn on_input(&mut self, input: &[u8], out: &mut Output) -> Step {
         let mut pos = 0;
         let mut close = false;
+        let mut more = false;
         loop {
             if self.swallow > 0 {
                 let n = self.swallow.min(input.len() - pos);
@@ -84,7 +85,10 @@ impl Session for TextSession {
                             self.counts.commands += 1;
                             pos += used;
                         }
-                        Outcome::Paused => break,
+                        Outcome::Paused => {
+                            more = true;
+                            break;
+                        }
                         Outcome::Close => {
                             self.counts.commands += 1;
                             pos = input.len();
@@ -106,19 +110,32 @@ impl Session for TextSession {
                     self.swallow = err.skip.saturating_sub(rest);
                 }
             }
-            if out.len() >= self.shared.flush_at {
+            if out.is_full() {
                 break;
             }
         }
-        self.counts.flush_into(&self.shared.stats);
+        self.counts.flush_into(self.shared.keyspace.stats());
         Step {
             consumed: pos,
             close,
+            more,
         }
     }
 
-    fn on_shutdown(&mut self, _out: &mut Vec<u8>) {
+    fn request_len(&self, input: &[u8]) -> Option<usize> {
+        if self.swallow > 0 {
+            // Discarded as it arrives: needs no more than a read's worth of room.
+            return None;
+        }
+        request_len(input, &self.shared.limits)
+    }
+
+    fn on_shutdown(&mut self, _out: &mut Output) {
         // The memcached text protocol has no shutdown notice; the connection just closes.
+    }
+
+    fn ordered_replies(&self) -> bool {
+        true
     }
 }
 

@@ -2,11 +2,13 @@
 //! [`ManualClock`], comparing exact reply bytes. No sockets.
 
 use super::*;
+use crate::keyspace::Keyspace;
+use crate::net::InputBudget;
+use crate::persist::Persistence;
 use crate::stats::ServerStats;
-use crate::store::{ManualClock, Store, StoreConfig};
+use crate::store::{Clock, ManualClock, Store, StoreConfig};
 use shoal_proto::hash::value_hash;
 use shoal_proto::Limits;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const MAX_VALUE: usize = 200 << 10;
@@ -36,11 +38,14 @@ impl Driver {
         };
         let store = Store::with_clock(config, clock.clone()).expect("valid store config");
         let shared = Shared {
-            store,
-            stats: Arc::new(ServerStats::default()),
+            keyspace: Keyspace::new(
+                store,
+                Persistence::disabled(),
+                Arc::new(ServerStats::default()),
+            ),
             limits: Limits::for_value_size(MAX_VALUE),
             flush_at,
-            delayed_flush: Default::default(),
+            input_budget: InputBudget::new(64 << 20),
         };
         Driver {
             session: TextSession::new(shared.clone()),
@@ -58,12 +63,12 @@ impl Driver {
         self.input.extend_from_slice(bytes);
         let mut all = Vec::new();
         loop {
-            let mut out = Vec::new();
+            let mut out = output(self.shared.flush_at);
             let step = self.session.on_input(&self.input, &mut out);
             assert!(step.consumed <= self.input.len());
             self.input.drain(..step.consumed);
-            let progressed = step.consumed > 0 || !out.is_empty();
-            all.extend_from_slice(&out);
+            let progressed = step.consumed > 0 || step.more;
+            all.extend_from_slice(out.ready());
             if step.close {
                 self.closed = true;
                 return all;
@@ -76,13 +81,17 @@ impl Driver {
 
     fn counter(&self, name: &str) -> u64 {
         self.shared
-            .stats
-            .snapshot()
+            .stats()
             .into_iter()
-            .find(|(n, _)| *n == name)
+            .find(|(def, _)| def.name == name)
             .map(|(_, v)| v)
             .expect("counter exists")
     }
+}
+
+/// An empty ordered output, as the driver gives the text session.
+fn output(flush_at: usize) -> Output {
+    Output::new(true, flush_at, 0)
 }
 
 /// Sends `input` to a fresh session and returns the reply as a string.
@@ -222,10 +231,8 @@ fn exptime_rules_relative_negative_and_absolute() {
         s(d.send(b"set past 0 1000000000 1\r\nx\r\nget past\r\nset past 0 2592001 1\r\nx\r\nget past\r\n")),
         "STORED\r\nEND\r\nSTORED\r\nEND\r\n"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
+    // Absolute times are read with the node's clock, never the system's.
+    let now = d.clock.wall();
     let abs = format!("set abs 0 {} 1\r\nx\r\n", now + 100);
     assert_eq!(s(d.send(abs.as_bytes())), "STORED\r\n");
     d.clock.advance(9);
@@ -252,13 +259,7 @@ fn exptime_rules_relative_negative_and_absolute() {
 
 #[test]
 fn flush_all_empties_the_store_now_or_schedules_a_delayed_flush() {
-    // A delayed flush is a timer task: it needs a runtime (sessions always run in one). This
-    // runtime is never driven, so the delayed flush stays pending for the whole test.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let _entered = runtime.enter();
+    // No timer runs here, so the delayed flush stays pending for the whole test.
     assert_eq!(
         reply(
             b"set a 0 0 1\r\nx\r\nflush_all 10\r\nget a\r\nflush_all\r\nget a\r\n\
@@ -345,16 +346,17 @@ fn pipelined_batch_is_answered_in_order_and_counted_once() {
         batch.extend_from_slice(format!("get k{i}\r\n").as_bytes());
         want.push_str(&format!("VALUE k{i} {i} 2\r\nv{}\r\nEND\r\n", i % 10));
     }
-    let mut out = Vec::new();
+    let mut out = output(d.shared.flush_at);
     let step = d.session.on_input(&batch, &mut out);
     assert_eq!(
         step,
         Step {
             consumed: batch.len(),
-            close: false
+            close: false,
+            more: false,
         }
     );
-    assert_eq!(s(out), want);
+    assert_eq!(s(std::mem::take(out.ready())), want);
     assert_eq!(d.counter("text_commands"), 400);
 }
 
@@ -388,19 +390,24 @@ fn flush_at_returns_early_and_resumes_a_multi_get() {
     }
     // Three commands whose replies exceed flush_at: the first call stops early.
     let input = b"get a b c d\r\nget a\r\nget b\r\n";
-    let mut out = Vec::new();
-    let step = d.session.on_input(input, &mut out);
+    let mut first = output(1000);
+    let step = d.session.on_input(input, &mut first);
     assert_eq!(step.consumed, 0, "the multi-get is not done yet");
+    assert!(
+        step.more,
+        "the driver must call again without waiting for input"
+    );
+    let mut out = std::mem::take(first.ready());
     assert!(out.len() >= 1000 && out.len() < 1500, "{}", out.len());
     // The driver flushes and calls again with the same input: it resumes after b... c.
     let mut rest = Vec::new();
     let mut consumed = 0;
     let mut calls = 1;
     while consumed < input.len() {
-        let mut more = Vec::new();
+        let mut more = output(1000);
         let step = d.session.on_input(&input[consumed..], &mut more);
         consumed += step.consumed;
-        rest.extend_from_slice(&more);
+        rest.extend_from_slice(more.ready());
         calls += 1;
         assert!(calls < 20);
     }
@@ -529,7 +536,7 @@ fn counters_reach_server_stats_once_per_batch() {
     assert_eq!(d.counter("text_cmd_touch"), 1);
     assert_eq!(d.counter("text_cmd_flush"), 1);
     assert_eq!(d.counter("unknown_command"), 1);
-    assert_eq!(d.shared.stats.bad_input.load(Ordering::Relaxed), 1);
+    assert_eq!(d.counter("bad_input"), 1);
 }
 
 #[test]
@@ -570,4 +577,70 @@ fn random_input_never_panics() {
         let w = words[(x % words.len() as u64) as usize];
         d.send(w);
     }
+}
+
+#[test]
+fn meta_set_data_block_never_runs_as_a_command() {
+    // The data block of `ms` is exactly `flush_all`: it must be discarded, not executed.
+    let mut d = Driver::new();
+    assert_eq!(s(d.send(b"set keep 0 0 1\r\nx\r\n")), "STORED\r\n");
+    assert_eq!(
+        s(d.send(b"ms mkey 9 T0\r\nflush_all\r\nget keep\r\n")),
+        "ERROR\r\nVALUE keep 0 1\r\nx\r\nEND\r\n"
+    );
+    // The same, with the block arriving a byte at a time.
+    let mut got = Vec::new();
+    for b in b"ms mkey 9 T0\r\nflush_all\r\nget keep\r\n" {
+        got.extend_from_slice(&d.send(std::slice::from_ref(b)));
+    }
+    assert_eq!(s(got), "ERROR\r\nVALUE keep 0 1\r\nx\r\nEND\r\n");
+    // Other meta commands have no data block; they answer ERROR and the stream goes on.
+    assert_eq!(
+        s(d.send(b"mn\r\nmg keep v\r\nget keep\r\n")),
+        "ERROR\r\nERROR\r\nVALUE keep 0 1\r\nx\r\nEND\r\n"
+    );
+    // An unreadable meta-set length cannot be skipped safely: the connection closes.
+    assert_eq!(
+        s(d.send(b"ms mkey abc\r\nflush_all\r\n")),
+        "CLIENT_ERROR bad command line format\r\n"
+    );
+    assert!(d.closed);
+    assert_eq!(d.counter("curr_items"), 1);
+}
+
+#[test]
+fn storage_line_with_wrong_arity_discards_its_data_block() {
+    let mut d = Driver::new();
+    assert_eq!(s(d.send(b"set keep 0 0 1\r\nx\r\n")), "STORED\r\n");
+    assert_eq!(
+        s(d.send(b"set k 0 0 9 noreply extra\r\nflush_all\r\nget keep\r\n")),
+        "ERROR\r\nVALUE keep 0 1\r\nx\r\nEND\r\n"
+    );
+}
+
+#[test]
+fn expired_exptimes_leave_nothing_and_answer_as_memcached() {
+    let mut d = Driver::new();
+    assert_eq!(
+        s(d.send(
+            b"set a 0 0 1\r\nx\r\nset a 0 -1 1\r\ny\r\nget a\r\n\
+              add b 0 -1 1\r\ny\r\nget b\r\nreplace c 0 -1 1\r\ny\r\n\
+              set d 0 0 1\r\nx\r\nreplace d 0 -1 1\r\ny\r\nget d\r\n"
+        )),
+        "STORED\r\nSTORED\r\nEND\r\nSTORED\r\nEND\r\nNOT_STORED\r\nSTORED\r\nSTORED\r\nEND\r\n"
+    );
+    // An absolute exptime in the past (by the node's clock, 1_700_000_000 here).
+    assert_eq!(
+        s(d.send(b"set e 0 1699999999 1\r\nx\r\nget e\r\nset f 0 1700000100 1\r\nx\r\nget f\r\n")),
+        "STORED\r\nEND\r\nSTORED\r\nVALUE f 0 1\r\nx\r\nEND\r\n"
+    );
+    d.clock.advance(100);
+    assert_eq!(s(d.send(b"get f\r\n")), "END\r\n");
+    // gat and touch with a past exptime return / touch, and leave nothing.
+    assert_eq!(
+        s(d.send(
+            b"set g 0 0 1\r\nx\r\ngat -1 g\r\nget g\r\nset h 0 0 1\r\nx\r\ntouch h -1\r\nget h\r\n"
+        )),
+        "STORED\r\nVALUE g 0 1\r\nx\r\nEND\r\nEND\r\nSTORED\r\nTOUCHED\r\nEND\r\n"
+    );
 }

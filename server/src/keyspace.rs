@@ -1,0 +1,499 @@
+//! The keyspace door: the one path from every protocol to the data.
+//!
+//! ```text
+//!  native session ──┐                       ┌──► Store (items, per-bucket seq)
+//!                   ├──► Keyspace ──────────┼──► DelayedFlush (one node-level timer)
+//!  text session ────┘   one call per        └──► Persistence (SAVE, on a blocking thread)
+//!                       request / command
+//! ```
+//!
+//! Protocol sessions (`net/`) never touch the store: they decode a request, make exactly one
+//! call here, and encode the result. Each data-changing call is one store operation, so it
+//! takes one per-bucket sequence number and will be one replicated write; the cluster issues
+//! hook ownership checks, redirects, forwarding and replication acknowledgements in here, in
+//! one place for both protocols.
+//!
+//! What this module owns:
+//! - [`Expiry`]: every protocol's expiry (native TTLs, memcached's relative-or-absolute
+//!   exptimes) turned into the store's TTL once, by the node's clock ([`Store::wall`]); no
+//!   protocol reads the system clock.
+//! - [`OpError`]: the per-operation errors, matched exhaustively by both sessions. Start-up
+//!   errors (an invalid configuration) are not in it.
+//! - The memcached rules that would otherwise take two store calls: a write whose exptime is
+//!   already past, gat/touch with a past exptime, and a failed `set` that must not leave the
+//!   old value behind are each one store operation.
+//! - Admin operations that take time (SAVE) run off the session and return a future, which the
+//!   connection driver waits on while it goes on serving (see `net::Output`).
+
+use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
+use crate::stats::ServerStats;
+use crate::store::{SetMode, Store, StoreError, StoreStats};
+
+pub use crate::store::{ItemRef, WriteOk};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// memcached's boundary between relative and absolute exptimes: 30 days, in seconds.
+const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+
+/// When an item expires, as a protocol expressed it. Turned into a store TTL by
+/// [`Keyspace`] with the node's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Never expires.
+    Never,
+    /// Expires this many seconds from now (at least 1).
+    After(u32),
+    /// Expires at this unix time (seconds).
+    At(u64),
+    /// Already expired: the write happens and is invisible at once.
+    Expired,
+}
+
+impl Expiry {
+    /// A native-protocol TTL: 0 never expires, otherwise seconds from now.
+    pub fn from_ttl(ttl: u32) -> Expiry {
+        if ttl == 0 {
+            Expiry::Never
+        } else {
+            Expiry::After(ttl)
+        }
+    }
+
+    /// memcached's exptime rules: 0 never expires, negative is already expired, up to 30 days
+    /// is relative, beyond that an absolute unix time.
+    pub fn from_memcached(exptime: i64) -> Expiry {
+        match exptime {
+            0 => Expiry::Never,
+            e if e < 0 => Expiry::Expired,
+            // 1..=2592000 fits a u32.
+            e if e <= REALTIME_MAXDELTA => Expiry::After(u32::try_from(e).unwrap_or(u32::MAX)),
+            e => Expiry::At(u64::try_from(e).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The store TTL at wall-clock time `wall` (unix seconds): `Some(0)` never expires,
+    /// `None` is already expired.
+    fn ttl_at(self, wall: u64) -> Option<u32> {
+        match self {
+            Expiry::Never => Some(0),
+            Expiry::After(secs) => Some(secs.max(1)),
+            Expiry::At(at) if at > wall => Some(u32::try_from(at - wall).unwrap_or(u32::MAX)),
+            Expiry::At(_) | Expiry::Expired => None,
+        }
+    }
+}
+
+/// Why one keyspace operation did not happen. Every variant is a reply on both protocols;
+/// sessions match it exhaustively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpError {
+    /// The key does not exist (or has expired).
+    NotFound,
+    /// Check-and-set: the key holds a value with another hash.
+    Exists,
+    /// The condition of add, replace, append or prepend did not hold.
+    NotStored,
+    /// The value (or the result of append/prepend) is over the value limit.
+    TooLarge,
+    /// The key is over the key limit.
+    KeyTooLong,
+    /// The key is empty.
+    EmptyKey,
+    /// incr/decr on a value that is not a decimal number.
+    NonNumeric,
+    /// No memory could be freed for the item.
+    OutOfMemory,
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> OpError {
+        match e {
+            StoreError::NotFound => OpError::NotFound,
+            StoreError::Exists => OpError::Exists,
+            StoreError::NotStored => OpError::NotStored,
+            StoreError::TooLarge => OpError::TooLarge,
+            StoreError::KeyTooLong => OpError::KeyTooLong,
+            StoreError::EmptyKey => OpError::EmptyKey,
+            StoreError::NonNumeric => OpError::NonNumeric,
+            StoreError::OutOfMemory => OpError::OutOfMemory,
+        }
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OpError::NotFound => "not found",
+            OpError::Exists => "exists with a different value hash",
+            OpError::NotStored => "not stored",
+            OpError::TooLarge => "value larger than the limit",
+            OpError::KeyTooLong => "key longer than the limit",
+            OpError::EmptyKey => "empty key",
+            OpError::NonNumeric => "value is not a decimal number",
+            OpError::OutOfMemory => "no memory could be freed",
+        })
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// The result of one keyspace operation.
+pub type OpResult<T> = Result<T, OpError>;
+
+/// What a write asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Store unconditionally.
+    Set,
+    /// Only if the key is absent.
+    Add,
+    /// Only if the key is present.
+    Replace,
+    /// Only if the key holds a value with this hash.
+    Cas(u64),
+}
+
+impl From<WriteMode> for SetMode {
+    fn from(m: WriteMode) -> SetMode {
+        match m {
+            WriteMode::Set => SetMode::Set,
+            WriteMode::Add => SetMode::Add,
+            WriteMode::Replace => SetMode::Replace,
+            WriteMode::Cas(h) => SetMode::Cas(h),
+        }
+    }
+}
+
+/// The node's data as every protocol sees it. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Keyspace {
+    store: Store,
+    persistence: Persistence,
+    flush: DelayedFlush,
+    stats: Arc<ServerStats>,
+}
+
+impl std::fmt::Debug for Keyspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyspace").finish_non_exhaustive()
+    }
+}
+
+impl Keyspace {
+    /// The door to `store`; SAVE and SET_PERSIST act on `persistence`.
+    pub fn new(store: Store, persistence: Persistence, stats: Arc<ServerStats>) -> Keyspace {
+        Keyspace {
+            store,
+            persistence,
+            flush: DelayedFlush::default(),
+            stats,
+        }
+    }
+
+    /// Server-wide counters.
+    pub fn stats(&self) -> &Arc<ServerStats> {
+        &self.stats
+    }
+
+    /// Runs `f` on the item under `key` (no copy). `None` on a miss or a bad key.
+    #[inline]
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
+        self.store.get(key, f)
+    }
+
+    /// Runs `f` on the item under `key` and gives it a new expiry, in one store operation.
+    /// With [`Expiry::Expired`] the item is returned and removed.
+    pub fn get_and_touch<R>(
+        &self,
+        key: &[u8],
+        expiry: Expiry,
+        f: impl FnOnce(ItemRef<'_>) -> R,
+    ) -> Option<R> {
+        match expiry.ttl_at(self.store.wall()) {
+            Some(ttl) => self.store.get_and_touch(key, ttl, f),
+            None => self.store.get_and_delete(key, f),
+        }
+    }
+
+    /// Gives `key` a new expiry. With [`Expiry::Expired`] the key is removed.
+    ///
+    /// # Errors
+    /// [`OpError::NotFound`], key errors.
+    pub fn touch(&self, key: &[u8], expiry: Expiry) -> OpResult<()> {
+        match expiry.ttl_at(self.store.wall()) {
+            Some(ttl) => self.store.touch(key, ttl).map(drop).map_err(OpError::from),
+            None => self
+                .store
+                .delete(key, None)
+                .map(drop)
+                .map_err(OpError::from),
+        }
+    }
+
+    /// Stores `value` under `key` as `mode` allows, in one store operation.
+    ///
+    /// - A failed `Set` (too large, out of memory) removes the key's old value, as memcached
+    ///   does, so a client never reads the value it just tried to replace.
+    /// - An expiry already past stores nothing visible: `Set` removes the key, `Replace` and
+    ///   `Cas` remove it if their condition holds, `Add` succeeds only if the key is absent;
+    ///   each answers as if the item had been stored and expired at once.
+    ///
+    /// # Errors
+    /// The store's: key errors, [`OpError::TooLarge`], [`OpError::NotStored`],
+    /// [`OpError::NotFound`] / [`OpError::Exists`] (cas), [`OpError::OutOfMemory`].
+    pub fn set(
+        &self,
+        mode: WriteMode,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        expiry: Expiry,
+    ) -> OpResult<WriteOk> {
+        let store = &self.store;
+        let Some(ttl) = expiry.ttl_at(store.wall()) else {
+            return self.set_expired(mode, key, value);
+        };
+        store
+            .set(mode.into(), key, value, flags, ttl)
+            .map_err(OpError::from)
+    }
+
+    /// [`Keyspace::set`] with an expiry already past.
+    fn set_expired(&self, mode: WriteMode, key: &[u8], value: &[u8]) -> OpResult<WriteOk> {
+        let store = &self.store;
+        let hash = shoal_proto::hash::value_hash(value);
+        let written = |seq| WriteOk { hash, seq };
+        match mode {
+            WriteMode::Set => match store.delete(key, None) {
+                Ok(seq) => Ok(written(seq)),
+                Err(StoreError::NotFound) => Ok(written(0)),
+                Err(e) => Err(e.into()),
+            },
+            WriteMode::Add => match store.get(key, |_| ()) {
+                Some(()) => Err(OpError::NotStored),
+                None => Ok(written(0)),
+            },
+            WriteMode::Replace => match store.delete(key, None) {
+                Ok(seq) => Ok(written(seq)),
+                Err(StoreError::NotFound) => Err(OpError::NotStored),
+                Err(e) => Err(e.into()),
+            },
+            WriteMode::Cas(expected) => store
+                .delete(key, Some(expected))
+                .map(written)
+                .map_err(OpError::from),
+        }
+    }
+
+    /// Appends (or with `front`, prepends) `data` to the value of `key`, keeping its flags
+    /// and expiry.
+    ///
+    /// # Errors
+    /// [`OpError::NotStored`] when the key is absent; key and size errors;
+    /// [`OpError::OutOfMemory`].
+    pub fn concat(&self, key: &[u8], data: &[u8], front: bool) -> OpResult<WriteOk> {
+        let done = if front {
+            self.store.prepend(key, data)
+        } else {
+            self.store.append(key, data)
+        };
+        done.map_err(OpError::from)
+    }
+
+    /// Deletes `key`; with `expected`, only if its value hash matches. Returns the seq.
+    ///
+    /// # Errors
+    /// [`OpError::NotFound`], [`OpError::Exists`], key errors.
+    pub fn delete(&self, key: &[u8], expected: Option<u64>) -> OpResult<u64> {
+        self.store.delete(key, expected).map_err(OpError::from)
+    }
+
+    /// A failed oversized `set`: removes the old value of `key` (as memcached), ignoring a miss.
+    pub fn unlink_after_failed_set(&self, key: &[u8]) {
+        let _ = self.store.delete(key, None);
+    }
+
+    /// incr/decr; with `create`, an absent key is created with that value and expiry.
+    ///
+    /// # Errors
+    /// [`OpError::NonNumeric`], [`OpError::NotFound`], key errors, [`OpError::OutOfMemory`].
+    pub fn incr(
+        &self,
+        key: &[u8],
+        delta: u64,
+        decr: bool,
+        create: Option<(u64, Expiry)>,
+    ) -> OpResult<(u64, WriteOk)> {
+        let create = match create {
+            // An initial value that would expire at once is simply not created.
+            Some((initial, expiry)) => expiry.ttl_at(self.store.wall()).map(|ttl| (initial, ttl)),
+            None => None,
+        };
+        self.store
+            .incr(key, delta, decr, create)
+            .map_err(OpError::from)
+    }
+
+    /// The node clock's wall time (unix seconds).
+    pub fn wall(&self) -> u64 {
+        self.store.wall()
+    }
+
+    /// How long until `expiry`, by the node's clock (zero when it is past or never: a
+    /// `flush_all` delay of 0 means now).
+    pub fn delay_until(&self, expiry: Expiry) -> Duration {
+        match expiry.ttl_at(self.store.wall()) {
+            Some(secs) => Duration::from_secs(u64::from(secs)),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Flushes every item now (`delay` zero) or after `delay`; a later flush replaces a
+    /// pending one.
+    pub fn flush_all(&self, delay: Duration) {
+        self.flush.schedule(&self.store, delay);
+    }
+
+    /// Runs the node's delayed-flush timer until `stop` completes. The server runs one.
+    pub async fn run_flush_timer(&self, stop: impl Future<Output = ()>) {
+        self.flush.run(&self.store, stop).await;
+    }
+
+    /// Store-wide statistics.
+    pub fn store_stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// Number of buckets.
+    pub fn buckets(&self) -> u32 {
+        self.store.buckets()
+    }
+
+    /// Persistence counters, for STATS.
+    pub fn persist_stats(&self) -> Vec<(&'static str, String)> {
+        self.persistence.stats()
+    }
+
+    /// Changes the persistence mode (SET_PERSIST).
+    ///
+    /// # Errors
+    /// As [`Persistence::set_mode`].
+    pub fn set_persist_mode(&self, mode: PersistMode) -> Result<(), PersistError> {
+        self.persistence.set_mode(mode)
+    }
+
+    /// SAVE: writes the savefile on a blocking thread; the future completes when it is on
+    /// disk. The caller's connection goes on serving meanwhile.
+    pub fn save(&self) -> impl Future<Output = Result<SaveSummary, PersistError>> + Send {
+        let (p, s) = (self.persistence.clone(), self.store.clone());
+        let task = tokio::task::spawn_blocking(move || p.save(&s, None, false));
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(PersistError::Io {
+                    action: "save (task failed)",
+                    path: Default::default(),
+                    error: std::io::Error::other(e.to_string()),
+                })
+            })
+        }
+    }
+}
+
+/// `flush_all <delay>`: one pending flush per node, run by one timer task; the newest
+/// `flush_all` wins (a later one, delayed or not, replaces a pending one, as in memcached).
+#[derive(Debug, Clone, Default)]
+struct DelayedFlush {
+    inner: Arc<FlushState>,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// When the pending flush is due.
+    due: Mutex<Option<Instant>>,
+    /// Wakes the timer when `due` changes.
+    changed: Notify,
+}
+
+impl DelayedFlush {
+    fn schedule(&self, store: &Store, delay: Duration) {
+        let mut due = self
+            .inner
+            .due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if delay.is_zero() {
+            *due = None;
+            store.flush_all();
+        } else {
+            *due = Some(Instant::now() + delay);
+        }
+        drop(due);
+        self.inner.changed.notify_one();
+    }
+
+    async fn run(&self, store: &Store, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let due = *self
+                .inner
+                .due
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let sleep = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.inner.changed.notified() => continue,
+                () = sleep => {}
+            }
+            let mut guard = self
+                .inner
+                .due
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *guard == due {
+                *guard = None;
+                // Flushing under the lock: a flush_all that arrives meanwhile waits and wins.
+                store.flush_all();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memcached_exptime_rules() {
+        assert_eq!(Expiry::from_memcached(0), Expiry::Never);
+        assert_eq!(Expiry::from_memcached(-1), Expiry::Expired);
+        assert_eq!(Expiry::from_memcached(i64::MIN), Expiry::Expired);
+        assert_eq!(
+            Expiry::from_memcached(REALTIME_MAXDELTA),
+            Expiry::After(2_592_000)
+        );
+        assert_eq!(
+            Expiry::from_memcached(REALTIME_MAXDELTA + 1),
+            Expiry::At(2_592_001)
+        );
+        let wall = 1_800_000_000;
+        // Just over 30 days is an absolute time in 1970: long past.
+        assert_eq!(Expiry::At(2_592_001).ttl_at(wall), None);
+        assert_eq!(Expiry::At(wall + 100).ttl_at(wall), Some(100));
+        assert_eq!(Expiry::At(wall).ttl_at(wall), None);
+        assert_eq!(Expiry::At(u64::MAX).ttl_at(wall), Some(u32::MAX));
+        assert_eq!(Expiry::Never.ttl_at(wall), Some(0));
+        assert_eq!(Expiry::Expired.ttl_at(wall), None);
+        assert_eq!(Expiry::from_ttl(0), Expiry::Never);
+        assert_eq!(Expiry::from_ttl(5).ttl_at(wall), Some(5));
+    }
+}
