@@ -27,9 +27,9 @@
 
 use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
 use crate::stats::ServerStats;
-use crate::store::{SetMode, Store, StoreError, StoreStats};
+use crate::store::{SetMode, Store, StoreStats};
 
-pub use crate::store::{ItemRef, WriteOk};
+pub use crate::store::{ItemRef, StoreError, WriteOk};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -88,54 +88,25 @@ impl Expiry {
 }
 
 /// Why one keyspace operation did not happen. Every variant is a reply on both protocols;
-/// sessions match it exhaustively.
+/// sessions match it exhaustively, so a new kind of failure (the cluster's redirects, for
+/// one) cannot fall into a catch-all arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpError {
-    /// The key does not exist (or has expired).
-    NotFound,
-    /// Check-and-set: the key holds a value with another hash.
-    Exists,
-    /// The condition of add, replace, append or prepend did not hold.
-    NotStored,
-    /// The value (or the result of append/prepend) is over the value limit.
-    TooLarge,
-    /// The key is over the key limit.
-    KeyTooLong,
-    /// The key is empty.
-    EmptyKey,
-    /// incr/decr on a value that is not a decimal number.
-    NonNumeric,
-    /// No memory could be freed for the item.
-    OutOfMemory,
+    /// The store refused the operation (miss, condition, size, memory).
+    Store(StoreError),
 }
 
 impl From<StoreError> for OpError {
     fn from(e: StoreError) -> OpError {
-        match e {
-            StoreError::NotFound => OpError::NotFound,
-            StoreError::Exists => OpError::Exists,
-            StoreError::NotStored => OpError::NotStored,
-            StoreError::TooLarge => OpError::TooLarge,
-            StoreError::KeyTooLong => OpError::KeyTooLong,
-            StoreError::EmptyKey => OpError::EmptyKey,
-            StoreError::NonNumeric => OpError::NonNumeric,
-            StoreError::OutOfMemory => OpError::OutOfMemory,
-        }
+        OpError::Store(e)
     }
 }
 
 impl std::fmt::Display for OpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            OpError::NotFound => "not found",
-            OpError::Exists => "exists with a different value hash",
-            OpError::NotStored => "not stored",
-            OpError::TooLarge => "value larger than the limit",
-            OpError::KeyTooLong => "key longer than the limit",
-            OpError::EmptyKey => "empty key",
-            OpError::NonNumeric => "value is not a decimal number",
-            OpError::OutOfMemory => "no memory could be freed",
-        })
+        match self {
+            OpError::Store(e) => e.fmt(f),
+        }
     }
 }
 
@@ -222,7 +193,7 @@ impl Keyspace {
     /// Gives `key` a new expiry. With [`Expiry::Expired`] the key is removed.
     ///
     /// # Errors
-    /// [`OpError::NotFound`], key errors.
+    /// `NotFound`, key errors.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> OpResult<()> {
         match expiry.ttl_at(self.store.wall()) {
             Some(ttl) => self.store.touch(key, ttl).map(drop).map_err(OpError::from),
@@ -243,8 +214,8 @@ impl Keyspace {
     ///   each answers as if the item had been stored and expired at once.
     ///
     /// # Errors
-    /// The store's: key errors, [`OpError::TooLarge`], [`OpError::NotStored`],
-    /// [`OpError::NotFound`] / [`OpError::Exists`] (cas), [`OpError::OutOfMemory`].
+    /// The store's: key errors, [`StoreError::TooLarge`], [`StoreError::NotStored`],
+    /// `NotFound` / [`StoreError::Exists`] (cas), [`StoreError::OutOfMemory`].
     pub fn set(
         &self,
         mode: WriteMode,
@@ -274,12 +245,12 @@ impl Keyspace {
                 Err(e) => Err(e.into()),
             },
             WriteMode::Add => match store.get(key, |_| ()) {
-                Some(()) => Err(OpError::NotStored),
+                Some(()) => Err(StoreError::NotStored.into()),
                 None => Ok(written(0)),
             },
             WriteMode::Replace => match store.delete(key, None) {
                 Ok(seq) => Ok(written(seq)),
-                Err(StoreError::NotFound) => Err(OpError::NotStored),
+                Err(StoreError::NotFound) => Err(StoreError::NotStored.into()),
                 Err(e) => Err(e.into()),
             },
             WriteMode::Cas(expected) => store
@@ -293,8 +264,8 @@ impl Keyspace {
     /// and expiry.
     ///
     /// # Errors
-    /// [`OpError::NotStored`] when the key is absent; key and size errors;
-    /// [`OpError::OutOfMemory`].
+    /// [`StoreError::NotStored`] when the key is absent; key and size errors;
+    /// [`StoreError::OutOfMemory`].
     pub fn concat(&self, key: &[u8], data: &[u8], front: bool) -> OpResult<WriteOk> {
         let done = if front {
             self.store.prepend(key, data)
@@ -307,7 +278,7 @@ impl Keyspace {
     /// Deletes `key`; with `expected`, only if its value hash matches. Returns the seq.
     ///
     /// # Errors
-    /// [`OpError::NotFound`], [`OpError::Exists`], key errors.
+    /// `NotFound`, [`StoreError::Exists`], key errors.
     pub fn delete(&self, key: &[u8], expected: Option<u64>) -> OpResult<u64> {
         self.store.delete(key, expected).map_err(OpError::from)
     }
@@ -320,7 +291,7 @@ impl Keyspace {
     /// incr/decr; with `create`, an absent key is created with that value and expiry.
     ///
     /// # Errors
-    /// [`OpError::NonNumeric`], [`OpError::NotFound`], key errors, [`OpError::OutOfMemory`].
+    /// [`StoreError::NonNumeric`], [`StoreError::NotFound`], key errors, [`StoreError::OutOfMemory`].
     pub fn incr(
         &self,
         key: &[u8],

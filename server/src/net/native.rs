@@ -14,7 +14,7 @@
 
 use super::{Output, Session, Shared, Step};
 use crate::keyspace::ItemRef;
-use crate::keyspace::{Expiry, OpError, WriteMode};
+use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
 use crate::persist::PersistError;
 use crate::stats::ServerStats;
 use shoal_proto::{
@@ -144,16 +144,16 @@ impl NativeSession {
                     w.u32(item.flags());
                     write_value(&mut w, &item);
                 });
-                hit.ok_or(OpError::NotFound)
+                hit.ok_or(StoreError::NotFound.into())
             }
             Command::GetWithHash { key } => keyspace
                 .get(key, |item| value_with_hash(out, op, id, &item))
-                .ok_or(OpError::NotFound),
+                .ok_or(StoreError::NotFound.into()),
             Command::GetAndTouch { key, ttl } => keyspace
                 .get_and_touch(key, Expiry::from_ttl(ttl), |item| {
                     value_with_hash(out, op, id, &item)
                 })
-                .ok_or(OpError::NotFound),
+                .ok_or(StoreError::NotFound.into()),
             Command::Touch { key, ttl } => keyspace
                 .touch(key, Expiry::from_ttl(ttl))
                 .map(|()| ok_empty(out, op, id)),
@@ -381,14 +381,16 @@ impl Session for NativeSession {
 /// The status and message that report a keyspace error.
 fn op_error_status(e: OpError) -> (Status, &'static str) {
     match e {
-        OpError::NotFound => (Status::NotFound, ""),
-        OpError::Exists => (Status::Exists, ""),
-        OpError::NotStored => (Status::NotStored, ""),
-        OpError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
-        OpError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
-        OpError::EmptyKey => (Status::BadRequest, "empty key"),
-        OpError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
-        OpError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
+        OpError::Store(e) => match e {
+            StoreError::NotFound => (Status::NotFound, ""),
+            StoreError::Exists => (Status::Exists, ""),
+            StoreError::NotStored => (Status::NotStored, ""),
+            StoreError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
+            StoreError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
+            StoreError::EmptyKey => (Status::BadRequest, "empty key"),
+            StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
+            StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
+        },
     }
 }
 

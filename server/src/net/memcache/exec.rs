@@ -6,7 +6,7 @@
 
 use super::parse::{Keys, StatsGroup, StoreKind, TextCommand};
 use crate::keyspace::ItemRef;
-use crate::keyspace::{Expiry, OpError, WriteMode};
+use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
 use crate::net::{Output, Shared};
 use crate::stats::ServerStats;
 
@@ -304,14 +304,20 @@ impl Exec<'_> {
 /// The memcached reply for a keyspace error.
 fn error_reply(e: OpError) -> &'static [u8] {
     match e {
-        OpError::NotFound => b"NOT_FOUND\r\n",
-        OpError::Exists => b"EXISTS\r\n",
-        OpError::NotStored => b"NOT_STORED\r\n",
-        OpError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-        OpError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
-        OpError::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-        // The parser checks keys against the protocol limits; the store's may be stricter.
-        OpError::KeyTooLong | OpError::EmptyKey => b"CLIENT_ERROR bad command line format\r\n",
+        OpError::Store(e) => match e {
+            StoreError::NotFound => b"NOT_FOUND\r\n",
+            StoreError::Exists => b"EXISTS\r\n",
+            StoreError::NotStored => b"NOT_STORED\r\n",
+            StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+            StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+            StoreError::NonNumeric => {
+                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+            }
+            // The parser checks keys against the protocol limits; the store's may be stricter.
+            StoreError::KeyTooLong | StoreError::EmptyKey => {
+                b"CLIENT_ERROR bad command line format\r\n"
+            }
+        },
     }
 }
 
