@@ -32,6 +32,7 @@ pub mod hash;
 pub mod header;
 pub mod limits;
 pub mod opcode;
+pub mod raw;
 pub mod reply;
 pub mod request;
 pub mod status;

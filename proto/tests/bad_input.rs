@@ -3,44 +3,10 @@
 
 use shoal_proto::*;
 
+use shoal_proto::raw::{frame, header, key_field, set_body};
+
 fn limits() -> Limits {
     Limits::default()
-}
-
-/// A raw header with the given fields (magic and version correct).
-fn header(opcode: u8, flags: u8, status: u16, id: u32, body_len: u32) -> Vec<u8> {
-    let mut h = Vec::new();
-    Header {
-        opcode,
-        flags,
-        status,
-        request_id: id,
-        body_len,
-    }
-    .encode(&mut h);
-    h
-}
-
-fn frame(opcode: Opcode, body: &[u8]) -> Vec<u8> {
-    let mut f = header(opcode as u8, 0, 0, 42, body.len() as u32);
-    f.extend_from_slice(body);
-    f
-}
-
-fn key_field(key: &[u8]) -> Vec<u8> {
-    let mut v = (key.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(key);
-    v
-}
-
-fn set_body(key: &[u8], value_len: u32, value: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0u32.to_be_bytes()); // flags
-    b.extend_from_slice(&0u32.to_be_bytes()); // ttl
-    b.extend_from_slice(&key_field(key));
-    b.extend_from_slice(&value_len.to_be_bytes());
-    b.extend_from_slice(value);
-    b
 }
 
 fn err(buf: &[u8]) -> DecodeError {
@@ -51,9 +17,9 @@ fn err(buf: &[u8]) -> DecodeError {
 
 #[test]
 fn c1_length_zero_body_is_fine_for_ping_and_short_for_get() {
-    let ping = frame(Opcode::Ping, &[]);
+    let ping = frame(Opcode::Ping, 42, &[]);
     assert!(decode_request(&ping, &limits()).unwrap().is_some());
-    let get = frame(Opcode::Get, &[]);
+    let get = frame(Opcode::Get, 42, &[]);
     let e = err(&get);
     assert_eq!(e.kind, DecodeErrorKind::Truncated);
     assert!(!e.is_recoverable());
@@ -61,7 +27,7 @@ fn c1_length_zero_body_is_fine_for_ping_and_short_for_get() {
 
 #[test]
 fn c1_fewer_bytes_than_a_header_need_more() {
-    let ping = frame(Opcode::Ping, &[]);
+    let ping = frame(Opcode::Ping, 42, &[]);
     for n in 0..HEADER_LEN {
         assert!(decode_request(&ping[..n], &limits()).unwrap().is_none());
     }
@@ -95,7 +61,7 @@ fn c3_little_endian_length_is_a_different_length() {
 
 #[test]
 fn c4_declared_length_beyond_bytes_sent_waits() {
-    let mut f = frame(Opcode::Get, &key_field(b"abc"));
+    let mut f = frame(Opcode::Get, 42, &key_field(b"abc"));
     f[15] += 10;
     assert!(decode_request(&f, &limits()).unwrap().is_none());
 }
@@ -104,13 +70,13 @@ fn c4_declared_length_beyond_bytes_sent_waits() {
 fn c7_trailing_bytes_and_overrun_are_rejected_without_reading_the_next_frame() {
     let mut body = key_field(b"abc");
     body.push(0xFF);
-    let e = err(&frame(Opcode::Get, &body));
+    let e = err(&frame(Opcode::Get, 42, &body));
     assert_eq!(e.kind, DecodeErrorKind::TrailingBytes);
     assert!(!e.is_recoverable());
 
     // Inner key length says 10 but the frame holds 3; the next frame's bytes must not be read.
-    let mut f = frame(Opcode::Get, &[0, 10, b'a', b'b', b'c']);
-    f.extend_from_slice(&frame(Opcode::Ping, &[]));
+    let mut f = frame(Opcode::Get, 42, &[0, 10, b'a', b'b', b'c']);
+    f.extend_from_slice(&frame(Opcode::Ping, 42, &[]));
     let e = err(&f);
     assert_eq!(e.kind, DecodeErrorKind::Truncated);
 }
@@ -119,23 +85,23 @@ fn c7_trailing_bytes_and_overrun_are_rejected_without_reading_the_next_frame() {
 
 #[test]
 fn c8_key_length_zero_over_limit_and_over_frame() {
-    let e = err(&frame(Opcode::Get, &key_field(b"")));
+    let e = err(&frame(Opcode::Get, 42, &key_field(b"")));
     assert_eq!(e.kind, DecodeErrorKind::EmptyKey);
     assert!(e.is_recoverable());
 
     let max = vec![b'k'; limits().max_key];
     assert!(
-        decode_request(&frame(Opcode::Get, &key_field(&max)), &limits())
+        decode_request(&frame(Opcode::Get, 42, &key_field(&max)), &limits())
             .unwrap()
             .is_some()
     );
     let over = vec![b'k'; limits().max_key + 1];
-    let e = err(&frame(Opcode::Get, &key_field(&over)));
+    let e = err(&frame(Opcode::Get, 42, &key_field(&over)));
     assert_eq!(e.kind, DecodeErrorKind::KeyTooLong);
     assert_eq!(e.kind.status(), Status::KeyTooLong);
     assert!(e.is_recoverable(), "a long key does not corrupt the stream");
 
-    let e = err(&frame(Opcode::Get, &[0, 200, b'a']));
+    let e = err(&frame(Opcode::Get, 42, &[0, 200, b'a']));
     assert_eq!(e.kind, DecodeErrorKind::Truncated);
 }
 
@@ -144,13 +110,13 @@ fn c9_lengths_that_would_underflow_or_overflow() {
     // A value length of u32::MAX inside a small frame: rejected by the value limit, and with a
     // huge limit still rejected as truncated (no arithmetic wraps).
     let body = set_body(b"k", u32::MAX, b"");
-    let e = err(&frame(Opcode::Set, &body));
+    let e = err(&frame(Opcode::Set, 42, &body));
     assert_eq!(e.kind, DecodeErrorKind::ValueTooLarge);
     let huge = Limits {
         max_value: usize::MAX,
         ..limits()
     };
-    let e = decode_request(&frame(Opcode::Set, &body), &huge).unwrap_err();
+    let e = decode_request(&frame(Opcode::Set, 42, &body), &huge).unwrap_err();
     assert_eq!(e.kind, DecodeErrorKind::Truncated);
 }
 
@@ -158,9 +124,9 @@ fn c9_lengths_that_would_underflow_or_overflow() {
 fn c10_multi_get_counts_are_bounded_and_never_preallocated() {
     let l = limits();
     // A count of 65535 in a 2-byte body.
-    let e = err(&frame(Opcode::MultiGet, &[0xFF, 0xFF]));
+    let e = err(&frame(Opcode::MultiGet, 42, &[0xFF, 0xFF]));
     assert_eq!(e.kind, DecodeErrorKind::BadBatchSize);
-    let e = err(&frame(Opcode::MultiGet, &[0, 0]));
+    let e = err(&frame(Opcode::MultiGet, 42, &[0, 0]));
     assert_eq!(e.kind, DecodeErrorKind::BadBatchSize);
     // Exactly max_batch keys decode; max_batch + 1 do not.
     let keys: Vec<Vec<u8>> = (0..=l.max_batch)
@@ -180,7 +146,7 @@ fn c10_multi_get_counts_are_bounded_and_never_preallocated() {
     let mut body = vec![0, 3];
     body.extend_from_slice(&key_field(b"a"));
     assert_eq!(
-        err(&frame(Opcode::MultiGet, &body)).kind,
+        err(&frame(Opcode::MultiGet, 42, &body)).kind,
         DecodeErrorKind::Truncated
     );
 }
@@ -189,10 +155,10 @@ fn c10_multi_get_counts_are_bounded_and_never_preallocated() {
 fn c11_value_at_limit_accepted_and_past_it_rejected() {
     let l = Limits::for_value_size(4096);
     let value = vec![7u8; 4096];
-    let ok = frame(Opcode::Set, &set_body(b"k", 4096, &value));
+    let ok = frame(Opcode::Set, 42, &set_body(b"k", 4096, &value));
     assert!(decode_request(&ok, &l).unwrap().is_some());
     let big = vec![7u8; 4097];
-    let e = decode_request(&frame(Opcode::Set, &set_body(b"k", 4097, &big)), &l).unwrap_err();
+    let e = decode_request(&frame(Opcode::Set, 42, &set_body(b"k", 4097, &big)), &l).unwrap_err();
     assert_eq!(e.kind, DecodeErrorKind::ValueTooLarge);
     assert_eq!(e.kind.status(), Status::ValueTooLarge);
     assert!(e.is_recoverable());
@@ -316,7 +282,7 @@ fn c17_counter_extremes_and_bad_tag() {
     body.push(2);
     body.extend_from_slice(&key_field(b"n"));
     assert_eq!(
-        err(&frame(Opcode::Incr, &body)).kind,
+        err(&frame(Opcode::Incr, 42, &body)).kind,
         DecodeErrorKind::BadField
     );
 }
@@ -325,25 +291,25 @@ fn c17_counter_extremes_and_bad_tag() {
 fn admin_bodies_are_checked() {
     // SET_PERSIST takes exactly one mode byte, 0..=2.
     for mode in 0..=2u8 {
-        let f = frame(Opcode::SetPersist, &[mode]);
+        let f = frame(Opcode::SetPersist, 42, &[mode]);
         let (req, _) = decode_request(&f, &limits()).unwrap().unwrap();
         assert_eq!(req.command.opcode(), Opcode::SetPersist);
     }
     assert_eq!(
-        err(&frame(Opcode::SetPersist, &[3])).kind,
+        err(&frame(Opcode::SetPersist, 42, &[3])).kind,
         DecodeErrorKind::BadField
     );
     assert_eq!(
-        err(&frame(Opcode::SetPersist, &[])).kind,
+        err(&frame(Opcode::SetPersist, 42, &[])).kind,
         DecodeErrorKind::Truncated
     );
     assert_eq!(
-        err(&frame(Opcode::SetPersist, &[1, 0])).kind,
+        err(&frame(Opcode::SetPersist, 42, &[1, 0])).kind,
         DecodeErrorKind::TrailingBytes
     );
     // SAVE has an empty body.
     assert_eq!(
-        err(&frame(Opcode::Save, &[0])).kind,
+        err(&frame(Opcode::Save, 42, &[0])).kind,
         DecodeErrorKind::TrailingBytes
     );
 }

@@ -3,7 +3,7 @@
 //! frame was well delimited) within 1 s, another connection's PING stays fast throughout, the
 //! process does not panic, and the bad-input counter moves by exactly one.
 
-use shoal_proto::{header::FLAG_REPLY, Command, Header, Opcode, Request, Status, StoreMode};
+use shoal_proto::{header::FLAG_REPLY, Command, Opcode, Request, Status, StoreMode};
 use shoal_tests::RawConn;
 use shoald::testing::TestServer;
 use shoald::Config;
@@ -12,37 +12,14 @@ use std::time::{Duration, Instant};
 
 const MAX_VALUE: usize = 4096;
 
+use shoal_proto::raw::{frame, header, key_field};
+
 fn config() -> Config {
     Config {
         max_value_size: MAX_VALUE,
         frame_timeout: Duration::from_millis(700),
         ..Config::default()
     }
-}
-
-fn header(opcode: u8, flags: u8, id: u32, body_len: u32) -> Vec<u8> {
-    let mut h = Vec::new();
-    Header {
-        opcode,
-        flags,
-        status: 0,
-        request_id: id,
-        body_len,
-    }
-    .encode(&mut h);
-    h
-}
-
-fn frame(opcode: Opcode, id: u32, body: &[u8]) -> Vec<u8> {
-    let mut f = header(opcode as u8, 0, id, body.len() as u32);
-    f.extend_from_slice(body);
-    f
-}
-
-fn key_field(key: &[u8]) -> Vec<u8> {
-    let mut v = (key.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(key);
-    v
 }
 
 /// The best of three PING round trips on an established connection: one slow sample from
@@ -174,7 +151,7 @@ fn c02_frame_lengths_past_the_limit() {
         case(
             &format!("length {len}"),
             true,
-            &header(Opcode::Set as u8, 0, 1, len),
+            &header(Opcode::Set as u8, 0, 0, 1, len),
             Expect::Close(Status::ValueTooLarge),
             Some("frame_too_large"),
         );
@@ -204,7 +181,7 @@ fn c02_frame_length_at_the_limit_is_read() {
 
 #[test]
 fn c03_little_endian_length_is_refused_as_too_large() {
-    let mut f = header(Opcode::Ping as u8, 0, 1, 0);
+    let mut f = header(Opcode::Ping as u8, 0, 0, 1, 0);
     f[12..16].copy_from_slice(&[3, 0, 0, 0]); // 3 written little-endian = 50,331,648
     case(
         "little-endian length",
@@ -248,7 +225,7 @@ fn c04_short_body_then_eof_applies_nothing() {
 
 #[test]
 fn c05_short_body_then_silence_closes_at_the_frame_deadline() {
-    let mut f = header(Opcode::Set as u8, 0, 1, 100);
+    let mut f = header(Opcode::Set as u8, 0, 0, 1, 100);
     f.extend_from_slice(&[0; 10]);
     // frame_timeout is 700 ms; the case allows 2 s in all.
     case(
@@ -343,7 +320,7 @@ fn c09_c11_value_lengths() {
     case(
         "max_value+1 with no body sent",
         true,
-        &header(Opcode::Set as u8, 0, 1, max_frame + 1),
+        &header(Opcode::Set as u8, 0, 0, 1, max_frame + 1),
         Expect::Close(Status::ValueTooLarge),
         Some("frame_too_large"),
     );
@@ -365,18 +342,18 @@ fn c12_unknown_opcode_reserved_bits_magic_version() {
     case(
         "unknown opcode",
         true,
-        &header(0xEE, 0, 1, 0),
+        &header(0xEE, 0, 0, 1, 0),
         Expect::Open(Status::UnknownCommand),
         Some("unknown_command"),
     );
     case(
         "reserved flag bit",
         true,
-        &header(Opcode::Ping as u8, 0x40, 1, 0),
+        &header(Opcode::Ping as u8, 0x40, 0, 1, 0),
         Expect::Close(Status::BadRequest),
         Some("bad_input"),
     );
-    let mut bad_magic = header(Opcode::Ping as u8, 0, 1, 0);
+    let mut bad_magic = header(Opcode::Ping as u8, 0, 0, 1, 0);
     bad_magic[0] = 0x54;
     case(
         "bad magic",
@@ -385,7 +362,7 @@ fn c12_unknown_opcode_reserved_bits_magic_version() {
         Expect::Close(Status::BadRequest),
         Some("bad_magic"),
     );
-    let mut future = header(Opcode::Ping as u8, 0, 1, 0);
+    let mut future = header(Opcode::Ping as u8, 0, 0, 1, 0);
     future[1] = 9;
     case(
         "future version",
@@ -401,14 +378,14 @@ fn c13_reply_frame_sent_by_a_client() {
     case(
         "reply flag",
         true,
-        &header(Opcode::Ping as u8, FLAG_REPLY, 1, 0),
+        &header(Opcode::Ping as u8, FLAG_REPLY, 0, 1, 0),
         Expect::Close(Status::BadRequest),
         Some("bad_input"),
     );
     case(
         "notice from a client",
         true,
-        &header(Opcode::Notice as u8, 0, 1, 0),
+        &header(Opcode::Notice as u8, 0, 0, 1, 0),
         Expect::Open(Status::UnknownCommand),
         Some("unknown_command"),
     );
