@@ -5,6 +5,7 @@
 //! - [`config`]: every setting, with defaults and validation.
 //! - [`persist`]: the data directory, node id, and savefiles (format in [`persist::savefile`]).
 //! - [`server`]: [`server::run`], which serves until a shutdown future completes.
+//! - [`ready`]: the ready line `shoald` prints once it serves, written and parsed.
 //! - [`stats`]: server-wide counters.
 //! - [`testing`]: an in-process server for tests.
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod config;
 pub mod fault;
 pub mod net;
 pub mod persist;
+pub mod ready;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -2,6 +2,7 @@
 //! serve until SIGTERM or SIGINT, stop gracefully. Everything else lives in the library.
 
 use shoald::config::{exit_code, Config};
+use shoald::ready::ReadyLine;
 use shoald::{prepare, serve, Listeners};
 use std::io::Write;
 use std::process::ExitCode;
@@ -87,16 +88,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    let Some(native) = listeners.native_addr() else {
+        eprintln!("shoald: cannot read the native listener's address");
+        return ExitCode::from(exit_code::RUNTIME as u8);
+    };
+    let ready = ReadyLine {
+        native,
+        memcache: listeners.memcache_addr(),
+    };
     runtime.block_on(async move {
-        let native = listeners
-            .native_addr()
-            .map_or_else(|| "?".to_string(), |a| a.to_string());
-        let memcache = listeners
-            .memcache_addr()
+        let memcache = ready
+            .memcache
             .map_or_else(|| "off".to_string(), |a| a.to_string());
-        tracing::info!(%native, %memcache, memory = config.memory, "shoald ready");
-        // The one line tools and tests read to learn the bound ports.
-        println!("shoald ready native={native} memcache={memcache}");
+        tracing::info!(native = %ready.native, %memcache, memory = config.memory, "shoald ready");
+        // The one line tools and tests read to learn the bound ports (shoald::ready).
+        println!("{ready}");
         let _ = std::io::stdout().flush();
         match serve(config, node, listeners, stop.received()).await {
             Ok(()) => ExitCode::SUCCESS,
