@@ -82,6 +82,8 @@ fn main() -> ExitCode {
             eprintln!("shoald: {e}");
             let code = if e.is_bad_savefile() {
                 exit_code::BAD_SAVEFILE
+            } else if e.is_data_dir_in_use() {
+                exit_code::DATA_DIR_IN_USE
             } else {
                 exit_code::RUNTIME
             };
