@@ -5,6 +5,8 @@
 //! - [`config`]: every setting, with defaults and validation.
 //! - [`persist`]: the data directory, node id, and savefiles (format in [`persist::savefile`]).
 //! - [`server`]: [`server::run`], which serves until a shutdown future completes.
+//! - [`signals`]: what each process signal does to a running node.
+//! - [`logging`]: log lines to standard error or a daily-rotated file, reopened on SIGHUP.
 //! - [`ready`]: the ready line `shoald` prints once it serves, written and parsed.
 //! - [`stats`]: server-wide counters.
 //! - [`testing`]: an in-process server for tests.
@@ -13,10 +15,12 @@
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod logging;
 pub mod net;
 pub mod persist;
 pub mod ready;
 pub mod server;
+pub mod signals;
 pub mod stats;
 pub mod store;
 pub mod testing;
