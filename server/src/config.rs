@@ -5,7 +5,7 @@
 //! long flags (`memory = "256MiB"`, `max-connections = 2000`); its entries are turned into
 //! flags placed before the real command line, so flags given on the command line win.
 
-use crate::persist::{PersistConfig, PersistMode};
+use crate::persist::{PersistConfig, PersistMode, DEFAULT_PERSIST_MODE};
 use crate::store::StoreConfig;
 use clap::Parser;
 use shoal_proto::Limits;
@@ -80,7 +80,7 @@ pub struct Config {
     /// When to write a savefile on its own: `on-last-stop` (at a graceful stop when no peer
     /// can take the node's buckets; on a single node, every graceful stop), `always` (every
     /// graceful stop), `never`. Needs --data-dir; changeable at run time (SET_PERSIST).
-    #[arg(long, value_enum, default_value_t = PersistMode::OnLastStop)]
+    #[arg(long, value_parser = persist_mode_parser(), default_value_t = DEFAULT_PERSIST_MODE)]
     pub persist: PersistMode,
 
     /// Start empty when the savefile is damaged, setting it aside as `savefile.bad-<time>`,
@@ -333,6 +333,19 @@ fn file_to_flags(text: &str) -> Result<Vec<String>, ConfigError> {
     Ok(flags)
 }
 
+/// `--persist`: the protocol's [`PersistMode`] by name, with the names listed in `--help`
+/// (`shoal-proto` stays free of clap).
+fn persist_mode_parser() -> impl clap::builder::TypedValueParser<Value = PersistMode> {
+    use clap::builder::TypedValueParser;
+    let modes = [
+        PersistMode::OnLastStop,
+        PersistMode::Always,
+        PersistMode::Never,
+    ];
+    clap::builder::PossibleValuesParser::new(modes.map(PersistMode::name))
+        .try_map(|name: String| PersistMode::from_name(&name).ok_or("unknown persistence mode"))
+}
+
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(OptionalAddr(None));
@@ -430,6 +443,28 @@ mod tests {
         let again = Config::from_args(["shoald", "--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn persist_takes_the_mode_names_and_nothing_else() {
+        assert_eq!(Config::default().persist, PersistMode::OnLastStop);
+        for mode in [
+            PersistMode::Never,
+            PersistMode::OnLastStop,
+            PersistMode::Always,
+        ] {
+            let c = Config::from_args(["shoald", "--persist", mode.name()]).unwrap();
+            assert_eq!(c.persist, mode);
+            assert_eq!(c.persist_config().mode, mode);
+            assert!(c
+                .to_toml()
+                .contains(&format!("persist = \"{}\"", mode.name())));
+        }
+        assert!(Config::from_args(["shoald", "--persist", "sometimes"]).is_err());
+        assert!(Config::from_args(["shoald", "--persist", "OnLastStop"]).is_err());
+        use clap::CommandFactory;
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("on-last-stop, always, never"), "{help}");
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl NativeSession {
                 false
             }
             Command::SetPersist { mode } => {
-                match self.persistence.set_mode(mode.into()) {
+                match self.persistence.set_mode(mode) {
                     Ok(()) => ok_empty(out, op, id),
                     Err(e) => persist_error(out, op, id, &e),
                 }

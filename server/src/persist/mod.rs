@@ -53,62 +53,16 @@ const READ_BUFFER: usize = 1 << 20;
 /// A save or load logs its progress at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// When the node writes a savefile on its own (`--persist`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum PersistMode {
-    /// At a graceful stop when no peer can take the node's buckets. Until clustering lands no
-    /// peer ever can, so on a single node this is every graceful stop.
-    #[default]
-    OnLastStop,
-    /// At every graceful stop, even when peers took the buckets (a cluster that must survive
-    /// a full restart from disk alone).
-    Always,
-    /// Never at stop. A savefile found at start is still loaded, and SAVE still works.
-    Never,
-}
+/// When the node writes a savefile on its own (`--persist`, SET_PERSIST): the protocol's
+/// enum, so the flag, the admin request and STATS share one definition.
+/// `on-last-stop` (the default) saves at a graceful stop when no peer can take the node's
+/// buckets (until clustering lands no peer ever can, so on a single node this is every
+/// graceful stop); `always` at every graceful stop; `never` not at stop (a savefile found
+/// at start is still loaded, and SAVE still works).
+pub use shoal_proto::PersistMode;
 
-impl PersistMode {
-    /// The flag value (`on-last-stop`, `always`, `never`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PersistMode::OnLastStop => "on-last-stop",
-            PersistMode::Always => "always",
-            PersistMode::Never => "never",
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            PersistMode::Never => 0,
-            PersistMode::OnLastStop => 1,
-            PersistMode::Always => 2,
-        }
-    }
-
-    fn from_u8(n: u8) -> Self {
-        match n {
-            0 => PersistMode::Never,
-            2 => PersistMode::Always,
-            _ => PersistMode::OnLastStop,
-        }
-    }
-}
-
-impl fmt::Display for PersistMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<shoal_proto::PersistMode> for PersistMode {
-    fn from(m: shoal_proto::PersistMode) -> Self {
-        match m {
-            shoal_proto::PersistMode::Never => PersistMode::Never,
-            shoal_proto::PersistMode::OnLastStop => PersistMode::OnLastStop,
-            shoal_proto::PersistMode::Always => PersistMode::Always,
-        }
-    }
-}
+/// The mode a node starts with unless told otherwise.
+pub const DEFAULT_PERSIST_MODE: PersistMode = PersistMode::OnLastStop;
 
 /// A node's identity: 128 random bits generated once and kept in the data directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -161,7 +115,7 @@ impl NodeId {
 }
 
 /// The persistence settings of a node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PersistConfig {
     /// Data directory; `None` turns persistence off.
     pub data_dir: Option<PathBuf>,
@@ -169,6 +123,17 @@ pub struct PersistConfig {
     pub mode: PersistMode,
     /// Start empty (setting the file aside) instead of refusing a damaged savefile.
     pub discard_bad_savefile: bool,
+}
+
+impl Default for PersistConfig {
+    /// Persistence off (no data directory), [`DEFAULT_PERSIST_MODE`].
+    fn default() -> Self {
+        PersistConfig {
+            data_dir: None,
+            mode: DEFAULT_PERSIST_MODE,
+            discard_bad_savefile: false,
+        }
+    }
 }
 
 /// Why a persistence step failed.
@@ -724,7 +689,7 @@ impl Persistence {
                 dir,
                 _dir_lock: dir_lock,
                 node_id,
-                mode: AtomicU8::new(mode.to_u8()),
+                mode: AtomicU8::new(mode.as_u8()),
                 clock,
                 save_lock: Mutex::new(()),
                 stopping: AtomicBool::new(false),
@@ -844,7 +809,9 @@ impl Persistence {
 
     /// The current mode.
     pub fn mode(&self) -> PersistMode {
+        // Only set_mode and the constructor store into it, always a valid wire value.
         PersistMode::from_u8(self.inner.mode.load(Ordering::Relaxed))
+            .unwrap_or(DEFAULT_PERSIST_MODE)
     }
 
     /// Changes the mode until the node stops.
@@ -855,7 +822,7 @@ impl Persistence {
         if !self.is_enabled() {
             return Err(PersistError::Disabled);
         }
-        self.inner.mode.store(mode.to_u8(), Ordering::Relaxed);
+        self.inner.mode.store(mode.as_u8(), Ordering::Relaxed);
         tracing::info!(persist = %mode, "persistence mode changed");
         Ok(())
     }
