@@ -3,7 +3,8 @@
 //! - [`store`]: the storage engine (slab memory, per-bucket indexes, eviction, expiry).
 //! - [`net`]: listeners, the connection driver, and the two protocols (native, memcached text).
 //! - [`config`]: every setting, with defaults and validation.
-//! - [`persist`]: the data directory, node id, and savefiles (format in [`persist::savefile`]).
+//! - [`datadir`]: the data directory, its lock, and the node id.
+//! - [`persist`]: savefiles in the data directory (format in [`persist::savefile`]).
 //! - [`server`]: [`server::run`], which serves until a shutdown future completes.
 //! - [`signals`]: what each process signal does to a running node.
 //! - [`logging`]: log lines to standard error or a daily-rotated file, reopened on SIGHUP.
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod datadir;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod logging;
