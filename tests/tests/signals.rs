@@ -150,6 +150,20 @@ fn sighup_with_logs_on_standard_error_is_logged_and_ignored() {
     assert!(stderr.contains("nothing to reopen"), "{stderr}");
 }
 
+#[test]
+fn an_unusable_log_file_is_a_configuration_error_not_a_crash() {
+    let out = std::process::Command::new(shoal_tests::shoald_binary())
+        .args(["--listen", "127.0.0.1:0", "--memcache-listen", "off"])
+        .args(["--log-file", "/proc/no-such-dir/shoald.log"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run shoald");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot log to"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Whether the node answers PING on a new connection.
 fn serves_ping(server: &ServerProcess) -> bool {
     let mut conn = RawConn::hello(server.native_addr);
