@@ -49,6 +49,29 @@ impl PersistMode {
             Self::Always => 2,
         }
     }
+
+    /// The mode's name, as `shoald --persist` and STATS spell it (`never`, `on-last-stop`,
+    /// `always`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnLastStop => "on-last-stop",
+            Self::Always => "always",
+        }
+    }
+
+    /// The mode with this [name](PersistMode::name), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Never, Self::OnLastStop, Self::Always]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+}
+
+impl core::fmt::Display for PersistMode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The keys of a multi-get, validated and still in wire form (iterate with [`KeyList::iter`]).

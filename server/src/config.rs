@@ -5,7 +5,7 @@
 //! long flags (`memory = "256MiB"`, `max-connections = 2000`); its entries are turned into
 //! flags placed before the real command line, so flags given on the command line win.
 
-use crate::persist::{PersistConfig, PersistMode};
+use crate::persist::{PersistConfig, PersistMode, DEFAULT_PERSIST_MODE};
 use crate::store::StoreConfig;
 use clap::Parser;
 use shoal_proto::Limits;
@@ -18,7 +18,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// Default memcached text protocol address.
 pub const DEFAULT_MEMCACHE_LISTEN: &str = "127.0.0.1:7401";
 
-/// Process exit codes, one per class of start-up failure.
+/// Process exit codes, one per class of start-up failure (listed in `--help` and the README;
+/// a number, once given a meaning, keeps it).
 pub mod exit_code {
     /// The configuration is invalid (bad flag, bad file, nonsensical combination).
     pub const CONFIG: i32 = 2;
@@ -26,9 +27,20 @@ pub mod exit_code {
     pub const BIND: i32 = 3;
     /// The savefile in the data directory is damaged.
     pub const BAD_SAVEFILE: i32 = 4;
+    /// Another running node holds the data directory's lock.
+    pub const DATA_DIR_IN_USE: i32 = 5;
     /// Any other failure while running.
     pub const RUNTIME: i32 = 1;
 }
+
+/// The exit codes, as `--help` lists them (a unit test keeps this in step with [`exit_code`]).
+const EXIT_CODES_HELP: &str = "Exit codes:
+  0  stopped gracefully (SIGTERM or SIGINT), or --help, --version, --print-config
+  1  failed while running (including a savefile that could not be written at stop)
+  2  invalid configuration
+  3  a listen address could not be bound
+  4  the savefile is damaged (see --discard-bad-savefile)
+  5  the data directory is in use by another running node";
 
 /// Settings of one `shoald` node.
 #[derive(Debug, Clone, Parser)]
@@ -36,7 +48,8 @@ pub mod exit_code {
     name = "shoald",
     version,
     about = "Shoal cache node",
-    args_override_self = true
+    args_override_self = true,
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Config {
     /// Address for the native protocol.
@@ -67,7 +80,7 @@ pub struct Config {
     /// When to write a savefile on its own: `on-last-stop` (at a graceful stop when no peer
     /// can take the node's buckets; on a single node, every graceful stop), `always` (every
     /// graceful stop), `never`. Needs --data-dir; changeable at run time (SET_PERSIST).
-    #[arg(long, value_enum, default_value_t = PersistMode::OnLastStop)]
+    #[arg(long, value_parser = persist_mode_parser(), default_value_t = DEFAULT_PERSIST_MODE)]
     pub persist: PersistMode,
 
     /// Start empty when the savefile is damaged, setting it aside as `savefile.bad-<time>`,
@@ -342,6 +355,19 @@ fn file_to_flags(text: &str) -> Result<Vec<String>, ConfigError> {
     Ok(flags)
 }
 
+/// `--persist`: the protocol's [`PersistMode`] by name, with the names listed in `--help`
+/// (`shoal-proto` stays free of clap).
+fn persist_mode_parser() -> impl clap::builder::TypedValueParser<Value = PersistMode> {
+    use clap::builder::TypedValueParser;
+    let modes = [
+        PersistMode::OnLastStop,
+        PersistMode::Always,
+        PersistMode::Never,
+    ];
+    clap::builder::PossibleValuesParser::new(modes.map(PersistMode::name))
+        .try_map(|name: String| PersistMode::from_name(&name).ok_or("unknown persistence mode"))
+}
+
 fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(OptionalAddr(None));
@@ -439,6 +465,46 @@ mod tests {
         let again = Config::from_args(["shoald", "--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(again.to_toml(), c.to_toml());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn persist_takes_the_mode_names_and_nothing_else() {
+        assert_eq!(Config::default().persist, PersistMode::OnLastStop);
+        for mode in [
+            PersistMode::Never,
+            PersistMode::OnLastStop,
+            PersistMode::Always,
+        ] {
+            let c = Config::from_args(["shoald", "--persist", mode.name()]).unwrap();
+            assert_eq!(c.persist, mode);
+            assert_eq!(c.persist_config().mode, mode);
+            assert!(c
+                .to_toml()
+                .contains(&format!("persist = \"{}\"", mode.name())));
+        }
+        assert!(Config::from_args(["shoald", "--persist", "sometimes"]).is_err());
+        assert!(Config::from_args(["shoald", "--persist", "OnLastStop"]).is_err());
+        use clap::CommandFactory;
+        let help = Config::command().render_long_help().to_string();
+        assert!(help.contains("on-last-stop, always, never"), "{help}");
+    }
+
+    #[test]
+    fn help_lists_every_exit_code() {
+        use clap::CommandFactory;
+        let help = Config::command().render_long_help().to_string();
+        for (code, words) in [
+            (exit_code::RUNTIME, "failed while running"),
+            (exit_code::CONFIG, "invalid configuration"),
+            (exit_code::BIND, "a listen address could not be bound"),
+            (exit_code::BAD_SAVEFILE, "the savefile is damaged"),
+            (exit_code::DATA_DIR_IN_USE, "the data directory is in use"),
+        ] {
+            assert!(
+                help.contains(&format!("  {code}  {words}")),
+                "{code}: {help}"
+            );
+        }
     }
 
     #[test]

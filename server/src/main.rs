@@ -1,7 +1,11 @@
-//! The `shoald` binary: parse the configuration, set up logging, bind, load the savefile,
-//! serve until SIGTERM or SIGINT, stop gracefully. Everything else lives in the library.
+//! The `shoald` binary: parse the configuration, set up logging, catch signals, bind, load
+//! the savefile, print the ready line, serve until SIGTERM or SIGINT, stop gracefully.
+//! Everything else lives in the library.
 
 use shoald::config::{exit_code, Config};
+use shoald::logging::Logging;
+use shoald::ready::ReadyLine;
+use shoald::signals::Signals;
 use shoald::{prepare, serve, Listeners};
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,8 +35,8 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    let _log_guard = match init_logging(&config) {
-        Ok(g) => g,
+    let logging = match Logging::init(&config.log_level, config.log_file.as_deref()) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("shoald: {e}");
             return ExitCode::from(exit_code::CONFIG as u8);
@@ -55,10 +59,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::RUNTIME as u8);
         }
     };
-    // Catch SIGTERM/SIGINT from here on, before anyone can learn that the node is up: a signal
-    // that arrives while loading or right after the ready line means "stop gracefully", never
-    // the default action (die at once).
-    let stop = match runtime.block_on(async { StopSignals::install() }) {
+    // Catch the signals from here on, before anyone can learn that the node is up: a SIGTERM
+    // that arrives while loading or right after the ready line means "stop gracefully", and
+    // no signal but SIGKILL takes the default action (die at once, without a savefile).
+    let signals = match runtime.block_on(async { Signals::install() }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shoald: cannot install signal handlers: {e}");
@@ -81,24 +85,32 @@ fn main() -> ExitCode {
             eprintln!("shoald: {e}");
             let code = if e.is_bad_savefile() {
                 exit_code::BAD_SAVEFILE
+            } else if e.is_data_dir_in_use() {
+                exit_code::DATA_DIR_IN_USE
             } else {
                 exit_code::RUNTIME
             };
             return ExitCode::from(code as u8);
         }
     };
+    let Some(native) = listeners.native_addr() else {
+        eprintln!("shoald: cannot read the native listener's address");
+        return ExitCode::from(exit_code::RUNTIME as u8);
+    };
+    let ready = ReadyLine {
+        native,
+        memcache: listeners.memcache_addr(),
+    };
+    let stop = signals.until_stop(logging.reopener());
     runtime.block_on(async move {
-        let native = listeners
-            .native_addr()
-            .map_or_else(|| "?".to_string(), |a| a.to_string());
-        let memcache = listeners
-            .memcache_addr()
+        let memcache = ready
+            .memcache
             .map_or_else(|| "off".to_string(), |a| a.to_string());
-        tracing::info!(%native, %memcache, memory = config.memory, "shoald ready");
-        // The one line tools and tests read to learn the bound ports.
-        println!("shoald ready native={native} memcache={memcache}");
+        tracing::info!(native = %ready.native, %memcache, memory = config.memory, "shoald ready");
+        // The one line tools and tests read to learn the bound ports (shoald::ready).
+        println!("{ready}");
         let _ = std::io::stdout().flush();
-        match serve(config, node, listeners, stop.received()).await {
+        match serve(config, node, listeners, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoald: {e}");
@@ -106,55 +118,4 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// SIGTERM and SIGINT, caught from the moment [`StopSignals::install`] returns.
-struct StopSignals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    /// Replaces the default action (terminate) of both signals. Needs a runtime context.
-    fn install() -> std::io::Result<StopSignals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(StopSignals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// Completes when either signal has arrived (including before this was first polled).
-    async fn received(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
-}
-
-/// Logs to standard error, or to a daily-rotated file with `--log-file`.
-fn init_logging(
-    config: &Config,
-) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>, String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|e| format!("bad --log-level {:?}: {e}", config.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match &config.log_file {
-        None => {
-            builder.with_writer(std::io::stderr).init();
-            Ok(None)
-        }
-        Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-            let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
-            let name = path
-                .file_name()
-                .ok_or_else(|| format!("--log-file {} has no file name", path.display()))?;
-            let appender = tracing_appender::rolling::daily(dir, name);
-            let (writer, guard) = tracing_appender::non_blocking(appender);
-            builder.with_writer(writer).with_ansi(false).init();
-            Ok(Some(guard))
-        }
-    }
 }

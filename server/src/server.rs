@@ -97,6 +97,12 @@ impl RunError {
     pub fn is_bad_savefile(&self) -> bool {
         matches!(self, RunError::Persist(e) if e.is_damaged_savefile())
     }
+
+    /// Whether the node refused to start because another running node holds its data
+    /// directory (exit code 5).
+    pub fn is_data_dir_in_use(&self) -> bool {
+        matches!(self, RunError::Persist(PersistError::DirInUse { .. }))
+    }
 }
 
 impl std::fmt::Display for RunError {

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::{decode_reply, Command as Cmd, Limits, Reply, Request};
+use shoald::ready::ReadyLine;
 pub use shoald::testing::wait_for;
 
 /// How long a server may take to print its ready line.
@@ -108,7 +109,7 @@ impl ServerProcess {
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
-                if line.starts_with("shoald ready") {
+                if ReadyLine::is_ready_line(&line) {
                     let _ = tx.send(line);
                 }
             }
@@ -126,13 +127,9 @@ impl ServerProcess {
                 panic!("shoald did not become ready; stderr:\n{err}");
             }
         };
-        for word in line.split_whitespace() {
-            if let Some(a) = word.strip_prefix("native=") {
-                self.native_addr = a.parse().expect("native address");
-            } else if let Some(a) = word.strip_prefix("memcache=") {
-                self.memcache_addr = a.parse().ok();
-            }
-        }
+        let ready = ReadyLine::parse(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        self.native_addr = ready.native;
+        self.memcache_addr = ready.memcache;
         // Pin the ports so a restart binds the same ones.
         set_arg(&mut self.args, "--listen", &self.native_addr.to_string());
         let memcache = self

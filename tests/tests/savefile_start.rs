@@ -13,6 +13,8 @@ use shoal_tests::{shoald_binary, RawConn, ServerProcess};
 
 /// Exit code of a node refused because of its savefile.
 const BAD_SAVEFILE: i32 = 4;
+/// Exit code of a node refused because another node holds its data directory.
+const DATA_DIR_IN_USE: i32 = 5;
 
 /// A data directory holding a valid savefile of 100 keys.
 fn dir_with_savefile(name: &str) -> TempDir {
@@ -171,11 +173,11 @@ fn persist_never_set_at_run_time_writes_no_savefile_at_stop() {
 }
 
 #[test]
-fn a_second_node_on_the_same_data_directory_is_refused() {
+fn a_second_node_on_the_same_data_directory_is_refused_with_exit_code_5() {
     let dir = TempDir::new("dir-lock");
     let mut first = ServerProcess::start(&["--data-dir", &dir.arg()]);
     let (code, stderr) = refused_start(&dir);
-    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(code, DATA_DIR_IN_USE, "stderr: {stderr}");
     assert!(
         stderr.contains("in use by another running node"),
         "stderr: {stderr}"

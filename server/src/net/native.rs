@@ -120,7 +120,7 @@ impl NativeSession {
                 false
             }
             Command::SetPersist { mode } => {
-                match self.shared.keyspace.set_persist_mode(mode.into()) {
+                match self.shared.keyspace.set_persist_mode(mode) {
                     Ok(()) => ok_empty(out, op, id),
                     Err(e) => persist_error(out, op, id, &e),
                 }

@@ -1,7 +1,9 @@
 //! Save/load orchestration tests on a real directory and a store with a manual clock.
 
+use super::savefile::{Record, SavefileWriter};
 use super::*;
 use crate::store::{ManualClock, SetMode, StoreConfig};
+use std::fs;
 
 const WALL: u64 = 1_700_000_000;
 
@@ -274,11 +276,14 @@ fn a_bad_node_id_file_is_refused() {
 }
 
 #[test]
-fn node_ids_parse_and_print_as_32_hex_digits() {
-    let id = NodeId::generate();
-    let text = id.to_string();
-    assert_eq!(text.len(), 32);
-    assert_eq!(NodeId::parse(&text), Some(id));
-    assert_eq!(NodeId::parse("xyz"), None);
-    assert_ne!(NodeId::generate(), id);
+fn without_a_data_dir_each_node_gets_a_random_id() {
+    let (s, clock) = store();
+    let a = Persistence::open(&PersistConfig::default(), &s, clock.clone()).unwrap();
+    let b = Persistence::open(&PersistConfig::default(), &s, clock).unwrap();
+    let c = Persistence::disabled();
+    for p in [&a, &b, &c] {
+        assert_ne!(p.node_id(), NodeId::default(), "never all zeros");
+    }
+    assert_ne!(a.node_id(), b.node_id());
+    assert_ne!(a.node_id(), c.node_id());
 }

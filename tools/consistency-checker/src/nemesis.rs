@@ -22,6 +22,7 @@
 use crate::model::Model;
 use crate::report::{timestamp, Clock, Counters, FaultRecord};
 use crate::CheckerError;
+use shoald::ready::ReadyLine;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -180,7 +181,7 @@ impl Node {
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(START_TIMEOUT, async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("shoald ready") {
+                if ReadyLine::is_ready_line(&line) {
                     return Some(line);
                 }
             }
@@ -198,12 +199,9 @@ impl Node {
                 )));
             }
         };
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("native="))
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| CheckerError::Node(format!("unreadable ready line {line:?}")))?;
-        self.addr = Some(addr);
+        let ready = ReadyLine::parse(&line)
+            .map_err(|e| CheckerError::Node(format!("unreadable ready line {line:?}: {e}")))?;
+        self.addr = Some(ready.native);
         // Keep draining stdout so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);

@@ -1,0 +1,321 @@
+//! The node's data directory (`--data-dir`) and the node's identity.
+//!
+//! This module owns the directory itself: creating it, the lock that keeps a second node off
+//! it for as long as the first one runs, and the node id kept in it. The modules that keep
+//! files there own those files: [`crate::persist`] its savefiles, and next the cluster its
+//! own state.
+//!
+//! ```text
+//! data-dir/
+//!   lock        locked (flock, exclusive) while a node runs; the OS releases it when the
+//!               process ends, even on a crash
+//!   node-id     32 hex digits, generated at the first start, kept for good
+//!   savefile*   crate::persist's files
+//! ```
+//!
+//! A node without a data directory has no directory to keep an id in: it gets a random
+//! [`NodeId`] of its own at every start ([`NodeId::generate`]), never all zeros, so two such
+//! nodes never share an id.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE: &str = "lock";
+/// Name of the node id file in the data directory.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// A node's identity: 128 random bits, kept in the data directory (if there is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NodeId(pub [u8; 16]);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl NodeId {
+    /// Parses 32 hex digits (surrounding white space ignored).
+    pub fn parse(s: &str) -> Option<NodeId> {
+        let s = s.trim();
+        if s.len() != 32 || !s.is_ascii() {
+            return None;
+        }
+        let mut id = [0u8; 16];
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(NodeId(id))
+    }
+
+    /// A new random id (from the OS's random source, else from std's random hasher keys);
+    /// never all zeros.
+    pub fn generate() -> NodeId {
+        use std::hash::{BuildHasher, Hasher};
+        let mut id = [0u8; 16];
+        let from_os = File::open("/dev/urandom")
+            .and_then(|mut f| io::Read::read_exact(&mut f, &mut id))
+            .is_ok();
+        if !from_os || id == [0; 16] {
+            for half in id.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos()),
+                );
+                h.write_u32(std::process::id());
+                half.copy_from_slice(&h.finish().to_be_bytes());
+            }
+        }
+        if id == [0; 16] {
+            id[15] = 1;
+        }
+        NodeId(id)
+    }
+}
+
+/// Why the data directory cannot be used.
+#[derive(Debug)]
+pub enum DataDirError {
+    /// A file-system operation failed.
+    Io {
+        /// What was being done ("create", "lock", ...).
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The error.
+        error: io::Error,
+    },
+    /// Another process holds the directory's lock (another node uses this directory).
+    InUse {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The node-id file does not hold an id.
+    BadNodeId {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl DataDirError {
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DataDirError {
+        let path = path.to_path_buf();
+        move |error| DataDirError::Io {
+            action,
+            path,
+            error,
+        }
+    }
+}
+
+impl fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataDirError::Io {
+                action,
+                path,
+                error,
+            } => write!(f, "cannot {action} {}: {error}", path.display()),
+            DataDirError::InUse { path } => write!(
+                f,
+                "data directory {} is in use by another running node",
+                path.display()
+            ),
+            DataDirError::BadNodeId { path } => write!(
+                f,
+                "{} does not hold a node id (32 hex digits); fix or remove it",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DataDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataDirError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// An open data directory: locked for this node, with its node id read. The lock is held
+/// until the value is dropped (or the process ends).
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    node_id: NodeId,
+    /// The exclusive lock on `<dir>/lock`: while it is held, no other node opens the
+    /// directory, so two nodes never overwrite each other's files.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens the data directory at `path`: creates it if missing, takes its lock, and reads
+    /// the node id, generating and storing one (crash-safely) the first time.
+    ///
+    /// # Errors
+    /// [`DataDirError::InUse`] when another node holds the lock; [`DataDirError::BadNodeId`]
+    /// when the node-id file holds something else; [`DataDirError::Io`].
+    pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
+        fs::create_dir_all(path).map_err(DataDirError::io("create the data directory", path))?;
+        let lock = lock(path)?;
+        let node_id = read_or_create_node_id(path)?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            node_id,
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The node id kept in the directory.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The path of the file `name` in the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// fsyncs the directory, so that creations, renames and removals in it survive a power
+    /// loss.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn sync(&self) -> io::Result<()> {
+        sync_dir(&self.path)
+    }
+}
+
+/// fsyncs a directory, so a rename in it survives a power loss.
+///
+/// # Errors
+/// The OS error.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Takes the exclusive lock on `<dir>/lock`, without waiting.
+fn lock(dir: &Path) -> Result<File, DataDirError> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(DataDirError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(DataDirError::InUse {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(DataDirError::io("lock", &path)(e)),
+    }
+}
+
+/// Reads the node id in `dir`, generating and storing one the first time (temporary file,
+/// fsync, rename, directory fsync).
+fn read_or_create_node_id(dir: &Path) -> Result<NodeId, DataDirError> {
+    let path = dir.join(NODE_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => NodeId::parse(&text).ok_or(DataDirError::BadNodeId { path }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let id = NodeId::generate();
+            let tmp = dir.join("node-id.tmp");
+            let mut f = File::create(&tmp).map_err(DataDirError::io("create", &tmp))?;
+            writeln!(f, "{id}")
+                .and_then(|()| f.sync_all())
+                .map_err(DataDirError::io("write", &tmp))?;
+            fs::rename(&tmp, &path).map_err(DataDirError::io("rename to", &path))?;
+            sync_dir(dir).map_err(DataDirError::io("fsync the directory", dir))?;
+            tracing::info!(node_id = %id, "generated a node id");
+            Ok(id)
+        }
+        Err(e) => Err(DataDirError::io("read", &path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temporary directory removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            TempDir(std::env::temp_dir().join(format!(
+                "shoald-datadir-{name}-{}-{nanos}",
+                std::process::id()
+            )))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_directory_is_created_and_its_node_id_kept() {
+        let dir = TempDir::new("create");
+        let first = DataDir::open(&dir.0.join("nested")).unwrap();
+        let id = first.node_id();
+        assert_ne!(id, NodeId::default());
+        assert_eq!(first.file(NODE_ID_FILE), dir.0.join("nested/node-id"));
+        first.sync().unwrap();
+        drop(first);
+        let again = DataDir::open(&dir.0.join("nested")).unwrap();
+        assert_eq!(again.node_id(), id);
+        assert_eq!(again.path(), dir.0.join("nested"));
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_lives() {
+        let dir = TempDir::new("lock");
+        let first = DataDir::open(&dir.0).unwrap();
+        let err = DataDir::open(&dir.0).unwrap_err();
+        assert!(matches!(err, DataDirError::InUse { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another running node"));
+        drop(first);
+        DataDir::open(&dir.0).unwrap();
+    }
+
+    #[test]
+    fn a_bad_node_id_file_is_refused() {
+        let dir = TempDir::new("bad-id");
+        fs::create_dir_all(&dir.0).unwrap();
+        fs::write(dir.0.join(NODE_ID_FILE), b"not an id\n").unwrap();
+        let err = DataDir::open(&dir.0).unwrap_err();
+        assert!(matches!(err, DataDirError::BadNodeId { .. }), "{err}");
+    }
+
+    #[test]
+    fn node_ids_parse_and_print_as_32_hex_digits() {
+        let id = NodeId::generate();
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(NodeId::parse(&text), Some(id));
+        assert_eq!(NodeId::parse("xyz"), None);
+        assert_eq!(NodeId::parse(&"é".repeat(16)), None);
+        assert_ne!(NodeId::generate(), id);
+    }
+}
