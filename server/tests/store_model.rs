@@ -100,6 +100,12 @@ impl Model {
         self.items.get_mut(key)
     }
 
+    fn next_seq(&mut self, bucket: u32) -> u64 {
+        let seq = self.seqs.entry(bucket).or_default();
+        *seq += 1;
+        *seq
+    }
+
     fn expiry(&self, ttl: u32) -> u32 {
         if ttl == 0 {
             0
@@ -188,7 +194,7 @@ fn apply_store(store: &Store, clock: &ManualClock, op: &Op, model_hash: Option<u
             };
             store.delete(KEYS[*k], expected).map(|seq| seq.to_string())
         }
-        Op::Touch(k, t) => store.touch(KEYS[*k], *t).map(|()| String::new()),
+        Op::Touch(k, t) => store.touch(KEYS[*k], *t).map(|seq| seq.to_string()),
         Op::Incr(k, d, dec, c) => store
             .incr(KEYS[*k], *d, *dec, c.then_some((7, 3)))
             .map(|(n, ok)| format!("{n}/{ok:?}")),
@@ -251,8 +257,11 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
             .ok_or(StoreError::NotFound),
         Op::GetAndTouch(k, t) => {
             let expiry = model.expiry(*t);
+            model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
+            let seq = model.next_seq(bucket(*k));
             let item = model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
             item.expiry = expiry;
+            item.seq = seq;
             Ok(show(item, now))
         }
         Op::Set(m, k, v, f, t) => {
@@ -292,8 +301,12 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
         }
         Op::Touch(k, t) => {
             let expiry = model.expiry(*t);
-            model.live(KEYS[*k]).ok_or(StoreError::NotFound)?.expiry = expiry;
-            Ok(String::new())
+            model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
+            let seq = model.next_seq(bucket(*k));
+            let item = model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
+            item.expiry = expiry;
+            item.seq = seq;
+            Ok(seq.to_string())
         }
         Op::Incr(k, d, dec, c) => match model.live(KEYS[*k]).cloned() {
             None if *c => {
@@ -351,6 +364,9 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
         }
         Op::FlushAll => {
             model.items.clear();
+            for b in 0..store.buckets() {
+                model.next_seq(b);
+            }
             Ok(String::new())
         }
     }

@@ -156,7 +156,7 @@ impl NativeSession {
             Command::GetAndTouch { key, ttl } => store
                 .get_and_touch(key, ttl, |item| value_with_hash(out, op, id, &item))
                 .ok_or(StoreError::NotFound),
-            Command::Touch { key, ttl } => store.touch(key, ttl).map(|()| ok_empty(out, op, id)),
+            Command::Touch { key, ttl } => store.touch(key, ttl).map(|_seq| ok_empty(out, op, id)),
             Command::Store {
                 mode,
                 key,

@@ -240,7 +240,9 @@ impl Store {
         Some(f(ItemRef::new(part.slab(), id, now)))
     }
 
-    /// Like [`Store::get`], and sets the item's TTL to `ttl` seconds (0 = never expires).
+    /// Like [`Store::get`], and sets the item's TTL to `ttl` seconds (0 = never expires). On a
+    /// hit the touch takes the bucket's next sequence number; `f` sees the touched item, so
+    /// [`ItemRef::seq`] is that number.
     pub fn get_and_touch<R>(
         &self,
         key: &[u8],
@@ -320,12 +322,13 @@ impl Store {
         self.lock(loc.part).delete(loc, key, expected_hash, now)
     }
 
-    /// Sets the TTL of `key` to `ttl` seconds (0 = never expires).
+    /// Sets the TTL of `key` to `ttl` seconds (0 = never expires). A touch is a change: the
+    /// item takes the bucket's next sequence number, which is returned.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`], key errors.
-    pub fn touch(&self, key: &[u8], ttl: u32) -> Result<(), StoreError> {
+    pub fn touch(&self, key: &[u8], ttl: u32) -> Result<u64, StoreError> {
         self.check_key(key)?;
         let loc = self.locate(key);
         let now = self.inner.clock.now();
@@ -359,7 +362,7 @@ impl Store {
     }
 
     /// Removes every item and returns all pages to the pool, one partition at a time.
-    /// Bucket sequence numbers are kept.
+    /// Every bucket's sequence number takes one step (it is never reset).
     pub fn flush_all(&self) {
         for part in 0..self.inner.partitions.len() {
             self.lock(part).flush();
@@ -400,6 +403,17 @@ impl Store {
         }
         let loc = self.bucket_loc(bucket, 0);
         self.lock(loc.part).bucket_stats(loc.local)
+    }
+
+    /// Raises the sequence counter of `bucket` to at least `seq` (nothing for a bucket out of
+    /// range). Used when a savefile is loaded, so a restarted node never gives a seq twice,
+    /// and after a copied snapshot, so the copy's counter is the source's.
+    pub fn raise_bucket_seq(&self, bucket: u32, seq: u64) {
+        if bucket >= self.buckets() {
+            return;
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        self.lock(loc.part).raise_seq(loc.local, seq);
     }
 
     /// Starts a snapshot of `bucket`; see [`BucketSnapshot`] for what it contains. Writes go

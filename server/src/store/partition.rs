@@ -41,7 +41,7 @@ use shoal_proto::hash::{key_hash, value_hash, ValueHasher};
 use super::error::StoreError;
 use super::index::{table_hash, BucketIndex};
 use super::item::{
-    expiry_for, key_of, rd_u32, wr_u32, write_expiry, Header, ItemRef, OwnedItem, PartsCursor,
+    expiry_for, key_of, rd_u32, wr_u32, write_expiry, write_seq, Header, ItemRef, OwnedItem, PartsCursor,
     CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD, ST_REF, ST_USED,
 };
 use super::slab::{ChunkId, Geometry, PagePool, Slab, NONE};
@@ -177,11 +177,10 @@ impl Partition {
             return None;
         };
         self.counters.hits += 1;
-        let chunk = self.slab.chunk_mut(id);
-        chunk[0] |= ST_REF;
         if let Some(ttl) = touch {
-            write_expiry(chunk, expiry_for(now, ttl));
+            self.set_expiry(loc, id, expiry_for(now, ttl));
         }
+        self.slab.chunk_mut(id)[0] |= ST_REF;
         Some(id)
     }
 
@@ -320,19 +319,29 @@ impl Partition {
         Ok(bucket.seq)
     }
 
-    /// Sets a new TTL on a live item.
+    /// Sets a new TTL on a live item; returns the touch's seq.
     pub(crate) fn touch(
         &mut self,
         loc: Loc,
         key: &[u8],
         ttl: u32,
         now: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
+        self.slab.chunk_mut(id)[0] |= ST_REF;
+        Ok(self.set_expiry(loc, id, expiry_for(now, ttl)))
+    }
+
+    /// Gives a live item a new expiry as a change of its own: the item takes the bucket's
+    /// next seq. Returns that seq.
+    fn set_expiry(&mut self, loc: Loc, id: ChunkId, expiry: u32) -> u64 {
+        let bucket = &mut self.buckets[loc.local];
+        bucket.seq += 1;
+        let seq = bucket.seq;
         let chunk = self.slab.chunk_mut(id);
-        chunk[0] |= ST_REF;
-        write_expiry(chunk, expiry_for(now, ttl));
-        Ok(())
+        write_expiry(chunk, expiry);
+        write_seq(chunk, seq);
+        seq
     }
 
     /// Stores an item received from elsewhere, keeping its hash and seq.
@@ -648,13 +657,21 @@ impl Partition {
         n
     }
 
-    /// Frees everything and returns all pages to the pool. Sequence counters are kept.
+    /// Frees everything and returns all pages to the pool. Every bucket's sequence counter
+    /// takes one step (the flush is a change of every bucket).
     pub(crate) fn flush(&mut self) {
         for bucket in &mut self.buckets {
             bucket.reset();
+            bucket.seq += 1;
         }
         self.pool.give_back(self.slab.drain_pages());
         self.crawl = CrawlCursor::default();
+    }
+
+    /// Raises a bucket's sequence counter to at least `seq`.
+    pub(crate) fn raise_seq(&mut self, local: usize, seq: u64) {
+        let bucket = &mut self.buckets[local];
+        bucket.seq = bucket.seq.max(seq);
     }
 
     /// The head ids of a bucket and its current seq, for a snapshot.

@@ -328,6 +328,27 @@ fn crawler_reclaims_expired_items_in_small_steps() {
 }
 
 #[test]
+fn touch_and_get_and_touch_take_a_sequence_number() {
+    let (store, _) = small();
+    let ok = store.set(SetMode::Set, b"t", b"v", 3, 0).expect("set");
+    let bucket = store.bucket_of(b"t");
+    let seq = store.touch(b"t", 50).expect("touch");
+    assert_eq!(seq, ok.seq + 1);
+    assert_eq!(store.bucket_stats(bucket).seq, seq);
+    assert_eq!(store.get(b"t", |i| i.seq()), Some(seq), "the item carries it");
+    let gat = store.get_and_touch(b"t", 0, |i| (i.seq(), i.ttl_remaining()));
+    assert_eq!(gat, Some((seq + 1, None)));
+    assert_eq!(store.bucket_stats(bucket).seq, seq + 1);
+    assert_eq!(store.get_and_touch(b"absent", 5, |i| i.seq()), None);
+    assert_eq!(
+        store.bucket_stats(bucket).seq,
+        seq + 1,
+        "a miss is no change"
+    );
+    assert_eq!(store.get(b"t", |i| i.hash()), Some(ok.hash), "token kept");
+}
+
+#[test]
 fn flush_all_empties_the_store_and_returns_pages() {
     let (store, _) = small();
     for i in 0..500u32 {
@@ -344,7 +365,7 @@ fn flush_all_empties_the_store_and_returns_pages() {
     let ok = store
         .set(SetMode::Set, b"k1", b"again", 0, 0)
         .expect("set after flush");
-    assert_eq!(ok.seq, seq + 1, "sequence numbers survive a flush");
+    assert_eq!(ok.seq, seq + 2, "a flush takes a seq; numbers are never reused");
     assert_eq!(value(&store, b"k1").as_deref(), Some(&b"again"[..]));
 }
 

@@ -312,7 +312,7 @@ impl Exec<'_> {
     fn touch(&mut self, key: &[u8], exp: Expiry) -> &'static [u8] {
         let store = &self.shared.store;
         let res = match exp {
-            Expiry::Ttl(ttl) => store.touch(key, ttl),
+            Expiry::Ttl(ttl) => store.touch(key, ttl).map(drop),
             Expiry::Expired => match store.get(key, |item| item.hash()) {
                 // A concurrent write in between wins; the touch still happened first.
                 Some(hash) => store.delete(key, Some(hash)).map(drop).or(Ok(())),
