@@ -389,6 +389,12 @@ fn write_savefile(
     if cancelled() {
         return Err(PersistError::Cancelled);
     }
+    // Taken after every item was copied, so they cover every write the file holds (and the
+    // writes made while saving): a node loading the file never gives a seq twice.
+    let seqs = (0..buckets)
+        .map(|b| (b, store.bucket_stats(b).seq))
+        .filter(|&(_, seq)| seq != 0);
+    w.bucket_seqs(seqs).map_err(PersistError::io("write", path))?;
     let (buffered, totals) = w.finish().map_err(PersistError::io("write", path))?;
     let file = buffered.finish().map_err(PersistError::io("write", path))?;
     file.sync_all().map_err(PersistError::io("fsync", path))?;
@@ -493,7 +499,8 @@ impl Drop for BackgroundWriter {
 }
 
 /// Loads the savefile at `path` into `store`, leaving out items that expired by `wall_now`
-/// (unix seconds). Hashes, flags, sequence numbers and absolute expiry times are kept.
+/// (unix seconds). Hashes, flags, sequence numbers and absolute expiry times are kept, and
+/// every bucket's sequence counter is raised to the one saved.
 /// Records are inserted in file order, so if a key appears twice the last record wins.
 ///
 /// On [`PersistError::Damaged`] the store may hold part of the file: the caller empties it.
@@ -533,6 +540,8 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
             Ok(None) => break,
             Err(error) => return Err(damaged(error)),
         };
+        // Version 1 files carry a bucket's counter only here (buckets with items).
+        store.raise_bucket_seq(block.bucket, block.bucket_seq);
         for rec in block.records() {
             summary.records += 1;
             if rec.expires_at != 0 && rec.expires_at <= wall_now {
@@ -565,6 +574,9 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
                 "loading savefile"
             );
         }
+    }
+    for &(bucket, seq) in reader.bucket_seqs() {
+        store.raise_bucket_seq(bucket, seq);
     }
     summary.bytes = reader.totals().file_bytes;
     summary.evicted = store.stats().evictions.saturating_sub(evictions_before);
