@@ -340,6 +340,9 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
             let expiry = model.expiry(*t);
             let seq = model.seqs.entry(bucket(*k)).or_default();
             *seq = (*seq).max(*s);
+            if model.live(KEYS[*k]).is_some_and(|i| i.seq > *s) {
+                return Ok(String::new());
+            }
             model.items.insert(
                 KEYS[*k].to_vec(),
                 Item {
@@ -360,6 +363,7 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
         Op::RemoveBucket(k) => {
             let b = bucket(*k);
             model.items.retain(|key, _| store.bucket_of(key) != b);
+            model.next_seq(b);
             Ok(String::new())
         }
         Op::FlushAll => {

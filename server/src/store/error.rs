@@ -24,6 +24,16 @@ pub enum StoreError {
     OutOfMemory,
     /// The configuration is not usable; the text says which setting.
     InvalidConfig(&'static str),
+    /// The key's bucket is hidden (being filled by a copy): client requests are not served
+    /// from it; only [`Store::apply`](super::Store::apply) and
+    /// [`Store::insert_item`](super::Store::insert_item) fill it.
+    Hidden,
+    /// [`Store::insert_item`](super::Store::insert_item) on a bucket that keeps a change log:
+    /// items inserted out of seq order cannot be logged (use
+    /// [`Store::apply`](super::Store::apply)).
+    ChangeLogActive,
+    /// The bucket number is not below the bucket count.
+    NoSuchBucket,
 }
 
 impl fmt::Display for StoreError {
@@ -40,6 +50,11 @@ impl fmt::Display for StoreError {
             }
             StoreError::OutOfMemory => f.write_str("out of memory storing object"),
             StoreError::InvalidConfig(what) => write!(f, "invalid store configuration: {what}"),
+            StoreError::Hidden => f.write_str("the bucket is hidden (being copied here)"),
+            StoreError::ChangeLogActive => {
+                f.write_str("items cannot be inserted into a bucket that keeps a change log")
+            }
+            StoreError::NoSuchBucket => f.write_str("no such bucket"),
         }
     }
 }
