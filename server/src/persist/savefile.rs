@@ -811,10 +811,9 @@ impl<R: Read> SavefileReader<R> {
         self.next_index = self.next_index.wrapping_add(1);
         self.totals.file_bytes = self.offset;
         match tag {
-            TAG_ITEMS if !self.seqs.is_empty() => Err(SavefileError::invalid(
-                at,
-                "items block after a seqs block",
-            )),
+            TAG_ITEMS if !self.seqs.is_empty() => {
+                Err(SavefileError::invalid(at, "items block after a seqs block"))
+            }
             TAG_ITEMS => Ok(Some(at)),
             TAG_SEQS if self.header.version >= SEQS_VERSION => {
                 self.check_seqs(at)?;

@@ -556,8 +556,8 @@ impl Store {
         }
     }
 
-    /// The changes of `bucket` after seq `since`, at most `max` of them, in seq order, under
-    /// one lock hold. Each logged key comes with its current state: [`Change::Set`] with the
+    /// The changes of `bucket` after seq `since`, at most `max` (at least 1) of them, in seq
+    /// order, under one lock hold. Each logged key comes with its current state: [`Change::Set`] with the
     /// item if that entry is the key's latest change, [`Change::Delete`] if the key is gone,
     /// nothing if a later change of the key supersedes the entry; a flush or
     /// [`Store::remove_bucket`] is a [`Change::Clear`]. Applying the batches to a copy made

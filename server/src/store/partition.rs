@@ -966,6 +966,8 @@ impl Partition {
                 seq: b.seq,
             });
         }
+        // At least one change per call, so `through` always moves when there are changes.
+        let max = max.max(1);
         let mut changes = Vec::new();
         let mut through = b.seq;
         let mut examined = since;
