@@ -681,3 +681,112 @@ proptest! {
         }
     }
 }
+
+// ---- the change log's cap: a reader behind it is told, every time ----
+
+#[derive(Debug, Clone)]
+enum LogOp {
+    Set(usize, usize),
+    Delete(usize),
+    Touch(usize),
+    GetAndTouch(usize),
+    FlushAll,
+    /// Read from a seq chosen by this fraction of the way from the log's start to now.
+    Read(u8),
+}
+
+fn log_op() -> impl Strategy<Value = LogOp> {
+    let k = 0..RKEYS;
+    prop_oneof![
+        6 => (k.clone(), 0usize..30).prop_map(|(k, n)| LogOp::Set(k, n)),
+        1 => k.clone().prop_map(LogOp::Delete),
+        1 => k.clone().prop_map(LogOp::Touch),
+        1 => k.clone().prop_map(LogOp::GetAndTouch),
+        1 => Just(LogOp::FlushAll),
+        3 => any::<u8>().prop_map(LogOp::Read),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// The log is mirrored entry by entry (9 bytes + key per change, oldest dropped first
+    /// within the cap); `changes_since` must answer `Behind` exactly when a change after the
+    /// reader's seq was dropped.
+    #[test]
+    fn a_reader_behind_the_cap_is_told_every_time(
+        ops in proptest::collection::vec(log_op(), 1..150),
+        cap in 0usize..200,
+    ) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::with_clock(
+            StoreConfig { change_log_bytes: cap.max(1), ..config_b() },
+            clock,
+        ).expect("config");
+        let bucket = store.bucket_of(&rkey(0));
+        let start = store.start_change_log(bucket).expect("log");
+        let mut mirror: std::collections::VecDeque<(u64, usize)> = Default::default();
+        let mut floor = start;
+        for op in &ops {
+            let before = store.bucket_stats(bucket).seq;
+            let key = match op {
+                LogOp::Set(k, n) => {
+                    let _ = store.set(SetMode::Set, &rkey(*k), &vec![1; *n], 0, 0);
+                    Some(rkey(*k))
+                }
+                LogOp::Delete(k) => {
+                    let _ = store.delete(&rkey(*k), None);
+                    Some(rkey(*k))
+                }
+                LogOp::Touch(k) => {
+                    let _ = store.touch(&rkey(*k), 100);
+                    Some(rkey(*k))
+                }
+                LogOp::GetAndTouch(k) => {
+                    let _ = store.get_and_touch(&rkey(*k), 0, |_| ());
+                    Some(rkey(*k))
+                }
+                LogOp::FlushAll => {
+                    store.flush_all();
+                    Some(Vec::new())
+                }
+                LogOp::Read(at) => {
+                    let now = store.bucket_stats(bucket).seq;
+                    let since = start + (now - start) * u64::from(*at) / 255;
+                    match store.changes_since(bucket, since, 1000) {
+                        Ok(batch) => {
+                            prop_assert!(since >= floor, "since {} floor {}: a silent gap", since, floor);
+                            prop_assert_eq!(batch.through, now);
+                            prop_assert!(batch.changes.iter().all(|c| c.seq() > since));
+                        }
+                        Err(ChangeLogError::Behind { floor: f, .. }) => {
+                            prop_assert!(since < floor, "since {} floor {}: needlessly behind", since, floor);
+                            prop_assert_eq!(f, floor);
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    }
+                    None
+                }
+            };
+            let after = store.bucket_stats(bucket).seq;
+            let Some(key) = key else { continue };
+            if after == before || (!key.is_empty() && store.bucket_of(&key) != bucket) {
+                continue;
+            }
+            prop_assert_eq!(after, before + 1);
+            let len = 9 + key.len();
+            let cap = cap.max(1);
+            if len > cap {
+                mirror.clear();
+                floor = after;
+                continue;
+            }
+            while mirror.iter().map(|e| e.1).sum::<usize>() + len > cap {
+                let Some((seq, _)) = mirror.pop_front() else { break };
+                floor = seq;
+            }
+            mirror.push_back((after, len));
+        }
+        prop_assert_eq!(store.stats().evictions, 0);
+    }
+}

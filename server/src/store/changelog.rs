@@ -1,11 +1,11 @@
 //! Per-bucket change logs, and the change records that travel between stores.
 //!
-//! A bucket keeps a log only while someone reads it ([`Store::start_change_log`]
-//! (super::Store::start_change_log)): a node that replicates or moves nothing pays one
-//! `Option` check per write. The log is a byte ring holding, per change, only the seq and the
+//! A bucket keeps a log only while someone reads it
+//! ([`Store::start_change_log`](super::Store::start_change_log)): a node that replicates or
+//! moves nothing pays one `Option` check per write. The log is a byte ring holding, per change, only the seq and the
 //! key (`seq u64 | key_len u8 | key`; `key_len` 0 = the whole bucket was cleared), about
-//! 10 + key bytes per change, within [`StoreConfig::change_log_bytes`]
-//! (super::StoreConfig::change_log_bytes). The ring grows by doubling up to the cap and then
+//! 10 + key bytes per change, within
+//! [`StoreConfig::change_log_bytes`](super::StoreConfig::change_log_bytes). The ring grows by doubling up to the cap and then
 //! reuses its memory, so the write path allocates nothing once it is full.
 //!
 //! Values are read when the log is read, not when the change is made: a reader gets, for
@@ -125,8 +125,8 @@ pub enum ChangeLogError {
         /// The bucket's seq.
         seq: u64,
     },
-    /// Change logs are turned off ([`StoreConfig::change_log_bytes`]
-    /// (super::StoreConfig::change_log_bytes) is 0).
+    /// Change logs are turned off
+    /// ([`StoreConfig::change_log_bytes`](super::StoreConfig::change_log_bytes) is 0).
     Off,
     /// The bucket number is not below the bucket count.
     NoSuchBucket {
