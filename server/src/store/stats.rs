@@ -35,8 +35,8 @@ pub struct StoreStats {
     /// Heap bytes of the per-bucket index tables (outside slab memory).
     pub index_bytes: u64,
     /// Other heap bytes outside slab memory: bucket records, page and class records, scratch
-    /// buffers. Total memory is `memory + index_bytes + overhead_bytes` (plus the allocator's
-    /// own overhead).
+    /// buffers. Total memory is `memory + index_bytes + change_log_bytes + overhead_bytes`
+    /// (plus the allocator's own overhead).
     pub overhead_bytes: u64,
     /// Heap bytes of the change logs (outside slab memory; only buckets someone reads keep
     /// one).
