@@ -501,6 +501,11 @@ impl Store {
     /// the key. Works on hidden and visible buckets; the change is logged if the bucket keeps
     /// a log. For a snapshot's items (any seq order), use [`Store::insert_item`] first.
     ///
+    /// The bucket's seqs must all come from the source while it applies: do not write to it
+    /// locally, and do not keep a change log on it while it can evict (a visible replica short
+    /// of memory): an eviction in a logged bucket takes a local seq, and the source's changes
+    /// at or below that seq would then be ignored. Hidden buckets are never evicted.
+    ///
     /// # Errors
     ///
     /// Key and value size errors, [`StoreError::OutOfMemory`] (the change was not applied
