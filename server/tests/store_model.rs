@@ -1,5 +1,7 @@
-//! Model-based test: random sequences of every store operation, with TTLs on a manual clock,
-//! give the same results as a plain `HashMap` model (memory never fills here).
+//! Model-based tests: random sequences of every store operation, with TTLs on a manual clock,
+//! give the same results as a plain `HashMap` model (memory never fills there); and a bucket
+//! copied to another store by snapshot plus change log equals the original at every
+//! checkpoint (with eviction, expiry, flush, cap overruns, duplicates and re-reads).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use shoal_proto::hash::value_hash;
 use shoald::store::{
-    Clock, ManualClock, OwnedItem, SetMode, Store, StoreConfig, StoreError, WriteOk,
+    ChangeLogError, Clock, ManualClock, OwnedItem, SetMode, Store, StoreConfig, StoreError, WriteOk,
 };
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,12 @@ impl Model {
         self.items.get_mut(key)
     }
 
+    fn next_seq(&mut self, bucket: u32) -> u64 {
+        let seq = self.seqs.entry(bucket).or_default();
+        *seq += 1;
+        *seq
+    }
+
     fn expiry(&self, ttl: u32) -> u32 {
         if ttl == 0 {
             0
@@ -188,7 +196,7 @@ fn apply_store(store: &Store, clock: &ManualClock, op: &Op, model_hash: Option<u
             };
             store.delete(KEYS[*k], expected).map(|seq| seq.to_string())
         }
-        Op::Touch(k, t) => store.touch(KEYS[*k], *t).map(|()| String::new()),
+        Op::Touch(k, t) => store.touch(KEYS[*k], *t).map(|seq| seq.to_string()),
         Op::Incr(k, d, dec, c) => store
             .incr(KEYS[*k], *d, *dec, c.then_some((7, 3)))
             .map(|(n, ok)| format!("{n}/{ok:?}")),
@@ -251,8 +259,11 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
             .ok_or(StoreError::NotFound),
         Op::GetAndTouch(k, t) => {
             let expiry = model.expiry(*t);
+            model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
+            let seq = model.next_seq(bucket(*k));
             let item = model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
             item.expiry = expiry;
+            item.seq = seq;
             Ok(show(item, now))
         }
         Op::Set(m, k, v, f, t) => {
@@ -292,8 +303,12 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
         }
         Op::Touch(k, t) => {
             let expiry = model.expiry(*t);
-            model.live(KEYS[*k]).ok_or(StoreError::NotFound)?.expiry = expiry;
-            Ok(String::new())
+            model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
+            let seq = model.next_seq(bucket(*k));
+            let item = model.live(KEYS[*k]).ok_or(StoreError::NotFound)?;
+            item.expiry = expiry;
+            item.seq = seq;
+            Ok(seq.to_string())
         }
         Op::Incr(k, d, dec, c) => match model.live(KEYS[*k]).cloned() {
             None if *c => {
@@ -327,6 +342,9 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
             let expiry = model.expiry(*t);
             let seq = model.seqs.entry(bucket(*k)).or_default();
             *seq = (*seq).max(*s);
+            if model.live(KEYS[*k]).is_some_and(|i| i.seq > *s) {
+                return Ok(String::new());
+            }
             model.items.insert(
                 KEYS[*k].to_vec(),
                 Item {
@@ -347,10 +365,14 @@ fn apply_model(model: &mut Model, store: &Store, op: &Op) -> Outcome {
         Op::RemoveBucket(k) => {
             let b = bucket(*k);
             model.items.retain(|key, _| store.bucket_of(key) != b);
+            model.next_seq(b);
             Ok(String::new())
         }
         Op::FlushAll => {
             model.items.clear();
+            for b in 0..store.buckets() {
+                model.next_seq(b);
+            }
             Ok(String::new())
         }
     }
@@ -389,5 +411,382 @@ proptest! {
         let live = KEYS.iter().filter(|k| model.live(k).is_some()).count() as u64;
         prop_assert!(stats.items >= live);
         prop_assert_eq!(stats.evictions, 0);
+    }
+}
+
+// ---- replication model: store A, and a copy of one of its buckets on store B ----
+//
+// Random interleavings of every operation on A (expiry on a shared manual clock, eviction
+// pressure in a tiny memory, flush, remove_bucket). One bucket of A is copied to B the way a
+// bucket move does it: change log started, snapshot (read after some of A's operations),
+// inserted into a hidden bucket, then the log applied in batches, with duplicates and
+// re-reads. At every checkpoint B's bucket equals A's. A reader that falls behind the
+// log's cap is told so (`Behind`) and copies again; a silent gap would show as a difference.
+
+/// Keys spread over the 4 buckets; the copied bucket is the bucket of `rkey(0)`.
+const RKEYS: usize = 32;
+
+fn rkey(i: usize) -> Vec<u8> {
+    format!("r{i}").into_bytes()
+}
+
+#[derive(Debug, Clone)]
+enum AOp {
+    Get(usize),
+    GetAndTouch(usize, u32),
+    Set(u8, usize, (u8, usize), u32, u32),
+    Cas(usize, (u8, usize)),
+    Append(usize, (u8, usize)),
+    Prepend(usize, (u8, usize)),
+    Delete(usize),
+    Touch(usize, u32),
+    Incr(usize, u64, bool),
+    Advance(u32),
+    Crawl(usize),
+    RemoveBucket(usize),
+    FlushAll,
+    /// Catch B up in batches of this many changes; apply each change twice if set; then
+    /// re-read and re-apply everything from the snapshot's start if set.
+    Checkpoint(usize, bool, bool),
+}
+
+fn rvalue() -> impl Strategy<Value = (u8, usize)> {
+    prop_oneof![
+        3 => (any::<u8>(), 0usize..40),
+        2 => (any::<u8>(), 8_000usize..40_000),
+    ]
+}
+
+fn aop() -> impl Strategy<Value = AOp> {
+    let k = 0..RKEYS;
+    let ttl = prop_oneof![3 => Just(0u32), 1 => 1u32..6];
+    prop_oneof![
+        2 => k.clone().prop_map(AOp::Get),
+        1 => (k.clone(), ttl.clone()).prop_map(|(k, t)| AOp::GetAndTouch(k, t)),
+        8 => (0u8..3, k.clone(), rvalue(), any::<u32>(), ttl.clone())
+            .prop_map(|(m, k, v, f, t)| AOp::Set(m, k, v, f, t)),
+        1 => (k.clone(), rvalue()).prop_map(|(k, v)| AOp::Cas(k, v)),
+        1 => (k.clone(), rvalue()).prop_map(|(k, v)| AOp::Append(k, v)),
+        1 => (k.clone(), rvalue()).prop_map(|(k, v)| AOp::Prepend(k, v)),
+        2 => k.clone().prop_map(AOp::Delete),
+        1 => (k.clone(), ttl.clone()).prop_map(|(k, t)| AOp::Touch(k, t)),
+        1 => (k.clone(), 0u64..5, any::<bool>()).prop_map(|(k, d, c)| AOp::Incr(k, d, c)),
+        1 => (0u32..4).prop_map(AOp::Advance),
+        1 => (1usize..64).prop_map(AOp::Crawl),
+        1 => k.clone().prop_map(AOp::RemoveBucket),
+        1 => Just(AOp::FlushAll),
+        2 => (1usize..6, any::<bool>(), any::<bool>())
+            .prop_map(|(m, d, r)| AOp::Checkpoint(m, d, r)),
+    ]
+}
+
+/// Store A: 128 KiB in 16 KiB pages, so large values evict and move pages; a change log
+/// cap of `log` bytes (40 holds 3 changes, so the reader often falls behind).
+fn config_a(log: usize) -> StoreConfig {
+    StoreConfig {
+        memory: 128 << 10,
+        page_size: 16 << 10,
+        max_chunk: 4 << 10,
+        buckets: 4,
+        max_value: 48 << 10,
+        change_log_bytes: log,
+        ..StoreConfig::default()
+    }
+}
+
+/// Store B holds one bucket of A's (and, between catch-ups, some removed items): more memory,
+/// so the hidden bucket (never evicted) always fits.
+fn config_b() -> StoreConfig {
+    StoreConfig {
+        memory: 4 << 20,
+        ..config_a(4096)
+    }
+}
+
+/// Discards an operation's result (only its effect on the store matters here).
+fn ignore<T>(_: T) {}
+
+fn run_a(store: &Store, clock: &ManualClock, op: &AOp) {
+    let key = |k: usize| rkey(k);
+    let val = |(b, n): (u8, usize)| vec![b; n];
+    // Results are not checked here (the HashMap model test does that): only what B sees.
+    match op {
+        AOp::Get(k) => ignore(store.get(&key(*k), |_| ())),
+        AOp::GetAndTouch(k, t) => ignore(store.get_and_touch(&key(*k), *t, |_| ())),
+        AOp::Set(m, k, v, f, t) => {
+            let mode = [SetMode::Set, SetMode::Add, SetMode::Replace][*m as usize];
+            ignore(store.set(mode, &key(*k), &val(*v), *f, *t));
+        }
+        AOp::Cas(k, v) => {
+            let hash = store.get(&key(*k), |i| i.hash()).unwrap_or(0);
+            ignore(store.set(SetMode::Cas(hash), &key(*k), &val(*v), 9, 0));
+        }
+        AOp::Append(k, v) => ignore(store.append(&key(*k), &val(*v))),
+        AOp::Prepend(k, v) => ignore(store.prepend(&key(*k), &val(*v))),
+        AOp::Delete(k) => ignore(store.delete(&key(*k), None)),
+        AOp::Touch(k, t) => ignore(store.touch(&key(*k), *t)),
+        AOp::Incr(k, d, c) => ignore(store.incr(&key(*k), *d, false, c.then_some((5, 0)))),
+        AOp::Advance(s) => clock.advance(*s),
+        AOp::Crawl(n) => ignore(store.crawl_expired(*n)),
+        AOp::RemoveBucket(k) => ignore(store.remove_bucket(store.bucket_of(&key(*k)))),
+        AOp::FlushAll => store.flush_all(),
+        AOp::Checkpoint(..) => {}
+    }
+}
+
+/// The copy of one bucket on B, and where its reader stands.
+struct Copy {
+    bucket: u32,
+    /// Snapshot taken but not read yet.
+    pending: Option<shoald::store::BucketSnapshot>,
+    /// The snapshot's start: the oldest point a re-read may start from.
+    start: u64,
+    /// Changes up to here are applied.
+    since: u64,
+    restarts: u32,
+}
+
+impl Copy {
+    /// Starts (or restarts) the copy: B's bucket dropped and hidden, A's log (re)started,
+    /// a snapshot taken (read later).
+    fn start(a: &Store, b: &Store, bucket: u32, restart: bool) -> Copy {
+        if restart {
+            a.stop_change_log(bucket);
+        }
+        b.drop_bucket(bucket);
+        a.start_change_log(bucket).expect("log");
+        let snap = a.snapshot_bucket(bucket);
+        let start = snap.start_seq();
+        Copy {
+            bucket,
+            pending: Some(snap),
+            start,
+            since: start,
+            restarts: 0,
+        }
+    }
+
+    fn load_snapshot(&mut self, b: &Store) {
+        if let Some(mut snap) = self.pending.take() {
+            while let Some(batch) = snap.next_batch() {
+                for item in &batch {
+                    b.insert_item(item).expect("insert into the copy");
+                }
+            }
+            b.raise_bucket_seq(self.bucket, self.start);
+        }
+    }
+
+    /// Reads A's log from `from` in batches of `max` and applies it to B (twice if `dup`).
+    /// `Err` when A's log no longer holds `from`.
+    fn apply_log(
+        &mut self,
+        a: &Store,
+        b: &Store,
+        from: u64,
+        max: usize,
+        dup: bool,
+    ) -> Result<(), ChangeLogError> {
+        let mut since = from;
+        loop {
+            let batch = a.changes_since(self.bucket, since, max)?;
+            assert!(batch.changes.len() <= max);
+            for change in &batch.changes {
+                assert!(change.seq() > since && change.seq() <= batch.through);
+                b.apply(change).expect("apply to the copy");
+                if dup {
+                    assert_eq!(b.apply(change), Ok(false), "a duplicate is ignored");
+                }
+            }
+            if batch.through == since {
+                self.since = self.since.max(since);
+                return Ok(());
+            }
+            since = batch.through;
+        }
+    }
+
+    /// Catches B up with A; restarts from a new snapshot when A's log says it is behind.
+    fn checkpoint(&mut self, a: &Store, b: &Store, max: usize, dup: bool, replay: bool) {
+        self.load_snapshot(b);
+        if let Err(e) = self.apply_log(a, b, self.since, max, dup) {
+            assert!(matches!(e, ChangeLogError::Behind { .. }), "{e}");
+            let restarts = self.restarts + 1;
+            *self = Copy::start(a, b, self.bucket, true);
+            self.restarts = restarts;
+            self.load_snapshot(b);
+            self.apply_log(a, b, self.since, max, dup)
+                .expect("fresh log");
+        }
+        if replay {
+            // The whole log again from the snapshot's start, if A still holds it.
+            match self.apply_log(a, b, self.start, max, false) {
+                Ok(()) | Err(ChangeLogError::Behind { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+fn bucket_content(store: &Store, bucket: u32) -> Vec<OwnedItem> {
+    let mut items: Vec<OwnedItem> = store.snapshot_bucket(bucket).collect();
+    items.sort_by(|x, y| x.key.cmp(&y.key));
+    items
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    #[test]
+    fn snapshot_plus_change_log_rebuilds_the_bucket(
+        before in proptest::collection::vec(aop(), 0..30),
+        during in proptest::collection::vec(aop(), 1..60),
+        read_snapshot_after in 0usize..8,
+        log in prop_oneof![Just(40usize), Just(4096)],
+    ) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let a = Store::with_clock(config_a(log), clock.clone()).expect("config a");
+        let b = Store::with_clock(config_b(), clock.clone()).expect("config b");
+        let bucket = a.bucket_of(&rkey(0));
+        for op in &before {
+            run_a(&a, &clock, op);
+        }
+        let mut copy = Copy::start(&a, &b, bucket, false);
+        prop_assert!(b.is_bucket_hidden(bucket));
+        for (step, op) in during.iter().enumerate() {
+            if step == read_snapshot_after {
+                copy.load_snapshot(&b);
+            }
+            run_a(&a, &clock, op);
+            if let AOp::Checkpoint(max, dup, replay) = *op {
+                copy.checkpoint(&a, &b, max, dup, replay);
+                prop_assert_eq!(
+                    bucket_content(&b, bucket),
+                    bucket_content(&a, bucket),
+                    "step {} op {:?}", step, op
+                );
+                prop_assert_eq!(b.bucket_stats(bucket).seq, a.bucket_stats(bucket).seq);
+            }
+        }
+        copy.checkpoint(&a, &b, 4, false, true);
+        prop_assert_eq!(bucket_content(&b, bucket), bucket_content(&a, bucket), "at the end");
+        prop_assert_eq!(b.bucket_stats(bucket).seq, a.bucket_stats(bucket).seq);
+        prop_assert_eq!(b.stats().evictions, 0, "the copy is never evicted");
+        prop_assert_eq!(b.stats().items, 0, "a hidden bucket is not counted");
+        b.show_bucket(bucket);
+        prop_assert_eq!(b.stats().items, b.bucket_stats(bucket).items, "counted once shown");
+        for item in bucket_content(&a, bucket) {
+            let served = b.get(&item.key, |i| (i.value_vec(), i.hash(), i.seq()));
+            prop_assert_eq!(served, Some((item.value, item.hash, item.seq)));
+        }
+    }
+}
+
+// ---- the change log's cap: a reader behind it is told, every time ----
+
+#[derive(Debug, Clone)]
+enum LogOp {
+    Set(usize, usize),
+    Delete(usize),
+    Touch(usize),
+    GetAndTouch(usize),
+    FlushAll,
+    /// Read from a seq chosen by this fraction of the way from the log's start to now.
+    Read(u8),
+}
+
+fn log_op() -> impl Strategy<Value = LogOp> {
+    let k = 0..RKEYS;
+    prop_oneof![
+        6 => (k.clone(), 0usize..30).prop_map(|(k, n)| LogOp::Set(k, n)),
+        1 => k.clone().prop_map(LogOp::Delete),
+        1 => k.clone().prop_map(LogOp::Touch),
+        1 => k.clone().prop_map(LogOp::GetAndTouch),
+        1 => Just(LogOp::FlushAll),
+        3 => any::<u8>().prop_map(LogOp::Read),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// The log is mirrored entry by entry (9 bytes + key per change, oldest dropped first
+    /// within the cap); `changes_since` must answer `Behind` exactly when a change after the
+    /// reader's seq was dropped.
+    #[test]
+    fn a_reader_behind_the_cap_is_told_every_time(
+        ops in proptest::collection::vec(log_op(), 1..150),
+        cap in 0usize..200,
+    ) {
+        let clock = Arc::new(ManualClock::new(1_700_000_000));
+        let store = Store::with_clock(
+            StoreConfig { change_log_bytes: cap.max(1), ..config_b() },
+            clock,
+        ).expect("config");
+        let bucket = store.bucket_of(&rkey(0));
+        let start = store.start_change_log(bucket).expect("log");
+        let mut mirror: std::collections::VecDeque<(u64, usize)> = Default::default();
+        let mut floor = start;
+        for op in &ops {
+            let before = store.bucket_stats(bucket).seq;
+            let key = match op {
+                LogOp::Set(k, n) => {
+                    let _ = store.set(SetMode::Set, &rkey(*k), &vec![1; *n], 0, 0);
+                    Some(rkey(*k))
+                }
+                LogOp::Delete(k) => {
+                    let _ = store.delete(&rkey(*k), None);
+                    Some(rkey(*k))
+                }
+                LogOp::Touch(k) => {
+                    let _ = store.touch(&rkey(*k), 100);
+                    Some(rkey(*k))
+                }
+                LogOp::GetAndTouch(k) => {
+                    let _ = store.get_and_touch(&rkey(*k), 0, |_| ());
+                    Some(rkey(*k))
+                }
+                LogOp::FlushAll => {
+                    store.flush_all();
+                    Some(Vec::new())
+                }
+                LogOp::Read(at) => {
+                    let now = store.bucket_stats(bucket).seq;
+                    let since = start + (now - start) * u64::from(*at) / 255;
+                    match store.changes_since(bucket, since, 1000) {
+                        Ok(batch) => {
+                            prop_assert!(since >= floor, "since {} floor {}: a silent gap", since, floor);
+                            prop_assert_eq!(batch.through, now);
+                            prop_assert!(batch.changes.iter().all(|c| c.seq() > since));
+                        }
+                        Err(ChangeLogError::Behind { floor: f, .. }) => {
+                            prop_assert!(since < floor, "since {} floor {}: needlessly behind", since, floor);
+                            prop_assert_eq!(f, floor);
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    }
+                    None
+                }
+            };
+            let after = store.bucket_stats(bucket).seq;
+            let Some(key) = key else { continue };
+            if after == before || (!key.is_empty() && store.bucket_of(&key) != bucket) {
+                continue;
+            }
+            prop_assert_eq!(after, before + 1);
+            let len = 9 + key.len();
+            let cap = cap.max(1);
+            if len > cap {
+                mirror.clear();
+                floor = after;
+                continue;
+            }
+            while mirror.iter().map(|e| e.1).sum::<usize>() + len > cap {
+                let Some((seq, _)) = mirror.pop_front() else { break };
+                floor = seq;
+            }
+            mirror.push_back((after, len));
+        }
+        prop_assert_eq!(store.stats().evictions, 0);
     }
 }

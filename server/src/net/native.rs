@@ -390,6 +390,11 @@ fn op_error_status(e: OpError) -> (Status, &'static str) {
             StoreError::EmptyKey => (Status::BadRequest, "empty key"),
             StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
             StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
+            StoreError::Hidden => (Status::NotMyBucket, "the bucket is being copied here"),
+            // Only the bucket-copy operations fail so; no client request reaches them.
+            StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
+                (Status::ServerError, "internal error")
+            }
         },
     }
 }

@@ -38,7 +38,8 @@ pub struct LoadSummary {
 }
 
 /// Loads the savefile at `path` into `store`, leaving out items that expired by `wall_now`
-/// (unix seconds). Hashes, flags, sequence numbers and absolute expiry times are kept.
+/// (unix seconds). Hashes, flags, sequence numbers and absolute expiry times are kept, and
+/// every bucket's sequence counter is raised to the one saved.
 /// Records are inserted in file order, so if a key appears twice the last record wins.
 ///
 /// On [`PersistError::Damaged`] the store may hold part of the file: the caller empties it.
@@ -78,6 +79,8 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
             Ok(None) => break,
             Err(error) => return Err(damaged(error)),
         };
+        // Version 1 files carry a bucket's counter only here (buckets with items).
+        store.raise_bucket_seq(block.bucket, block.bucket_seq);
         for rec in block.records() {
             summary.records += 1;
             if rec.expires_at != 0 && rec.expires_at <= wall_now {
@@ -110,6 +113,9 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
                 "loading savefile"
             );
         }
+    }
+    for &(bucket, seq) in reader.bucket_seqs() {
+        store.raise_bucket_seq(bucket, seq);
     }
     summary.bytes = reader.totals().file_bytes;
     summary.evicted = store.stats().evictions.saturating_sub(evictions_before);

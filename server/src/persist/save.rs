@@ -82,6 +82,10 @@ fn write_savefile(
     let mut last_report = Instant::now();
     let started = last_report;
     for bucket in 0..buckets {
+        // A hidden bucket is a copy being made (not ours yet): it is not saved.
+        if store.is_bucket_hidden(bucket) {
+            continue;
+        }
         let mut snapshot = store.snapshot_bucket(bucket);
         if let Err(e) = w.begin_bucket(bucket, snapshot.start_seq()) {
             return Err(PersistError::io("write", path)(e));
@@ -120,6 +124,14 @@ fn write_savefile(
     if cancelled() {
         return Err(PersistError::Cancelled);
     }
+    // Taken after every item was copied, so they cover every write the file holds (and the
+    // writes made while saving): a node loading the file never gives a seq twice.
+    let seqs = (0..buckets)
+        .filter(|&b| !store.is_bucket_hidden(b))
+        .map(|b| (b, store.bucket_stats(b).seq))
+        .filter(|&(_, seq)| seq != 0);
+    w.bucket_seqs(seqs)
+        .map_err(PersistError::io("write", path))?;
     let (buffered, totals) = w.finish().map_err(PersistError::io("write", path))?;
     let file = buffered.finish().map_err(PersistError::io("write", path))?;
     file.sync_all().map_err(PersistError::io("fsync", path))?;

@@ -9,8 +9,14 @@
 //! block 0: tag=ITEMS index=0 len crc | bucket seq count | record record ...
 //! block 1: tag=ITEMS index=1 ...        (one bucket per block; a big bucket spans blocks)
 //! ...
+//! block m: tag=SEQS  index=m len crc | count (bucket seq)*   (version 2: every bucket's seq)
 //! block n: tag=END   index=n len crc | item_blocks items bytes file_crc
 //! ```
+//!
+//! The SEQS blocks (version 2) carry the sequence counter of every bucket whose counter is not
+//! 0, taken after the items were copied, so a node restarted from the file never gives a seq
+//! twice, even in a bucket whose items were all deleted. A version 1 file has only the
+//! `bucket seq` of its ITEMS blocks (buckets with items); it is still read.
 //!
 //! All integers are big-endian. Every block carries a CRC-32 of its header fields and
 //! payload; the END block carries a CRC-32 of every byte before it. Memory use is one block
@@ -21,12 +27,14 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use crc32fast::Hasher;
-use shoal_proto::hash::key_hash;
+use shoal_proto::hash::bucket_of;
 
 /// First 8 bytes of every savefile.
 pub const MAGIC: [u8; 8] = *b"SHOALSAV";
-/// The format version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes, and the newest it reads (it reads 1 too).
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version with SEQS blocks.
+pub const SEQS_VERSION: u16 = 2;
 /// Size of the file header, in bytes.
 pub const HEADER_LEN: usize = 48;
 /// Size of a block header, in bytes.
@@ -35,6 +43,8 @@ pub const BLOCK_HEADER_LEN: usize = 16;
 pub const RECORD_FIXED_LEN: usize = 34;
 /// Size of an ITEMS block's payload header (bucket, bucket seq, count), in bytes.
 pub const ITEMS_HEADER_LEN: usize = 16;
+/// Size of one SEQS entry (bucket u32, seq u64), in bytes.
+pub const SEQ_ENTRY_LEN: usize = 12;
 /// Size of the END block's payload, in bytes.
 pub const END_LEN: usize = 24;
 /// A block is closed once its payload reaches this many bytes (1 MiB).
@@ -49,6 +59,8 @@ pub const MAX_BUCKETS: u32 = 1 << 24;
 const TAG_ITEMS: u8 = 1;
 /// Block tag: the last block, with totals and the whole-file checksum.
 const TAG_END: u8 = 2;
+/// Block tag: bucket sequence counters (version 2).
+const TAG_SEQS: u8 = 3;
 
 /// What the file header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,6 +368,59 @@ impl<W: Write> SavefileWriter<W> {
         Ok(())
     }
 
+    /// Writes the sequence counter of every bucket (SEQS blocks), after the last bucket's
+    /// records and before [`SavefileWriter::finish`]. `seqs` must be in strictly ascending
+    /// bucket order; buckets whose counter is 0 may be left out. Call it once.
+    ///
+    /// # Errors
+    /// The write error; `InvalidInput` when the buckets are not strictly ascending.
+    pub fn bucket_seqs(&mut self, seqs: impl IntoIterator<Item = (u32, u64)>) -> io::Result<()> {
+        self.flush_block()?;
+        self.bucket = None;
+        let mut last: Option<u32> = None;
+        let mut payload = std::mem::take(&mut self.block);
+        payload.clear();
+        let per_block = (self.block_size / SEQ_ENTRY_LEN).clamp(1, u32::MAX as usize);
+        let mut count = 0u32;
+        let mut result = Ok(());
+        for (bucket, seq) in seqs {
+            if last.is_some_and(|l| l >= bucket) {
+                result = Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "savefile bucket seqs must be in strictly ascending bucket order",
+                ));
+                break;
+            }
+            last = Some(bucket);
+            if payload.is_empty() {
+                payload.extend_from_slice(&0u32.to_be_bytes());
+            }
+            payload.extend_from_slice(&bucket.to_be_bytes());
+            payload.extend_from_slice(&seq.to_be_bytes());
+            count += 1;
+            if count as usize == per_block {
+                result = self.write_seqs_block(&mut payload, &mut count);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        if result.is_ok() && count > 0 {
+            result = self.write_seqs_block(&mut payload, &mut count);
+        }
+        payload.clear();
+        self.block = payload;
+        result
+    }
+
+    fn write_seqs_block(&mut self, payload: &mut Vec<u8>, count: &mut u32) -> io::Result<()> {
+        payload[0..4].copy_from_slice(&count.to_be_bytes());
+        let result = self.write_block(TAG_SEQS, payload);
+        payload.clear();
+        *count = 0;
+        result
+    }
+
     /// What has been written so far (blocks still in the buffer not counted in `file_bytes`).
     pub fn totals(&self) -> Totals {
         self.totals
@@ -436,6 +501,8 @@ pub struct SavefileReader<R: Read> {
     buf: Vec<u8>,
     file_crc: Hasher,
     last_bucket: Option<u32>,
+    /// Bucket counters from SEQS blocks, ascending by bucket.
+    seqs: Vec<(u32, u64)>,
     totals: Totals,
     done: bool,
 }
@@ -626,6 +693,7 @@ impl<R: Read> SavefileReader<R> {
             buf: Vec::new(),
             file_crc,
             last_bucket: None,
+            seqs: Vec::new(),
             totals: Totals {
                 file_bytes: HEADER_LEN as u64,
                 ..Totals::default()
@@ -650,14 +718,32 @@ impl<R: Read> SavefileReader<R> {
         self.offset
     }
 
-    /// The next verified ITEMS block, or `None` after the END block was verified.
+    /// The bucket sequence counters of the SEQS blocks read so far, ascending by bucket:
+    /// all of them once [`SavefileReader::next_block`] returned `Ok(None)`. Empty for a
+    /// version 1 file (use each block's [`Block::bucket_seq`] there).
+    pub fn bucket_seqs(&self) -> &[(u32, u64)] {
+        &self.seqs
+    }
+
+    /// The next verified ITEMS block, or `None` after the END block was verified. SEQS
+    /// blocks are verified and collected on the way (see [`SavefileReader::bucket_seqs`]).
     ///
     /// # Errors
     /// Any failed check, with its offset; see [`SavefileError`].
     pub fn next_block(&mut self) -> Result<Option<Block<'_>>, SavefileError> {
-        if self.done {
-            return Ok(None);
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(at) = self.read_block()? {
+                return self.check_items(at).map(Some);
+            }
         }
+    }
+
+    /// Reads and verifies the next block. `Some(offset)` for an ITEMS block (left in the
+    /// buffer for [`Self::check_items`]); `None` after a SEQS or the END block.
+    fn read_block(&mut self) -> Result<Option<u64>, SavefileError> {
         let at = self.offset;
         let mut hdr = [0u8; BLOCK_HEADER_LEN];
         let got = read_full(&mut self.r, &mut hdr, at)?;
@@ -725,7 +811,14 @@ impl<R: Read> SavefileReader<R> {
         self.next_index = self.next_index.wrapping_add(1);
         self.totals.file_bytes = self.offset;
         match tag {
-            TAG_ITEMS => self.check_items(at).map(Some),
+            TAG_ITEMS if !self.seqs.is_empty() => {
+                Err(SavefileError::invalid(at, "items block after a seqs block"))
+            }
+            TAG_ITEMS => Ok(Some(at)),
+            TAG_SEQS if self.header.version >= SEQS_VERSION => {
+                self.check_seqs(at)?;
+                Ok(None)
+            }
             TAG_END => {
                 self.check_end(at, file_crc_before)?;
                 self.done = true;
@@ -771,7 +864,6 @@ impl<R: Read> SavefileReader<R> {
                 "items block with no records",
             ));
         }
-        let mask = u64::from(self.header.buckets - 1);
         let mut pos = ITEMS_HEADER_LEN;
         let mut bytes = 0u64;
         for i in 0..count {
@@ -780,7 +872,7 @@ impl<R: Read> SavefileReader<R> {
             let (rec, used) = parse_record(rest).map_err(|what| {
                 SavefileError::invalid(rec_at, format!("record {i} of {count}: {what}"))
             })?;
-            if (key_hash(rec.key) & mask) as u32 != bucket {
+            if bucket_of(rec.key, self.header.buckets) != bucket {
                 return Err(SavefileError::invalid(
                     rec_at,
                     format!("record {i}: key does not belong to bucket {bucket}"),
@@ -806,6 +898,46 @@ impl<R: Read> SavefileReader<R> {
             offset: at,
             records: &self.buf[ITEMS_HEADER_LEN..],
         })
+    }
+
+    fn check_seqs(&mut self, at: u64) -> Result<(), SavefileError> {
+        let b = &self.buf;
+        let payload_at = at + BLOCK_HEADER_LEN as u64;
+        if b.len() < 4 {
+            return Err(SavefileError::invalid(
+                payload_at,
+                "seqs block shorter than its count",
+            ));
+        }
+        let count = be_u32(b, 0) as usize;
+        if count == 0 || b.len() - 4 != count.saturating_mul(SEQ_ENTRY_LEN) {
+            return Err(SavefileError::invalid(
+                payload_at,
+                format!("seqs block of {} bytes for {count} entries", b.len()),
+            ));
+        }
+        for i in 0..count {
+            let pos = 4 + i * SEQ_ENTRY_LEN;
+            let bucket = be_u32(b, pos);
+            let seq = be_u64(b, pos + 4);
+            if bucket >= self.header.buckets {
+                return Err(SavefileError::invalid(
+                    payload_at + pos as u64,
+                    format!(
+                        "seqs entry for bucket {bucket}, out of range (file has {})",
+                        self.header.buckets
+                    ),
+                ));
+            }
+            if self.seqs.last().is_some_and(|&(last, _)| last >= bucket) {
+                return Err(SavefileError::invalid(
+                    payload_at + pos as u64,
+                    format!("seqs entry for bucket {bucket} out of order"),
+                ));
+            }
+            self.seqs.push((bucket, seq));
+        }
+        Ok(())
     }
 
     fn check_end(&mut self, at: u64, file_crc: u32) -> Result<(), SavefileError> {

@@ -287,3 +287,56 @@ fn without_a_data_dir_each_node_gets_a_random_id() {
     assert_ne!(a.node_id(), b.node_id());
     assert_ne!(a.node_id(), c.node_id());
 }
+
+#[test]
+fn bucket_seqs_survive_a_restart_even_when_every_item_was_deleted() {
+    let dir = TempDir::new("seqs");
+    let (a, clock_a) = store();
+    let p = Persistence::open(&config(&dir.0), &a, clock_a).unwrap();
+    let emptied = a.bucket_of(b"gone");
+    let kept = a.bucket_of(b"kept");
+    for i in 0..5u32 {
+        a.set(SetMode::Set, b"gone", &i.to_be_bytes(), 0, 0)
+            .unwrap();
+        a.set(SetMode::Set, b"kept", &i.to_be_bytes(), 0, 0)
+            .unwrap();
+    }
+    a.delete(b"gone", None).unwrap();
+    let seq_emptied = a.bucket_stats(emptied).seq;
+    let seq_kept = a.bucket_stats(kept).seq;
+    assert_eq!(a.bucket_stats(emptied).items, 0);
+    p.save(&a, None, false).unwrap();
+    drop(p);
+
+    let (b, clock_b) = store();
+    let _p2 = Persistence::open(&config(&dir.0), &b, clock_b).unwrap();
+    assert_eq!(b.bucket_stats(emptied).seq, seq_emptied);
+    assert_eq!(b.bucket_stats(kept).seq, seq_kept);
+    let next = b.set(SetMode::Set, b"gone", b"new", 0, 0).unwrap();
+    assert_eq!(next.seq, seq_emptied + 1, "no seq is given twice");
+}
+
+#[test]
+fn hidden_buckets_are_not_saved() {
+    let dir = TempDir::new("hidden");
+    let (a, clock_a) = store();
+    let p = Persistence::open(&config(&dir.0), &a, clock_a).unwrap();
+    a.set(SetMode::Set, b"served", b"1", 0, 0).unwrap();
+    a.set(SetMode::Set, b"copying", b"2", 0, 0).unwrap();
+    let hidden = a.bucket_of(b"copying");
+    assert_ne!(hidden, a.bucket_of(b"served"));
+    a.hide_bucket(hidden);
+    let summary = p.save(&a, None, false).unwrap();
+    assert_eq!(summary.items, 1);
+    drop(p);
+
+    let (b, clock_b) = store();
+    let _p2 = Persistence::open(&config(&dir.0), &b, clock_b).unwrap();
+    assert_eq!(value_of(&b, b"served").map(|v| v.0), Some(b"1".to_vec()));
+    assert_eq!(value_of(&b, b"copying"), None);
+    assert_eq!(
+        b.bucket_stats(hidden).seq,
+        0,
+        "a copy's seq is its source's, not saved"
+    );
+}

@@ -22,6 +22,10 @@ pub const DEFAULT_BUCKETS: u32 = 1024;
 pub const DEFAULT_MAX_VALUE: usize = 1 << 20;
 /// Default (and largest allowed) key length, in bytes.
 pub const DEFAULT_MAX_KEY: usize = 250;
+/// Default cap of one bucket's change log, in bytes (64 KiB: about 2,000 changes of 20-byte
+/// keys). Only buckets someone reads keep a log, so a node with no replica or movement pays
+/// nothing; with every one of 1024 buckets read it is 64 MiB.
+pub const DEFAULT_CHANGE_LOG_BYTES: usize = 64 << 10;
 /// Largest number of partitions chosen automatically.
 pub const MAX_AUTO_PARTITIONS: usize = 16;
 /// Automatic partitioning keeps at least this many pages per partition, and at least two per
@@ -50,6 +54,9 @@ pub struct StoreConfig {
     pub max_value: usize,
     /// Largest key in bytes (at most 250); longer keys get [`StoreError::KeyTooLong`](super::StoreError::KeyTooLong).
     pub max_key: usize,
+    /// Byte cap of each bucket's change log (kept only while someone reads it); 0 turns
+    /// change logs off.
+    pub change_log_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -64,6 +71,7 @@ impl Default for StoreConfig {
             partitions: 0,
             max_value: DEFAULT_MAX_VALUE,
             max_key: DEFAULT_MAX_KEY,
+            change_log_bytes: DEFAULT_CHANGE_LOG_BYTES,
         }
     }
 }

@@ -22,6 +22,16 @@ pub enum StoreError {
     NonNumeric,
     /// No memory could be found for the item: nothing left to evict in its partition.
     OutOfMemory,
+    /// The key's bucket is hidden (being filled by a copy): client requests are not served
+    /// from it; only [`Store::apply`](super::Store::apply) and
+    /// [`Store::insert_item`](super::Store::insert_item) fill it.
+    Hidden,
+    /// [`Store::insert_item`](super::Store::insert_item) on a bucket that keeps a change log:
+    /// items inserted out of seq order cannot be logged (use
+    /// [`Store::apply`](super::Store::apply)).
+    ChangeLogActive,
+    /// The bucket number is not below the bucket count.
+    NoSuchBucket,
 }
 
 /// The store configuration is not usable; the text says which setting.
@@ -49,6 +59,11 @@ impl fmt::Display for StoreError {
                 f.write_str("cannot increment or decrement non-numeric value")
             }
             StoreError::OutOfMemory => f.write_str("out of memory storing object"),
+            StoreError::Hidden => f.write_str("the bucket is hidden (being copied here)"),
+            StoreError::ChangeLogActive => {
+                f.write_str("items cannot be inserted into a bucket that keeps a change log")
+            }
+            StoreError::NoSuchBucket => f.write_str("no such bucket"),
         }
     }
 }

@@ -11,6 +11,7 @@
 use hashbrown::HashTable;
 use shoal_proto::hash::key_hash;
 
+use super::changelog::ChangeLog;
 use super::item::key_of;
 use super::slab::{ChunkId, Slab};
 
@@ -30,6 +31,10 @@ pub(crate) struct BucketIndex {
     pub items: u64,
     /// Slab bytes used by those items (whole chunks).
     pub bytes: u64,
+    /// Hidden: filled by a copy, not served, not evicted, not counted in the store stats.
+    pub hidden: bool,
+    /// The change log, while someone reads it.
+    pub log: Option<Box<ChangeLog>>,
 }
 
 impl BucketIndex {

@@ -127,6 +127,12 @@ pub(crate) fn write_expiry(chunk: &mut [u8], expiry: u32) {
     wr_u32(chunk, OFF_EXPIRY, expiry);
 }
 
+/// Overwrites the seq field of a head chunk.
+#[inline]
+pub(crate) fn write_seq(chunk: &mut [u8], seq: u64) {
+    chunk[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+}
+
 /// The key stored in a head chunk.
 #[inline]
 pub(crate) fn key_of(chunk: &[u8]) -> &[u8] {
@@ -335,8 +341,16 @@ impl<'a> Iterator for ValueChunks<'a> {
     }
 }
 
-/// An item copied out of the store, as snapshots produce and [`Store::insert_item`]
-/// (super::Store::insert_item) consumes (bucket movement, replication, savefiles).
+/// An item copied out of the store: THE item record shared by the store, the savefile and
+/// the peer protocol.
+///
+/// Snapshots ([`BucketSnapshot`](super::BucketSnapshot)) and change logs
+/// ([`Store::changes_since`](super::Store::changes_since)) produce it;
+/// [`Store::insert_item`](super::Store::insert_item) and [`Store::apply`](super::Store::apply)
+/// consume it; the savefile writes and reads exactly these fields (`persist::savefile::Record`
+/// is its borrowed form). Everything needed to install the same version elsewhere is here:
+/// the hash (CAS token) and seq travel unchanged, and the expiry is absolute (unix seconds),
+/// so a copy expires at the same moment as the original on every node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedItem {
     /// The key.

@@ -6,7 +6,7 @@
 //!   +----------+-----------+---------- ... ----+
 //!   Mutex<Partition 0>   Mutex<Partition 1>    Mutex<Partition P-1>
 //!     slab classes (pages, free lists, CLOCK hands)
-//!     bucket indexes (HashTable<u32 chunk id>, seq, items, bytes) for its buckets
+//!     bucket indexes (HashTable<u32 chunk id>, seq, items, bytes, hidden, change log)
 //!              \___________ take pages from ___________/
 //!                        PagePool (all pages, allocated at start)
 //! ```
@@ -33,10 +33,37 @@
 //!   [`Store::crawl_expired`], which examines a bounded number of chunks per lock hold.
 //!   Absolute times (unix seconds) appear only on [`OwnedItem`]s. Converting memcached's
 //!   "absolute time if above 30 days" TTLs is the protocol layer's job.
-//! - **Sequence numbers.** Each bucket counts its writes (set, add, replace, cas, append,
-//!   prepend, incr/decr, delete); every stored item carries the seq of its last write. touch
-//!   and get-and-touch change only the expiry and do not take a seq.
-//! - **Memory overhead** outside slab memory: the index tables (4-byte id + 1 control byte per
+//! - **Sequence numbers.** Every change of a bucket takes the bucket's next seq: set, add,
+//!   replace, cas, append, prepend, incr/decr, delete, touch, get-and-touch (on a hit),
+//!   `flush_all` (one per visible bucket) and `remove_bucket` (one per call); an eviction takes
+//!   one in a bucket that keeps a change log. Expiry takes none (expiry times are absolute
+//!   and every node uses the same wall clock). Every stored item carries the seq of its last
+//!   change. Counters never go back, except on [`Store::drop_bucket`]; the savefile keeps
+//!   them across restarts. Changes that come from elsewhere ([`Store::apply`],
+//!   [`Store::insert_item`]) keep their seq and raise the counter to it.
+//! - **One item record.** [`OwnedItem`] (key, value, flags, hash, seq, absolute expiry) is
+//!   what snapshots, change logs, savefiles and peers exchange.
+//! - **Change logs** ([`changelog`]). A bucket keeps an in-memory log of its changes only
+//!   while someone reads it ([`Store::start_change_log`]), within
+//!   [`StoreConfig::change_log_bytes`] per bucket (default 64 KiB; 0 = off); about 10 + key
+//!   bytes per change and no value copies, and no allocation per write once the ring is
+//!   full. [`Store::changes_since`] returns each changed key with its current state (the item,
+//!   or a removal; a flush or `remove_bucket` is a bucket-wide [`Change::Clear`]), so
+//!   evictions and flushes reach a follower. A reader whose position was dropped for the cap
+//!   is told ([`ChangeLogError::Behind`]) and starts again from a snapshot: never a silent
+//!   gap. Guarantee: a bucket snapshot started after `start_change_log`, inserted into an
+//!   empty bucket, followed by the log from the snapshot's `start_seq` applied in order
+//!   (duplicates and re-reads allowed), gives the source bucket's content.
+//! - **Applying changes** ([`Store::apply`]). A change is installed, with its hash, seq,
+//!   flags and absolute expiry, only if its seq is above the bucket's counter; so a bucket's
+//!   changes must be applied in seq order, and replays do nothing.
+//! - **Hidden buckets** ([`Store::hide_bucket`], [`Store::show_bucket`],
+//!   [`Store::drop_bucket`]). A hidden bucket is filled by `apply`/`insert_item` only: reads
+//!   miss, writes get [`StoreError::Hidden`], its items are not evicted, not counted in
+//!   [`Store::stats`] and not flushed. Showing it is one lock hold; dropping it hides it at
+//!   once, then frees its items a few hundred per lock hold.
+//! - **Memory overhead** outside slab memory: the change logs being read
+//!   ([`StoreStats::change_log_bytes`]), the index tables (4-byte id + 1 control byte per
 //!   table slot, load factor 7/8 to 7/16, so about 6 to 12 bytes per item at the peak item
 //!   count, since tables do not shrink; plus up to ~128 bytes per table), ~40 bytes per
 //!   bucket, ~64 bytes per page and 128 per class and partition, and one scratch buffer per
@@ -46,6 +73,7 @@
 //! The store does no I/O and owns no task: the server calls [`Store::crawl_expired`] from its
 //! own task.
 
+mod changelog;
 mod clock;
 mod config;
 mod error;
@@ -61,11 +89,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use shoal_proto::hash::{bucket_of, key_hash, value_hash};
 
+pub use changelog::{Change, ChangeBatch, ChangeLogError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    StoreConfig, DEFAULT_BUCKETS, DEFAULT_GROWTH_FACTOR, DEFAULT_MAX_CHUNK, DEFAULT_MAX_KEY,
-    DEFAULT_MAX_VALUE, DEFAULT_MEMORY, DEFAULT_MIN_CHUNK, DEFAULT_PAGE_SIZE, MAX_AUTO_PARTITIONS,
-    MIN_PAGES_PER_PARTITION,
+    StoreConfig, DEFAULT_BUCKETS, DEFAULT_CHANGE_LOG_BYTES, DEFAULT_GROWTH_FACTOR,
+    DEFAULT_MAX_CHUNK, DEFAULT_MAX_KEY, DEFAULT_MAX_VALUE, DEFAULT_MEMORY, DEFAULT_MIN_CHUNK,
+    DEFAULT_PAGE_SIZE, MAX_AUTO_PARTITIONS, MIN_PAGES_PER_PARTITION,
 };
 pub use error::{ConfigError, StoreError};
 pub use item::{ItemRef, OwnedItem, ValueChunks};
@@ -157,6 +186,7 @@ impl Store {
                     config.buckets,
                     count,
                     config.max_value,
+                    config.change_log_bytes,
                 ))
             })
             .collect();
@@ -246,7 +276,9 @@ impl Store {
         Some(f(ItemRef::new(part.slab(), id, now)))
     }
 
-    /// Like [`Store::get`], and sets the item's TTL to `ttl` seconds (0 = never expires).
+    /// Like [`Store::get`], and sets the item's TTL to `ttl` seconds (0 = never expires). On a
+    /// hit the touch takes the bucket's next sequence number; `f` sees the touched item, so
+    /// [`ItemRef::seq`] is that number.
     pub fn get_and_touch<R>(
         &self,
         key: &[u8],
@@ -354,12 +386,13 @@ impl Store {
         self.lock(loc.part).delete(loc, key, expected_hash, now)
     }
 
-    /// Sets the TTL of `key` to `ttl` seconds (0 = never expires).
+    /// Sets the TTL of `key` to `ttl` seconds (0 = never expires). A touch is a change: the
+    /// item takes the bucket's next sequence number, which is returned.
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`], key errors.
-    pub fn touch(&self, key: &[u8], ttl: u32) -> Result<(), StoreError> {
+    pub fn touch(&self, key: &[u8], ttl: u32) -> Result<u64, StoreError> {
         self.check_key(key)?;
         let loc = self.locate(key);
         let now = self.inner.clock.now();
@@ -393,7 +426,7 @@ impl Store {
     }
 
     /// Removes every item and returns all pages to the pool, one partition at a time.
-    /// Bucket sequence numbers are kept.
+    /// Every bucket's sequence number takes one step (it is never reset).
     pub fn flush_all(&self) {
         for part in 0..self.inner.partitions.len() {
             self.lock(part).flush();
@@ -436,6 +469,17 @@ impl Store {
         self.lock(loc.part).bucket_stats(loc.local)
     }
 
+    /// Raises the sequence counter of `bucket` to at least `seq` (nothing for a bucket out of
+    /// range). Used when a savefile is loaded, so a restarted node never gives a seq twice,
+    /// and after a copied snapshot, so the copy's counter is the source's.
+    pub fn raise_bucket_seq(&self, bucket: u32, seq: u64) {
+        if bucket >= self.buckets() {
+            return;
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        self.lock(loc.part).raise_seq(loc.local, seq);
+    }
+
     /// Starts a snapshot of `bucket`; see [`BucketSnapshot`] for what it contains. Writes go
     /// on while it is read. A bucket out of range gives an empty snapshot.
     pub fn snapshot_bucket(&self, bucket: u32) -> BucketSnapshot {
@@ -457,13 +501,174 @@ impl Store {
             .collect()
     }
 
-    /// Removes every item of `bucket`, a few hundred per lock hold; returns how many.
-    /// The bucket's sequence number is kept.
+    /// Removes every item of `bucket`, a few hundred per lock hold; returns how many. The
+    /// removal is one change: it takes one sequence number (logged as [`Change::Clear`]) and
+    /// removes the items with a lower seq, so writes made while it runs are kept.
     pub fn remove_bucket(&self, bucket: u32) -> usize {
         if bucket >= self.buckets() {
             return 0;
         }
         let loc = self.bucket_loc(bucket, 0);
+        let begun = self.lock(loc.part).begin_clear(loc.local, None);
+        begun.map_or(0, |(seq, ids)| self.clear_ids(loc, &ids, seq))
+    }
+
+    /// Removes, a batch per lock hold, those of `ids` still holding items of the bucket with a
+    /// seq below `below`.
+    fn clear_ids(&self, loc: Loc, ids: &[u32], below: u64) -> usize {
+        ids.chunks(REMOVE_BATCH)
+            .map(|batch| self.lock(loc.part).clear_some(loc.local, batch, below))
+            .sum()
+    }
+
+    /// Installs a change made on another node (read from its change log, or replicated),
+    /// keeping its seq, hash, flags and absolute expiry. Returns `Ok(true)` if it was
+    /// applied, `Ok(false)` if it was already reflected.
+    ///
+    /// **A bucket's changes must be applied in seq order**: a change whose seq is not above
+    /// the bucket's counter is ignored, so duplicates and re-reads of a range already applied
+    /// do nothing, and a set replayed after a newer delete cannot bring the key back. An
+    /// applied change raises the bucket's counter to its seq. A [`Change::Set`] replaces the
+    /// key's item; [`Change::Delete`] removes it; [`Change::Touch`] gives it the new expiry
+    /// and seq (nothing if absent); [`Change::Clear`] removes every item of the bucket with a
+    /// lower seq, a few hundred per lock hold. A set or touch whose expiry has passed removes
+    /// the key. Works on hidden and visible buckets; the change is logged if the bucket keeps
+    /// a log. For a snapshot's items (any seq order), use [`Store::insert_item`] first.
+    ///
+    /// The bucket's seqs must all come from the source while it applies: do not write to it
+    /// locally, and do not keep a change log on it while it can evict (a visible replica short
+    /// of memory): an eviction in a logged bucket takes a local seq, and the source's changes
+    /// at or below that seq would then be ignored. Hidden buckets are never evicted.
+    ///
+    /// # Errors
+    ///
+    /// Key and value size errors, [`StoreError::OutOfMemory`] (the change was not applied
+    /// and may be retried), [`StoreError::NoSuchBucket`] (a clear of a bucket out of range).
+    pub fn apply(&self, change: &Change) -> Result<bool, StoreError> {
+        if let Change::Clear { bucket, seq } = *change {
+            if bucket >= self.buckets() {
+                return Err(StoreError::NoSuchBucket);
+            }
+            let loc = self.bucket_loc(bucket, 0);
+            let begun = self.lock(loc.part).begin_clear(loc.local, Some(seq));
+            return Ok(begun
+                .map(|(seq, ids)| self.clear_ids(loc, &ids, seq))
+                .is_some());
+        }
+        let key = change.key().unwrap_or_default();
+        self.check_key(key)?;
+        if let Change::Set(item) = change {
+            self.check_value(&item.value)?;
+        }
+        let loc = self.locate(key);
+        let now = self.inner.clock.now();
+        let wall = self.inner.clock.wall();
+        self.lock(loc.part).apply(loc, change, now, wall)
+    }
+
+    /// Starts (or joins) the change log of `bucket` for one more reader. Returns the seq
+    /// above which the log holds every change: take the bucket's snapshot after this call
+    /// (its [`BucketSnapshot::start_seq`] is at least this), then read
+    /// [`Store::changes_since`] the snapshot's start. Call [`Store::stop_change_log`] once
+    /// per start; the last stop frees the log.
+    ///
+    /// # Errors
+    ///
+    /// [`ChangeLogError::Off`] when [`StoreConfig::change_log_bytes`] is 0,
+    /// [`ChangeLogError::NoSuchBucket`].
+    pub fn start_change_log(&self, bucket: u32) -> Result<u64, ChangeLogError> {
+        if self.inner.config.change_log_bytes == 0 {
+            return Err(ChangeLogError::Off);
+        }
+        if bucket >= self.buckets() {
+            return Err(ChangeLogError::NoSuchBucket { bucket });
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        Ok(self.lock(loc.part).start_log(loc.local))
+    }
+
+    /// One reader of `bucket`'s change log less; the last one frees the log.
+    pub fn stop_change_log(&self, bucket: u32) {
+        if bucket < self.buckets() {
+            let loc = self.bucket_loc(bucket, 0);
+            self.lock(loc.part).stop_log(loc.local);
+        }
+    }
+
+    /// The changes of `bucket` after seq `since`, at most `max` (at least 1) of them, in seq
+    /// order, under one lock hold. Each logged key comes with its current state: [`Change::Set`] with the
+    /// item if that entry is the key's latest change, [`Change::Delete`] if the key is gone,
+    /// nothing if a later change of the key supersedes the entry; a flush or
+    /// [`Store::remove_bucket`] is a [`Change::Clear`]. Applying the batches to a copy made
+    /// from a snapshot that started at `since` gives the bucket's current content once
+    /// [`ChangeBatch::through`] reaches the bucket's seq.
+    ///
+    /// # Errors
+    ///
+    /// [`ChangeLogError::Behind`] when changes after `since` were dropped for the cap (or
+    /// the log started later): start again from a snapshot. Never a silent gap.
+    /// [`ChangeLogError::NotKept`], [`ChangeLogError::Ahead`],
+    /// [`ChangeLogError::NoSuchBucket`].
+    pub fn changes_since(
+        &self,
+        bucket: u32,
+        since: u64,
+        max: usize,
+    ) -> Result<ChangeBatch, ChangeLogError> {
+        if bucket >= self.buckets() {
+            return Err(ChangeLogError::NoSuchBucket { bucket });
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        let now = self.inner.clock.now();
+        let wall = self.inner.clock.wall();
+        self.lock(loc.part)
+            .changes_since(loc.local, bucket, since, max, now, wall)
+    }
+
+    /// Hides `bucket`: from now on client requests miss ([`Store::get`]) or are refused
+    /// ([`StoreError::Hidden`] for writes), its items are not evicted and not counted in
+    /// [`Store::stats`], and `flush_all` leaves it alone; [`Store::apply`] and
+    /// [`Store::insert_item`] fill it. Returns false if it was hidden already (or out of
+    /// range).
+    pub fn hide_bucket(&self, bucket: u32) -> bool {
+        if bucket >= self.buckets() {
+            return false;
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        self.lock(loc.part).set_hidden(loc.local, true)
+    }
+
+    /// Makes a hidden bucket visible, all at once (one lock hold). Returns false if it was
+    /// visible already (or out of range).
+    pub fn show_bucket(&self, bucket: u32) -> bool {
+        if bucket >= self.buckets() {
+            return false;
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        self.lock(loc.part).set_hidden(loc.local, false)
+    }
+
+    /// Whether `bucket` is hidden.
+    pub fn is_bucket_hidden(&self, bucket: u32) -> bool {
+        if bucket >= self.buckets() {
+            return false;
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        self.lock(loc.part).is_hidden(loc.local)
+    }
+
+    /// Drops `bucket`: it is hidden at once (first lock hold), its change log is stopped
+    /// (readers get [`ChangeLogError::NotKept`]) and its sequence counter reset to 0 (a later
+    /// copy brings the source's); then its items are freed a few hundred per lock hold, so
+    /// requests to other buckets are not stalled. It stays hidden and empty: call
+    /// [`Store::show_bucket`] to serve it again. Returns the number of items freed. Do not
+    /// fill the bucket while this runs.
+    pub fn drop_bucket(&self, bucket: u32) -> usize {
+        if bucket >= self.buckets() {
+            return 0;
+        }
+        let loc = self.bucket_loc(bucket, 0);
+        self.lock(loc.part).begin_drop(loc.local);
         let mut total = 0;
         loop {
             let n = self.lock(loc.part).remove_some(loc.local, REMOVE_BATCH);
@@ -474,14 +679,17 @@ impl Store {
         }
     }
 
-    /// Stores an item received from another node or a savefile, keeping its hash, seq and
-    /// flags. `expires_at` (unix seconds) becomes a TTL from the current wall-clock time; an
-    /// item already expired is dropped (and removes any local copy of the key), returning
-    /// `Ok`. The bucket's sequence counter is raised to at least the item's seq.
+    /// Stores an item of a snapshot or a savefile (any seq order), keeping its hash, seq and
+    /// flags, unless the item present under its key has a higher seq. `expires_at` (unix
+    /// seconds) becomes a TTL from the current wall-clock time; an item already expired is
+    /// dropped (and removes an older local copy of the key), returning `Ok`. The bucket's
+    /// sequence counter is raised to at least the item's seq. Works on hidden buckets. Load
+    /// a snapshot into an empty (or dropped) bucket, before applying the change log.
     ///
     /// # Errors
     ///
-    /// Key and value size errors, [`StoreError::OutOfMemory`].
+    /// Key and value size errors, [`StoreError::OutOfMemory`],
+    /// [`StoreError::ChangeLogActive`] if the bucket keeps a change log.
     pub fn insert_item(&self, item: &OwnedItem) -> Result<(), StoreError> {
         self.check_key(&item.key)?;
         self.check_value(&item.value)?;

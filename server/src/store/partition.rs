@@ -33,16 +33,26 @@
 //! memory to the new size mix instead of starving it ("slab calcification"). Both classes'
 //! pressure is reset afterwards. Items are never moved, only evicted, so ids held by a
 //! snapshot stay meaningful.
+//!
+//! # Hidden buckets and change logs
+//!
+//! Items of hidden buckets are never evicted: the CLOCK hand passes over them and a page
+//! holding one is not moved to another class (both checks run only while the partition has
+//! a hidden bucket). Every change of a bucket that keeps a change log is recorded in it
+//! here, under the same lock hold that makes the change; an eviction in such a bucket takes
+//! a seq and is logged as a removal (expiry is not logged: expiry times are absolute).
 
 use std::sync::Arc;
 
-use shoal_proto::hash::{key_hash, value_hash, ValueHasher};
+use shoal_proto::hash::{bucket_of_hash, key_hash, value_hash, ValueHasher};
 
+use super::changelog::{Change, ChangeBatch, ChangeLog, ChangeLogError};
 use super::error::StoreError;
 use super::index::{table_hash, BucketIndex};
 use super::item::{
-    expiry_for, key_of, rd_u32, wr_u32, write_expiry, Header, ItemRef, OwnedItem, PartsCursor,
-    CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD, ST_REF, ST_USED,
+    expiry_for, key_of, rd_u32, wr_u32, write_expiry, write_seq, Header, ItemRef, OwnedItem,
+    PartsCursor, CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD, ST_REF,
+    ST_USED,
 };
 use super::slab::{ChunkId, Geometry, PagePool, Slab, NONE};
 use super::stats::{BucketStats, StoreStats};
@@ -91,13 +101,18 @@ pub(crate) struct Partition {
     slab: Slab,
     buckets: Vec<BucketIndex>,
     pool: Arc<PagePool>,
-    bucket_mask: u64,
+    /// The store's bucket count (for `shoal_proto`'s bucket function).
+    bucket_count: u32,
     partitions: u32,
     max_value: usize,
     counters: Counters,
     crawl: CrawlCursor,
     /// Reused copy of an old value for append/prepend, so they do not allocate per call.
     scratch: Vec<u8>,
+    /// Number of hidden buckets; eviction checks bucket membership only when it is not 0.
+    hidden: usize,
+    /// Byte cap of each bucket's change log.
+    log_cap: usize,
 }
 
 impl Partition {
@@ -107,18 +122,21 @@ impl Partition {
         buckets: u32,
         partitions: u32,
         max_value: usize,
+        log_cap: usize,
     ) -> Self {
         let local = (buckets / partitions) as usize;
         Self {
             slab: Slab::new(geo),
             buckets: (0..local).map(|_| BucketIndex::default()).collect(),
             pool,
-            bucket_mask: u64::from(buckets - 1),
+            bucket_count: buckets,
             partitions,
             max_value,
             counters: Counters::default(),
             crawl: CrawlCursor::default(),
             scratch: Vec::new(),
+            hidden: 0,
+            log_cap,
         }
     }
 
@@ -156,11 +174,56 @@ impl Partition {
         }
     }
 
-    /// Unindexes and frees an item found by walking the slab (bucket unknown).
+    /// Unindexes and frees an item found by walking the slab (bucket unknown). An eviction
+    /// in a bucket that keeps a change log takes a seq and is logged.
     fn remove_by_id(&mut self, id: ChunkId, reason: Reason) {
-        let kh = key_hash(key_of(self.slab.chunk(id)));
-        let local = ((kh & self.bucket_mask) as u32 / self.partitions) as usize;
+        let key = key_of(self.slab.chunk(id));
+        let kh = key_hash(key);
+        let local = self.local_of_hash(kh);
+        let bucket = &mut self.buckets[local];
+        if let (Reason::Evicted, Some(log)) = (reason, bucket.log.as_deref_mut()) {
+            bucket.seq += 1;
+            log.push(bucket.seq, key);
+        }
         self.remove_item(local, table_hash(kh), id, Some(reason));
+    }
+
+    /// The partition-local bucket of a key hash.
+    #[inline]
+    fn local_of_hash(&self, kh: u64) -> usize {
+        (bucket_of_hash(kh, self.bucket_count) / self.partitions) as usize
+    }
+
+    /// Whether the item whose head is `id` belongs to a hidden bucket.
+    fn in_hidden_bucket(&self, id: ChunkId) -> bool {
+        let local = self.local_of_hash(key_hash(key_of(self.slab.chunk(id))));
+        self.buckets[local].hidden
+    }
+
+    /// Whether a page holds (part of) an item of a hidden bucket.
+    fn page_has_hidden(&self, page: u32) -> bool {
+        (0..self.slab.page(page).init).any(|slot| {
+            let chunk = self.slab.chunk(self.slab.make_id(page, slot));
+            if chunk[0] & ST_USED == 0 {
+                return false;
+            }
+            let head = if chunk[0] & ST_HEAD != 0 {
+                self.slab.make_id(page, slot)
+            } else {
+                rd_u32(chunk, OFF_CONT_HEAD)
+            };
+            self.in_hidden_bucket(head)
+        })
+    }
+
+    /// Client requests are not served from hidden buckets.
+    #[inline]
+    fn check_visible(&self, loc: Loc) -> Result<(), StoreError> {
+        if self.buckets[loc.local].hidden {
+            Err(StoreError::Hidden)
+        } else {
+            Ok(())
+        }
     }
 
     /// Reads an item for a client: lazy expiry, hit/miss counting, reference bit, optional
@@ -172,16 +235,19 @@ impl Partition {
         now: u32,
         touch: Option<u32>,
     ) -> Option<ChunkId> {
+        if self.buckets[loc.local].hidden {
+            self.counters.misses += 1;
+            return None;
+        }
         let Some(id) = self.lookup(loc, key, now) else {
             self.counters.misses += 1;
             return None;
         };
         self.counters.hits += 1;
-        let chunk = self.slab.chunk_mut(id);
-        chunk[0] |= ST_REF;
         if let Some(ttl) = touch {
-            write_expiry(chunk, expiry_for(now, ttl));
+            self.set_expiry(loc, id, expiry_for(now, ttl));
         }
+        self.slab.chunk_mut(id)[0] |= ST_REF;
         Some(id)
     }
 
@@ -198,6 +264,7 @@ impl Partition {
         ttl: u32,
         now: u32,
     ) -> Result<WriteOk, StoreError> {
+        self.check_visible(loc)?;
         let existing = self.lookup(loc, key, now);
         match (mode, existing) {
             (SetMode::Add, Some(_)) | (SetMode::Replace, None) => {
@@ -224,6 +291,7 @@ impl Partition {
         front: bool,
         now: u32,
     ) -> Result<WriteOk, StoreError> {
+        self.check_visible(loc)?;
         let id = self.lookup(loc, key, now).ok_or(StoreError::NotStored)?;
         let hdr = Header::read(self.slab.chunk(id));
         if hdr.value_len + data.len() > self.max_value {
@@ -262,6 +330,7 @@ impl Partition {
         create: Option<(u64, u32)>,
         now: u32,
     ) -> Result<(u64, WriteOk), StoreError> {
+        self.check_visible(loc)?;
         let mut buf = [0u8; 20];
         let Some(id) = self.lookup(loc, key, now) else {
             let (initial, ttl) = create.ok_or(StoreError::NotFound)?;
@@ -310,32 +379,63 @@ impl Partition {
         expected: Option<u64>,
         now: u32,
     ) -> Result<u64, StoreError> {
+        self.check_visible(loc)?;
         let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
         if expected.is_some_and(|h| h != Header::read(self.slab.chunk(id)).hash) {
             return Err(StoreError::Exists);
         }
         self.remove_item(loc.local, loc.th, id, None);
-        let bucket = &mut self.buckets[loc.local];
-        bucket.seq += 1;
-        Ok(bucket.seq)
+        let seq = self.buckets[loc.local].seq + 1;
+        self.note_change(loc.local, seq, key);
+        Ok(seq)
     }
 
-    /// Sets a new TTL on a live item.
+    /// Sets a new TTL on a live item; returns the touch's seq.
     pub(crate) fn touch(
         &mut self,
         loc: Loc,
         key: &[u8],
         ttl: u32,
         now: u32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        self.check_visible(loc)?;
         let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
-        let chunk = self.slab.chunk_mut(id);
-        chunk[0] |= ST_REF;
-        write_expiry(chunk, expiry_for(now, ttl));
-        Ok(())
+        self.slab.chunk_mut(id)[0] |= ST_REF;
+        Ok(self.set_expiry(loc, id, expiry_for(now, ttl)))
     }
 
-    /// Stores an item received from elsewhere, keeping its hash and seq.
+    /// Gives a live item a new expiry as a change of its own: the item takes the bucket's
+    /// next seq. Returns that seq.
+    fn set_expiry(&mut self, loc: Loc, id: ChunkId, expiry: u32) -> u64 {
+        let seq = self.buckets[loc.local].seq + 1;
+        self.set_expiry_seq(loc.local, id, expiry, seq);
+        seq
+    }
+
+    /// Writes a new expiry and seq into a live item, and records the change.
+    fn set_expiry_seq(&mut self, local: usize, id: ChunkId, expiry: u32, seq: u64) {
+        let chunk = self.slab.chunk_mut(id);
+        write_expiry(chunk, expiry);
+        write_seq(chunk, seq);
+        let bucket = &mut self.buckets[local];
+        bucket.seq = bucket.seq.max(seq);
+        if let Some(log) = bucket.log.as_deref_mut() {
+            log.push(seq, key_of(self.slab.chunk(id)));
+        }
+    }
+
+    /// Records a change of `key` (empty: of the whole bucket) at `seq`: raises the bucket's
+    /// counter to it and logs it if the bucket keeps a log.
+    fn note_change(&mut self, local: usize, seq: u64, key: &[u8]) {
+        let bucket = &mut self.buckets[local];
+        bucket.seq = bucket.seq.max(seq);
+        if let Some(log) = bucket.log.as_deref_mut() {
+            log.push(seq, key);
+        }
+    }
+
+    /// Stores an item received from elsewhere, keeping its hash and seq, unless the item
+    /// present under its key has a higher seq.
     pub(crate) fn insert(
         &mut self,
         loc: Loc,
@@ -343,16 +443,21 @@ impl Partition {
         now: u32,
         wall: u64,
     ) -> Result<(), StoreError> {
-        let expiry = match item.expires_at {
-            0 => 0,
-            at if at <= wall => {
-                // Already expired: the received version supersedes any local copy.
-                if let Some(id) = self.lookup(loc, &item.key, now) {
-                    self.remove_item(loc.local, loc.th, id, None);
-                }
-                return Ok(());
+        if self.buckets[loc.local].log.is_some() {
+            return Err(StoreError::ChangeLogActive);
+        }
+        let present = self.lookup(loc, &item.key, now);
+        if present.is_some_and(|id| Header::read(self.slab.chunk(id)).seq > item.seq) {
+            return Ok(());
+        }
+        let Some(expiry) = monotonic_expiry(item.expires_at, now, wall) else {
+            // Already expired: the received version supersedes any local copy.
+            if let Some(id) = present {
+                self.remove_item(loc.local, loc.th, id, None);
             }
-            at => expiry_for(now, u32::try_from(at - wall).unwrap_or(u32::MAX)),
+            let bucket = &mut self.buckets[loc.local];
+            bucket.seq = bucket.seq.max(item.seq);
+            return Ok(());
         };
         self.write(
             loc,
@@ -384,17 +489,8 @@ impl Partition {
         let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let place = self.slab.geometry().placement(key.len(), value_len);
         self.ensure_free(place.class, place.chunks, now)?;
-        let bucket = &mut self.buckets[loc.local];
-        let seq = match seq {
-            Some(seq) => {
-                bucket.seq = bucket.seq.max(seq);
-                seq
-            }
-            None => {
-                bucket.seq += 1;
-                bucket.seq
-            }
-        };
+        // The seq is taken only once the write succeeds (evictions above may take some).
+        let seq = seq.unwrap_or(self.buckets[loc.local].seq + 1);
         let hdr = Header {
             key_len: key.len(),
             value_len,
@@ -450,6 +546,10 @@ impl Partition {
             bucket.items += 1;
         }
         bucket.bytes = bucket.bytes + u64::from(place.chunks) * size - freed;
+        bucket.seq = bucket.seq.max(seq);
+        if let Some(log) = bucket.log.as_deref_mut() {
+            log.push(seq, key);
+        }
         Ok(WriteOk { hash, seq })
     }
 
@@ -470,16 +570,15 @@ impl Partition {
             } else {
                 self.rebalance_victim(class)
             };
-            if let Some(victim) = victim {
-                self.move_page(victim, class, now);
+            if victim.is_some_and(|victim| self.move_page(victim, class, now)) {
                 continue;
             }
             if self.evict_one(class, now) {
                 continue;
             }
             match self.largest_other_class(class) {
-                Some(victim) => self.move_page(victim, class, now),
-                None => return Err(StoreError::OutOfMemory),
+                Some(victim) if self.move_page(victim, class, now) => {}
+                _ => return Err(StoreError::OutOfMemory),
             }
         }
         Err(StoreError::OutOfMemory)
@@ -514,14 +613,16 @@ impl Partition {
             .min_by_key(|&v| (rate(v), std::cmp::Reverse(classes[v].pages.len())))
     }
 
-    /// Moves the emptiest page of `from` to `to`, evicting whatever it holds.
-    fn move_page(&mut self, from: usize, to: usize, now: u32) {
+    /// Moves the emptiest page of `from` to `to`, evicting whatever it holds; pages holding
+    /// items of hidden buckets are not moved. Returns whether a page moved.
+    fn move_page(&mut self, from: usize, to: usize, now: u32) -> bool {
         let Some(&page) = self.slab.classes[from]
             .pages
             .iter()
+            .filter(|&&p| self.hidden == 0 || !self.page_has_hidden(p))
             .min_by_key(|&&p| self.slab.page(p).used)
         else {
-            return;
+            return false;
         };
         for slot in 0..self.slab.page(page).init {
             let id = self.slab.make_id(page, slot);
@@ -547,6 +648,7 @@ impl Partition {
         target.pressure = 0;
         target.pages_gained += 1;
         self.counters.pages_moved += 1;
+        true
     }
 
     /// Advances the CLOCK hand of `class` until one item is evicted or reclaimed.
@@ -579,6 +681,10 @@ impl Partition {
                 self.remove_by_id(id, Reason::Expired);
                 return true;
             }
+            if self.hidden != 0 && self.in_hidden_bucket(id) {
+                continue;
+            }
+            let chunk = self.slab.chunk_mut(id);
             if chunk[0] & ST_REF != 0 {
                 chunk[0] &= !ST_REF;
                 continue;
@@ -648,13 +754,256 @@ impl Partition {
         n
     }
 
-    /// Frees everything and returns all pages to the pool. Sequence counters are kept.
+    /// Removes every item of every visible bucket; each of them takes a seq (logged as a
+    /// clear). Without hidden buckets all pages go back to the pool; with some, their items
+    /// stay and the others are removed one by one (pages stay with the partition).
     pub(crate) fn flush(&mut self) {
-        for bucket in &mut self.buckets {
-            bucket.reset();
+        if self.hidden == 0 {
+            for bucket in &mut self.buckets {
+                bucket.reset();
+            }
+            self.pool.give_back(self.slab.drain_pages());
+            self.crawl = CrawlCursor::default();
+        } else {
+            for local in 0..self.buckets.len() {
+                if !self.buckets[local].hidden {
+                    while self.remove_some(local, usize::MAX) > 0 {}
+                }
+            }
         }
-        self.pool.give_back(self.slab.drain_pages());
-        self.crawl = CrawlCursor::default();
+        for local in 0..self.buckets.len() {
+            if !self.buckets[local].hidden {
+                let seq = self.buckets[local].seq + 1;
+                self.note_change(local, seq, &[]);
+            }
+        }
+    }
+
+    /// Starts clearing a bucket: the clear takes `seq` (a new one if `None`) and is logged.
+    /// Returns the clear's seq and the ids to hand to [`Self::clear_some`]; `None` if `seq`
+    /// is not above the bucket's counter (an applied clear already reflected).
+    pub(crate) fn begin_clear(
+        &mut self,
+        local: usize,
+        seq: Option<u64>,
+    ) -> Option<(u64, Vec<ChunkId>)> {
+        let current = self.buckets[local].seq;
+        let seq = match seq {
+            Some(seq) if seq <= current => return None,
+            Some(seq) => seq,
+            None => current + 1,
+        };
+        self.note_change(local, seq, &[]);
+        Some((seq, self.buckets[local].all_ids()))
+    }
+
+    /// Removes those of `ids` that are still live items of the bucket with a seq below
+    /// `below`; returns how many.
+    pub(crate) fn clear_some(&mut self, local: usize, ids: &[ChunkId], below: u64) -> usize {
+        let mut n = 0;
+        for &id in ids {
+            let Some(chunk) = self.slab.checked_head(id) else {
+                continue;
+            };
+            if Header::read(chunk).seq >= below {
+                continue;
+            }
+            let key = key_of(chunk);
+            let kh = key_hash(key);
+            // Every item in this slab belongs to one of this partition's buckets.
+            if self.local_of_hash(kh) != local {
+                continue;
+            }
+            let th = table_hash(kh);
+            if self.buckets[local].find(&self.slab, th, key) == Some(id) {
+                self.remove_item(local, th, id, None);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Raises a bucket's sequence counter to at least `seq`.
+    pub(crate) fn raise_seq(&mut self, local: usize, seq: u64) {
+        let bucket = &mut self.buckets[local];
+        bucket.seq = bucket.seq.max(seq);
+    }
+
+    /// Installs a change of one key made elsewhere, if its seq is above the bucket's
+    /// counter (see [`super::Store::apply`]). Returns whether it was applied.
+    pub(crate) fn apply(
+        &mut self,
+        loc: Loc,
+        change: &Change,
+        now: u32,
+        wall: u64,
+    ) -> Result<bool, StoreError> {
+        let seq = change.seq();
+        if seq <= self.buckets[loc.local].seq {
+            return Ok(false);
+        }
+        let (key, expires_at) = match change {
+            Change::Set(item) => (&item.key[..], item.expires_at),
+            Change::Touch {
+                key, expires_at, ..
+            } => (&key[..], *expires_at),
+            Change::Delete { key, .. } => (&key[..], 1),
+            Change::Clear { .. } => return Ok(false),
+        };
+        let present = self.lookup(loc, key, now);
+        let expiry = match change {
+            Change::Delete { .. } => None,
+            _ => monotonic_expiry(expires_at, now, wall),
+        };
+        match (change, expiry, present) {
+            (Change::Set(item), Some(expiry), _) => {
+                self.write(
+                    loc,
+                    key,
+                    &[&item.value],
+                    item.hash,
+                    item.flags,
+                    expiry,
+                    Some(seq),
+                    now,
+                )?;
+            }
+            (Change::Touch { .. }, Some(expiry), Some(id)) => {
+                self.set_expiry_seq(loc.local, id, expiry, seq);
+            }
+            (Change::Touch { .. }, Some(_), None) => self.note_change(loc.local, seq, key),
+            // A delete, or a set or touch that has already expired: the key is gone.
+            (_, _, present) => {
+                if let Some(id) = present {
+                    self.remove_item(loc.local, loc.th, id, None);
+                }
+                self.note_change(loc.local, seq, key);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hides (`true`) or shows a bucket; returns whether that changed anything.
+    pub(crate) fn set_hidden(&mut self, local: usize, hidden: bool) -> bool {
+        let bucket = &mut self.buckets[local];
+        if bucket.hidden == hidden {
+            return false;
+        }
+        bucket.hidden = hidden;
+        if hidden {
+            self.hidden += 1;
+        } else {
+            self.hidden -= 1;
+        }
+        true
+    }
+
+    /// Whether a bucket is hidden.
+    pub(crate) fn is_hidden(&self, local: usize) -> bool {
+        self.buckets[local].hidden
+    }
+
+    /// First step of a drop: the bucket is hidden, stops its change log and forgets its
+    /// sequence counter (a later copy brings the source's).
+    pub(crate) fn begin_drop(&mut self, local: usize) {
+        self.set_hidden(local, true);
+        let bucket = &mut self.buckets[local];
+        bucket.log = None;
+        bucket.seq = 0;
+    }
+
+    /// Adds a reader to a bucket's change log, starting the log if it has none. Returns the
+    /// log's floor: it holds every change above it.
+    pub(crate) fn start_log(&mut self, local: usize) -> u64 {
+        let cap = self.log_cap;
+        let bucket = &mut self.buckets[local];
+        match bucket.log.as_deref_mut() {
+            Some(log) => {
+                log.readers += 1;
+                log.floor()
+            }
+            None => {
+                bucket.log = Some(Box::new(ChangeLog::new(cap, bucket.seq)));
+                bucket.seq
+            }
+        }
+    }
+
+    /// Removes a reader from a bucket's change log; the last one frees it.
+    pub(crate) fn stop_log(&mut self, local: usize) {
+        let bucket = &mut self.buckets[local];
+        if let Some(log) = bucket.log.as_deref_mut() {
+            log.readers = log.readers.saturating_sub(1);
+            if log.readers == 0 {
+                bucket.log = None;
+            }
+        }
+    }
+
+    /// Reads the changes of a bucket after `since`, at most `max` of them, with their
+    /// current values (see [`super::changelog`]).
+    pub(crate) fn changes_since(
+        &self,
+        local: usize,
+        bucket: u32,
+        since: u64,
+        max: usize,
+        now: u32,
+        wall: u64,
+    ) -> Result<ChangeBatch, ChangeLogError> {
+        let b = &self.buckets[local];
+        let log = b.log.as_deref().ok_or(ChangeLogError::NotKept { bucket })?;
+        if since < log.floor() {
+            return Err(ChangeLogError::Behind {
+                bucket,
+                since,
+                floor: log.floor(),
+            });
+        }
+        if since > b.seq {
+            return Err(ChangeLogError::Ahead {
+                bucket,
+                since,
+                seq: b.seq,
+            });
+        }
+        // At least one change per call, so `through` always moves when there are changes.
+        let max = max.max(1);
+        let mut changes = Vec::new();
+        let mut through = b.seq;
+        let mut examined = since;
+        log.for_each(|seq, key| {
+            if seq <= since {
+                return true;
+            }
+            if changes.len() >= max {
+                through = examined;
+                return false;
+            }
+            examined = seq;
+            if key.is_empty() {
+                changes.push(Change::Clear { bucket, seq });
+                return true;
+            }
+            let found = b.find(&self.slab, table_hash(key_hash(key)), key);
+            match found.map(|id| (id, Header::read(self.slab.chunk(id)))) {
+                Some((_, hdr)) if hdr.expired(now) => changes.push(Change::Delete {
+                    key: key.to_vec(),
+                    seq,
+                }),
+                Some((id, hdr)) if hdr.seq == seq => changes.push(Change::Set(
+                    ItemRef::new(&self.slab, id, now).to_owned_item(wall),
+                )),
+                // A later change of the key has its own entry.
+                Some(_) => {}
+                None => changes.push(Change::Delete {
+                    key: key.to_vec(),
+                    seq,
+                }),
+            }
+            true
+        });
+        Ok(ChangeBatch { changes, through })
     }
 
     /// The head ids of a bucket and its current seq, for a snapshot.
@@ -680,7 +1029,7 @@ impl Partition {
         }
         let key = key_of(chunk);
         let kh = key_hash(key);
-        if (kh & self.bucket_mask) as u32 != bucket {
+        if bucket_of_hash(kh, self.bucket_count) != bucket {
             return None;
         }
         if self.buckets[local].find(&self.slab, table_hash(kh), key) != Some(id) {
@@ -709,9 +1058,15 @@ impl Partition {
         stats.crawler_reclaimed += c.crawler_reclaimed;
         stats.pages_moved += c.pages_moved;
         for b in &self.buckets {
-            stats.items += b.items;
-            stats.bytes += b.bytes;
+            if !b.hidden {
+                stats.items += b.items;
+                stats.bytes += b.bytes;
+            }
             stats.index_bytes += b.table_bytes() as u64;
+            if let Some(log) = b.log.as_deref() {
+                stats.change_log_bytes +=
+                    (log.heap_bytes() + std::mem::size_of::<ChangeLog>()) as u64;
+            }
         }
         stats.overhead_bytes += (self.buckets.len() * std::mem::size_of::<BucketIndex>()
             + self.slab.page_count() * 64
@@ -727,6 +1082,19 @@ impl Partition {
             s.evictions += class.evictions;
             s.pages_gained += class.pages_gained;
         }
+    }
+}
+
+/// The monotonic expiry for an absolute one (unix seconds, 0 = never) at wall time `wall`;
+/// `None` if it has passed.
+fn monotonic_expiry(expires_at: u64, now: u32, wall: u64) -> Option<u32> {
+    match expires_at {
+        0 => Some(0),
+        at if at <= wall => None,
+        at => Some(expiry_for(
+            now,
+            u32::try_from(at - wall).unwrap_or(u32::MAX),
+        )),
     }
 }
 

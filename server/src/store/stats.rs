@@ -5,9 +5,10 @@
 /// Store-wide numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Live items (expired items not yet reclaimed included).
+    /// Live items (expired items not yet reclaimed included) of visible buckets.
     pub items: u64,
-    /// Slab bytes held by items (whole chunks, so header and slack included).
+    /// Slab bytes held by items of visible buckets (whole chunks, so header and slack
+    /// included).
     pub bytes: u64,
     /// Slab memory in bytes (whole pages of the configured memory).
     pub memory: u64,
@@ -34,9 +35,12 @@ pub struct StoreStats {
     /// Heap bytes of the per-bucket index tables (outside slab memory).
     pub index_bytes: u64,
     /// Other heap bytes outside slab memory: bucket records, page and class records, scratch
-    /// buffers. Total memory is `memory + index_bytes + overhead_bytes` (plus the allocator's
-    /// own overhead).
+    /// buffers. Total memory is `memory + index_bytes + change_log_bytes + overhead_bytes`
+    /// (plus the allocator's own overhead).
     pub overhead_bytes: u64,
+    /// Heap bytes of the change logs (outside slab memory; only buckets someone reads keep
+    /// one).
+    pub change_log_bytes: u64,
     /// Number of lock partitions.
     pub partitions: u64,
     /// Per slab class, smallest chunk first.

@@ -328,6 +328,31 @@ fn crawler_reclaims_expired_items_in_small_steps() {
 }
 
 #[test]
+fn touch_and_get_and_touch_take_a_sequence_number() {
+    let (store, _) = small();
+    let ok = store.set(SetMode::Set, b"t", b"v", 3, 0).expect("set");
+    let bucket = store.bucket_of(b"t");
+    let seq = store.touch(b"t", 50).expect("touch");
+    assert_eq!(seq, ok.seq + 1);
+    assert_eq!(store.bucket_stats(bucket).seq, seq);
+    assert_eq!(
+        store.get(b"t", |i| i.seq()),
+        Some(seq),
+        "the item carries it"
+    );
+    let gat = store.get_and_touch(b"t", 0, |i| (i.seq(), i.ttl_remaining()));
+    assert_eq!(gat, Some((seq + 1, None)));
+    assert_eq!(store.bucket_stats(bucket).seq, seq + 1);
+    assert_eq!(store.get_and_touch(b"absent", 5, |i| i.seq()), None);
+    assert_eq!(
+        store.bucket_stats(bucket).seq,
+        seq + 1,
+        "a miss is no change"
+    );
+    assert_eq!(store.get(b"t", |i| i.hash()), Some(ok.hash), "token kept");
+}
+
+#[test]
 fn flush_all_empties_the_store_and_returns_pages() {
     let (store, _) = small();
     for i in 0..500u32 {
@@ -344,7 +369,11 @@ fn flush_all_empties_the_store_and_returns_pages() {
     let ok = store
         .set(SetMode::Set, b"k1", b"again", 0, 0)
         .expect("set after flush");
-    assert_eq!(ok.seq, seq + 1, "sequence numbers survive a flush");
+    assert_eq!(
+        ok.seq,
+        seq + 2,
+        "a flush takes a seq; numbers are never reused"
+    );
     assert_eq!(value(&store, b"k1").as_deref(), Some(&b"again"[..]));
 }
 
@@ -515,4 +544,491 @@ fn pages_move_to_a_class_that_starts_evicting() {
     for i in 19_900..20_000u32 {
         assert!(value(&store, format!("big{i}").as_bytes()).is_some());
     }
+}
+
+// ---- change logs, apply, hidden buckets ----
+
+/// A key of `bucket` (16 buckets in `small_config`), the `n`-th one found.
+fn key_in(store: &Store, bucket: u32, n: usize) -> Vec<u8> {
+    (0u32..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .filter(|k| store.bucket_of(k) == bucket)
+        .nth(n)
+        .expect("keys of every bucket exist")
+}
+
+/// Every live item of `bucket`, sorted by key.
+fn bucket_items(store: &Store, bucket: u32) -> Vec<OwnedItem> {
+    let mut items: Vec<OwnedItem> = store.snapshot_bucket(bucket).collect();
+    items.sort_by(|a, b| a.key.cmp(&b.key));
+    items
+}
+
+/// Reads all of `bucket`'s changes after `since` in batches of `max` and applies them to `to`.
+fn catch_up(from: &Store, to: &Store, bucket: u32, mut since: u64, max: usize) -> u64 {
+    loop {
+        let batch = from
+            .changes_since(bucket, since, max)
+            .expect("log readable");
+        for change in &batch.changes {
+            to.apply(change).expect("apply");
+        }
+        if batch.through == since {
+            return since;
+        }
+        since = batch.through;
+    }
+}
+
+/// Copies `bucket` from `from` into `to` (hidden): log started, snapshot, then the log.
+fn copy_bucket(from: &Store, to: &Store, bucket: u32) -> u64 {
+    from.start_change_log(bucket).expect("log");
+    let mut snap = from.snapshot_bucket(bucket);
+    to.hide_bucket(bucket);
+    let start = snap.start_seq();
+    while let Some(batch) = snap.next_batch() {
+        for item in &batch {
+            to.insert_item(item).expect("insert");
+        }
+    }
+    to.raise_bucket_seq(bucket, start);
+    start
+}
+
+#[test]
+fn the_change_log_reports_every_kind_of_change_with_current_values() {
+    let (store, clock) = small();
+    let b = 5;
+    let [k0, k1, k2, k3] = [0, 1, 2, 3].map(|n| key_in(&store, b, n));
+    store.set(SetMode::Set, &k0, b"before", 0, 0).expect("set");
+    assert_eq!(
+        store.changes_since(b, 0, 10),
+        Err(ChangeLogError::NotKept { bucket: b })
+    );
+    let floor = store.start_change_log(b).expect("start");
+    assert_eq!(floor, 1);
+    let s1 = store
+        .set(SetMode::Set, &k1, b"one", 7, 100)
+        .expect("set")
+        .seq;
+    store.set(SetMode::Set, &k2, b"two", 0, 0).expect("set");
+    let d2 = store.delete(&k2, None).expect("delete");
+    store
+        .set(SetMode::Set, &k0, b"superseded", 0, 0)
+        .expect("set");
+    let a0 = store.append(&k0, b"+").expect("append").seq;
+    let t1 = store.touch(&k1, 50).expect("touch");
+    store.set(SetMode::Set, &k3, b"5", 0, 0).expect("set");
+    let i3 = store.incr(&k3, 1, false, None).expect("incr").1.seq;
+    let cleared = {
+        store.remove_bucket(b);
+        store.bucket_stats(b).seq
+    };
+    let after = store
+        .set(SetMode::Set, &k1, b"after", 1, 0)
+        .expect("set")
+        .seq;
+    assert!(s1 < t1);
+
+    let batch = store.changes_since(b, floor, 100).expect("read");
+    assert_eq!(batch.through, after);
+    let wall = clock.wall();
+    // Every entry of a key that is gone now reads as a removal; the entries of k1 before
+    // its last change read as nothing.
+    let expected = vec![
+        Change::Delete {
+            key: k2.clone(),
+            seq: 3,
+        },
+        Change::Delete {
+            key: k2.clone(),
+            seq: d2,
+        },
+        Change::Delete {
+            key: k0.clone(),
+            seq: a0 - 1,
+        },
+        Change::Delete {
+            key: k0.clone(),
+            seq: a0,
+        },
+        Change::Delete {
+            key: k3.clone(),
+            seq: i3 - 1,
+        },
+        Change::Delete {
+            key: k3.clone(),
+            seq: i3,
+        },
+        Change::Clear {
+            bucket: b,
+            seq: cleared,
+        },
+        Change::Set(OwnedItem {
+            key: k1.clone(),
+            value: b"after".to_vec(),
+            flags: 1,
+            hash: value_hash(b"after"),
+            seq: after,
+            expires_at: 0,
+        }),
+    ];
+    assert_eq!(batch.changes, expected, "wall {wall}");
+    // In small batches the same changes come, with `through` moving on.
+    let mut since = floor;
+    let mut all = Vec::new();
+    loop {
+        let batch = store.changes_since(b, since, 1).expect("read");
+        assert!(batch.changes.len() <= 1);
+        all.extend(batch.changes);
+        if batch.through == since {
+            break;
+        }
+        since = batch.through;
+    }
+    assert_eq!(all, expected);
+    assert_eq!(since, after);
+    assert_eq!(
+        store.changes_since(b, after + 1, 10),
+        Err(ChangeLogError::Ahead {
+            bucket: b,
+            since: after + 1,
+            seq: after
+        })
+    );
+}
+
+#[test]
+fn a_log_that_dropped_changes_says_so_every_time() {
+    let cfg = StoreConfig {
+        change_log_bytes: 200,
+        ..small_config()
+    };
+    let (store, _) = store_with_clock(cfg);
+    let b = 2;
+    let k = key_in(&store, b, 0);
+    let floor = store.start_change_log(b).expect("start");
+    for i in 0..100u32 {
+        store
+            .set(SetMode::Set, &k, &i.to_be_bytes(), 0, 0)
+            .expect("set");
+    }
+    let seq = store.bucket_stats(b).seq;
+    for _ in 0..3 {
+        match store.changes_since(b, floor, 1000) {
+            Err(ChangeLogError::Behind {
+                since, floor: f, ..
+            }) => {
+                assert_eq!(since, floor);
+                assert!(f > floor && f < seq, "{f}");
+            }
+            other => panic!("expected Behind, got {other:?}"),
+        }
+    }
+    let stats = store.stats();
+    assert!(
+        stats.change_log_bytes > 0 && stats.change_log_bytes < 1024,
+        "{stats:?}"
+    );
+    let recent = store
+        .changes_since(b, seq - 1, 10)
+        .expect("recent changes kept");
+    assert_eq!(recent.through, seq);
+    store.stop_change_log(b);
+    assert_eq!(
+        store.changes_since(b, seq, 10),
+        Err(ChangeLogError::NotKept { bucket: b })
+    );
+    assert_eq!(
+        store.stats().change_log_bytes,
+        0,
+        "freed with the last reader"
+    );
+    let off = StoreConfig {
+        change_log_bytes: 0,
+        ..small_config()
+    };
+    let (off, _) = store_with_clock(off);
+    assert_eq!(off.start_change_log(b), Err(ChangeLogError::Off));
+}
+
+#[test]
+fn apply_installs_newer_changes_once_and_in_order() {
+    let (store, clock) = small();
+    let k = b"applied".to_vec();
+    let b = store.bucket_of(&k);
+    let item = |value: &[u8], seq: u64, expires_at: u64| {
+        Change::Set(OwnedItem {
+            key: k.clone(),
+            value: value.to_vec(),
+            flags: 4,
+            hash: 1234,
+            seq,
+            expires_at,
+        })
+    };
+    let wall = clock.wall();
+    assert_eq!(store.apply(&item(b"v3", 3, 0)), Ok(true));
+    assert_eq!(store.apply(&item(b"v3", 3, 0)), Ok(false), "duplicate");
+    assert_eq!(store.apply(&item(b"v2", 2, 0)), Ok(false), "older");
+    assert_eq!(
+        store.get(&k, |i| (i.value_vec(), i.hash(), i.seq(), i.flags())),
+        Some((b"v3".to_vec(), 1234, 3, 4))
+    );
+    assert_eq!(
+        store.apply(&Change::Touch {
+            key: k.clone(),
+            seq: 4,
+            expires_at: wall + 30
+        }),
+        Ok(true)
+    );
+    assert_eq!(
+        store.get(&k, |i| (i.seq(), i.ttl_remaining())),
+        Some((4, Some(30)))
+    );
+    assert_eq!(
+        store.apply(&Change::Delete {
+            key: k.clone(),
+            seq: 6
+        }),
+        Ok(true)
+    );
+    assert_eq!(value(&store, &k), None);
+    assert_eq!(
+        store.apply(&item(b"v5", 5, 0)),
+        Ok(false),
+        "a replayed set cannot come back"
+    );
+    assert_eq!(store.bucket_stats(b).seq, 6);
+    assert_eq!(
+        store.apply(&item(b"gone", 7, wall)),
+        Ok(true),
+        "expired on arrival"
+    );
+    assert_eq!(value(&store, &k), None);
+    assert_eq!(store.apply(&item(b"v8", 8, wall + 5)), Ok(true));
+    clock.advance(5);
+    assert_eq!(value(&store, &k), None, "absolute expiry kept");
+    store.apply(&item(b"v9", 9, 0)).expect("apply");
+    assert_eq!(store.apply(&Change::Clear { bucket: b, seq: 10 }), Ok(true));
+    assert_eq!(value(&store, &k), None);
+    assert_eq!(
+        store.apply(&Change::Clear { bucket: b, seq: 10 }),
+        Ok(false)
+    );
+    assert_eq!(
+        store.apply(&Change::Clear {
+            bucket: 99,
+            seq: 11
+        }),
+        Err(StoreError::NoSuchBucket)
+    );
+    assert_eq!(store.bucket_stats(b).seq, 10);
+    let next = store.set(SetMode::Set, &k, b"local", 0, 0).expect("set");
+    assert_eq!(next.seq, 11, "local writes continue after the applied seq");
+}
+
+#[test]
+fn insert_item_keeps_the_newer_version_and_is_refused_while_logging() {
+    let (store, _) = small();
+    let item = |value: &[u8], seq: u64| OwnedItem {
+        key: b"ins".to_vec(),
+        value: value.to_vec(),
+        flags: 0,
+        hash: value_hash(value),
+        seq,
+        expires_at: 0,
+    };
+    store.insert_item(&item(b"new", 9)).expect("insert");
+    store.insert_item(&item(b"old", 4)).expect("insert");
+    assert_eq!(value(&store, b"ins").as_deref(), Some(&b"new"[..]));
+    let b = store.bucket_of(b"ins");
+    store.start_change_log(b).expect("log");
+    assert_eq!(
+        store.insert_item(&item(b"x", 20)),
+        Err(StoreError::ChangeLogActive)
+    );
+}
+
+#[test]
+fn snapshot_and_log_rebuild_the_bucket_elsewhere_and_replays_change_nothing() {
+    let (a, clock) = small();
+    let target = Store::with_clock(small_config(), clock.clone()).expect("config");
+    let b = 9;
+    let keys: Vec<Vec<u8>> = (0..40).map(|n| key_in(&a, b, n)).collect();
+    for (i, k) in keys.iter().enumerate() {
+        a.set(
+            SetMode::Set,
+            k,
+            &vec![i as u8; i * 50],
+            i as u32,
+            (i % 3) as u32 * 10,
+        )
+        .expect("set");
+    }
+    let start = copy_bucket(&a, &target, b);
+    for (i, k) in keys.iter().enumerate() {
+        match i % 5 {
+            0 => drop(a.delete(k, None)),
+            1 => drop(a.touch(k, 100)),
+            2 => drop(a.set(SetMode::Set, k, b"changed", 1, 0)),
+            3 => drop(a.get_and_touch(k, 0, |_| ())),
+            _ => {}
+        }
+    }
+    clock.advance(10);
+    let through = catch_up(&a, &target, b, start, 7);
+    assert_eq!(through, a.bucket_stats(b).seq);
+    assert!(target.is_bucket_hidden(b));
+    assert_eq!(bucket_items(&target, b), bucket_items(&a, b));
+    // Replaying everything again (from the snapshot's start) changes nothing.
+    catch_up(&a, &target, b, start, 3);
+    assert_eq!(bucket_items(&target, b), bucket_items(&a, b));
+    // More changes, a flush, more changes.
+    a.set(SetMode::Set, &keys[4], b"pre-flush", 0, 0)
+        .expect("set");
+    a.flush_all();
+    a.set(SetMode::Set, &keys[9], b"post-flush", 0, 0)
+        .expect("set");
+    catch_up(&a, &target, b, through, 100);
+    assert_eq!(bucket_items(&target, b), bucket_items(&a, b));
+    assert_eq!(bucket_items(&target, b).len(), 1);
+    assert_eq!(target.bucket_stats(b).seq, a.bucket_stats(b).seq);
+}
+
+#[test]
+fn hidden_buckets_are_not_served_counted_flushed_or_evicted() {
+    let (store, _) = small();
+    let b = 4;
+    let k = key_in(&store, b, 0);
+    store.set(SetMode::Set, &k, b"v", 0, 0).expect("set");
+    assert!(store.hide_bucket(b));
+    assert!(!store.hide_bucket(b), "already hidden");
+    assert!(store.is_bucket_hidden(b));
+    assert_eq!(value(&store, &k), None, "reads miss");
+    assert_eq!(store.get_and_touch(&k, 5, |_| ()), None);
+    assert_eq!(
+        store.set(SetMode::Set, &k, b"w", 0, 0),
+        Err(StoreError::Hidden)
+    );
+    assert_eq!(store.delete(&k, None), Err(StoreError::Hidden));
+    assert_eq!(store.touch(&k, 1), Err(StoreError::Hidden));
+    assert_eq!(store.append(&k, b"x"), Err(StoreError::Hidden));
+    assert_eq!(
+        store.incr(&k, 1, false, Some((1, 0))),
+        Err(StoreError::Hidden)
+    );
+    assert_eq!(store.stats().items, 0, "not counted");
+    assert_eq!(store.bucket_stats(b).items, 1, "but known per bucket");
+    // Fill the hidden bucket through apply, then press memory hard from other buckets.
+    let hidden_keys: Vec<Vec<u8>> = (1..200).map(|n| key_in(&store, b, n)).collect();
+    for (i, hk) in hidden_keys.iter().enumerate() {
+        let change = Change::Set(OwnedItem {
+            key: hk.clone(),
+            value: vec![3u8; 500],
+            flags: 0,
+            hash: value_hash(&[3u8; 500]),
+            seq: 10 + i as u64,
+            expires_at: 0,
+        });
+        assert_eq!(store.apply(&change), Ok(true));
+    }
+    for i in 0..30_000u32 {
+        let key = format!("press{i}");
+        if store.bucket_of(key.as_bytes()) != b {
+            let size = if i % 2 == 0 { 500 } else { 3000 };
+            store
+                .set(SetMode::Set, key.as_bytes(), &vec![1u8; size], 0, 0)
+                .expect("set");
+        }
+    }
+    assert!(store.stats().evictions > 1000);
+    assert!(store.stats().pages_moved > 0);
+    store.flush_all();
+    assert_eq!(store.stats().items, 0);
+    assert_eq!(
+        store.bucket_stats(b).items,
+        200,
+        "nothing of the hidden bucket went"
+    );
+    assert!(store.show_bucket(b));
+    assert!(!store.show_bucket(b));
+    assert_eq!(store.stats().items, 200);
+    assert_eq!(value(&store, &k).as_deref(), Some(&b"v"[..]));
+    assert_eq!(value(&store, &hidden_keys[5]), Some(vec![3u8; 500]));
+}
+
+#[test]
+fn drop_bucket_hides_at_once_frees_everything_and_forgets_the_seq() {
+    let (store, _) = small();
+    let b = 6;
+    for n in 0..1000 {
+        store
+            .set(SetMode::Set, &key_in(&store, b, n), &[1u8; 100], 0, 0)
+            .expect("set");
+    }
+    store.start_change_log(b).expect("log");
+    let other = key_in(&store, 7, 0);
+    store.set(SetMode::Set, &other, b"kept", 0, 0).expect("set");
+    assert_eq!(store.drop_bucket(b), 1000);
+    assert!(store.is_bucket_hidden(b));
+    let stats = store.bucket_stats(b);
+    assert_eq!((stats.items, stats.bytes, stats.seq), (0, 0, 0));
+    assert_eq!(
+        store.changes_since(b, 0, 1),
+        Err(ChangeLogError::NotKept { bucket: b })
+    );
+    assert_eq!(value(&store, &other).as_deref(), Some(&b"kept"[..]));
+    assert!(store.show_bucket(b));
+    assert_eq!(
+        store
+            .set(SetMode::Set, &key_in(&store, b, 0), b"x", 0, 0)
+            .map(|ok| ok.seq),
+        Ok(1)
+    );
+}
+
+#[test]
+fn evictions_in_a_logged_bucket_are_logged_as_removals() {
+    let (store, _) = store_with_clock(StoreConfig {
+        change_log_bytes: 16 << 10,
+        ..small_config()
+    });
+    let b = 1;
+    let floor = store.start_change_log(b).expect("log");
+    for i in 0..20_000u32 {
+        store
+            .set(SetMode::Set, format!("ev{i}").as_bytes(), &[7u8; 500], 0, 0)
+            .expect("set");
+    }
+    assert!(store.stats().evictions > 1000);
+    let target = Store::with_clock(small_config(), Arc::new(ManualClock::new(1_700_000_000)))
+        .expect("config");
+    target.hide_bucket(b);
+    // The log is far too small for 20,000 writes: the reader is told, then copies again.
+    assert!(matches!(
+        store.changes_since(b, floor, 10),
+        Err(ChangeLogError::Behind { .. })
+    ));
+    let start = copy_bucket(&store, &target, b);
+    for i in 20_000..24_000u32 {
+        store
+            .set(SetMode::Set, format!("ev{i}").as_bytes(), &[7u8; 500], 0, 0)
+            .expect("set");
+    }
+    let batch = store
+        .changes_since(b, start, 100_000)
+        .expect("within the cap");
+    let removals = batch
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Delete { .. }))
+        .count();
+    assert!(removals > 100, "{removals}");
+    for c in &batch.changes {
+        target.apply(c).expect("apply");
+    }
+    assert_eq!(batch.through, store.bucket_stats(b).seq);
+    assert_eq!(bucket_items(&target, b), bucket_items(&store, b));
 }

@@ -317,6 +317,11 @@ fn error_reply(e: OpError) -> &'static [u8] {
             StoreError::KeyTooLong | StoreError::EmptyKey => {
                 b"CLIENT_ERROR bad command line format\r\n"
             }
+            StoreError::Hidden => b"SERVER_ERROR bucket not served by this node\r\n",
+            // Only the bucket-copy operations fail so; no client request reaches them.
+            StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
+                b"SERVER_ERROR internal error\r\n"
+            }
         },
     }
 }

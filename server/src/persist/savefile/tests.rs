@@ -46,7 +46,7 @@ fn items(n: usize, rng: &mut Rng) -> Vec<Owned> {
             };
             let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             Owned {
-                bucket: (key_hash(&key) & u64::from(BUCKETS - 1)) as u32,
+                bucket: bucket_of(&key, BUCKETS),
                 hash: value_hash(&value),
                 key,
                 value,
@@ -184,20 +184,20 @@ fn wrong_magic_is_not_a_savefile() {
 #[test]
 fn newer_version_is_refused_with_both_versions_named() {
     let (_, mut bytes) = sample();
-    bytes[8..10].copy_from_slice(&2u16.to_be_bytes());
+    bytes[8..10].copy_from_slice(&3u16.to_be_bytes());
     reseal(&mut bytes);
     let err = read(&bytes).unwrap_err();
     assert!(
         matches!(
             err,
             SavefileError::NewerVersion {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("version 2"), "{err}");
+    assert!(err.to_string().contains("version 3"), "{err}");
 }
 
 #[test]
@@ -371,4 +371,113 @@ fn pushing_before_a_bucket_or_an_empty_key_is_refused() {
     assert!(w.push(&rec).is_err());
     w.begin_bucket(0, 0).unwrap();
     assert!(w.push(&Record { key: b"", ..rec }).is_err());
+}
+
+/// A file of `items` followed by SEQS blocks for `seqs`, in blocks of `block_size` bytes.
+fn write_with_seqs(items: &[Owned], seqs: &[(u32, u64)], block_size: usize) -> Vec<u8> {
+    let header = Header::new([7; 16], 1_700_000_000, BUCKETS);
+    let mut w = SavefileWriter::with_block_size(Vec::new(), &header, block_size).unwrap();
+    for o in items {
+        w.begin_bucket(o.bucket, 99).unwrap();
+        w.push(&Record {
+            key: &o.key,
+            value: &o.value,
+            flags: o.flags,
+            expires_at: o.expires_at,
+            hash: o.hash,
+            seq: o.seq,
+        })
+        .unwrap();
+    }
+    w.bucket_seqs(seqs.iter().copied()).unwrap();
+    let (bytes, totals) = w.finish().unwrap();
+    assert_eq!(totals.file_bytes, bytes.len() as u64);
+    bytes
+}
+
+fn read_seqs(bytes: &[u8]) -> Result<Vec<(u32, u64)>, SavefileError> {
+    let mut reader = SavefileReader::new(bytes)?;
+    while reader.next_block()?.is_some() {}
+    Ok(reader.bucket_seqs().to_vec())
+}
+
+#[test]
+fn bucket_seqs_round_trip_in_several_blocks() {
+    let items = items(20, &mut Rng(3));
+    let seqs: Vec<(u32, u64)> = (0..BUCKETS).map(|b| (b, u64::from(b) * 1000 + 7)).collect();
+    // 40-byte blocks hold 3 entries each: 6 SEQS blocks.
+    let bytes = write_with_seqs(&items, &seqs, 40);
+    assert_eq!(read(&bytes).unwrap(), items);
+    assert_eq!(read_seqs(&bytes).unwrap(), seqs);
+    let none = write_with_seqs(&[], &[], 40);
+    assert_eq!(read_seqs(&none).unwrap(), vec![]);
+}
+
+#[test]
+fn a_version_1_file_is_still_read() {
+    let (items, mut bytes) = sample();
+    bytes[8..10].copy_from_slice(&1u16.to_be_bytes());
+    reseal(&mut bytes);
+    assert_eq!(read(&bytes).unwrap(), items);
+    let reader = SavefileReader::new(&bytes[..]).unwrap();
+    assert_eq!(reader.header().version, 1);
+}
+
+#[test]
+fn bad_seqs_blocks_are_refused() {
+    let seqs = [(1u32, 10u64), (5, 50)];
+    let good = write_with_seqs(&[], &seqs, 1 << 20);
+    let seqs_at = HEADER_LEN + BLOCK_HEADER_LEN;
+    // Version 1 has no SEQS block.
+    let mut v1 = good.clone();
+    v1[8..10].copy_from_slice(&1u16.to_be_bytes());
+    reseal(&mut v1);
+    let err = read_seqs(&v1).unwrap_err();
+    assert!(err.to_string().contains("unknown block tag 3"), "{err}");
+    // Out of order.
+    let mut order = good.clone();
+    order[seqs_at + 4 + 12..seqs_at + 4 + 16].copy_from_slice(&1u32.to_be_bytes());
+    reseal(&mut order);
+    let err = read_seqs(&order).unwrap_err();
+    assert!(err.to_string().contains("out of order"), "{err}");
+    // Out of range.
+    let mut range = good.clone();
+    range[seqs_at + 4 + 12..seqs_at + 4 + 16].copy_from_slice(&BUCKETS.to_be_bytes());
+    reseal(&mut range);
+    let err = read_seqs(&range).unwrap_err();
+    assert!(err.to_string().contains("out of range"), "{err}");
+    // A count that does not match the length.
+    let mut count = good.clone();
+    count[seqs_at..seqs_at + 4].copy_from_slice(&3u32.to_be_bytes());
+    reseal(&mut count);
+    assert!(read_seqs(&count).is_err());
+    // Not ascending on the writing side either.
+    let header = Header::new([7; 16], 1, BUCKETS);
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    let err = w.bucket_seqs([(3, 1), (3, 2)]).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn an_items_block_after_a_seqs_block_is_refused() {
+    let header = Header::new([7; 16], 1_700_000_000, BUCKETS);
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    w.bucket_seqs([(0, 1)]).unwrap();
+    let key = (0..)
+        .map(|i: u32| format!("k{i}").into_bytes())
+        .find(|k| bucket_of(k, BUCKETS) == 0)
+        .unwrap();
+    w.begin_bucket(0, 1).unwrap();
+    w.push(&Record {
+        key: &key,
+        value: b"v",
+        flags: 0,
+        expires_at: 0,
+        hash: value_hash(b"v"),
+        seq: 1,
+    })
+    .unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let err = read(&bytes).unwrap_err();
+    assert!(err.to_string().contains("after a seqs block"), "{err}");
 }
