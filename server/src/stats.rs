@@ -1,8 +1,8 @@
 //! The node's statistics: server-wide counters ([`ServerStats`]: connections, commands, bad
-//! input, limits hit) and the one table of every reported statistic ([`TABLE`]: name, counter
+//! input, limits hit) and the one table of every reported statistic ([`table`]: name, counter
 //! or gauge, help text, where the value comes from). Native STATS, the memcached `stats`
 //! command (under memcached's name where it has one) and a future metrics endpoint all read
-//! [`TABLE`], so each fact is reported once, under one name per protocol. Store counters
+//! [`table`], so each fact is reported once, under one name per protocol. Store counters
 //! (items, memory, hits, evictions) live in the store and are read through the table.
 //!
 //! Counters are relaxed atomics. Sessions count commands locally and add them once per batch,
@@ -80,7 +80,7 @@ impl std::fmt::Debug for StatDef {
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident: $kind:ident $(as $mc:literal)?, )*) => {
-        /// Server-wide counters, each reported through [`TABLE`].
+        /// Server-wide counters, each reported through [`table`].
         #[derive(Debug, Default)]
         pub struct ServerStats {
             /// When the counters were created (server start), for `uptime`.
@@ -88,7 +88,7 @@ macro_rules! counters {
             $( $(#[doc = $doc])* pub $name: AtomicU64, )*
         }
 
-        /// The server counters' rows of [`TABLE`].
+        /// The server counters' rows of [`table`].
         const SERVER_ROWS: &[StatDef] = &[ $( StatDef {
             name: stringify!($name),
             memcached: first_some(&[$(Some($mc),)? None]),
@@ -109,7 +109,7 @@ const fn first_some(list: &[Option<&'static str>]) -> Option<&'static str> {
 
 macro_rules! store_rows {
     ($( $(#[doc = $doc:literal])* $name:ident: $kind:ident $(as $mc:literal)? = $read:expr, )*) => {
-        /// The store's rows of [`TABLE`].
+        /// The store's rows of [`table`].
         const STORE_ROWS: &[StatDef] = &[ $( StatDef {
             name: stringify!($name),
             memcached: first_some(&[$(Some($mc),)? None]),
