@@ -1,7 +1,7 @@
 //! `shoal-consistency-checker`: the soak tool that judges every promise of
 //! `docs/architecture.md` ("What each guarantee rests on"). It writes values that say what
-//! they are, reads them back continuously while a nemesis restarts, kills, pauses and fully restarts the nodes, classifies every read, and
-//! ends with a quiescent read of every key. See the crate's README for the rules.
+//! they are, reads them back continuously while a nemesis restarts, kills, pauses and fully
+//! restarts the nodes, classifies every read, and ends with a quiescent read of every key. See the crate's README for the rules.
 //!
 //! ```text
 //!   workers (workload.rs) ──get/set/cas──► Backend (backend.rs: Rust client | libshoal)
