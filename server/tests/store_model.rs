@@ -213,7 +213,7 @@ fn apply_store(store: &Store, clock: &ManualClock, op: &Op, model_hash: Option<u
                     clock.wall() + u64::from(*t)
                 },
             };
-            store.insert_item(&item).map(|()| String::new())
+            store.insert_item(&item.as_record()).map(|()| String::new())
         }
         Op::Advance(s) => {
             clock.advance(*s);
@@ -570,7 +570,8 @@ impl Copy {
         if let Some(mut snap) = self.pending.take() {
             while let Some(batch) = snap.next_batch() {
                 for item in &batch {
-                    b.insert_item(item).expect("insert into the copy");
+                    b.insert_item(&item.as_record())
+                        .expect("insert into the copy");
                 }
             }
             b.raise_bucket_seq(self.bucket, self.start);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::savefile::{Header, SavefileReader};
 use super::{mb_per_s, PersistError, KEEP_ASIDE, PROGRESS_EVERY, SAVEFILE};
 use crate::datadir::sync_dir;
-use crate::store::{OwnedItem, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Buffer between the file and the savefile reader (1 MiB).
 const READ_BUFFER: usize = 1 << 20;
@@ -63,14 +63,6 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
         header: Some(header),
         ..LoadSummary::default()
     };
-    let mut item = OwnedItem {
-        key: Vec::new(),
-        value: Vec::new(),
-        flags: 0,
-        hash: 0,
-        seq: 0,
-        expires_at: 0,
-    };
     let mut first_refusal: Option<StoreError> = None;
     let mut last_report = Instant::now();
     loop {
@@ -87,15 +79,7 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
                 summary.expired += 1;
                 continue;
             }
-            item.key.clear();
-            item.key.extend_from_slice(rec.key);
-            item.value.clear();
-            item.value.extend_from_slice(rec.value);
-            item.flags = rec.flags;
-            item.hash = rec.hash;
-            item.seq = rec.seq;
-            item.expires_at = rec.expires_at;
-            match store.insert_item(&item) {
+            match store.insert_item(&rec) {
                 Ok(()) => summary.loaded += 1,
                 Err(e) => {
                     summary.refused += 1;

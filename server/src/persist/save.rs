@@ -10,7 +10,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::savefile::{self, Header, Record, SavefileWriter};
+use super::savefile::{self, Header, SavefileWriter};
 use super::{mb_per_s, PersistError, PROGRESS_EVERY, SAVEFILE, SAVEFILE_TMP};
 use crate::datadir::sync_dir;
 use crate::store::Store;
@@ -95,15 +95,7 @@ fn write_savefile(
                 return Err(PersistError::Cancelled);
             }
             for item in &batch {
-                let rec = Record {
-                    key: &item.key,
-                    value: &item.value,
-                    flags: item.flags,
-                    expires_at: item.expires_at,
-                    hash: item.hash,
-                    seq: item.seq,
-                };
-                if let Err(e) = w.push(&rec) {
+                if let Err(e) = w.push(&item.as_record()) {
                     return Err(PersistError::io("write", path)(e));
                 }
             }

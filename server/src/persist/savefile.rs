@@ -29,6 +29,8 @@ use std::io::{self, Read, Write};
 use crc32fast::Hasher;
 use shoal_proto::hash::bucket_of;
 
+use crate::store::ItemRecord;
+
 /// First 8 bytes of every savefile.
 pub const MAGIC: [u8; 8] = *b"SHOALSAV";
 /// The format version this build writes, and the newest it reads (it reads 1 too).
@@ -99,29 +101,6 @@ impl Header {
         let crc = crc32fast::hash(&b[..44]);
         b[44..48].copy_from_slice(&crc.to_be_bytes());
         b
-    }
-}
-
-/// One item as stored in a savefile, borrowed from a block buffer or from the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record<'a> {
-    /// The key (at least 1 byte).
-    pub key: &'a [u8],
-    /// The value.
-    pub value: &'a [u8],
-    /// Client flags.
-    pub flags: u32,
-    /// Absolute expiry in unix seconds, 0 = never.
-    pub expires_at: u64,
-    /// Value hash (check-and-set token).
-    pub hash: u64,
-    /// Bucket sequence number of the item's last write.
-    pub seq: u64,
-}
-
-impl Record<'_> {
-    fn encoded_len(&self) -> usize {
-        RECORD_FIXED_LEN + self.key.len() + self.value.len()
     }
 }
 
@@ -325,7 +304,7 @@ impl<W: Write> SavefileWriter<W> {
     /// # Errors
     /// The write error; `InvalidInput` when no bucket was begun, the key is empty or longer
     /// than 65,535 bytes, or the record is larger than [`MAX_BLOCK_LEN`] allows.
-    pub fn push(&mut self, rec: &Record<'_>) -> io::Result<()> {
+    pub fn push(&mut self, rec: &ItemRecord<'_>) -> io::Result<()> {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
         if self.bucket.is_none() {
             return Err(bad("savefile record pushed before begin_bucket"));
@@ -336,9 +315,9 @@ impl<W: Write> SavefileWriter<W> {
             .ok_or_else(|| bad("savefile record key must be 1 to 65535 bytes"))?;
         let value_len = u32::try_from(rec.value.len())
             .ok()
-            .filter(|_| rec.encoded_len() + ITEMS_HEADER_LEN <= MAX_BLOCK_LEN as usize)
+            .filter(|_| record_len(rec) + ITEMS_HEADER_LEN <= MAX_BLOCK_LEN as usize)
             .ok_or_else(|| bad("savefile record too large"))?;
-        if self.count > 0 && self.block.len() + rec.encoded_len() > self.block_size {
+        if self.count > 0 && self.block.len() + record_len(rec) > self.block_size {
             self.flush_block()?;
         }
         if self.count == u32::MAX {
@@ -549,9 +528,9 @@ pub struct Records<'a> {
 }
 
 impl<'a> Iterator for Records<'a> {
-    type Item = Record<'a>;
+    type Item = ItemRecord<'a>;
 
-    fn next(&mut self) -> Option<Record<'a>> {
+    fn next(&mut self) -> Option<ItemRecord<'a>> {
         if self.left == 0 {
             return None;
         }
@@ -583,7 +562,12 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Parses one record at the start of `b`; `Err` names what does not fit.
-fn parse_record(b: &[u8]) -> Result<(Record<'_>, usize), &'static str> {
+/// Bytes a record takes in a block.
+fn record_len(rec: &ItemRecord<'_>) -> usize {
+    RECORD_FIXED_LEN + rec.key.len() + rec.value.len()
+}
+
+fn parse_record(b: &[u8]) -> Result<(ItemRecord<'_>, usize), &'static str> {
     if b.len() < RECORD_FIXED_LEN {
         return Err("record header runs past the end of its block");
     }
@@ -600,7 +584,7 @@ fn parse_record(b: &[u8]) -> Result<(Record<'_>, usize), &'static str> {
         return Err("record key or value runs past the end of its block");
     }
     Ok((
-        Record {
+        ItemRecord {
             flags: be_u32(b, 6),
             expires_at: be_u64(b, 10),
             hash: be_u64(b, 18),
@@ -1012,7 +996,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8], offset: u64) -> Result<usize, Sa
 /// See [`SavefileError`].
 pub fn read_all<R: Read>(
     r: R,
-    mut f: impl FnMut(u32, &Record<'_>),
+    mut f: impl FnMut(u32, &ItemRecord<'_>),
 ) -> Result<(Header, Totals), SavefileError> {
     let mut reader = SavefileReader::new(r)?;
     while let Some(block) = reader.next_block()? {

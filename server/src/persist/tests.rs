@@ -1,7 +1,8 @@
 //! Save/load orchestration tests on a real directory and a store with a manual clock.
 
-use super::savefile::{Record, SavefileWriter};
+use super::savefile::SavefileWriter;
 use super::*;
+use crate::store::ItemRecord;
 use crate::store::{ManualClock, SetMode, StoreConfig};
 use std::fs;
 
@@ -234,7 +235,7 @@ fn duplicate_keys_in_a_file_last_record_wins() {
     let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
     w.begin_bucket(bucket, 2).unwrap();
     for (value, seq) in [(&b"first"[..], 1), (&b"second"[..], 2)] {
-        w.push(&Record {
+        w.push(&ItemRecord {
             key: b"dup",
             value,
             flags: 0,

@@ -347,8 +347,8 @@ impl<'a> Iterator for ValueChunks<'a> {
 /// Snapshots ([`BucketSnapshot`](super::BucketSnapshot)) and change logs
 /// ([`Store::changes_since`](super::Store::changes_since)) produce it;
 /// [`Store::insert_item`](super::Store::insert_item) and [`Store::apply`](super::Store::apply)
-/// consume it; the savefile writes and reads exactly these fields (`persist::savefile::Record`
-/// is its borrowed form). Everything needed to install the same version elsewhere is here:
+/// consume it; the savefile writes and reads exactly these fields through its borrowed form,
+/// [`ItemRecord`]. Everything needed to install the same version elsewhere is here:
 /// the hash (CAS token) and seq travel unchanged, and the expiry is absolute (unix seconds),
 /// so a copy expires at the same moment as the original on every node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,6 +365,52 @@ pub struct OwnedItem {
     pub seq: u64,
     /// Absolute expiry in unix seconds, 0 = never.
     pub expires_at: u64,
+}
+
+/// The borrowed form of [`OwnedItem`]: the same fields, with key and value borrowed (from a
+/// savefile block, a network buffer, or an [`OwnedItem`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRecord<'a> {
+    /// The key (at least 1 byte).
+    pub key: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// Client flags.
+    pub flags: u32,
+    /// Absolute expiry in unix seconds, 0 = never.
+    pub expires_at: u64,
+    /// Value hash (check-and-set token).
+    pub hash: u64,
+    /// Bucket sequence number of the item's last write.
+    pub seq: u64,
+}
+
+impl OwnedItem {
+    /// This item as a borrowed record.
+    pub fn as_record(&self) -> ItemRecord<'_> {
+        ItemRecord {
+            key: &self.key,
+            value: &self.value,
+            flags: self.flags,
+            expires_at: self.expires_at,
+            hash: self.hash,
+            seq: self.seq,
+        }
+    }
+}
+
+impl ItemRecord<'_> {
+    /// An owned copy.
+    pub fn to_owned_item(&self) -> OwnedItem {
+        OwnedItem {
+            key: self.key.to_vec(),
+            value: self.value.to_vec(),
+            flags: self.flags,
+            hash: self.hash,
+            seq: self.seq,
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub use config::{
     DEFAULT_PAGE_SIZE, MAX_AUTO_PARTITIONS, MIN_PAGES_PER_PARTITION,
 };
 pub use error::{ConfigError, StoreError};
-pub use item::{ItemRef, OwnedItem, ValueChunks};
+pub use item::{ItemRecord, ItemRef, OwnedItem, ValueChunks};
 pub use snapshot::{BucketSnapshot, SNAPSHOT_BATCH};
 pub use stats::{BucketStats, ClassStats, StoreStats};
 
@@ -690,10 +690,10 @@ impl Store {
     ///
     /// Key and value size errors, [`StoreError::OutOfMemory`],
     /// [`StoreError::ChangeLogActive`] if the bucket keeps a change log.
-    pub fn insert_item(&self, item: &OwnedItem) -> Result<(), StoreError> {
-        self.check_key(&item.key)?;
-        self.check_value(&item.value)?;
-        let loc = self.locate(&item.key);
+    pub fn insert_item(&self, item: &ItemRecord<'_>) -> Result<(), StoreError> {
+        self.check_key(item.key)?;
+        self.check_value(item.value)?;
+        let loc = self.locate(item.key);
         let now = self.inner.clock.now();
         let wall = self.inner.clock.wall();
         self.lock(loc.part).insert(loc, item, now, wall)

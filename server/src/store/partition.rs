@@ -50,9 +50,9 @@ use super::changelog::{Change, ChangeBatch, ChangeLog, ChangeLogError};
 use super::error::StoreError;
 use super::index::{table_hash, BucketIndex};
 use super::item::{
-    expiry_for, key_of, rd_u32, wr_u32, write_expiry, write_seq, Header, ItemRef, OwnedItem,
-    PartsCursor, CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD, ST_REF,
-    ST_USED,
+    expiry_for, key_of, rd_u32, wr_u32, write_expiry, write_seq, Header, ItemRecord, ItemRef,
+    OwnedItem, PartsCursor, CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD,
+    ST_REF, ST_USED,
 };
 use super::slab::{ChunkId, Geometry, PagePool, Slab, NONE};
 use super::stats::{BucketStats, StoreStats};
@@ -439,14 +439,14 @@ impl Partition {
     pub(crate) fn insert(
         &mut self,
         loc: Loc,
-        item: &OwnedItem,
+        item: &ItemRecord<'_>,
         now: u32,
         wall: u64,
     ) -> Result<(), StoreError> {
         if self.buckets[loc.local].log.is_some() {
             return Err(StoreError::ChangeLogActive);
         }
-        let present = self.lookup(loc, &item.key, now);
+        let present = self.lookup(loc, item.key, now);
         if present.is_some_and(|id| Header::read(self.slab.chunk(id)).seq > item.seq) {
             return Ok(());
         }
@@ -461,8 +461,8 @@ impl Partition {
         };
         self.write(
             loc,
-            &item.key,
-            &[&item.value],
+            item.key,
+            &[item.value],
             item.hash,
             item.flags,
             expiry,

@@ -389,7 +389,7 @@ fn insert_item_keeps_hash_seq_and_remaining_ttl() {
         seq: 1000,
         expires_at: wall + 30,
     };
-    store.insert_item(&item).expect("insert");
+    store.insert_item(&item.as_record()).expect("insert");
     assert_eq!(
         store.get(b"moved", |i| (
             i.hash(),
@@ -408,14 +408,14 @@ fn insert_item_keeps_hash_seq_and_remaining_ttl() {
         ..item.clone()
     };
     store
-        .insert_item(&expired)
+        .insert_item(&expired.as_record())
         .expect("expired insert is dropped");
     assert_eq!(value(&store, b"moved"), None);
     let forever = OwnedItem {
         expires_at: 0,
         ..item
     };
-    store.insert_item(&forever).expect("insert");
+    store.insert_item(&forever.as_record()).expect("insert");
     assert_eq!(store.get(b"moved", |i| i.ttl_remaining()), Some(None));
     assert_eq!(
         store
@@ -588,7 +588,7 @@ fn copy_bucket(from: &Store, to: &Store, bucket: u32) -> u64 {
     let start = snap.start_seq();
     while let Some(batch) = snap.next_batch() {
         for item in &batch {
-            to.insert_item(item).expect("insert");
+            to.insert_item(&item.as_record()).expect("insert");
         }
     }
     to.raise_bucket_seq(bucket, start);
@@ -840,13 +840,17 @@ fn insert_item_keeps_the_newer_version_and_is_refused_while_logging() {
         seq,
         expires_at: 0,
     };
-    store.insert_item(&item(b"new", 9)).expect("insert");
-    store.insert_item(&item(b"old", 4)).expect("insert");
+    store
+        .insert_item(&item(b"new", 9).as_record())
+        .expect("insert");
+    store
+        .insert_item(&item(b"old", 4).as_record())
+        .expect("insert");
     assert_eq!(value(&store, b"ins").as_deref(), Some(&b"new"[..]));
     let b = store.bucket_of(b"ins");
     store.start_change_log(b).expect("log");
     assert_eq!(
-        store.insert_item(&item(b"x", 20)),
+        store.insert_item(&item(b"x", 20).as_record()),
         Err(StoreError::ChangeLogActive)
     );
 }

@@ -73,7 +73,7 @@ fn write(items: &[Owned], block_size: usize) -> Vec<u8> {
             w.begin_bucket(o.bucket, 99).unwrap();
             current = Some(o.bucket);
         }
-        w.push(&Record {
+        w.push(&ItemRecord {
             key: &o.key,
             value: &o.value,
             flags: o.flags,
@@ -360,7 +360,7 @@ fn duplicate_keys_are_all_returned_in_file_order() {
 fn pushing_before_a_bucket_or_an_empty_key_is_refused() {
     let header = Header::new([0; 16], 0, BUCKETS);
     let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
-    let rec = Record {
+    let rec = ItemRecord {
         key: b"k",
         value: b"",
         flags: 0,
@@ -370,7 +370,7 @@ fn pushing_before_a_bucket_or_an_empty_key_is_refused() {
     };
     assert!(w.push(&rec).is_err());
     w.begin_bucket(0, 0).unwrap();
-    assert!(w.push(&Record { key: b"", ..rec }).is_err());
+    assert!(w.push(&ItemRecord { key: b"", ..rec }).is_err());
 }
 
 /// A file of `items` followed by SEQS blocks for `seqs`, in blocks of `block_size` bytes.
@@ -379,7 +379,7 @@ fn write_with_seqs(items: &[Owned], seqs: &[(u32, u64)], block_size: usize) -> V
     let mut w = SavefileWriter::with_block_size(Vec::new(), &header, block_size).unwrap();
     for o in items {
         w.begin_bucket(o.bucket, 99).unwrap();
-        w.push(&Record {
+        w.push(&ItemRecord {
             key: &o.key,
             value: &o.value,
             flags: o.flags,
@@ -468,7 +468,7 @@ fn an_items_block_after_a_seqs_block_is_refused() {
         .find(|k| bucket_of(k, BUCKETS) == 0)
         .unwrap();
     w.begin_bucket(0, 1).unwrap();
-    w.push(&Record {
+    w.push(&ItemRecord {
         key: &key,
         value: b"v",
         flags: 0,
