@@ -7,7 +7,9 @@
 #   bench/side-by-side.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
 #   options: --reps N --duration S --out DIR --targets "shoald-native shoald-text memcached redis"
 #            --workloads "p1 p16 rate50k" (a subset), --perf (extra pass: syscalls per request
-#            with perf stat), --no-capacity, --no-build, --server-cpu N --client-cpu M
+#            with perf stat), --no-capacity, --no-build, --server-cpu N --client-cpu M,
+#            --base BIN (adds targets shoald-base-native and shoald-base-text: another
+#            shoald binary, e.g. an earlier commit's, interleaved with this one for an A/B)
 #
 # Before and after the runs, `shoal-bench probe` spins on both cores at once and reports how
 # often each was taken away (the machine's own noise floor, which bounds every tail latency).
@@ -25,6 +27,7 @@ WORKLOADS="p1 p16 rate50k"
 PERF=0
 CAPACITY=1
 BUILD=1
+BASE_BIN=""
 SERVER_CPU=0
 CLIENT_CPU=1
 while [ $# -gt 0 ]; do
@@ -38,14 +41,19 @@ while [ $# -gt 0 ]; do
     --perf) PERF=1 ;;
     --no-capacity) CAPACITY=0 ;;
     --no-build) BUILD=0 ;;
+    --base) BASE_BIN=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --client-cpu) CLIENT_CPU=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 
+if [ -n "$BASE_BIN" ]; then
+  [ -x "$BASE_BIN" ] || { echo "--base $BASE_BIN is not an executable" >&2; exit 2; }
+  TARGETS="$TARGETS shoald-base-native shoald-base-text"
+fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/bench}
 BIN=$CARGO_TARGET_DIR/release
 OUT=${OUT:-$CARGO_TARGET_DIR/results/$(date +%Y%m%d-%H%M%S)}
@@ -112,13 +120,15 @@ wait_ready() { # protocol addr
 start_server() {
   local target=$1 mem=$2
   case "$target" in
-    shoald-native|shoald-text)
-      $PIN_SERVER "$BIN/shoald" --listen 127.0.0.1:0 --memcache-listen 127.0.0.1:0 --threads 1 \
+    shoald-native|shoald-text|shoald-base-native|shoald-base-text)
+      local bin=$BIN/shoald
+      case "$target" in shoald-base-*) bin=$BASE_BIN ;; esac
+      $PIN_SERVER "$bin" --listen 127.0.0.1:0 --memcache-listen 127.0.0.1:0 --threads 1 \
         --memory "${mem}MiB" --log-level warn >"$WORK/shoald.out" 2>"$WORK/shoald.err" &
       SERVER_PID=$!
       for _ in $(seq 100); do grep -q '^shoald ready' "$WORK/shoald.out" 2>/dev/null && break; sleep 0.1; done
       local line; line=$(grep '^shoald ready' "$WORK/shoald.out") || { cat "$WORK/shoald.err" >&2; return 1; }
-      if [ "$target" = shoald-native ]; then
+      if [ "${target%-native}" != "$target" ]; then
         ADDR=$(sed -n 's/.*native=\([^ ]*\).*/\1/p' <<<"$line"); PROTO=native
       else
         ADDR=$(sed -n 's/.*memcache=\([^ ]*\).*/\1/p' <<<"$line"); PROTO=memcache

@@ -75,14 +75,18 @@ impl Expiry {
         }
     }
 
-    /// The store TTL at wall-clock time `wall` (unix seconds): `Some(0)` never expires,
-    /// `None` is already expired.
-    fn ttl_at(self, wall: u64) -> Option<u32> {
+    /// The store TTL when the wall-clock time (unix seconds) is `wall()`: `Some(0)` never
+    /// expires, `None` is already expired. The clock is read only for an absolute time, so
+    /// the common relative TTLs cost no clock read.
+    fn ttl(self, wall: impl FnOnce() -> u64) -> Option<u32> {
         match self {
             Expiry::Never => Some(0),
             Expiry::After(secs) => Some(secs.max(1)),
-            Expiry::At(at) if at > wall => Some(u32::try_from(at - wall).unwrap_or(u32::MAX)),
-            Expiry::At(_) | Expiry::Expired => None,
+            Expiry::Expired => None,
+            Expiry::At(at) => {
+                let wall = wall();
+                (at > wall).then(|| u32::try_from(at - wall).unwrap_or(u32::MAX))
+            }
         }
     }
 }
@@ -184,7 +188,7 @@ impl Keyspace {
         expiry: Expiry,
         f: impl FnOnce(ItemRef<'_>) -> R,
     ) -> Option<R> {
-        match expiry.ttl_at(self.store.wall()) {
+        match self.ttl(expiry) {
             Some(ttl) => self.store.get_and_touch(key, ttl, f),
             None => self.store.get_and_delete(key, f),
         }
@@ -195,7 +199,7 @@ impl Keyspace {
     /// # Errors
     /// `NotFound`, key errors.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> OpResult<()> {
-        match expiry.ttl_at(self.store.wall()) {
+        match self.ttl(expiry) {
             Some(ttl) => self.store.touch(key, ttl).map(drop).map_err(OpError::from),
             None => self
                 .store
@@ -225,7 +229,7 @@ impl Keyspace {
         expiry: Expiry,
     ) -> OpResult<WriteOk> {
         let store = &self.store;
-        let Some(ttl) = expiry.ttl_at(store.wall()) else {
+        let Some(ttl) = self.ttl(expiry) else {
             return self.set_expired(mode, key, value);
         };
         store
@@ -301,12 +305,18 @@ impl Keyspace {
     ) -> OpResult<(u64, WriteOk)> {
         let create = match create {
             // An initial value that would expire at once is simply not created.
-            Some((initial, expiry)) => expiry.ttl_at(self.store.wall()).map(|ttl| (initial, ttl)),
+            Some((initial, expiry)) => self.ttl(expiry).map(|ttl| (initial, ttl)),
             None => None,
         };
         self.store
             .incr(key, delta, decr, create)
             .map_err(OpError::from)
+    }
+
+    /// `expiry` as a store TTL, by the node's clock (`None`: already expired).
+    #[inline]
+    fn ttl(&self, expiry: Expiry) -> Option<u32> {
+        expiry.ttl(|| self.store.wall())
     }
 
     /// The node clock's wall time (unix seconds).
@@ -317,7 +327,7 @@ impl Keyspace {
     /// How long until `expiry`, by the node's clock (zero when it is past or never: a
     /// `flush_all` delay of 0 means now).
     pub fn delay_until(&self, expiry: Expiry) -> Duration {
-        match expiry.ttl_at(self.store.wall()) {
+        match self.ttl(expiry) {
             Some(secs) => Duration::from_secs(u64::from(secs)),
             None => Duration::ZERO,
         }
@@ -458,13 +468,13 @@ mod tests {
         );
         let wall = 1_800_000_000;
         // Just over 30 days is an absolute time in 1970: long past.
-        assert_eq!(Expiry::At(2_592_001).ttl_at(wall), None);
-        assert_eq!(Expiry::At(wall + 100).ttl_at(wall), Some(100));
-        assert_eq!(Expiry::At(wall).ttl_at(wall), None);
-        assert_eq!(Expiry::At(u64::MAX).ttl_at(wall), Some(u32::MAX));
-        assert_eq!(Expiry::Never.ttl_at(wall), Some(0));
-        assert_eq!(Expiry::Expired.ttl_at(wall), None);
+        assert_eq!(Expiry::At(2_592_001).ttl(|| wall), None);
+        assert_eq!(Expiry::At(wall + 100).ttl(|| wall), Some(100));
+        assert_eq!(Expiry::At(wall).ttl(|| wall), None);
+        assert_eq!(Expiry::At(u64::MAX).ttl(|| wall), Some(u32::MAX));
+        assert_eq!(Expiry::Never.ttl(|| wall), Some(0));
+        assert_eq!(Expiry::Expired.ttl(|| wall), None);
         assert_eq!(Expiry::from_ttl(0), Expiry::Never);
-        assert_eq!(Expiry::from_ttl(5).ttl_at(wall), Some(5));
+        assert_eq!(Expiry::from_ttl(5).ttl(|| wall), Some(5));
     }
 }
