@@ -252,27 +252,7 @@ fn read_or_create_node_id(dir: &Path) -> Result<NodeId, DataDirError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A temporary directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            TempDir(std::env::temp_dir().join(format!(
-                "shoald-datadir-{name}-{}-{nanos}",
-                std::process::id()
-            )))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     #[test]
     fn the_directory_is_created_and_its_node_id_kept() {

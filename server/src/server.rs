@@ -20,6 +20,7 @@
 //! deleted at the next start).
 
 use crate::config::Config;
+use crate::datadir::DataDirError;
 use crate::keyspace::Keyspace;
 use crate::net::conn::ConnLimits;
 use crate::net::listener::Listener;
@@ -101,7 +102,10 @@ impl RunError {
     /// Whether the node refused to start because another running node holds its data
     /// directory (exit code 5).
     pub fn is_data_dir_in_use(&self) -> bool {
-        matches!(self, RunError::Persist(PersistError::DirInUse { .. }))
+        matches!(
+            self,
+            RunError::Persist(PersistError::DataDir(DataDirError::InUse { .. }))
+        )
     }
 }
 

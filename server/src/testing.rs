@@ -1,11 +1,12 @@
 //! Test support: an in-process server that binds port 0 on loopback, runs on its own thread
-//! and runtime, and stops (gracefully) when dropped; and [`wait_for`], the way tests wait for
-//! something to happen instead of sleeping.
+//! and runtime, and stops (gracefully) when dropped; [`wait_for`], the way tests wait for
+//! something to happen instead of sleeping; and [`TempDir`], a directory removed on drop.
 
 use crate::config::Config;
 use crate::server::{prepare, serve, Listeners, RunError};
 use crate::store::Store;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
@@ -104,4 +105,53 @@ pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> b
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     cond()
+}
+
+/// A directory under the system temp dir, unique to this process and moment, created at
+/// once and removed (with everything in it) when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `<temp>/shoal-<name>-<pid>-<nanos>`.
+    ///
+    /// # Panics
+    /// When the directory cannot be created: a test cannot go on.
+    pub fn new(name: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("shoal-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The directory as a command-line argument.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    /// The names of the files in the directory, sorted.
+    ///
+    /// # Panics
+    /// When the directory cannot be listed.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("list dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

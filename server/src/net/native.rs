@@ -405,10 +405,9 @@ fn persist_error(out: &mut Vec<u8>, op: Opcode, id: u32, e: &PersistError) {
         PersistError::Disabled => Status::BadRequest,
         PersistError::Busy => Status::Busy,
         PersistError::Cancelled => Status::ShuttingDown,
-        PersistError::Io { .. }
-        | PersistError::Damaged { .. }
-        | PersistError::DirInUse { .. }
-        | PersistError::BadNodeId { .. } => Status::ServerError,
+        PersistError::Io { .. } | PersistError::Damaged { .. } | PersistError::DataDir(_) => {
+            Status::ServerError
+        }
     };
     let mut message = e.to_string();
     let mut end = message.len().min(1024);

@@ -33,16 +33,9 @@ pub enum PersistError {
         /// The check that failed.
         error: SavefileError,
     },
-    /// Another process holds the data directory's lock (another node uses this directory).
-    DirInUse {
-        /// The data directory.
-        path: PathBuf,
-    },
-    /// The node-id file does not hold an id.
-    BadNodeId {
-        /// The file.
-        path: PathBuf,
-    },
+    /// The data directory could not be opened: in use by another node, a bad node-id file,
+    /// or a file-system error.
+    DataDir(DataDirError),
 }
 
 impl PersistError {
@@ -82,16 +75,7 @@ impl fmt::Display for PersistError {
                  --discard-bad-savefile to set it aside and start empty",
                 path.display()
             ),
-            PersistError::DirInUse { path } => write!(
-                f,
-                "data directory {} is in use by another running node",
-                path.display()
-            ),
-            PersistError::BadNodeId { path } => write!(
-                f,
-                "{} does not hold a node id (32 hex digits); fix or remove it",
-                path.display()
-            ),
+            PersistError::DataDir(e) => e.fmt(f),
         }
     }
 }
@@ -101,25 +85,14 @@ impl std::error::Error for PersistError {
         match self {
             PersistError::Io { error, .. } => Some(error),
             PersistError::Damaged { error, .. } => Some(error),
-            _ => None,
+            PersistError::DataDir(e) => Some(e),
+            PersistError::Disabled | PersistError::Busy | PersistError::Cancelled => None,
         }
     }
 }
 
 impl From<DataDirError> for PersistError {
     fn from(e: DataDirError) -> Self {
-        match e {
-            DataDirError::Io {
-                action,
-                path,
-                error,
-            } => PersistError::Io {
-                action,
-                path,
-                error,
-            },
-            DataDirError::InUse { path } => PersistError::DirInUse { path },
-            DataDirError::BadNodeId { path } => PersistError::BadNodeId { path },
-        }
+        PersistError::DataDir(e)
     }
 }

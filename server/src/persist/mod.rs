@@ -169,8 +169,8 @@ impl Persistence {
     /// directory nothing is loaded and the node gets a random id.
     ///
     /// # Errors
-    /// [`PersistError::Damaged`] (exit code 4), [`PersistError::DirInUse`] (exit code 5),
-    /// [`PersistError::BadNodeId`], [`PersistError::Io`].
+    /// [`PersistError::Damaged`] (exit code 4), [`PersistError::DataDir`] (exit code 5
+    /// when the directory is in use), [`PersistError::Io`].
     pub fn open(
         config: &PersistConfig,
         store: &Store,

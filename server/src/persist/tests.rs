@@ -2,34 +2,13 @@
 
 use super::savefile::SavefileWriter;
 use super::*;
+use crate::datadir::DataDirError;
 use crate::store::ItemRecord;
 use crate::store::{ManualClock, SetMode, StoreConfig};
+use crate::testing::TempDir;
 use std::fs;
 
 const WALL: u64 = 1_700_000_000;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "shoald-persist-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn store() -> (Store, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(WALL));
@@ -178,7 +157,10 @@ fn a_second_open_of_the_same_directory_is_refused_while_the_first_lives() {
     let (s, clock) = store();
     let p = Persistence::open(&config(&dir.0), &s, clock.clone()).unwrap();
     let err = Persistence::open(&config(&dir.0), &s, clock.clone()).unwrap_err();
-    assert!(matches!(err, PersistError::DirInUse { .. }), "{err}");
+    assert!(
+        matches!(err, PersistError::DataDir(DataDirError::InUse { .. })),
+        "{err}"
+    );
     drop(p);
     Persistence::open(&config(&dir.0), &s, clock).unwrap();
 }
@@ -273,7 +255,10 @@ fn a_bad_node_id_file_is_refused() {
     fs::write(dir.0.join(NODE_ID_FILE), b"not an id\n").unwrap();
     let (s, clock) = store();
     let err = Persistence::open(&config(&dir.0), &s, clock).unwrap_err();
-    assert!(matches!(err, PersistError::BadNodeId { .. }), "{err}");
+    assert!(
+        matches!(err, PersistError::DataDir(DataDirError::BadNodeId { .. })),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,48 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 
 use shoal_proto::{Command, Reply, ReplyBody, Request, Status, StoreMode};
 use shoal_tests::RawConn;
 
-/// A data directory under the system temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("shoal-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn arg(&self) -> String {
-        self.0.display().to_string()
-    }
-
-    /// File names in the directory, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .expect("list dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use shoald::testing::TempDir;
 
 /// Deterministic bytes for item `seed`, `len` long (xorshift, fast enough for 100s of MB).
 pub fn value_bytes(seed: u64, len: usize) -> Vec<u8> {
