@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-
 use shoal_proto::{Command, Reply, ReplyBody, Request, Status, StoreMode};
 use shoal_tests::RawConn;
 
