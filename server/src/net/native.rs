@@ -61,17 +61,15 @@ impl NativeSession {
                 } => {
                     if (min_version..=max_version).contains(&PROTOCOL_VERSION) {
                         self.hello_done = true;
-                        let body = ReplyBody::Hello {
-                            version: PROTOCOL_VERSION,
-                            server: SERVER_NAME.as_bytes(),
-                        };
-                        Reply {
+                        ok(
+                            out,
+                            op,
                             id,
-                            opcode: op,
-                            status: Status::Ok,
-                            body,
-                        }
-                        .encode(out);
+                            ReplyBody::Hello {
+                                version: PROTOCOL_VERSION,
+                                server: SERVER_NAME.as_bytes(),
+                            },
+                        );
                         false
                     } else {
                         error(
@@ -215,13 +213,7 @@ impl NativeSession {
                         value,
                         hash: w.hash,
                     };
-                    Reply {
-                        id,
-                        opcode: op,
-                        status: Status::Ok,
-                        body,
-                    }
-                    .encode(out);
+                    ok(out, op, id, body);
                 })
             }
             Command::Hello { .. }
@@ -272,16 +264,13 @@ impl NativeSession {
         out.defer(Box::pin(async move {
             let mut reply = Vec::new();
             match saving.await {
-                Ok(s) => Reply {
-                    id,
-                    opcode: Opcode::Save,
-                    status: Status::Ok,
-                    body: ReplyBody::Saved {
+                Ok(s) => {
+                    let body = ReplyBody::Saved {
                         items: s.items,
                         bytes: s.bytes,
-                    },
+                    };
+                    ok(&mut reply, Opcode::Save, id, body);
                 }
-                .encode(&mut reply),
                 Err(e) => persist_error(&mut reply, Opcode::Save, id, &e),
             }
             reply
@@ -429,6 +418,17 @@ fn value_with_hash(out: &mut Vec<u8>, op: Opcode, id: u32, item: &ItemRef<'_>) {
     let mut w = FrameWriter::reply(out, op, Status::Ok, id);
     w.u32(item.flags()).u64(item.hash());
     write_value(&mut w, item);
+}
+
+/// An OK reply with `body`.
+fn ok(out: &mut Vec<u8>, op: Opcode, id: u32, body: ReplyBody<'_>) {
+    Reply {
+        id,
+        opcode: op,
+        status: Status::Ok,
+        body,
+    }
+    .encode(out);
 }
 
 fn ok_empty(out: &mut Vec<u8>, op: Opcode, id: u32) {

@@ -35,6 +35,19 @@ struct Owned {
     seq: u64,
 }
 
+impl Owned {
+    fn record(&self) -> ItemRecord<'_> {
+        ItemRecord {
+            key: &self.key,
+            value: &self.value,
+            flags: self.flags,
+            expires_at: self.expires_at,
+            hash: self.hash,
+            seq: self.seq,
+        }
+    }
+}
+
 fn items(n: usize, rng: &mut Rng) -> Vec<Owned> {
     let mut out: Vec<Owned> = (0..n)
         .map(|i| {
@@ -73,15 +86,7 @@ fn write(items: &[Owned], block_size: usize) -> Vec<u8> {
             w.begin_bucket(o.bucket, 99).unwrap();
             current = Some(o.bucket);
         }
-        w.push(&ItemRecord {
-            key: &o.key,
-            value: &o.value,
-            flags: o.flags,
-            expires_at: o.expires_at,
-            hash: o.hash,
-            seq: o.seq,
-        })
-        .unwrap();
+        w.push(&o.record()).unwrap();
     }
     let (bytes, totals) = w.finish().unwrap();
     assert_eq!(totals.file_bytes, bytes.len() as u64);
@@ -379,15 +384,7 @@ fn write_with_seqs(items: &[Owned], seqs: &[(u32, u64)], block_size: usize) -> V
     let mut w = SavefileWriter::with_block_size(Vec::new(), &header, block_size).unwrap();
     for o in items {
         w.begin_bucket(o.bucket, 99).unwrap();
-        w.push(&ItemRecord {
-            key: &o.key,
-            value: &o.value,
-            flags: o.flags,
-            expires_at: o.expires_at,
-            hash: o.hash,
-            seq: o.seq,
-        })
-        .unwrap();
+        w.push(&o.record()).unwrap();
     }
     w.bucket_seqs(seqs.iter().copied()).unwrap();
     let (bytes, totals) = w.finish().unwrap();
