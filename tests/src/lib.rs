@@ -144,12 +144,9 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The process's resident memory in bytes (`VmRSS`), while running.
+    /// The process's resident memory in bytes, while running.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        rss_of(self.pid()?)
     }
 
     /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...) to the process.
@@ -253,6 +250,38 @@ fn all_threads_stopped(pid: u32) -> bool {
             })
             .unwrap_or(false)
     })
+}
+
+/// The resident memory (`VmRSS`) of process `pid` in bytes; `None` once it is gone.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Stores `items` (key, value) through the memcached text port at `addr`: `noreply` sets
+/// written in batches of about 1 MiB, then `version`, whose answer means all were applied.
+///
+/// # Panics
+/// On a connection error, or when the server does not answer `version`.
+pub fn set_all_text(addr: SocketAddr, items: impl IntoIterator<Item = (String, Vec<u8>)>) {
+    let mut c = TcpStream::connect(addr).expect("connect");
+    let mut batch = Vec::with_capacity(2 << 20);
+    for (key, value) in items {
+        batch.extend_from_slice(format!("set {key} 0 0 {} noreply\r\n", value.len()).as_bytes());
+        batch.extend_from_slice(&value);
+        batch.extend_from_slice(b"\r\n");
+        if batch.len() >= 1 << 20 {
+            c.write_all(&batch).expect("write");
+            batch.clear();
+        }
+    }
+    batch.extend_from_slice(b"version\r\n");
+    c.write_all(&batch).expect("write");
+    let mut reply = [0u8; 64];
+    let n = c.read(&mut reply).expect("read");
+    assert!(reply[..n].starts_with(b"VERSION "), "{:?}", &reply[..n]);
 }
 
 /// Sends `sig` (a name such as `TERM`, `KILL`, `STOP`, `CONT`) with kill(1), which keeps

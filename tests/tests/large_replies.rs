@@ -5,7 +5,7 @@
 
 use shoal_proto::hash::value_hash;
 use shoal_proto::{encode_multi_get, MultiGetWriter};
-use shoal_tests::ServerProcess;
+use shoal_tests::{rss_of, set_all_text, ServerProcess};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,21 +24,6 @@ fn key(i: usize) -> String {
 
 fn value(i: usize) -> Vec<u8> {
     (0..VALUE).map(|j| (i * 31 + j * 7) as u8).collect()
-}
-
-/// Loads the data set through the memcached port (noreply sets, then `version` to sync).
-fn fill(server: &ServerProcess) {
-    let mut c = TcpStream::connect(server.memcache_addr.expect("memcached port")).expect("connect");
-    for i in 0..KEYS {
-        let mut cmd = format!("set {} 0 0 {VALUE} noreply\r\n", key(i)).into_bytes();
-        cmd.extend_from_slice(&value(i));
-        cmd.extend_from_slice(b"\r\n");
-        c.write_all(&cmd).expect("write");
-    }
-    c.write_all(b"version\r\n").expect("write");
-    let mut buf = [0u8; 256];
-    let n = c.read(&mut buf).expect("read");
-    assert!(buf[..n].starts_with(b"VERSION "), "{:?}", &buf[..n]);
 }
 
 /// How the client reads.
@@ -114,12 +99,6 @@ fn exchange(
     peak.load(Ordering::Relaxed).saturating_sub(before)
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 /// `get` of the first `n` keys, and its exact reply.
 fn text_multi_get(n: usize) -> (Vec<u8>, Vec<u8>) {
     let keys: Vec<String> = (0..n).map(key).collect();
@@ -176,8 +155,9 @@ fn native_multi_get(n: usize) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn multi_gets_of_10_and_100_mb_stream_out_on_both_protocols() {
     let server = ServerProcess::start(&["--memory", "192MiB"]);
-    fill(&server);
-    let text = server.memcache_addr.expect("memcached port");
+    let memcache = server.memcache_addr.expect("memcached port");
+    set_all_text(memcache, (0..KEYS).map(|i| (key(i), value(i))));
+    let text = memcache;
     let native = server.native_addr;
     for n in [100, KEYS] {
         for reader in [Reader::Fast, Reader::Slow] {

@@ -3,38 +3,13 @@
 //! comes when the file is on disk. The data set is 256 MiB here (CI); set
 //! `SHOAL_SAVE_TEST_MIB=1024` to run it with 1 GiB by hand. The PING latencies' p99 is printed.
 
-#[path = "savefile_common/mod.rs"]
-mod common;
-
-use common::TempDir;
 use shoal_proto::{Command, Opcode, Request, Status};
-use shoal_tests::{RawConn, ServerProcess};
-use std::io::Write;
-use std::net::TcpStream;
+use shoal_tests::{set_all_text, RawConn, ServerProcess};
+use shoald::testing::TempDir;
 use std::time::{Duration, Instant};
 
 /// Values of 4 KiB.
 const VALUE: usize = 4096;
-
-fn fill(server: &ServerProcess, bytes: usize) {
-    let mut c = TcpStream::connect(server.memcache_addr.expect("memcached port")).expect("connect");
-    let value = vec![b'v'; VALUE];
-    let mut batch = Vec::with_capacity(1 << 20);
-    for i in 0..bytes / VALUE {
-        batch.extend_from_slice(format!("set key{i} 0 0 {VALUE} noreply\r\n").as_bytes());
-        batch.extend_from_slice(&value);
-        batch.extend_from_slice(b"\r\n");
-        if batch.len() >= 1 << 20 {
-            c.write_all(&batch).expect("write");
-            batch.clear();
-        }
-    }
-    batch.extend_from_slice(b"version\r\n");
-    c.write_all(&batch).expect("write");
-    let mut reply = [0u8; 64];
-    let n = std::io::Read::read(&mut c, &mut reply).expect("read");
-    assert!(reply[..n].starts_with(b"VERSION"), "{:?}", &reply[..n]);
-}
 
 fn ping(conn: &mut RawConn, id: u32) -> Duration {
     let started = Instant::now();
@@ -61,7 +36,9 @@ fn pings_are_answered_while_a_large_save_runs() {
     let dir = TempDir::new("save-while-serving");
     let memory = format!("{}MiB", mib * 5 / 4 + 64);
     let server = ServerProcess::start(&["--memory", &memory, "--data-dir", &dir.arg()]);
-    fill(&server, mib << 20);
+    let value = vec![b'v'; VALUE];
+    let items = (0..(mib << 20) / VALUE).map(|i| (format!("key{i}"), value.clone()));
+    set_all_text(server.memcache_addr.expect("memcached port"), items);
 
     let mut saver = RawConn::hello(server.native_addr);
     let mut other = RawConn::hello(server.native_addr);

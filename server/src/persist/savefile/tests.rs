@@ -3,6 +3,7 @@
 //! duplicate keys).
 
 use super::*;
+use crate::store::OwnedItem;
 use shoal_proto::hash::value_hash;
 
 /// A small deterministic generator (splitmix64), so failures reproduce.
@@ -24,32 +25,13 @@ impl Rng {
 
 const BUCKETS: u32 = 16;
 
-#[derive(Debug, Clone, PartialEq)]
-struct Owned {
-    bucket: u32,
-    key: Vec<u8>,
-    value: Vec<u8>,
-    flags: u32,
-    expires_at: u64,
-    hash: u64,
-    seq: u64,
+/// The bucket a savefile keeps `item` in.
+fn bucket(item: &OwnedItem) -> u32 {
+    bucket_of(&item.key, BUCKETS)
 }
 
-impl Owned {
-    fn record(&self) -> ItemRecord<'_> {
-        ItemRecord {
-            key: &self.key,
-            value: &self.value,
-            flags: self.flags,
-            expires_at: self.expires_at,
-            hash: self.hash,
-            seq: self.seq,
-        }
-    }
-}
-
-fn items(n: usize, rng: &mut Rng) -> Vec<Owned> {
-    let mut out: Vec<Owned> = (0..n)
+fn items(n: usize, rng: &mut Rng) -> Vec<OwnedItem> {
+    let mut out: Vec<OwnedItem> = (0..n)
         .map(|i| {
             let key = format!("key:{i}").into_bytes();
             let len = match i % 10 {
@@ -58,8 +40,7 @@ fn items(n: usize, rng: &mut Rng) -> Vec<Owned> {
                 _ => rng.below(200) as usize,
             };
             let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            Owned {
-                bucket: bucket_of(&key, BUCKETS),
+            OwnedItem {
                 hash: value_hash(&value),
                 key,
                 value,
@@ -73,44 +54,38 @@ fn items(n: usize, rng: &mut Rng) -> Vec<Owned> {
             }
         })
         .collect();
-    out.sort_by_key(|o| o.bucket);
+    out.sort_by_key(bucket);
     out
 }
 
-fn write(items: &[Owned], block_size: usize) -> Vec<u8> {
+fn write(items: &[OwnedItem], block_size: usize) -> Vec<u8> {
     let header = Header::new([7; 16], 1_700_000_000, BUCKETS);
     let mut w = SavefileWriter::with_block_size(Vec::new(), &header, block_size).unwrap();
     let mut current = None;
     for o in items {
-        if current != Some(o.bucket) {
-            w.begin_bucket(o.bucket, 99).unwrap();
-            current = Some(o.bucket);
+        if current != Some(bucket(o)) {
+            w.begin_bucket(bucket(o), 99).unwrap();
+            current = Some(bucket(o));
         }
-        w.push(&o.record()).unwrap();
+        w.push(&o.as_record()).unwrap();
     }
     let (bytes, totals) = w.finish().unwrap();
     assert_eq!(totals.file_bytes, bytes.len() as u64);
     bytes
 }
 
-fn read(bytes: &[u8]) -> Result<Vec<Owned>, SavefileError> {
+fn read(bytes: &[u8]) -> Result<Vec<OwnedItem>, SavefileError> {
     let mut out = Vec::new();
-    read_all(bytes, |bucket, r| {
-        out.push(Owned {
-            bucket,
-            key: r.key.to_vec(),
-            value: r.value.to_vec(),
-            flags: r.flags,
-            expires_at: r.expires_at,
-            hash: r.hash,
-            seq: r.seq,
-        })
+    read_all(bytes, |in_bucket, r| {
+        let item = r.to_owned_item();
+        assert_eq!(in_bucket, bucket(&item), "record read in the wrong bucket");
+        out.push(item);
     })?;
     Ok(out)
 }
 
 /// A valid file of 300 items in many small blocks.
-fn sample() -> (Vec<Owned>, Vec<u8>) {
+fn sample() -> (Vec<OwnedItem>, Vec<u8>) {
     let items = items(300, &mut Rng(1));
     let bytes = write(&items, 2048);
     (items, bytes)
@@ -354,9 +329,9 @@ fn duplicate_keys_are_all_returned_in_file_order() {
     dup.value = b"second".to_vec();
     dup.hash = value_hash(&dup.value);
     items.insert(5, dup.clone());
-    items.sort_by_key(|o| o.bucket);
+    items.sort_by_key(bucket);
     let got = read(&write(&items, 64)).unwrap();
-    let same: Vec<&Owned> = got.iter().filter(|o| o.key == dup.key).collect();
+    let same: Vec<&OwnedItem> = got.iter().filter(|o| o.key == dup.key).collect();
     assert_eq!(same.len(), 2);
     assert_eq!(same[1].value, b"second");
 }
@@ -379,12 +354,12 @@ fn pushing_before_a_bucket_or_an_empty_key_is_refused() {
 }
 
 /// A file of `items` followed by SEQS blocks for `seqs`, in blocks of `block_size` bytes.
-fn write_with_seqs(items: &[Owned], seqs: &[(u32, u64)], block_size: usize) -> Vec<u8> {
+fn write_with_seqs(items: &[OwnedItem], seqs: &[(u32, u64)], block_size: usize) -> Vec<u8> {
     let header = Header::new([7; 16], 1_700_000_000, BUCKETS);
     let mut w = SavefileWriter::with_block_size(Vec::new(), &header, block_size).unwrap();
     for o in items {
-        w.begin_bucket(o.bucket, 99).unwrap();
-        w.push(&o.record()).unwrap();
+        w.begin_bucket(bucket(o), 99).unwrap();
+        w.push(&o.as_record()).unwrap();
     }
     w.bucket_seqs(seqs.iter().copied()).unwrap();
     let (bytes, totals) = w.finish().unwrap();
