@@ -190,15 +190,6 @@ impl DataDir {
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
-
-    /// fsyncs the directory, so that creations, renames and removals in it survive a power
-    /// loss.
-    ///
-    /// # Errors
-    /// The OS error.
-    pub fn sync(&self) -> io::Result<()> {
-        sync_dir(&self.path)
-    }
 }
 
 /// fsyncs a directory, so a rename in it survives a power loss.
@@ -261,7 +252,7 @@ mod tests {
         let id = first.node_id();
         assert_ne!(id, NodeId::default());
         assert_eq!(first.file(NODE_ID_FILE), dir.0.join("nested/node-id"));
-        first.sync().unwrap();
+        sync_dir(first.path()).unwrap();
         drop(first);
         let again = DataDir::open(&dir.0.join("nested")).unwrap();
         assert_eq!(again.node_id(), id);
