@@ -3,7 +3,7 @@
 //! ```text
 //!  raft/ (openraft, its own thread) ──applied entries──► watch<Arc<ClusterState>>
 //!                                                          │
-//!       Ownership (bitmap of buckets this node serves) ◄───┤  (the data path reads this)
+//!       ClusterView (bitmap of buckets this node serves) ◄──┤  (the data path reads this)
 //!       TABLE_GET / NODE_STATUS / table-changed notices ◄──┘
 //! ```
 //!
@@ -20,25 +20,81 @@ use crate::datadir::{ClusterId, NodeId};
 use state::ClusterState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::watch;
 
-/// Which buckets this node serves, readable without locks on every request, and the applied
-/// state behind it (for redirects and the table).
+/// This node's view of the cluster, as the data path and the client-facing requests need it:
+/// which buckets it serves (readable without locks on every request), the applied state
+/// behind that (for redirects, TABLE_GET and status), its Raft role, and a watch of the
+/// table version (for table-changed notices).
 ///
-/// Updated only from applied cluster state ([`Ownership::update`]); a node serves a bucket
-/// exactly while the last applied table names it primary.
+/// Ownership changes only with applied cluster state ([`ClusterView::update`]); a node
+/// serves a bucket exactly while the last applied table names it primary.
 #[derive(Debug, Clone)]
-pub struct Ownership {
-    inner: Arc<OwnershipInner>,
+pub struct ClusterView {
+    inner: Arc<ClusterViewInner>,
 }
 
 #[derive(Debug)]
-struct OwnershipInner {
+struct ClusterViewInner {
     me: NodeId,
     buckets: u32,
     /// Bit `b` set: this node is primary of bucket `b`.
     bits: Box<[AtomicU64]>,
     /// The applied state the bits were computed from.
     state: Mutex<Arc<ClusterState>>,
+    /// What Raft last reported about this node.
+    raft: Mutex<RaftStatus>,
+    /// The applied table version, for connections that push table-changed notices.
+    table_version: watch::Sender<u64>,
+}
+
+/// A node's role in Raft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RaftRole {
+    /// Not part of a Raft group yet (joining, or before the group started).
+    #[default]
+    None,
+    /// Receives the log, does not vote.
+    Learner,
+    /// Votes, follows the leader.
+    Follower,
+    /// Asking for votes.
+    Candidate,
+    /// The leader.
+    Leader,
+    /// Stopped.
+    Shutdown,
+}
+
+impl RaftRole {
+    /// The name used in status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            RaftRole::None => "none",
+            RaftRole::Learner => "learner",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::Leader => "leader",
+            RaftRole::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What Raft reports about this node (from openraft's metrics), for status requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// Its role.
+    pub role: RaftRole,
+    /// The current term.
+    pub term: u64,
+    /// The index of the last applied log entry.
+    pub last_applied: u64,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The voters of the current membership.
+    pub voters: Vec<NodeId>,
+    /// The learners of the current membership.
+    pub learners: Vec<NodeId>,
 }
 
 /// Where a client should send a request for a bucket this node does not serve.
@@ -52,24 +108,26 @@ pub struct Redirect {
     pub owner: Option<(NodeId, String)>,
 }
 
-impl Ownership {
+impl ClusterView {
     /// A node that serves nothing yet (its table is empty until the first applied state).
-    pub fn new(me: NodeId, buckets: u32) -> Ownership {
+    pub fn new(me: NodeId, buckets: u32) -> ClusterView {
         let words = (buckets as usize).div_ceil(64);
-        Ownership {
-            inner: Arc::new(OwnershipInner {
+        ClusterView {
+            inner: Arc::new(ClusterViewInner {
                 me,
                 buckets,
                 bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
                 state: Mutex::new(Arc::new(ClusterState::default())),
+                raft: Mutex::new(RaftStatus::default()),
+                table_version: watch::channel(0).0,
             }),
         }
     }
 
     /// A node that serves every bucket, with no cluster behind it (unit tests of the data
     /// path).
-    pub fn everything(buckets: u32) -> Ownership {
-        let o = Ownership::new(NodeId::default(), buckets);
+    pub fn everything(buckets: u32) -> ClusterView {
+        let o = ClusterView::new(NodeId::default(), buckets);
         for word in o.inner.bits.iter() {
             word.store(u64::MAX, Ordering::Relaxed);
         }
@@ -116,9 +174,39 @@ impl Ownership {
         for (cell, new) in self.inner.bits.iter().zip(&words) {
             cell.fetch_or(*new, Ordering::AcqRel);
         }
+        let version = self.state().table_version;
+        self.inner.table_version.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
     }
 
-    /// The applied state last given to [`Ownership::update`].
+    /// A receiver that sees every change of the applied table version (a connection waits
+    /// on it to push a table-changed notice).
+    pub fn table_changes(&self) -> watch::Receiver<u64> {
+        self.inner.table_version.subscribe()
+    }
+
+    /// Records what Raft reports about this node.
+    pub fn set_raft_status(&self, status: RaftStatus) {
+        *self
+            .inner
+            .raft
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    /// What Raft last reported about this node.
+    pub fn raft_status(&self) -> RaftStatus {
+        self.inner
+            .raft
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The applied state last given to [`ClusterView::update`].
     pub fn state(&self) -> Arc<ClusterState> {
         self.inner
             .state
@@ -161,7 +249,7 @@ mod tests {
     fn ownership_follows_the_applied_table() {
         let me = NodeId([1; 16]);
         let other = NodeId([2; 16]);
-        let o = Ownership::new(me, 128);
+        let o = ClusterView::new(me, 128);
         assert!(!(0..128).any(|b| o.owns(b)));
         let addrs = |n: &str| NodeAddrs {
             peer: format!("p{n}"),
@@ -222,6 +310,6 @@ mod tests {
         );
         o.update(Arc::new(wrong));
         assert!(!(0..128).any(|b| o.owns(b)));
-        assert!(Ownership::everything(128).owns(127));
+        assert!(ClusterView::everything(128).owns(127));
     }
 }
