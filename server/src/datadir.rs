@@ -27,58 +27,108 @@ pub const LOCK_FILE: &str = "lock";
 /// Name of the node id file in the data directory.
 pub const NODE_ID_FILE: &str = "node-id";
 
-/// A node's identity: 128 random bits, kept in the data directory (if there is one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct NodeId(pub [u8; 16]);
+/// Defines a 128-bit identity newtype: printed and parsed as 32 hex digits (also in serde,
+/// so it can key a JSON map), generated from the OS's random source, never all zeros.
+macro_rules! id128 {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $name(pub [u8; 16]);
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl NodeId {
-    /// Parses 32 hex digits (surrounding white space ignored).
-    pub fn parse(s: &str) -> Option<NodeId> {
-        let s = s.trim();
-        if s.len() != 32 || !s.is_ascii() {
-            return None;
-        }
-        let mut id = [0u8; 16];
-        for (i, b) in id.iter_mut().enumerate() {
-            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(NodeId(id))
-    }
-
-    /// A new random id (from the OS's random source, else from std's random hasher keys);
-    /// never all zeros.
-    pub fn generate() -> NodeId {
-        use std::hash::{BuildHasher, Hasher};
-        let mut id = [0u8; 16];
-        let from_os = File::open("/dev/urandom")
-            .and_then(|mut f| io::Read::read_exact(&mut f, &mut id))
-            .is_ok();
-        if !from_os || id == [0; 16] {
-            for half in id.chunks_mut(8) {
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u128(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos()),
-                );
-                h.write_u32(std::process::id());
-                half.copy_from_slice(&h.finish().to_be_bytes());
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt_hex(&self.0, f)
             }
         }
-        if id == [0; 16] {
-            id[15] = 1;
+
+        impl $name {
+            /// Parses 32 hex digits (surrounding white space ignored).
+            pub fn parse(s: &str) -> Option<$name> {
+                parse_hex(s).map($name)
+            }
+
+            /// A new random id; never all zeros.
+            pub fn generate() -> $name {
+                $name(random_id())
+            }
+
+            /// Whether this is the all-zero id, which no generated id is (used on the wire
+            /// for "none").
+            pub fn is_zero(&self) -> bool {
+                self.0 == [0; 16]
+            }
         }
-        NodeId(id)
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&text)
+                    .ok_or_else(|| serde::de::Error::custom("expected 32 hex digits"))
+            }
+        }
+    };
+}
+
+id128! {
+    /// A node's identity: 128 random bits, kept in the data directory (if there is one).
+    NodeId
+}
+
+id128! {
+    /// A cluster's identity: 128 random bits chosen by the node that creates the cluster,
+    /// kept in the replicated state and in each member's data directory.
+    ClusterId
+}
+
+fn fmt_hex(bytes: &[u8; 16], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
     }
+    Ok(())
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 16]> {
+    let s = s.trim();
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// 16 random bytes (from the OS's random source, else from std's random hasher keys); never
+/// all zeros.
+pub fn random_id() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = [0u8; 16];
+    let from_os = File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut id))
+        .is_ok();
+    if !from_os || id == [0; 16] {
+        for half in id.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            half.copy_from_slice(&h.finish().to_be_bytes());
+        }
+    }
+    if id == [0; 16] {
+        id[15] = 1;
+    }
+    id
 }
 
 /// Why the data directory cannot be used.

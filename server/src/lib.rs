@@ -1,5 +1,6 @@
 //! `shoald`, the Shoal node.
 //!
+//! - [`cluster`]: the control plane: membership and the bucket table (Raft), ownership.
 //! - [`keyspace`]: the one door from every protocol to the data.
 //! - [`store`]: the storage engine (slab memory, per-bucket indexes, eviction, expiry).
 //! - [`net`]: listeners, the connection driver, and the two protocols (native, memcached text).
@@ -14,6 +15,7 @@
 //! - [`testing`]: an in-process server for tests.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 #[cfg(feature = "fault-injection")]

@@ -1,0 +1,163 @@
+//! Decisions the Raft leader takes from the applied state, as pure functions: how to spread
+//! buckets over members, and which members vote. No I/O and no clock; the leader turns each
+//! decision into a [`Command`] (or a membership change) and proposes it.
+
+use super::state::{Assignment, ClusterState, Command, NodeState};
+use crate::datadir::NodeId;
+use std::collections::BTreeSet;
+
+/// Voters a cluster keeps: 3, or 5 once it has at least 5 members; never more than members.
+pub fn voter_target(members: usize) -> usize {
+    if members >= 5 {
+        5
+    } else {
+        members.min(3)
+    }
+}
+
+/// The voter set the leader should move to: the current voters that are still members and
+/// not draining, topped up (in id order) with other eligible members up to
+/// [`voter_target`]. Returns `None` when the current set is already right.
+pub fn desired_voters(
+    state: &ClusterState,
+    current: &BTreeSet<NodeId>,
+) -> Option<BTreeSet<NodeId>> {
+    let eligible: Vec<NodeId> = state
+        .nodes
+        .iter()
+        .filter(|(_, m)| m.state != NodeState::Draining)
+        .map(|(id, _)| *id)
+        .collect();
+    let target = voter_target(eligible.len()).max(1);
+    let mut voters: BTreeSet<NodeId> = current
+        .iter()
+        .filter(|id| eligible.contains(id))
+        .copied()
+        .take(target)
+        .collect();
+    for id in &eligible {
+        if voters.len() >= target {
+            break;
+        }
+        voters.insert(*id);
+    }
+    if voters.is_empty() || voters == *current {
+        None
+    } else {
+        Some(voters)
+    }
+}
+
+/// An even spread of every bucket over `owners` (sorted, deduplicated): bucket `b` goes to
+/// `owners[b % n]`, so counts differ by at most one. As compare-and-sets against `state`;
+/// buckets already in place are left out. Empty when there are no owners.
+pub fn spread_evenly(state: &ClusterState, owners: &[NodeId]) -> Option<Command> {
+    let owners: Vec<NodeId> = owners
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if owners.is_empty() {
+        return None;
+    }
+    let assignments: Vec<Assignment> = state
+        .buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(b, bucket)| {
+            let primary = owners[b % owners.len()];
+            (bucket.primary != Some(primary)).then_some(Assignment {
+                bucket: b as u32,
+                epoch: bucket.epoch,
+                version: bucket.version,
+                primary,
+            })
+        })
+        .collect();
+    (!assignments.is_empty()).then_some(Command::Assign(assignments))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{NodeAddrs, Outcome, Settings};
+    use crate::datadir::ClusterId;
+    use proptest::prelude::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 16])
+    }
+
+    fn state_with(members: u8, buckets: u32) -> ClusterState {
+        let addrs = |n: u8| NodeAddrs {
+            peer: format!("p{n}"),
+            native: format!("n{n}"),
+            memcache: None,
+        };
+        let mut s = ClusterState::default();
+        s.apply(
+            1,
+            &Command::Create {
+                cluster_id: ClusterId([1; 16]),
+                settings: Settings {
+                    buckets,
+                    ..Settings::default()
+                },
+                node: id(1),
+                addrs: addrs(1),
+                assign_all: false,
+            },
+        );
+        for n in 2..=members {
+            s.apply(
+                u64::from(n),
+                &Command::AddNode {
+                    node: id(n),
+                    addrs: addrs(n),
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn voter_targets() {
+        let t: Vec<usize> = (0..8).map(voter_target).collect();
+        assert_eq!(t, vec![0, 1, 2, 3, 3, 5, 5, 5]);
+    }
+
+    #[test]
+    fn voters_are_kept_and_topped_up() {
+        let s = state_with(4, 4);
+        let current: BTreeSet<NodeId> = [id(4)].into();
+        let want = desired_voters(&s, &current).unwrap();
+        assert_eq!(want, [id(1), id(2), id(4)].into());
+        assert_eq!(desired_voters(&s, &want), None);
+        // A voter that left the membership is replaced.
+        let gone: BTreeSet<NodeId> = [id(1), id(2), id(9)].into();
+        assert_eq!(
+            desired_voters(&s, &gone).unwrap(),
+            [id(1), id(2), id(3)].into()
+        );
+    }
+
+    proptest! {
+        /// Any member count and power-of-two bucket count: the spread applies, every bucket
+        /// gets one of the owners, and counts differ by at most one; spreading again changes
+        /// nothing.
+        #[test]
+        fn spread_is_even_and_stable(members in 1u8..8, shift in 0u32..11) {
+            let buckets = 1u32 << shift;
+            let mut s = state_with(members, buckets);
+            let owners: Vec<NodeId> = (1..=members).map(id).collect();
+            let cmd = spread_evenly(&s, &owners).unwrap();
+            prop_assert_eq!(s.apply(100, &cmd), Outcome::Done);
+            let counts = s.owned_counts();
+            let (min, max) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+            prop_assert!(max - min <= 1);
+            prop_assert_eq!(counts.values().sum::<usize>(), buckets as usize);
+            prop_assert!(spread_evenly(&s, &owners).is_none());
+        }
+    }
+}

@@ -1,0 +1,734 @@
+//! The replicated cluster state: membership, settings and the bucket table, and the commands
+//! that change them.
+//!
+//! This is the state machine behind Raft, as plain data with no I/O: every node applies the
+//! same committed [`Command`]s in the same order with [`ClusterState::apply`] and so holds the
+//! same state. `apply` is deterministic (no clock, no randomness, no hashing with random keys):
+//! the only outside input is the log index of the entry, which gives bucket epochs and
+//! versions.
+//!
+//! Rules the commands enforce:
+//! - Every bucket change is a compare-and-set on the bucket's `(epoch, version)`; a stale
+//!   command changes nothing and answers [`Outcome::Stale`] with the current values.
+//! - A bucket's `epoch` is the log index of the entry that last changed its primary; its
+//!   `version` is the log index of the entry that last changed anything about it.
+//! - A node id is added once. A node that announces itself again (restart, new addresses)
+//!   is updated in place; a removed id is never taken back (a restored old data directory
+//!   must not come back as a second copy of a member).
+//! - Only a joining or active node can be given buckets.
+
+use crate::datadir::{ClusterId, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The largest bucket count a cluster can be created with.
+pub const MAX_BUCKETS: u32 = 1 << 16;
+
+/// Cluster-wide settings, fixed or changed through the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Number of buckets: a power of two, fixed when the cluster is created.
+    pub buckets: u32,
+    /// Backup copies per bucket (used once replication exists).
+    pub replicas: u32,
+    /// While paused, the planner starts no movement.
+    pub paused: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            buckets: 1024,
+            replicas: 1,
+            paused: false,
+        }
+    }
+}
+
+/// Where a node can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddrs {
+    /// Peer port address (Raft, and later replication and moves).
+    pub peer: String,
+    /// Native protocol address, given to clients in redirects and the table.
+    pub native: String,
+    /// memcached text protocol address, if that port is enabled.
+    pub memcache: Option<String>,
+}
+
+/// A member's place in the cluster's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Added, not yet a full member (catching up on the log).
+    Joining,
+    /// A full member: may own buckets.
+    Active,
+    /// Leaving: gets no new buckets, gives its buckets away.
+    Draining,
+}
+
+impl NodeState {
+    /// The name used in status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Joining => "joining",
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+        }
+    }
+}
+
+/// One member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Where it listens.
+    pub addrs: NodeAddrs,
+    /// Its life-cycle state.
+    pub state: NodeState,
+    /// Bumped when the node is fenced (used with leases, later).
+    pub liveness_epoch: u64,
+}
+
+/// One bucket's owners.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// The node that serves it, if any.
+    pub primary: Option<NodeId>,
+    /// Nodes holding backup copies.
+    pub replicas: Vec<NodeId>,
+    /// The replicas known to hold every acknowledged write.
+    pub in_sync: Vec<NodeId>,
+    /// Log index of the entry that last changed `primary` (0: never assigned).
+    pub epoch: u64,
+    /// Log index of the entry that last changed anything here (0: never changed).
+    pub version: u64,
+}
+
+/// One bucket's new primary, conditional on the bucket being unchanged since it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The bucket.
+    pub bucket: u32,
+    /// The epoch it must still have.
+    pub epoch: u64,
+    /// The version it must still have.
+    pub version: u64,
+    /// Its new primary.
+    pub primary: NodeId,
+}
+
+/// A change to the cluster state: the payload of a Raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates the cluster: its id, settings and first member (active). When
+    /// `assign_all` is set, the creator becomes primary of every bucket in the same entry.
+    Create {
+        /// The new cluster's id.
+        cluster_id: ClusterId,
+        /// Its settings (`buckets` must be a power of two, 1..=[`MAX_BUCKETS`]).
+        settings: Settings,
+        /// The creating node.
+        node: NodeId,
+        /// Its addresses.
+        addrs: NodeAddrs,
+        /// Give the creator every bucket now (a cluster of one).
+        assign_all: bool,
+    },
+    /// Adds a node as joining, or updates the addresses of a member that announces itself
+    /// again.
+    AddNode {
+        /// The node.
+        node: NodeId,
+        /// Its addresses.
+        addrs: NodeAddrs,
+    },
+    /// Moves a member to another life-cycle state.
+    SetNodeState {
+        /// The node.
+        node: NodeId,
+        /// Its new state.
+        state: NodeState,
+    },
+    /// Removes a member for good; its buckets go to `heir` (or to no one), with a new epoch.
+    RemoveNode {
+        /// The node.
+        node: NodeId,
+        /// Who takes its buckets.
+        heir: Option<NodeId>,
+    },
+    /// Gives buckets new primaries, all or none: every assignment's `(epoch, version)` must
+    /// match.
+    Assign(Vec<Assignment>),
+    /// Pauses or resumes movement planning.
+    SetPaused(bool),
+}
+
+/// Why a command was refused (deterministically, so every node refuses it alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// A command other than `Create` arrived before the cluster was created.
+    NotCreated,
+    /// `Create` arrived for a cluster that exists.
+    AlreadyCreated,
+    /// The settings are invalid (bucket count not a power of two in range).
+    BadSettings,
+    /// The node is not a member.
+    UnknownNode(NodeId),
+    /// The node was removed and cannot come back under the same id.
+    RemovedNode(NodeId),
+    /// The bucket number is out of range.
+    NoSuchBucket(u32),
+    /// The node cannot take buckets in its state.
+    NotEligible(NodeId),
+    /// Another member already uses this peer address.
+    AddressInUse(NodeId),
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Applied.
+    #[default]
+    Done,
+    /// Valid, but nothing needed changing.
+    Unchanged,
+    /// A bucket moved on since the command was made: its current epoch and version.
+    Stale {
+        /// The bucket.
+        bucket: u32,
+        /// Its epoch now.
+        epoch: u64,
+        /// Its version now.
+        version: u64,
+    },
+    /// Refused.
+    Refused(Refusal),
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// The cluster's id, once created.
+    pub cluster_id: Option<ClusterId>,
+    /// Settings.
+    pub settings: Settings,
+    /// Current members.
+    pub nodes: BTreeMap<NodeId, Member>,
+    /// Ids removed for good.
+    pub removed: BTreeSet<NodeId>,
+    /// One entry per bucket (empty before creation).
+    pub buckets: Vec<Bucket>,
+    /// Log index of the last entry that changed the bucket table or a member's addresses or
+    /// state: what clients compare to know whether their table is current.
+    pub table_version: u64,
+}
+
+impl ClusterState {
+    /// Applies one committed command, found at log index `index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Outcome {
+        match self.try_apply(index, cmd) {
+            Ok(outcome) => outcome,
+            Err(refusal) => Outcome::Refused(refusal),
+        }
+    }
+
+    fn try_apply(&mut self, index: u64, cmd: &Command) -> Result<Outcome, Refusal> {
+        if self.cluster_id.is_none() && !matches!(cmd, Command::Create { .. }) {
+            return Err(Refusal::NotCreated);
+        }
+        match cmd {
+            Command::Create {
+                cluster_id,
+                settings,
+                node,
+                addrs,
+                assign_all,
+            } => {
+                if self.cluster_id.is_some() {
+                    return Err(Refusal::AlreadyCreated);
+                }
+                if !settings.buckets.is_power_of_two() || settings.buckets > MAX_BUCKETS {
+                    return Err(Refusal::BadSettings);
+                }
+                self.cluster_id = Some(*cluster_id);
+                self.settings = settings.clone();
+                self.nodes.insert(
+                    *node,
+                    Member {
+                        addrs: addrs.clone(),
+                        state: NodeState::Active,
+                        liveness_epoch: 0,
+                    },
+                );
+                let owner = assign_all.then_some(*node);
+                let stamp = if *assign_all { index } else { 0 };
+                self.buckets = vec![
+                    Bucket {
+                        primary: owner,
+                        epoch: stamp,
+                        version: stamp,
+                        ..Bucket::default()
+                    };
+                    settings.buckets as usize
+                ];
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::AddNode { node, addrs } => {
+                if self.removed.contains(node) {
+                    return Err(Refusal::RemovedNode(*node));
+                }
+                if let Some((other, _)) = self
+                    .nodes
+                    .iter()
+                    .find(|(id, m)| *id != node && m.addrs.peer == addrs.peer)
+                {
+                    return Err(Refusal::AddressInUse(*other));
+                }
+                match self.nodes.get_mut(node) {
+                    Some(member) if member.addrs == *addrs => Ok(Outcome::Unchanged),
+                    Some(member) => {
+                        member.addrs = addrs.clone();
+                        self.table_version = index;
+                        Ok(Outcome::Done)
+                    }
+                    None => {
+                        self.nodes.insert(
+                            *node,
+                            Member {
+                                addrs: addrs.clone(),
+                                state: NodeState::Joining,
+                                liveness_epoch: 0,
+                            },
+                        );
+                        self.table_version = index;
+                        Ok(Outcome::Done)
+                    }
+                }
+            }
+            Command::SetNodeState { node, state } => {
+                let member = self
+                    .nodes
+                    .get_mut(node)
+                    .ok_or(Refusal::UnknownNode(*node))?;
+                if member.state == *state {
+                    return Ok(Outcome::Unchanged);
+                }
+                member.state = *state;
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::RemoveNode { node, heir } => {
+                if !self.nodes.contains_key(node) {
+                    return Err(Refusal::UnknownNode(*node));
+                }
+                if let Some(heir) = heir {
+                    self.check_eligible(heir, Some(node))?;
+                }
+                self.nodes.remove(node);
+                self.removed.insert(*node);
+                for bucket in &mut self.buckets {
+                    let mut changed = false;
+                    if bucket.primary == Some(*node) {
+                        bucket.primary = *heir;
+                        bucket.epoch = index;
+                        changed = true;
+                    }
+                    let before = (bucket.replicas.len(), bucket.in_sync.len());
+                    bucket.replicas.retain(|r| r != node);
+                    bucket.in_sync.retain(|r| r != node);
+                    changed |= before != (bucket.replicas.len(), bucket.in_sync.len());
+                    if changed {
+                        bucket.version = index;
+                    }
+                }
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::Assign(assignments) => {
+                for a in assignments {
+                    let bucket = self
+                        .buckets
+                        .get(a.bucket as usize)
+                        .ok_or(Refusal::NoSuchBucket(a.bucket))?;
+                    if (bucket.epoch, bucket.version) != (a.epoch, a.version) {
+                        return Ok(Outcome::Stale {
+                            bucket: a.bucket,
+                            epoch: bucket.epoch,
+                            version: bucket.version,
+                        });
+                    }
+                    self.check_eligible(&a.primary, None)?;
+                }
+                let mut changed = false;
+                for a in assignments {
+                    let bucket = &mut self.buckets[a.bucket as usize];
+                    if bucket.primary != Some(a.primary) {
+                        bucket.primary = Some(a.primary);
+                        bucket.epoch = index;
+                        bucket.version = index;
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::SetPaused(paused) => {
+                if self.settings.paused == *paused {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.settings.paused = *paused;
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    /// Whether `node` may be given buckets (`leaving` is about to go and may not).
+    fn check_eligible(&self, node: &NodeId, leaving: Option<&NodeId>) -> Result<(), Refusal> {
+        match self.nodes.get(node) {
+            Some(m) if Some(node) != leaving && m.state != NodeState::Draining => Ok(()),
+            Some(_) => Err(Refusal::NotEligible(*node)),
+            None => Err(Refusal::UnknownNode(*node)),
+        }
+    }
+
+    /// The bucket, if the number is in range.
+    pub fn bucket(&self, bucket: u32) -> Option<&Bucket> {
+        self.buckets.get(bucket as usize)
+    }
+
+    /// How many buckets each member is primary for (members owning none included).
+    pub fn owned_counts(&self) -> BTreeMap<NodeId, usize> {
+        let mut counts: BTreeMap<NodeId, usize> = self.nodes.keys().map(|id| (*id, 0)).collect();
+        for b in &self.buckets {
+            if let Some(p) = b.primary {
+                *counts.entry(p).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// The member whose peer address is `peer`, if any.
+    pub fn node_at_peer(&self, peer: &str) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(_, m)| m.addrs.peer == peer)
+            .map(|(id, _)| *id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 16])
+    }
+
+    fn addrs(n: u8) -> NodeAddrs {
+        NodeAddrs {
+            peer: format!("127.0.0.1:{}", 7000 + u16::from(n)),
+            native: format!("127.0.0.1:{}", 8000 + u16::from(n)),
+            memcache: None,
+        }
+    }
+
+    fn created(buckets: u32, assign_all: bool) -> ClusterState {
+        let mut s = ClusterState::default();
+        let out = s.apply(
+            1,
+            &Command::Create {
+                cluster_id: ClusterId([9; 16]),
+                settings: Settings {
+                    buckets,
+                    ..Settings::default()
+                },
+                node: id(1),
+                addrs: addrs(1),
+                assign_all,
+            },
+        );
+        assert_eq!(out, Outcome::Done);
+        s
+    }
+
+    #[test]
+    fn nothing_but_create_applies_before_creation() {
+        let mut s = ClusterState::default();
+        let out = s.apply(
+            1,
+            &Command::AddNode {
+                node: id(2),
+                addrs: addrs(2),
+            },
+        );
+        assert_eq!(out, Outcome::Refused(Refusal::NotCreated));
+        assert_eq!(s, ClusterState::default());
+    }
+
+    #[test]
+    fn create_assigns_everything_to_a_lone_creator_at_its_index() {
+        let s = created(8, true);
+        assert!(s
+            .buckets
+            .iter()
+            .all(|b| b.primary == Some(id(1)) && b.epoch == 1 && b.version == 1));
+        assert_eq!(s.table_version, 1);
+        let mut again = s.clone();
+        let out = again.apply(
+            2,
+            &Command::Create {
+                cluster_id: ClusterId([7; 16]),
+                settings: Settings::default(),
+                node: id(2),
+                addrs: addrs(2),
+                assign_all: true,
+            },
+        );
+        assert_eq!(out, Outcome::Refused(Refusal::AlreadyCreated));
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn create_refuses_a_bucket_count_that_is_not_a_power_of_two() {
+        for buckets in [0, 3, 1000, MAX_BUCKETS * 2] {
+            let mut s = ClusterState::default();
+            let out = s.apply(
+                1,
+                &Command::Create {
+                    cluster_id: ClusterId([9; 16]),
+                    settings: Settings {
+                        buckets,
+                        ..Settings::default()
+                    },
+                    node: id(1),
+                    addrs: addrs(1),
+                    assign_all: true,
+                },
+            );
+            assert_eq!(out, Outcome::Refused(Refusal::BadSettings), "{buckets}");
+        }
+    }
+
+    #[test]
+    fn a_node_is_added_once_and_updated_in_place() {
+        let mut s = created(4, true);
+        let add = |n, a| Command::AddNode { node: n, addrs: a };
+        assert_eq!(s.apply(2, &add(id(2), addrs(2))), Outcome::Done);
+        assert_eq!(s.apply(3, &add(id(2), addrs(2))), Outcome::Unchanged);
+        let mut moved = addrs(2);
+        moved.native = "127.0.0.1:9999".into();
+        assert_eq!(s.apply(4, &add(id(2), moved.clone())), Outcome::Done);
+        assert_eq!(s.nodes.len(), 2);
+        assert_eq!(s.nodes[&id(2)].addrs, moved);
+        assert_eq!(s.nodes[&id(2)].state, NodeState::Joining);
+        assert_eq!(s.table_version, 4);
+        // Another id on a member's peer address is refused while that member exists.
+        assert_eq!(
+            s.apply(5, &add(id(3), addrs(2))),
+            Outcome::Refused(Refusal::AddressInUse(id(2)))
+        );
+    }
+
+    #[test]
+    fn a_removed_node_gives_its_buckets_to_the_heir_and_never_comes_back() {
+        let mut s = created(4, true);
+        s.apply(
+            2,
+            &Command::AddNode {
+                node: id(2),
+                addrs: addrs(2),
+            },
+        );
+        let out = s.apply(
+            3,
+            &Command::RemoveNode {
+                node: id(1),
+                heir: Some(id(2)),
+            },
+        );
+        assert_eq!(out, Outcome::Done);
+        assert!(s
+            .buckets
+            .iter()
+            .all(|b| b.primary == Some(id(2)) && b.epoch == 3));
+        assert_eq!(
+            s.apply(
+                4,
+                &Command::AddNode {
+                    node: id(1),
+                    addrs: addrs(1)
+                }
+            ),
+            Outcome::Refused(Refusal::RemovedNode(id(1)))
+        );
+        // The removed node's peer address is free for a new id (a wiped directory).
+        assert_eq!(
+            s.apply(
+                5,
+                &Command::AddNode {
+                    node: id(3),
+                    addrs: addrs(1)
+                }
+            ),
+            Outcome::Done
+        );
+    }
+
+    #[test]
+    fn assignments_are_compare_and_set_and_all_or_nothing() {
+        let mut s = created(4, true);
+        s.apply(
+            2,
+            &Command::AddNode {
+                node: id(2),
+                addrs: addrs(2),
+            },
+        );
+        let before = s.clone();
+        let stale = Command::Assign(vec![
+            Assignment {
+                bucket: 0,
+                epoch: 1,
+                version: 1,
+                primary: id(2),
+            },
+            Assignment {
+                bucket: 1,
+                epoch: 0,
+                version: 1,
+                primary: id(2),
+            },
+        ]);
+        assert_eq!(
+            s.apply(3, &stale),
+            Outcome::Stale {
+                bucket: 1,
+                epoch: 1,
+                version: 1
+            }
+        );
+        assert_eq!(s, before);
+        let good = Command::Assign(vec![Assignment {
+            bucket: 1,
+            epoch: 1,
+            version: 1,
+            primary: id(2),
+        }]);
+        assert_eq!(s.apply(4, &good), Outcome::Done);
+        assert_eq!(s.buckets[1].primary, Some(id(2)));
+        assert_eq!((s.buckets[1].epoch, s.buckets[1].version), (4, 4));
+        // The same command again is now stale: it cannot be applied twice.
+        assert!(matches!(s.apply(5, &good), Outcome::Stale { .. }));
+    }
+
+    #[test]
+    fn draining_and_unknown_nodes_get_no_buckets() {
+        let mut s = created(4, true);
+        s.apply(
+            2,
+            &Command::AddNode {
+                node: id(2),
+                addrs: addrs(2),
+            },
+        );
+        s.apply(
+            3,
+            &Command::SetNodeState {
+                node: id(2),
+                state: NodeState::Draining,
+            },
+        );
+        let to = |n| {
+            Command::Assign(vec![Assignment {
+                bucket: 0,
+                epoch: 1,
+                version: 1,
+                primary: n,
+            }])
+        };
+        assert_eq!(
+            s.apply(4, &to(id(2))),
+            Outcome::Refused(Refusal::NotEligible(id(2)))
+        );
+        assert_eq!(
+            s.apply(5, &to(id(7))),
+            Outcome::Refused(Refusal::UnknownNode(id(7)))
+        );
+        assert_eq!(
+            s.apply(
+                6,
+                &Command::RemoveNode {
+                    node: id(1),
+                    heir: Some(id(1))
+                }
+            ),
+            Outcome::Refused(Refusal::NotEligible(id(1)))
+        );
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let node = (1u8..6).prop_map(id);
+        prop_oneof![
+            (node.clone(), 1u8..8).prop_map(|(n, a)| Command::AddNode {
+                node: n,
+                addrs: addrs(a)
+            }),
+            (node.clone(), 0u8..3).prop_map(|(n, s)| Command::SetNodeState {
+                node: n,
+                state: [NodeState::Joining, NodeState::Active, NodeState::Draining][s as usize],
+            }),
+            (node.clone(), proptest::option::of(node.clone()))
+                .prop_map(|(n, heir)| Command::RemoveNode { node: n, heir }),
+            proptest::collection::vec((0u32..9, 0u64..20, 0u64..20, node), 1..4).prop_map(|v| {
+                Command::Assign(
+                    v.into_iter()
+                        .map(|(bucket, epoch, version, primary)| Assignment {
+                            bucket,
+                            epoch,
+                            version,
+                            primary,
+                        })
+                        .collect(),
+                )
+            }),
+            any::<bool>().prop_map(Command::SetPaused),
+        ]
+    }
+
+    proptest! {
+        /// Whatever is applied: epochs and versions never go backwards, a bucket's epoch
+        /// changes exactly when its primary does, every primary is a member, removed ids
+        /// stay out, and applying the same log on a second state gives the same state.
+        #[test]
+        fn invariants_hold_for_any_command_sequence(cmds in proptest::collection::vec(command(), 0..40)) {
+            let mut s = created(8, true);
+            let mut replica = s.clone();
+            for (i, cmd) in cmds.iter().enumerate() {
+                let index = i as u64 + 2;
+                let before = s.clone();
+                let out = s.apply(index, cmd);
+                prop_assert_eq!(replica.apply(index, cmd), out.clone());
+                if matches!(out, Outcome::Refused(_) | Outcome::Stale { .. }) {
+                    prop_assert_eq!(&s, &before);
+                }
+                prop_assert!(s.table_version >= before.table_version);
+                for (b, (old, new)) in before.buckets.iter().zip(&s.buckets).enumerate() {
+                    prop_assert!(new.epoch >= old.epoch && new.version >= old.version, "bucket {}", b);
+                    prop_assert_eq!(new.primary != old.primary, new.epoch != old.epoch);
+                    if let Some(p) = new.primary {
+                        prop_assert!(s.nodes.contains_key(&p));
+                    }
+                }
+                for r in &s.removed {
+                    prop_assert!(!s.nodes.contains_key(r));
+                }
+            }
+            prop_assert_eq!(s, replica);
+        }
+    }
+}
