@@ -14,6 +14,7 @@
 //! `watch` channel, fed by the Raft state machine after each apply.
 
 pub mod planner;
+pub mod raft;
 pub mod state;
 
 use crate::datadir::{ClusterId, NodeId};
