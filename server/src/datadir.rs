@@ -80,6 +80,17 @@ id128! {
     NodeId
 }
 
+/// Small ids for openraft's storage test suite, which names its nodes by number: `n` in
+/// the last 8 bytes, big-endian.
+#[cfg(test)]
+impl From<u64> for NodeId {
+    fn from(n: u64) -> NodeId {
+        let mut id = [0u8; 16];
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        NodeId(id)
+    }
+}
+
 id128! {
     /// A cluster's identity: 128 random bits chosen by the node that creates the cluster,
     /// kept in the replicated state and in each member's data directory.

@@ -275,8 +275,14 @@ mod tests {
         let (second, end) = unframe(&buf, next).unwrap();
         assert_eq!((second, end), (&b"world!"[..], buf.len()));
         assert!(matches!(unframe(&buf, end), Err(Damage::Truncated)));
-        assert!(matches!(unframe(&buf[..end - 1], next), Err(Damage::Truncated)));
-        assert!(matches!(unframe(&buf, usize::MAX - 3), Err(Damage::Truncated)));
+        assert!(matches!(
+            unframe(&buf[..end - 1], next),
+            Err(Damage::Truncated)
+        ));
+        assert!(matches!(
+            unframe(&buf, usize::MAX - 3),
+            Err(Damage::Truncated)
+        ));
 
         let mut bad = buf.clone();
         bad[HEADER] ^= 1;

@@ -176,7 +176,7 @@ impl LogStore {
     /// Sets the length from which a mostly dead log file is rewritten (tests use a small
     /// one).
     #[cfg(test)]
-    fn set_compact_min(&self, bytes: u64) {
+    pub(super) fn set_compact_min(&self, bytes: u64) {
         if let Some(file) = self.lock().file.as_mut() {
             file.compact_min = bytes;
         }
@@ -220,7 +220,8 @@ fn encode_append(entries: &[Entry], out: &mut Vec<u8>) -> Result<Vec<u64>, RaftS
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let payload = serde_json::to_vec(&RecordOut::Append(entries)).map_err(RaftStoreError::Encode)?;
+    let payload =
+        serde_json::to_vec(&RecordOut::Append(entries)).map_err(RaftStoreError::Encode)?;
     if payload.len() > MAX_RECORD as usize && entries.len() > 1 {
         let (left, right) = entries.split_at(entries.len() / 2);
         let mut shares = encode_append(left, out)?;
@@ -427,7 +428,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let log = self.lock();
-        Ok(log.entries.range(range).map(|(_, s)| s.entry.clone()).collect())
+        Ok(log
+            .entries
+            .range(range)
+            .map(|(_, s)| s.entry.clone())
+            .collect())
     }
 }
 

@@ -18,7 +18,9 @@
 //! always one consistent applied state.
 
 use super::files::{self, frame, unframe, Damage, RaftStoreError, MAX_RECORD, SNAPSHOT_FILE};
-use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::cluster::state::{ClusterState, Outcome};
 use crate::datadir::NodeId;
 use openraft::storage::RaftStateMachine;
@@ -119,7 +121,9 @@ impl StateMachineStore {
     /// # Errors
     /// [`RaftStoreError::Damaged`] when the snapshot file does not check out;
     /// [`RaftStoreError::Io`].
-    pub fn open(dir: &Path) -> Result<(StateMachineStore, watch::Receiver<Applied>), RaftStoreError> {
+    pub fn open(
+        dir: &Path,
+    ) -> Result<(StateMachineStore, watch::Receiver<Applied>), RaftStoreError> {
         std::fs::create_dir_all(dir).map_err(RaftStoreError::io("create", dir))?;
         files::remove_leftover(dir, SNAPSHOT_FILE)?;
         let (data, snapshot) = match read_snapshot(&dir.join(SNAPSHOT_FILE))? {
@@ -133,7 +137,11 @@ impl StateMachineStore {
             }
             None => (SmData::default(), None),
         };
-        Ok(StateMachineStore::new(Some(dir.to_path_buf()), data, snapshot))
+        Ok(StateMachineStore::new(
+            Some(dir.to_path_buf()),
+            data,
+            snapshot,
+        ))
     }
 
     fn new(
@@ -165,7 +173,10 @@ impl StateMachineStore {
     }
 
     fn data(&self) -> MutexGuard<'_, SmData> {
-        self.shared.data.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .data
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn snapshot(&self) -> MutexGuard<'_, Option<StoredSnapshot>> {
@@ -219,8 +230,7 @@ fn read_snapshot(path: &Path) -> Result<Option<(StoredSnapshot, Body)>, RaftStor
     }
     let meta: SnapshotMeta =
         serde_json::from_slice(meta).map_err(|e| damaged(0, Damage::Decode(e)))?;
-    let body: Body =
-        serde_json::from_slice(data).map_err(|e| damaged(next, Damage::Decode(e)))?;
+    let body: Body = serde_json::from_slice(data).map_err(|e| damaged(next, Damage::Decode(e)))?;
     if body.last_applied != meta.last_log_id || body.membership != meta.last_membership {
         return Err(damaged(next, Damage::Inconsistent));
     }
@@ -231,7 +241,10 @@ fn read_snapshot(path: &Path) -> Result<Option<(StoredSnapshot, Body)>, RaftStor
     Ok(Some((snapshot, body)))
 }
 
-fn snapshot_error(meta: Option<&SnapshotMeta>, verb: ErrorVerb) -> impl FnOnce(RaftStoreError) -> StorageError {
+fn snapshot_error(
+    meta: Option<&SnapshotMeta>,
+    verb: ErrorVerb,
+) -> impl FnOnce(RaftStoreError) -> StorageError {
     files::to_storage(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb)
 }
 

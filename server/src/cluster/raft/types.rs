@@ -77,7 +77,7 @@ impl RaftTiming {
     ///
     /// # Errors
     /// openraft's reason when the settings are inconsistent.
-    pub fn config(&self) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    pub fn config(&self) -> Result<Arc<openraft::Config>, Box<openraft::ConfigError>> {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = openraft::Config {
             cluster_name: "shoal".to_string(),
@@ -88,7 +88,7 @@ impl RaftTiming {
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             ..openraft::Config::default()
         };
-        config.validate().map(Arc::new)
+        config.validate().map(Arc::new).map_err(Box::new)
     }
 }
 
