@@ -52,6 +52,8 @@ pub enum Damage {
     Trailing,
     /// A snapshot's meta and body name different log ids or memberships.
     Inconsistent,
+    /// The file is longer than any such file can be (its length).
+    FileTooLarge(u64),
 }
 
 impl fmt::Display for Damage {
@@ -63,6 +65,7 @@ impl fmt::Display for Damage {
             Damage::Decode(e) => write!(f, "a record does not decode: {e}"),
             Damage::Trailing => write!(f, "unexpected bytes after the last record"),
             Damage::Inconsistent => write!(f, "a snapshot's meta and body disagree"),
+            Damage::FileTooLarge(len) => write!(f, "the file is {len} bytes, too long"),
         }
     }
 }
@@ -216,7 +219,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, RaftStoreEr
         Ok(meta) if meta.len() > limit => Err(RaftStoreError::Damaged {
             path: path.to_path_buf(),
             offset: 0,
-            damage: Damage::Length(u32::try_from(meta.len()).unwrap_or(u32::MAX)),
+            damage: Damage::FileTooLarge(meta.len()),
         }),
         Ok(_) => fs::read(path)
             .map(Some)

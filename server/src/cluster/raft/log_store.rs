@@ -27,6 +27,7 @@ use super::files::{
     self, frame, to_storage, unframe, Damage, RaftStoreError, LOG_FILE, MAX_RECORD, VOTE_FILE,
 };
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::datadir::sync_dir;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader};
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,12 @@ impl LogStore {
             file.set_len(good as u64)
                 .and_then(|()| file.sync_all())
                 .map_err(RaftStoreError::io("truncate", &path))?;
+        }
+        // The log file (and raft/ itself) may be new: make their names durable before the
+        // first acknowledged append relies on them.
+        sync_dir(dir).map_err(RaftStoreError::io("fsync the directory", dir))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(RaftStoreError::io("fsync the directory", parent))?;
         }
         log.file = Some(LogFile {
             dir: dir.to_path_buf(),
