@@ -78,6 +78,46 @@ pub fn spread_evenly(state: &ClusterState, owners: &[NodeId]) -> Option<Command>
     (!assignments.is_empty()).then_some(Command::Assign(assignments))
 }
 
+/// Gives every bucket without a primary (its owner was removed) to the active member that
+/// owns the fewest, one bucket at a time (ties by id), as one compare-and-set command. None
+/// while the cluster is still forming (the initial spread does that), when nothing is
+/// orphaned, or when no member is active.
+pub fn assign_orphans(state: &ClusterState) -> Option<Command> {
+    if state.forming {
+        return None;
+    }
+    let mut load: Vec<(usize, NodeId)> = state
+        .owned_counts()
+        .into_iter()
+        .filter(|(id, _)| {
+            state
+                .nodes
+                .get(id)
+                .is_some_and(|m| m.state == NodeState::Active)
+        })
+        .map(|(id, n)| (n, id))
+        .collect();
+    if load.is_empty() {
+        return None;
+    }
+    let mut assignments = Vec::new();
+    for (b, bucket) in state.buckets.iter().enumerate() {
+        if bucket.primary.is_some() {
+            continue;
+        }
+        load.sort();
+        let (n, primary) = &mut load[0];
+        *n += 1;
+        assignments.push(Assignment {
+            bucket: b as u32,
+            epoch: bucket.epoch,
+            version: bucket.version,
+            primary: *primary,
+        });
+    }
+    (!assignments.is_empty()).then_some(Command::Assign(assignments))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +180,36 @@ mod tests {
             desired_voters(&s, &gone).unwrap(),
             [id(1), id(2), id(3)].into()
         );
+    }
+
+    #[test]
+    fn orphans_go_to_the_least_loaded_active_members_once_formed() {
+        let mut s = state_with(3, 8);
+        assert!(s.forming);
+        assert_eq!(assign_orphans(&s), None, "the initial spread's job");
+        let spread = spread_evenly(&s, &[id(1), id(2)]).unwrap();
+        assert_eq!(s.apply(10, &spread), Outcome::Done);
+        assert!(!s.forming);
+        s.apply(
+            11,
+            &Command::SetNodeState {
+                node: id(3),
+                state: NodeState::Active,
+            },
+        );
+        s.apply(
+            12,
+            &Command::RemoveNode {
+                node: id(1),
+                heir: None,
+            },
+        );
+        let cmd = assign_orphans(&s).unwrap();
+        assert_eq!(s.apply(13, &cmd), Outcome::Done);
+        let counts = s.owned_counts();
+        assert_eq!(counts[&id(2)], 4);
+        assert_eq!(counts[&id(3)], 4);
+        assert_eq!(assign_orphans(&s), None);
     }
 
     proptest! {
