@@ -15,9 +15,10 @@ pub fn voter_target(members: usize) -> usize {
     }
 }
 
-/// The voter set the leader should move to: the current voters that are still members and
-/// not draining, topped up (in id order) with other eligible members up to
-/// [`voter_target`]. Returns `None` when the current set is already right.
+/// The voter set the leader should move to: the current voters that are still active
+/// members, topped up (in id order) with other active members up to [`voter_target`]
+/// (joining members are still catching up; draining ones are leaving). Returns `None` when
+/// the current set is already right.
 pub fn desired_voters(
     state: &ClusterState,
     current: &BTreeSet<NodeId>,
@@ -25,7 +26,7 @@ pub fn desired_voters(
     let eligible: Vec<NodeId> = state
         .nodes
         .iter()
-        .filter(|(_, m)| m.state != NodeState::Draining)
+        .filter(|(_, m)| m.state == NodeState::Active)
         .map(|(id, _)| *id)
         .collect();
     let target = voter_target(eligible.len()).max(1);
@@ -169,7 +170,16 @@ mod tests {
 
     #[test]
     fn voters_are_kept_and_topped_up() {
-        let s = state_with(4, 4);
+        let mut s = state_with(5, 4);
+        for n in 2..=4 {
+            s.apply(
+                10 + u64::from(n),
+                &Command::SetNodeState {
+                    node: id(n),
+                    state: NodeState::Active,
+                },
+            );
+        }
         let current: BTreeSet<NodeId> = [id(4)].into();
         let want = desired_voters(&s, &current).unwrap();
         assert_eq!(want, [id(1), id(2), id(4)].into());
