@@ -25,10 +25,14 @@ pub mod exit_code {
     pub const CONFIG: i32 = 2;
     /// A listener could not be bound.
     pub const BIND: i32 = 3;
-    /// The savefile in the data directory is damaged.
+    /// The savefile or the Raft log in the data directory is damaged.
     pub const BAD_SAVEFILE: i32 = 4;
     /// Another running node holds the data directory's lock.
     pub const DATA_DIR_IN_USE: i32 = 5;
+    /// The node could not join a cluster: no seed answered within `--join-timeout`, or the
+    /// cluster refused it (another cluster, another bucket count, a removed node id, a wrong
+    /// cluster secret).
+    pub const JOIN_FAILED: i32 = 6;
     /// Any other failure while running.
     pub const RUNTIME: i32 = 1;
 }
@@ -39,8 +43,9 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   1  failed while running (including a savefile that could not be written at stop)
   2  invalid configuration
   3  a listen address could not be bound
-  4  the savefile is damaged (see --discard-bad-savefile)
-  5  the data directory is in use by another running node";
+  4  the savefile or the Raft log is damaged (see --discard-bad-savefile)
+  5  the data directory is in use by another running node
+  6  could not join the cluster (no seed answered in time, or refused)";
 
 /// Settings of one `shoald` node.
 #[derive(Debug, Clone, Parser)]
@@ -102,6 +107,36 @@ pub struct Config {
     #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub fault_old_savefile: bool,
+
+    /// Peer addresses (`--peer-listen`) of cluster members to join through, comma
+    /// separated, tried in turn. Without it a node creates a new cluster (or, restarted on
+    /// its data directory, comes back to the one it belongs to).
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<SocketAddr>,
+
+    /// How long joining may take before the node exits (exit code 6); also how long the
+    /// creator waits for `--initial-nodes`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub join_timeout: Duration,
+
+    /// On the node that creates the cluster: wait until this many nodes have joined, then
+    /// spread the buckets evenly over them.
+    #[arg(long, default_value_t = 1)]
+    pub initial_nodes: usize,
+
+    /// Copies of each bucket besides its primary, for a new cluster (used once replication
+    /// exists).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+
+    /// How often the Raft leader sends heartbeats.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub raft_heartbeat: Duration,
+
+    /// A follower that hears no leader for this long (up to twice as long, at random)
+    /// starts an election.
+    #[arg(long, default_value = "1000ms", value_parser = parse_duration)]
+    pub raft_election_timeout: Duration,
 
     /// Most client connections at once; more are refused with BUSY.
     #[arg(long, default_value_t = 4096)]
@@ -251,6 +286,19 @@ impl Config {
         if self.max_pending == 0 {
             return Err(ConfigError("max-pending must be at least 1".into()));
         }
+        if self.initial_nodes == 0 {
+            return Err(ConfigError("initial-nodes must be at least 1".into()));
+        }
+        if self.initial_nodes > 1 && !self.join.is_empty() {
+            return Err(ConfigError(
+                "initial-nodes is for the node that creates the cluster, not one that joins".into(),
+            ));
+        }
+        if self.raft_heartbeat.is_zero() || self.raft_election_timeout <= self.raft_heartbeat * 2 {
+            return Err(ConfigError(
+                "raft-election-timeout must be more than twice raft-heartbeat".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -298,6 +346,8 @@ impl Config {
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
              send-timeout = \"{}ms\"\noutput-buffer = {}\nmax-input-memory = {}\nmax-pending = {}\n\
              shutdown-timeout = \"{}ms\"\nthreads = {}\n\
+             join = \"{}\"\njoin-timeout = \"{}ms\"\ninitial-nodes = {}\nreplicas = {}\n\
+             raft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
              log-level = {:?}\nlog-file = {}\n",
             self.listen,
             self.memory,
@@ -318,6 +368,16 @@ impl Config {
             self.max_pending,
             self.shutdown_timeout.as_millis(),
             self.threads,
+            self.join
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.join_timeout.as_millis(),
+            self.initial_nodes,
+            self.replicas,
+            self.raft_heartbeat.as_millis(),
+            self.raft_election_timeout.as_millis(),
             self.log_level,
             opt(&self.log_file),
         )
@@ -497,8 +557,12 @@ mod tests {
             (exit_code::RUNTIME, "failed while running"),
             (exit_code::CONFIG, "invalid configuration"),
             (exit_code::BIND, "a listen address could not be bound"),
-            (exit_code::BAD_SAVEFILE, "the savefile is damaged"),
+            (
+                exit_code::BAD_SAVEFILE,
+                "the savefile or the Raft log is damaged",
+            ),
             (exit_code::DATA_DIR_IN_USE, "the data directory is in use"),
+            (exit_code::JOIN_FAILED, "could not join the cluster"),
         ] {
             assert!(
                 help.contains(&format!("  {code}  {words}")),
