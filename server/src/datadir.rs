@@ -13,6 +13,8 @@
 //!   savefile*   crate::persist's files
 //! ```
 //!
+//! [`ClusterId`] is written the same way; the cluster keeps it (next to this module's files).
+//!
 //! A node without a data directory has no directory to keep an id in: it gets a random
 //! [`NodeId`] of its own at every start ([`NodeId::generate`]), never all zeros, so two such
 //! nodes never share an id.
@@ -33,52 +35,96 @@ pub struct NodeId(pub [u8; 16]);
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0)
     }
 }
 
 impl NodeId {
     /// Parses 32 hex digits (surrounding white space ignored).
     pub fn parse(s: &str) -> Option<NodeId> {
-        let s = s.trim();
-        if s.len() != 32 || !s.is_ascii() {
-            return None;
-        }
-        let mut id = [0u8; 16];
-        for (i, b) in id.iter_mut().enumerate() {
-            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(NodeId(id))
+        parse_hex(s).map(NodeId)
     }
 
     /// A new random id (from the OS's random source, else from std's random hasher keys);
     /// never all zeros.
     pub fn generate() -> NodeId {
-        use std::hash::{BuildHasher, Hasher};
-        let mut id = [0u8; 16];
-        let from_os = File::open("/dev/urandom")
-            .and_then(|mut f| io::Read::read_exact(&mut f, &mut id))
-            .is_ok();
-        if !from_os || id == [0; 16] {
-            for half in id.chunks_mut(8) {
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u128(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos()),
-                );
-                h.write_u32(std::process::id());
-                half.copy_from_slice(&h.finish().to_be_bytes());
-            }
-        }
-        if id == [0; 16] {
-            id[15] = 1;
-        }
-        NodeId(id)
+        NodeId(random_id())
     }
+}
+
+/// A cluster's identity: 128 random bits, chosen by the node that creates the cluster and
+/// shared by every member; written like a [`NodeId`] (32 hex digits). On the peer port all
+/// zeros means "no cluster yet", which [`ClusterId::generate`] never returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ClusterId(pub [u8; 16]);
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl ClusterId {
+    /// Parses 32 hex digits (surrounding white space ignored).
+    pub fn parse(s: &str) -> Option<ClusterId> {
+        parse_hex(s).map(ClusterId)
+    }
+
+    /// A new random id, never all zeros (as [`NodeId::generate`]).
+    pub fn generate() -> ClusterId {
+        ClusterId(random_id())
+    }
+}
+
+/// Writes 16 bytes as 32 lowercase hex digits (node and cluster ids).
+fn write_hex(f: &mut fmt::Formatter<'_>, id: &[u8; 16]) -> fmt::Result {
+    for b in id {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+/// Reads 32 hex digits (surrounding white space ignored) as 16 bytes.
+fn parse_hex(s: &str) -> Option<[u8; 16]> {
+    let s = s.trim();
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// Fills `buf` from the OS's random source (`/dev/urandom`); false when it cannot be read.
+pub fn os_random(buf: &mut [u8]) -> bool {
+    File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, buf))
+        .is_ok()
+}
+
+/// 16 random bytes (from the OS's random source, else from std's random hasher keys), never
+/// all zeros.
+fn random_id() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = [0u8; 16];
+    if !os_random(&mut id) || id == [0; 16] {
+        for half in id.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            half.copy_from_slice(&h.finish().to_be_bytes());
+        }
+    }
+    if id == [0; 16] {
+        id[15] = 1;
+    }
+    id
 }
 
 /// Why the data directory cannot be used.
@@ -288,5 +334,19 @@ mod tests {
         assert_eq!(NodeId::parse("xyz"), None);
         assert_eq!(NodeId::parse(&"é".repeat(16)), None);
         assert_ne!(NodeId::generate(), id);
+    }
+
+    #[test]
+    fn cluster_ids_are_written_like_node_ids() {
+        let id = ClusterId::generate();
+        assert_ne!(id, ClusterId::default());
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(ClusterId::parse(&format!(" {text}\n")), Some(id));
+        assert_eq!(ClusterId::parse("0123"), None);
+        assert_eq!(
+            ClusterId::parse("000102030405060708090a0b0c0d0e0f").map(|c| c.0[15]),
+            Some(15)
+        );
     }
 }
