@@ -5,6 +5,7 @@
 //! long flags (`memory = "256MiB"`, `max-connections = 2000`); its entries are turned into
 //! flags placed before the real command line, so flags given on the command line win.
 
+use crate::cluster::peer::secret::{check_peer_listen, ClusterSecret, LoadedSecret, SecretError};
 use crate::persist::{PersistConfig, PersistMode, DEFAULT_PERSIST_MODE};
 use crate::store::StoreConfig;
 use clap::Parser;
@@ -17,6 +18,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// Default memcached text protocol address.
 pub const DEFAULT_MEMCACHE_LISTEN: &str = "127.0.0.1:7401";
+/// Default peer port address (node to node).
+pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:7402";
 
 /// Process exit codes, one per class of start-up failure (listed in `--help` and the README;
 /// a number, once given a meaning, keeps it).
@@ -64,6 +67,17 @@ pub struct Config {
     /// Address for the memcached text protocol, or `off`.
     #[arg(long, default_value = DEFAULT_MEMCACHE_LISTEN, value_parser = parse_optional_addr)]
     pub memcache_listen: OptionalAddr,
+
+    /// Address of the peer port, where nodes talk to each other. Without
+    /// --cluster-secret-file it must be a loopback address.
+    #[arg(long, default_value = DEFAULT_PEER_LISTEN)]
+    pub peer_listen: SocketAddr,
+
+    /// File holding the cluster secret, which peers prove they share before anything else
+    /// (read at start; white space around it is ignored; at most 4 KiB). Every node of a
+    /// cluster needs the same secret, or none.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
 
     /// Memory reserved for items (e.g. `64MiB`, `4GiB`).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
@@ -268,6 +282,16 @@ impl Config {
                 "listen and memcache-listen must be different addresses".into(),
             ));
         }
+        let ports = [Some(self.listen), self.memcache_listen.0];
+        if ports.contains(&Some(self.peer_listen)) && self.peer_listen.port() != 0 {
+            return Err(ConfigError(
+                "peer-listen must differ from listen and memcache-listen".into(),
+            ));
+        }
+        let secret = self
+            .cluster_secret()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        check_peer_listen(self.peer_listen, secret.is_some()).map_err(ConfigError)?;
         if self.frame_timeout.is_zero() || self.send_timeout.is_zero() {
             return Err(ConfigError(
                 "frame-timeout and send-timeout must be above zero".into(),
@@ -300,6 +324,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Reads `--cluster-secret-file`, when given.
+    ///
+    /// # Errors
+    /// [`SecretError`] when the file is unreadable, empty or too large.
+    pub fn cluster_secret(&self) -> Result<Option<LoadedSecret>, SecretError> {
+        self.cluster_secret_file
+            .as_deref()
+            .map(ClusterSecret::load)
+            .transpose()
     }
 
     /// The protocol limits these settings imply.
@@ -340,7 +375,8 @@ impl Config {
             None => "off".into(),
         };
         format!(
-            "listen = \"{}\"\nmemcache-listen = \"{memcache}\"\nmemory = {}\nbuckets = {}\n\
+            "listen = \"{}\"\nmemcache-listen = \"{memcache}\"\npeer-listen = \"{}\"\n\
+             cluster-secret-file = {}\nmemory = {}\nbuckets = {}\n\
              growth-factor = {}\ndata-dir = {}\npersist = \"{}\"\ndiscard-bad-savefile = {}\n\
              max-connections = {}\nmax-key-size = {}\n\
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
@@ -350,6 +386,8 @@ impl Config {
              raft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
              log-level = {:?}\nlog-file = {}\n",
             self.listen,
+            self.peer_listen,
+            opt(&self.cluster_secret_file),
             self.memory,
             self.buckets,
             self.growth_factor,
@@ -569,6 +607,53 @@ mod tests {
                 "{code}: {help}"
             );
         }
+    }
+
+    #[test]
+    fn a_public_peer_port_needs_a_secret() {
+        let dir = crate::testing::TempDir::new("config-secret");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let check = |args: &[&str]| {
+            let mut all = vec!["shoald"];
+            all.extend_from_slice(args);
+            Config::from_args(all).unwrap().validate()
+        };
+        assert_eq!(
+            Config::default().peer_listen.to_string(),
+            DEFAULT_PEER_LISTEN
+        );
+        assert!(check(&["--peer-listen", "127.0.0.1:0"]).is_ok());
+        let err = check(&["--peer-listen", "0.0.0.0:0"]).unwrap_err();
+        assert!(err.0.contains("not a loopback address"), "{err}");
+        let with = [
+            "shoald",
+            "--peer-listen",
+            "0.0.0.0:0",
+            "--cluster-secret-file",
+        ];
+        let c = Config::from_args(with.iter().copied().chain([secret.to_str().unwrap()]));
+        let c = c.unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cluster_secret().unwrap().unwrap().secret.key(), b"s3cret");
+        assert!(c.to_toml().contains("cluster-secret-file = "));
+        let err = check(&["--cluster-secret-file", empty.to_str().unwrap()]).unwrap_err();
+        assert!(err.0.contains("is empty"), "{err}");
+        let missing = dir.path().join("missing");
+        let err = check(&["--cluster-secret-file", missing.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.0.contains("cannot read the cluster secret file"),
+            "{err}"
+        );
+        let err = check(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--peer-listen",
+            "127.0.0.1:9000",
+        ]);
+        assert!(err.is_err());
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! - [`planner`]: the leader's decisions (bucket spread, orphans, voters), pure.
 //! - [`join`]: the JOIN request and the leader's decision on it, pure.
 //! - [`identity`]: the cluster id file in the data directory.
+//! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //!
 //! Nodes act on applied entries only: everything here reads the applied state through one
 //! `watch` channel, fed by the Raft state machine after each apply.
 
 pub mod identity;
 pub mod join;
+pub mod peer;
 pub mod planner;
 pub mod state;
 
