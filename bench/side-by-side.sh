@@ -123,7 +123,10 @@ start_server() {
     shoald-native|shoald-text|shoald-base-native|shoald-base-text)
       local bin=$BIN/shoald
       case "$target" in shoald-base-*) bin=$BASE_BIN ;; esac
-      $PIN_SERVER "$bin" --listen 127.0.0.1:0 --memcache-listen 127.0.0.1:0 --threads 1 \
+      # Port 0 for the peer port too, so runs never collide on 7402 (a base build from before
+      # the peer port has no such flag).
+      local peer=(); "$bin" --help 2>/dev/null | grep -q -- --peer-listen && peer=(--peer-listen 127.0.0.1:0)
+      $PIN_SERVER "$bin" --listen 127.0.0.1:0 --memcache-listen 127.0.0.1:0 "${peer[@]}" --threads 1 \
         --memory "${mem}MiB" --log-level warn >"$WORK/shoald.out" 2>"$WORK/shoald.err" &
       SERVER_PID=$!
       for _ in $(seq 100); do grep -q '^shoald ready' "$WORK/shoald.out" 2>/dev/null && break; sleep 0.1; done

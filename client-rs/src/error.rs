@@ -251,12 +251,16 @@ impl Error {
                 | Status::ShuttingDown
                 | Status::Busy
                 | Status::Loading
+                | Status::NotReady
                 | Status::NotMyBucket => ErrorCode::Unavailable,
                 Status::OutOfMemory => ErrorCode::OutOfMemory,
                 Status::AuthRequired | Status::AuthFailed => ErrorCode::Auth,
-                Status::ServerError | Status::UnsupportedVersion | Status::HelloRequired => {
-                    ErrorCode::ServerError
-                }
+                // WRONG_CLUSTER and WRONG_NODE are peer-port statuses; a client never sees them.
+                Status::ServerError
+                | Status::UnsupportedVersion
+                | Status::HelloRequired
+                | Status::WrongCluster
+                | Status::WrongNode => ErrorCode::ServerError,
             },
             Error::Connection(_) => ErrorCode::Connection,
             Error::InDoubt(_) => ErrorCode::InDoubt,

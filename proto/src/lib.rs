@@ -7,6 +7,8 @@
 //! - [`request`] and [`reply`]: typed bodies, decoded without copying from the receive buffer.
 //! - [`writer`]: encoding, which cannot fail and appends to an output buffer.
 //! - [`limits`]: what the decoder checks every declared length against.
+//! - [`peer`]: the peer protocol (node to node, on the peer port): its opcode table and
+//!   handshake bodies.
 //! - [`hash`]: the key hash (bucket placement) and the value hash (check-and-set token).
 //!
 //! # Decoding contract
@@ -32,6 +34,7 @@ pub mod hash;
 pub mod header;
 pub mod limits;
 pub mod opcode;
+pub mod peer;
 pub mod raw;
 pub mod reply;
 pub mod request;
@@ -43,6 +46,7 @@ pub use error::{DecodeError, DecodeErrorKind};
 pub use header::{Header, HEADER_LEN};
 pub use limits::Limits;
 pub use opcode::{Opcode, OPCODES};
+pub use peer::{PeerOpcode, PEER_OPCODES};
 pub use reply::{
     decode_reply, Found, MultiGetWriter, Reply, ReplyBody, StatList, StatsWriter, ValueList,
 };

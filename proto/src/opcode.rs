@@ -11,7 +11,8 @@
 //! | 0x60..=0x7F | replication and bucket movement          |
 //! | 0x80..=0x9F | change stream                            |
 //! | 0xA0..=0xBF | admin                                    |
-//! | 0xC0..=0xFF | unassigned                               |
+//! | 0xC0..=0xDF | peer (node to node; [`crate::peer`]), served only on the peer port |
+//! | 0xE0..=0xFF | unassigned                               |
 
 use crate::table::wire_table;
 

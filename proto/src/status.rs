@@ -48,6 +48,13 @@ wire_table! {
     AuthFailed = 18, "AUTH_FAILED";
     /// A request other than HELLO arrived before HELLO.
     HelloRequired = 19, "HELLO_REQUIRED";
+    /// Peer port: the other node belongs to another cluster (both cluster ids are logged).
+    WrongCluster = 20, "WRONG_CLUSTER";
+    /// Peer port: the node reached is not the one the dialer expected.
+    WrongNode = 21, "WRONG_NODE";
+    /// Peer port: the node cannot serve this request yet (its cluster layer is starting);
+    /// retry later.
+    NotReady = 22, "NOT_READY";
 }
 
 impl Status {
@@ -57,7 +64,7 @@ impl Status {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::Paused | Self::ShuttingDown | Self::Busy | Self::Loading
+            Self::Paused | Self::ShuttingDown | Self::Busy | Self::Loading | Self::NotReady
         )
     }
 }

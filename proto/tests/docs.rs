@@ -40,6 +40,25 @@ fn opcode_table_matches_the_code() {
 }
 
 #[test]
+fn peer_opcode_table_matches_the_code() {
+    let doc = doc();
+    // The first table under the heading is the peer opcode table.
+    let rows = table_rows(&doc, "## Peer protocol");
+    let documented: Vec<(u8, String)> = rows
+        .iter()
+        .map(|(num, name)| {
+            let n = u8::from_str_radix(num.trim_start_matches("0x"), 16).expect("hex opcode");
+            (n, name.clone())
+        })
+        .collect();
+    let code: Vec<(u8, String)> = PEER_OPCODES
+        .iter()
+        .map(|(n, s)| (*n, s.to_string()))
+        .collect();
+    assert_eq!(documented, code);
+}
+
+#[test]
 fn status_table_matches_the_code() {
     let rows = table_rows(&doc(), "## Status codes");
     let documented: Vec<(u16, String)> = rows

@@ -5,6 +5,7 @@
 //! long flags (`memory = "256MiB"`, `max-connections = 2000`); its entries are turned into
 //! flags placed before the real command line, so flags given on the command line win.
 
+use crate::cluster::peer::secret::{check_peer_listen, ClusterSecret, LoadedSecret, SecretError};
 use crate::persist::{PersistConfig, PersistMode, DEFAULT_PERSIST_MODE};
 use crate::store::StoreConfig;
 use clap::Parser;
@@ -17,6 +18,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// Default memcached text protocol address.
 pub const DEFAULT_MEMCACHE_LISTEN: &str = "127.0.0.1:7401";
+/// Default peer port address (node to node).
+pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:7402";
 
 /// Process exit codes, one per class of start-up failure (listed in `--help` and the README;
 /// a number, once given a meaning, keeps it).
@@ -25,10 +28,14 @@ pub mod exit_code {
     pub const CONFIG: i32 = 2;
     /// A listener could not be bound.
     pub const BIND: i32 = 3;
-    /// The savefile in the data directory is damaged.
+    /// The savefile or the Raft log in the data directory is damaged.
     pub const BAD_SAVEFILE: i32 = 4;
     /// Another running node holds the data directory's lock.
     pub const DATA_DIR_IN_USE: i32 = 5;
+    /// The node could not join a cluster: no seed answered within `--join-timeout`, or the
+    /// cluster refused it (another cluster, another bucket count, a removed node id, a wrong
+    /// cluster secret).
+    pub const JOIN_FAILED: i32 = 6;
     /// Any other failure while running.
     pub const RUNTIME: i32 = 1;
 }
@@ -39,8 +46,9 @@ const EXIT_CODES_HELP: &str = "Exit codes:
   1  failed while running (including a savefile that could not be written at stop)
   2  invalid configuration
   3  a listen address could not be bound
-  4  the savefile is damaged (see --discard-bad-savefile)
-  5  the data directory is in use by another running node";
+  4  the savefile or the Raft log is damaged (see --discard-bad-savefile)
+  5  the data directory is in use by another running node
+  6  could not join the cluster (no seed answered in time, or refused)";
 
 /// Settings of one `shoald` node.
 #[derive(Debug, Clone, Parser)]
@@ -59,6 +67,17 @@ pub struct Config {
     /// Address for the memcached text protocol, or `off`.
     #[arg(long, default_value = DEFAULT_MEMCACHE_LISTEN, value_parser = parse_optional_addr)]
     pub memcache_listen: OptionalAddr,
+
+    /// Address of the peer port, where nodes talk to each other. Without
+    /// --cluster-secret-file it must be a loopback address.
+    #[arg(long, default_value = DEFAULT_PEER_LISTEN)]
+    pub peer_listen: SocketAddr,
+
+    /// File holding the cluster secret, which peers prove they share before anything else
+    /// (read at start; white space around it is ignored; at most 4 KiB). Every node of a
+    /// cluster needs the same secret, or none.
+    #[arg(long)]
+    pub cluster_secret_file: Option<PathBuf>,
 
     /// Memory reserved for items (e.g. `64MiB`, `4GiB`).
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
@@ -102,6 +121,36 @@ pub struct Config {
     #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub fault_old_savefile: bool,
+
+    /// Peer addresses (`--peer-listen`) of cluster members to join through, comma
+    /// separated, tried in turn. Without it a node creates a new cluster (or, restarted on
+    /// its data directory, comes back to the one it belongs to).
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<SocketAddr>,
+
+    /// How long joining may take before the node exits (exit code 6); also how long the
+    /// creator waits for `--initial-nodes`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub join_timeout: Duration,
+
+    /// On the node that creates the cluster: wait until this many nodes have joined, then
+    /// spread the buckets evenly over them.
+    #[arg(long, default_value_t = 1)]
+    pub initial_nodes: usize,
+
+    /// Copies of each bucket besides its primary, for a new cluster (used once replication
+    /// exists).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+
+    /// How often the Raft leader sends heartbeats.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub raft_heartbeat: Duration,
+
+    /// A follower that hears no leader for this long (up to twice as long, at random)
+    /// starts an election.
+    #[arg(long, default_value = "1000ms", value_parser = parse_duration)]
+    pub raft_election_timeout: Duration,
 
     /// Most client connections at once; more are refused with BUSY.
     #[arg(long, default_value_t = 4096)]
@@ -233,6 +282,16 @@ impl Config {
                 "listen and memcache-listen must be different addresses".into(),
             ));
         }
+        let ports = [Some(self.listen), self.memcache_listen.0];
+        if ports.contains(&Some(self.peer_listen)) && self.peer_listen.port() != 0 {
+            return Err(ConfigError(
+                "peer-listen must differ from listen and memcache-listen".into(),
+            ));
+        }
+        let secret = self
+            .cluster_secret()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        check_peer_listen(self.peer_listen, secret.is_some()).map_err(ConfigError)?;
         if self.frame_timeout.is_zero() || self.send_timeout.is_zero() {
             return Err(ConfigError(
                 "frame-timeout and send-timeout must be above zero".into(),
@@ -251,7 +310,31 @@ impl Config {
         if self.max_pending == 0 {
             return Err(ConfigError("max-pending must be at least 1".into()));
         }
+        if self.initial_nodes == 0 {
+            return Err(ConfigError("initial-nodes must be at least 1".into()));
+        }
+        if self.initial_nodes > 1 && !self.join.is_empty() {
+            return Err(ConfigError(
+                "initial-nodes is for the node that creates the cluster, not one that joins".into(),
+            ));
+        }
+        if self.raft_heartbeat.is_zero() || self.raft_election_timeout <= self.raft_heartbeat * 2 {
+            return Err(ConfigError(
+                "raft-election-timeout must be more than twice raft-heartbeat".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Reads `--cluster-secret-file`, when given.
+    ///
+    /// # Errors
+    /// [`SecretError`] when the file is unreadable, empty or too large.
+    pub fn cluster_secret(&self) -> Result<Option<LoadedSecret>, SecretError> {
+        self.cluster_secret_file
+            .as_deref()
+            .map(ClusterSecret::load)
+            .transpose()
     }
 
     /// The protocol limits these settings imply.
@@ -292,14 +375,19 @@ impl Config {
             None => "off".into(),
         };
         format!(
-            "listen = \"{}\"\nmemcache-listen = \"{memcache}\"\nmemory = {}\nbuckets = {}\n\
+            "listen = \"{}\"\nmemcache-listen = \"{memcache}\"\npeer-listen = \"{}\"\n\
+             cluster-secret-file = {}\nmemory = {}\nbuckets = {}\n\
              growth-factor = {}\ndata-dir = {}\npersist = \"{}\"\ndiscard-bad-savefile = {}\n\
              max-connections = {}\nmax-key-size = {}\n\
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
              send-timeout = \"{}ms\"\noutput-buffer = {}\nmax-input-memory = {}\nmax-pending = {}\n\
              shutdown-timeout = \"{}ms\"\nthreads = {}\n\
+             join = \"{}\"\njoin-timeout = \"{}ms\"\ninitial-nodes = {}\nreplicas = {}\n\
+             raft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
              log-level = {:?}\nlog-file = {}\n",
             self.listen,
+            self.peer_listen,
+            opt(&self.cluster_secret_file),
             self.memory,
             self.buckets,
             self.growth_factor,
@@ -318,6 +406,16 @@ impl Config {
             self.max_pending,
             self.shutdown_timeout.as_millis(),
             self.threads,
+            self.join
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.join_timeout.as_millis(),
+            self.initial_nodes,
+            self.replicas,
+            self.raft_heartbeat.as_millis(),
+            self.raft_election_timeout.as_millis(),
             self.log_level,
             opt(&self.log_file),
         )
@@ -497,14 +595,65 @@ mod tests {
             (exit_code::RUNTIME, "failed while running"),
             (exit_code::CONFIG, "invalid configuration"),
             (exit_code::BIND, "a listen address could not be bound"),
-            (exit_code::BAD_SAVEFILE, "the savefile is damaged"),
+            (
+                exit_code::BAD_SAVEFILE,
+                "the savefile or the Raft log is damaged",
+            ),
             (exit_code::DATA_DIR_IN_USE, "the data directory is in use"),
+            (exit_code::JOIN_FAILED, "could not join the cluster"),
         ] {
             assert!(
                 help.contains(&format!("  {code}  {words}")),
                 "{code}: {help}"
             );
         }
+    }
+
+    #[test]
+    fn a_public_peer_port_needs_a_secret() {
+        let dir = crate::testing::TempDir::new("config-secret");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let check = |args: &[&str]| {
+            let mut all = vec!["shoald"];
+            all.extend_from_slice(args);
+            Config::from_args(all).unwrap().validate()
+        };
+        assert_eq!(
+            Config::default().peer_listen.to_string(),
+            DEFAULT_PEER_LISTEN
+        );
+        assert!(check(&["--peer-listen", "127.0.0.1:0"]).is_ok());
+        let err = check(&["--peer-listen", "0.0.0.0:0"]).unwrap_err();
+        assert!(err.0.contains("not a loopback address"), "{err}");
+        let with = [
+            "shoald",
+            "--peer-listen",
+            "0.0.0.0:0",
+            "--cluster-secret-file",
+        ];
+        let c = Config::from_args(with.iter().copied().chain([secret.to_str().unwrap()]));
+        let c = c.unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cluster_secret().unwrap().unwrap().secret.key(), b"s3cret");
+        assert!(c.to_toml().contains("cluster-secret-file = "));
+        let err = check(&["--cluster-secret-file", empty.to_str().unwrap()]).unwrap_err();
+        assert!(err.0.contains("is empty"), "{err}");
+        let missing = dir.path().join("missing");
+        let err = check(&["--cluster-secret-file", missing.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.0.contains("cannot read the cluster secret file"),
+            "{err}"
+        );
+        let err = check(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--peer-listen",
+            "127.0.0.1:9000",
+        ]);
+        assert!(err.is_err());
     }
 
     #[test]

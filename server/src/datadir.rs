@@ -116,15 +116,19 @@ fn parse_hex(s: &str) -> Option<[u8; 16]> {
     Some(id)
 }
 
+/// Fills `buf` from the OS's random source (`/dev/urandom`); false when it cannot be read.
+pub fn os_random(buf: &mut [u8]) -> bool {
+    File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, buf))
+        .is_ok()
+}
+
 /// 16 random bytes (from the OS's random source, else from std's random hasher keys); never
 /// all zeros.
-pub fn random_id() -> [u8; 16] {
+fn random_id() -> [u8; 16] {
     use std::hash::{BuildHasher, Hasher};
     let mut id = [0u8; 16];
-    let from_os = File::open("/dev/urandom")
-        .and_then(|mut f| io::Read::read_exact(&mut f, &mut id))
-        .is_ok();
-    if !from_os || id == [0; 16] {
+    if !os_random(&mut id) || id == [0; 16] {
         for half in id.chunks_mut(8) {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u128(
@@ -349,5 +353,23 @@ mod tests {
         assert_eq!(NodeId::parse("xyz"), None);
         assert_eq!(NodeId::parse(&"é".repeat(16)), None);
         assert_ne!(NodeId::generate(), id);
+    }
+
+    #[test]
+    fn cluster_ids_are_written_like_node_ids() {
+        let id = ClusterId::generate();
+        assert_ne!(id, ClusterId::default());
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(ClusterId::parse(&format!(" {text}\n")), Some(id));
+        assert_eq!(ClusterId::parse("0123"), None);
+        assert_eq!(
+            ClusterId::parse("000102030405060708090a0b0c0d0e0f").map(|c| c.0[15]),
+            Some(15)
+        );
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<ClusterId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<ClusterId>("\"zz\"").is_err());
     }
 }

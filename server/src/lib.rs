@@ -4,6 +4,7 @@
 //! - [`keyspace`]: the one door from every protocol to the data.
 //! - [`store`]: the storage engine (slab memory, per-bucket indexes, eviction, expiry).
 //! - [`net`]: listeners, the connection driver, and the two protocols (native, memcached text).
+//! - [`cluster`]: the cluster layer; so far its peer port ([`cluster::peer`]).
 //! - [`config`]: every setting, with defaults and validation.
 //! - [`datadir`]: the data directory, its lock, and the node id.
 //! - [`persist`]: savefiles in the data directory (format in [`persist::savefile`]).

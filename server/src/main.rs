@@ -83,7 +83,9 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(cause = %e, "cannot start");
             eprintln!("shoald: {e}");
-            let code = if e.is_bad_savefile() {
+            let code = if e.is_config() {
+                exit_code::CONFIG
+            } else if e.is_bad_savefile() {
                 exit_code::BAD_SAVEFILE
             } else if e.is_data_dir_in_use() {
                 exit_code::DATA_DIR_IN_USE
@@ -100,13 +102,15 @@ fn main() -> ExitCode {
     let ready = ReadyLine {
         native,
         memcache: listeners.memcache_addr(),
+        peer: listeners.peer_addr(),
     };
     let stop = signals.until_stop(logging.reopener());
     runtime.block_on(async move {
         let memcache = ready
             .memcache
             .map_or_else(|| "off".to_string(), |a| a.to_string());
-        tracing::info!(native = %ready.native, %memcache, memory = config.memory, "shoald ready");
+        let peer = ready.peer.map_or_else(String::new, |a| a.to_string());
+        tracing::info!(native = %ready.native, %memcache, %peer, memory = config.memory, "shoald ready");
         // The one line tools and tests read to learn the bound ports (shoald::ready).
         println!("{ready}");
         let _ = std::io::stdout().flush();

@@ -3,9 +3,11 @@
 //! script) learns the ports it bound.
 //!
 //! ```text
-//! shoald ready native=127.0.0.1:7400 memcache=127.0.0.1:7401
-//! shoald ready native=127.0.0.1:40123 memcache=off
+//! shoald ready native=127.0.0.1:7400 memcache=127.0.0.1:7401 peer=127.0.0.1:7402
+//! shoald ready native=127.0.0.1:40123 memcache=off peer=127.0.0.1:40124
 //! ```
+//!
+//! Lines of nodes from before the peer port (without `peer=`) still parse, with `peer` none.
 //!
 //! This module owns the line's format, both ways: [`ReadyLine`]'s `Display` writes it and
 //! [`ReadyLine::parse`] reads it. It does not print it (`main.rs` does) nor wait for it (the
@@ -24,6 +26,8 @@ pub struct ReadyLine {
     pub native: SocketAddr,
     /// The memcached text protocol address, `None` when it is off (`memcache=off`).
     pub memcache: Option<SocketAddr>,
+    /// The peer port address; `None` only in lines of older nodes, which had none.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why a line is not a ready line.
@@ -65,12 +69,16 @@ impl fmt::Display for ReadyLineError {
 impl std::error::Error for ReadyLineError {}
 
 impl fmt::Display for ReadyLine {
-    /// `shoald ready native=ADDR memcache=ADDR|off`, without a line end.
+    /// `shoald ready native=ADDR memcache=ADDR|off peer=ADDR`, without a line end.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{PREFIX} native={} memcache=", self.native)?;
         match self.memcache {
-            Some(addr) => write!(f, "{addr}"),
-            None => f.write_str("off"),
+            Some(addr) => write!(f, "{addr}")?,
+            None => f.write_str("off")?,
+        }
+        match self.peer {
+            Some(addr) => write!(f, " peer={addr}"),
+            None => Ok(()),
         }
     }
 }
@@ -96,6 +104,7 @@ impl ReadyLine {
         }
         let mut native = None;
         let mut memcache = None;
+        let mut peer = None;
         for word in rest.split_whitespace() {
             if let Some(value) = word.strip_prefix("native=") {
                 if native.is_some() {
@@ -111,6 +120,11 @@ impl ReadyLine {
                 } else {
                     Some(parse_addr("memcache", value)?)
                 });
+            } else if let Some(value) = word.strip_prefix("peer=") {
+                if peer.is_some() {
+                    return Err(ReadyLineError::Unexpected(word.to_string()));
+                }
+                peer = Some(parse_addr("peer", value)?);
             } else {
                 return Err(ReadyLineError::Unexpected(word.to_string()));
             }
@@ -118,6 +132,7 @@ impl ReadyLine {
         Ok(ReadyLine {
             native: native.ok_or(ReadyLineError::MissingNative)?,
             memcache: memcache.ok_or(ReadyLineError::MissingMemcache)?,
+            peer,
         })
     }
 }
@@ -139,10 +154,17 @@ mod tests {
             ReadyLine {
                 native: "127.0.0.1:7400".parse().unwrap(),
                 memcache: Some("127.0.0.1:7401".parse().unwrap()),
+                peer: Some("127.0.0.1:7402".parse().unwrap()),
             },
             ReadyLine {
                 native: "[::1]:40123".parse().unwrap(),
                 memcache: None,
+                peer: Some("[::1]:40124".parse().unwrap()),
+            },
+            ReadyLine {
+                native: "127.0.0.1:1".parse().unwrap(),
+                memcache: None,
+                peer: None,
             },
         ];
         for line in lines {
@@ -157,12 +179,18 @@ mod tests {
                 .to_string(),
             "shoald ready native=127.0.0.1:1 memcache=off"
         );
+        assert_eq!(
+            ReadyLine::parse("shoald ready peer=127.0.0.1:3 native=127.0.0.1:1 memcache=off")
+                .unwrap()
+                .to_string(),
+            "shoald ready native=127.0.0.1:1 memcache=off peer=127.0.0.1:3"
+        );
     }
 
     #[test]
     fn bad_lines_are_errors() {
         use ReadyLineError::*;
-        let cases: [(&str, ReadyLineError); 10] = [
+        let cases: [(&str, ReadyLineError); 12] = [
             ("", NotReady),
             ("shoald starting", NotReady),
             ("shoald readyish native=127.0.0.1:1 memcache=off", NotReady),
@@ -191,6 +219,17 @@ mod tests {
                 "shoald ready native=127.0.0.1:1 native=127.0.0.1:2 memcache=off",
                 Unexpected("native=127.0.0.1:2".into()),
             ),
+            (
+                "shoald ready native=127.0.0.1:1 memcache=off peer=off",
+                BadAddress {
+                    field: "peer",
+                    value: "off".into(),
+                },
+            ),
+            (
+                "shoald ready native=127.0.0.1:1 memcache=off peer=127.0.0.1:2 peer=127.0.0.1:3",
+                Unexpected("peer=127.0.0.1:3".into()),
+            ),
         ];
         for (line, want) in cases {
             let got = ReadyLine::parse(line);
@@ -202,7 +241,7 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let alphabet = b"shoald ready native=memcache=off0123456789.:[]\t\n \xff";
+        let alphabet = b"shoald ready native=memcache=peer=off0123456789.:[]\t\n \xff";
         for _ in 0..20_000 {
             seed ^= seed << 13;
             seed ^= seed >> 7;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  prepare(config)          serve(config, node, listeners, shutdown)
-//!  store + clock            accept, serve ... shutdown fires
+//!  store + clock            accept (native, memcached, peer), serve ... shutdown fires
 //!  data dir, node id        stop accepting; connections drain        \ all within
 //!  load savefile, set aside background tasks stop                     | shutdown_timeout
 //!                           savefile (temp, fsync, rename), if due   /
@@ -19,6 +19,7 @@
 //! running at the deadline is abandoned and leaves no savefile behind (only a temporary file,
 //! deleted at the next start).
 
+use crate::cluster::peer::{ClusterSecret, PeerIdentity, PeerServer, PingOnly, SecretError};
 use crate::config::Config;
 use crate::datadir::DataDirError;
 use crate::keyspace::Keyspace;
@@ -49,6 +50,8 @@ pub struct Listeners {
     pub native: TcpListener,
     /// memcached text protocol listener, unless disabled.
     pub memcache: Option<TcpListener>,
+    /// Peer port listener (node to node).
+    pub peer: TcpListener,
 }
 
 impl Listeners {
@@ -67,7 +70,12 @@ impl Listeners {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
-        Ok(Listeners { native, memcache })
+        let peer = bind(config.peer_listen).await?;
+        Ok(Listeners {
+            native,
+            memcache,
+            peer,
+        })
     }
 
     /// The native protocol address.
@@ -78,6 +86,11 @@ impl Listeners {
     /// The memcached text protocol address, when enabled.
     pub fn memcache_addr(&self) -> Option<SocketAddr> {
         self.memcache.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The peer port address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.local_addr().ok()
     }
 }
 
@@ -91,9 +104,16 @@ pub enum RunError {
     /// The data directory or savefile could not be used at start, or the savefile could not
     /// be written at stop.
     Persist(PersistError),
+    /// The cluster secret file cannot be used (exit code 2, like any configuration error).
+    Secret(SecretError),
 }
 
 impl RunError {
+    /// Whether the node refused to start because of its configuration (exit code 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, RunError::Secret(_))
+    }
+
     /// Whether the node refused to start because its savefile is damaged (exit code 4).
     pub fn is_bad_savefile(&self) -> bool {
         matches!(self, RunError::Persist(e) if e.is_damaged_savefile())
@@ -115,6 +135,7 @@ impl std::fmt::Display for RunError {
             RunError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             RunError::Store(e) => write!(f, "cannot create the store: {e}"),
             RunError::Persist(e) => write!(f, "{e}"),
+            RunError::Secret(e) => write!(f, "{e}"),
         }
     }
 }
@@ -129,6 +150,8 @@ pub struct Node {
     pub store: Store,
     /// Data directory, node id, persistence mode.
     pub persistence: Persistence,
+    /// The cluster secret (`--cluster-secret-file`), or none.
+    pub peer_secret: ClusterSecret,
 }
 
 /// The node's clock: the system clock, shifted forward by `--test-clock-offset` seconds
@@ -155,8 +178,21 @@ impl Clock for NodeClock {
 ///
 /// # Errors
 /// [`RunError::Store`] when the store cannot be created; [`RunError::Persist`] when the data
-/// directory cannot be used or the savefile is damaged ([`RunError::is_bad_savefile`]).
+/// directory cannot be used or the savefile is damaged ([`RunError::is_bad_savefile`]);
+/// [`RunError::Secret`] when the cluster secret file cannot be read.
 pub fn prepare(config: &Config) -> Result<Node, RunError> {
+    let peer_secret = match config.cluster_secret().map_err(RunError::Secret)? {
+        Some(loaded) => {
+            if loaded.open_to_others {
+                tracing::warn!(
+                    file = %config.cluster_secret_file.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                    "the cluster secret file can be read or changed by other users; chmod 600 it"
+                );
+            }
+            loaded.secret
+        }
+        None => ClusterSecret::none(),
+    };
     let clock: Arc<dyn Clock> = Arc::new(NodeClock {
         system: SystemClock::new(),
         offset: config.test_clock_offset,
@@ -172,7 +208,11 @@ pub fn prepare(config: &Config) -> Result<Node, RunError> {
     crate::fault::install(config);
     let persistence =
         Persistence::open(&config.persist_config(), &store, clock).map_err(RunError::Persist)?;
-    Ok(Node { store, persistence })
+    Ok(Node {
+        store,
+        persistence,
+        peer_secret,
+    })
 }
 
 /// [`prepare`]s the node (on a blocking thread), then [`serve`]s it.
@@ -209,7 +249,11 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let Node { store, persistence } = node;
+    let Node {
+        store,
+        persistence,
+        peer_secret,
+    } = node;
     let limits = config.limits();
     let keyspace = Keyspace::new(
         store.clone(),
@@ -263,6 +307,16 @@ pub async fn serve(
         ));
     }
     drop(done_tx);
+    // The peer port. Until the cluster layer runs, it answers PEER_PING and refuses the rest
+    // with NOT_READY; the node has no cluster id yet.
+    let (_cluster_tx, cluster_rx) = watch::channel(None);
+    let identity = PeerIdentity::new(persistence.node_id(), cluster_rx, peer_secret);
+    let peer_server = tokio::spawn(PeerServer::new(listeners.peer, identity, PingOnly).run({
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.changed().await;
+        }
+    }));
     let crawler = tokio::spawn(crawl_expired(store.clone(), stop_rx.clone()));
     let flush_timer = tokio::spawn({
         let mut stop = stop_rx.clone();
@@ -282,6 +336,7 @@ pub async fn serve(
     for task in accept_tasks {
         let _ = task.await;
     }
+    let _ = peer_server.await;
     // Every connection task holds a sender; recv() returns None once all have ended.
     if tokio::time::timeout_at(deadline.into(), done_rx.recv())
         .await

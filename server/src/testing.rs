@@ -16,6 +16,8 @@ pub struct TestServer {
     pub native_addr: SocketAddr,
     /// memcached text protocol address (`None` when disabled in the config).
     pub memcache_addr: Option<SocketAddr>,
+    /// Peer port address.
+    pub peer_addr: SocketAddr,
     /// The server's store, readable after the server stopped (to check what was applied).
     pub store: Store,
     stop: Option<oneshot::Sender<()>>,
@@ -23,14 +25,15 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with `config`, overriding its listen addresses with `127.0.0.1:0`
-    /// (the memcached listener stays off if the config has it off). With a `data_dir`, the
+    /// Starts a server with `config`, overriding its listen addresses (peer port included)
+    /// with `127.0.0.1:0` (the memcached listener stays off if the config has it off). With a `data_dir`, the
     /// savefile there is loaded first, as `shoald` does.
     ///
     /// # Panics
     /// When the configuration is invalid or the server cannot start: a test cannot go on.
     pub fn start(mut config: Config) -> TestServer {
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
+        config.peer_listen = "127.0.0.1:0".parse().expect("loopback address");
         if config.memcache_listen.0.is_some() {
             config.memcache_listen.0 = Some("127.0.0.1:0".parse().expect("loopback address"));
         }
@@ -47,17 +50,22 @@ impl TestServer {
                 .expect("tokio runtime");
             runtime.block_on(async move {
                 let listeners = Listeners::bind(&config).await?;
-                let _ = addr_tx.send((listeners.native_addr(), listeners.memcache_addr()));
+                let _ = addr_tx.send((
+                    listeners.native_addr(),
+                    listeners.memcache_addr(),
+                    listeners.peer_addr(),
+                ));
                 serve(config, node, listeners, async {
                     let _ = stop_rx.await;
                 })
                 .await
             })
         });
-        let (native, memcache_addr) = addr_rx.recv().expect("server started");
+        let (native, memcache_addr, peer) = addr_rx.recv().expect("server started");
         TestServer {
             native_addr: native.expect("native address"),
             memcache_addr,
+            peer_addr: peer.expect("peer address"),
             store,
             stop: Some(stop_tx),
             thread: Some(thread),

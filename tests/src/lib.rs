@@ -2,7 +2,7 @@
 //! protocol connection for raw-byte tests.
 //!
 //! [`ServerProcess`] starts the `shoald` binary built by this workspace with
-//! `--listen 127.0.0.1:0` (unless told otherwise), reads the ready line it prints to learn the
+//! `--listen 127.0.0.1:0 --peer-listen 127.0.0.1:0` (unless told otherwise), reads the ready line it prints to learn the
 //! ports, and stops the process when dropped. `restart()` starts it again on the same ports,
 //! so clients can reconnect to the address they know.
 
@@ -54,6 +54,8 @@ pub struct ServerProcess {
     pub native_addr: SocketAddr,
     /// memcached text protocol address, when enabled.
     pub memcache_addr: Option<SocketAddr>,
+    /// Peer port address.
+    pub peer_addr: Option<SocketAddr>,
     args: Vec<String>,
     child: Option<Child>,
     /// Standard error lines of the process, collected by a thread.
@@ -62,7 +64,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `shoald` with `extra` arguments (after `--listen 127.0.0.1:0 --memcache-listen
-    /// 127.0.0.1:0 --log-level warn`, so `extra` may override them).
+    /// 127.0.0.1:0 --peer-listen 127.0.0.1:0 --log-level warn`, so `extra` may override
+    /// them).
     ///
     /// # Panics
     /// When the process does not start or print its ready line within 30 s.
@@ -71,6 +74,8 @@ impl ServerProcess {
             "--listen",
             "127.0.0.1:0",
             "--memcache-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
             "127.0.0.1:0",
             "--log-level",
             "warn",
@@ -82,6 +87,7 @@ impl ServerProcess {
         let mut p = ServerProcess {
             native_addr: "127.0.0.1:0".parse().expect("addr"),
             memcache_addr: None,
+            peer_addr: None,
             args,
             child: None,
             stderr: None,
@@ -130,12 +136,16 @@ impl ServerProcess {
         let ready = ReadyLine::parse(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         self.native_addr = ready.native;
         self.memcache_addr = ready.memcache;
+        self.peer_addr = ready.peer;
         // Pin the ports so a restart binds the same ones.
         set_arg(&mut self.args, "--listen", &self.native_addr.to_string());
         let memcache = self
             .memcache_addr
             .map_or_else(|| "off".to_string(), |a| a.to_string());
         set_arg(&mut self.args, "--memcache-listen", &memcache);
+        if let Some(peer) = self.peer_addr {
+            set_arg(&mut self.args, "--peer-listen", &peer.to_string());
+        }
         self.child = Some(child);
     }
 

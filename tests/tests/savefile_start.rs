@@ -38,6 +38,8 @@ fn refused_start(dir: &TempDir) -> (i32, String) {
             "127.0.0.1:0",
             "--memcache-listen",
             "off",
+            "--peer-listen",
+            "127.0.0.1:0",
             "--data-dir",
             &dir.arg(),
         ])

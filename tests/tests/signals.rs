@@ -154,6 +154,7 @@ fn sighup_with_logs_on_standard_error_is_logged_and_ignored() {
 fn an_unusable_log_file_is_a_configuration_error_not_a_crash() {
     let out = std::process::Command::new(shoal_tests::shoald_binary())
         .args(["--listen", "127.0.0.1:0", "--memcache-listen", "off"])
+        .args(["--peer-listen", "127.0.0.1:0"])
         .args(["--log-file", "/proc/no-such-dir/shoald.log"])
         .stdin(std::process::Stdio::null())
         .output()

@@ -8,11 +8,17 @@
 //! ```
 //!
 //! - [`state`]: the replicated state machine as plain data (members, settings, bucket table).
-//! - [`planner`]: the leader's decisions (bucket spread, voters), pure.
+//! - [`planner`]: the leader's decisions (bucket spread, orphans, voters), pure.
+//! - [`join`]: the JOIN request and the leader's decision on it, pure.
+//! - [`identity`]: the cluster id file in the data directory.
+//! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //!
 //! Nodes act on applied entries only: everything here reads the applied state through one
 //! `watch` channel, fed by the Raft state machine after each apply.
 
+pub mod identity;
+pub mod join;
+pub mod peer;
 pub mod planner;
 pub mod raft;
 pub mod state;

@@ -15,9 +15,10 @@ pub fn voter_target(members: usize) -> usize {
     }
 }
 
-/// The voter set the leader should move to: the current voters that are still members and
-/// not draining, topped up (in id order) with other eligible members up to
-/// [`voter_target`]. Returns `None` when the current set is already right.
+/// The voter set the leader should move to: the current voters that are still active
+/// members, topped up (in id order) with other active members up to [`voter_target`]
+/// (joining members are still catching up; draining ones are leaving). Returns `None` when
+/// the current set is already right.
 pub fn desired_voters(
     state: &ClusterState,
     current: &BTreeSet<NodeId>,
@@ -25,7 +26,7 @@ pub fn desired_voters(
     let eligible: Vec<NodeId> = state
         .nodes
         .iter()
-        .filter(|(_, m)| m.state != NodeState::Draining)
+        .filter(|(_, m)| m.state == NodeState::Active)
         .map(|(id, _)| *id)
         .collect();
     let target = voter_target(eligible.len()).max(1);
@@ -75,6 +76,46 @@ pub fn spread_evenly(state: &ClusterState, owners: &[NodeId]) -> Option<Command>
             })
         })
         .collect();
+    (!assignments.is_empty()).then_some(Command::Assign(assignments))
+}
+
+/// Gives every bucket without a primary (its owner was removed) to the active member that
+/// owns the fewest, one bucket at a time (ties by id), as one compare-and-set command. None
+/// while the cluster is still forming (the initial spread does that), when nothing is
+/// orphaned, or when no member is active.
+pub fn assign_orphans(state: &ClusterState) -> Option<Command> {
+    if state.forming {
+        return None;
+    }
+    let mut load: Vec<(usize, NodeId)> = state
+        .owned_counts()
+        .into_iter()
+        .filter(|(id, _)| {
+            state
+                .nodes
+                .get(id)
+                .is_some_and(|m| m.state == NodeState::Active)
+        })
+        .map(|(id, n)| (n, id))
+        .collect();
+    if load.is_empty() {
+        return None;
+    }
+    let mut assignments = Vec::new();
+    for (b, bucket) in state.buckets.iter().enumerate() {
+        if bucket.primary.is_some() {
+            continue;
+        }
+        load.sort();
+        let (n, primary) = &mut load[0];
+        *n += 1;
+        assignments.push(Assignment {
+            bucket: b as u32,
+            epoch: bucket.epoch,
+            version: bucket.version,
+            primary: *primary,
+        });
+    }
     (!assignments.is_empty()).then_some(Command::Assign(assignments))
 }
 
@@ -129,7 +170,16 @@ mod tests {
 
     #[test]
     fn voters_are_kept_and_topped_up() {
-        let s = state_with(4, 4);
+        let mut s = state_with(5, 4);
+        for n in 2..=4 {
+            s.apply(
+                10 + u64::from(n),
+                &Command::SetNodeState {
+                    node: id(n),
+                    state: NodeState::Active,
+                },
+            );
+        }
         let current: BTreeSet<NodeId> = [id(4)].into();
         let want = desired_voters(&s, &current).unwrap();
         assert_eq!(want, [id(1), id(2), id(4)].into());
@@ -140,6 +190,36 @@ mod tests {
             desired_voters(&s, &gone).unwrap(),
             [id(1), id(2), id(3)].into()
         );
+    }
+
+    #[test]
+    fn orphans_go_to_the_least_loaded_active_members_once_formed() {
+        let mut s = state_with(3, 8);
+        assert!(s.forming);
+        assert_eq!(assign_orphans(&s), None, "the initial spread's job");
+        let spread = spread_evenly(&s, &[id(1), id(2)]).unwrap();
+        assert_eq!(s.apply(10, &spread), Outcome::Done);
+        assert!(!s.forming);
+        s.apply(
+            11,
+            &Command::SetNodeState {
+                node: id(3),
+                state: NodeState::Active,
+            },
+        );
+        s.apply(
+            12,
+            &Command::RemoveNode {
+                node: id(1),
+                heir: None,
+            },
+        );
+        let cmd = assign_orphans(&s).unwrap();
+        assert_eq!(s.apply(13, &cmd), Outcome::Done);
+        let counts = s.owned_counts();
+        assert_eq!(counts[&id(2)], 4);
+        assert_eq!(counts[&id(3)], 4);
+        assert_eq!(assign_orphans(&s), None);
     }
 
     proptest! {

@@ -221,6 +221,9 @@ pub struct ClusterState {
     /// Log index of the last entry that changed the bucket table or a member's addresses or
     /// state: what clients compare to know whether their table is current.
     pub table_version: u64,
+    /// Created without owners, waiting for its initial members (`--initial-nodes`): until an
+    /// assignment gives every bucket a primary, nobody hands out buckets left without one.
+    pub forming: bool,
 }
 
 impl ClusterState {
@@ -272,6 +275,7 @@ impl ClusterState {
                     settings.buckets as usize
                 ];
                 self.table_version = index;
+                self.forming = !assign_all;
                 Ok(Outcome::Done)
             }
             Command::AddNode { node, addrs } => {
@@ -374,6 +378,9 @@ impl ClusterState {
                     return Ok(Outcome::Unchanged);
                 }
                 self.table_version = index;
+                if self.buckets.iter().all(|b| b.primary.is_some()) {
+                    self.forming = false;
+                }
                 Ok(Outcome::Done)
             }
             Command::SetPaused(paused) => {

@@ -3,7 +3,7 @@
 //! them at random intervals drawn from a seed.
 //!
 //! ```text
-//!  Cluster ── Node 0: shoald --listen 127.0.0.1:P0 --memcache-listen off --data-dir DIR/node-0
+//!  Cluster ── Node 0: shoald --listen 127.0.0.1:P0 --memcache-listen off --peer-listen 127.0.0.1:0 --data-dir DIR/node-0
 //!          ├─ Node 1: ...                                     (stderr -> DIR/node-1.log)
 //!          └─ TempDir guard: kills leftover processes and removes DIR when dropped
 //! ```
@@ -161,6 +161,8 @@ impl Node {
             &listen,
             "--memcache-listen",
             "off",
+            "--peer-listen",
+            "127.0.0.1:0",
             "--log-level",
             "warn",
         ])
