@@ -346,7 +346,7 @@ impl Log {
 
     /// Appends entries: durable (file backing) when this returns.
     fn append(&mut self, entries: Vec<Entry>) -> Result<(), RaftStoreError> {
-        let shares = if self.file.is_some() {
+        let shares = if self.file.is_some() && !entries.is_empty() {
             let mut bytes = Vec::new();
             let shares = encode_append(&entries, &mut bytes)?;
             self.write(&bytes)?;
