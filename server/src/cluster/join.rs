@@ -129,6 +129,7 @@ mod tests {
             peer: format!("127.0.0.1:{port}"),
             native: format!("127.0.0.1:{}", port + 1),
             memcache: None,
+            durable: true,
         }
     }
 

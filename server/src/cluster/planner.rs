@@ -135,6 +135,7 @@ mod tests {
             peer: format!("p{n}"),
             native: format!("n{n}"),
             memcache: None,
+            durable: true,
         };
         let mut s = ClusterState::default();
         s.apply(

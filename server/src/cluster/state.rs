@@ -54,6 +54,9 @@ pub struct NodeAddrs {
     pub native: String,
     /// memcached text protocol address, if that port is enabled.
     pub memcache: Option<String>,
+    /// Whether the node keeps its Raft state on disk (it has a data directory). Only such
+    /// nodes vote: openraft assumes a vote and an acknowledged log survive a restart.
+    pub durable: bool,
 }
 
 /// A member's place in the cluster's life cycle.
@@ -441,6 +444,7 @@ mod tests {
             peer: format!("127.0.0.1:{}", 7000 + u16::from(n)),
             native: format!("127.0.0.1:{}", 8000 + u16::from(n)),
             memcache: None,
+            durable: true,
         }
     }
 

@@ -6,6 +6,9 @@
 //! - [`state_machine`]: [`StateMachineStore`], which applies committed [`Command`]s to the
 //!   [`ClusterState`] and publishes each applied state through one watch of [`Applied`].
 //! - [`files`]: the framing of the Raft files, and [`RaftStoreError`].
+//! - [`network`]: Raft's messages over the peer port.
+//! - [`node`]: [`ControlPlane`]: Raft and the peer port on their own thread, creating,
+//!   rejoining and joining a cluster, and the leader's reconciler.
 //!
 //! ```text
 //! data-dir/raft/
@@ -22,6 +25,8 @@
 
 pub mod files;
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 pub mod types;
 
@@ -30,6 +35,7 @@ mod tests;
 
 pub use files::{Damage, RaftStoreError, RAFT_DIR};
 pub use log_store::LogStore;
+pub use node::{ControlPlane, ControlPlaneConfig, StartError};
 pub use state_machine::{Applied, StateMachineStore};
 pub use types::{RaftTiming, TypeConfig};
 

@@ -1,0 +1,822 @@
+//! The control plane of one node: Raft and the peer port on a thread of their own, how the
+//! node becomes a member (create, restart, join), and the leader's reconciler.
+//!
+//! ```text
+//!  control-plane thread (current-thread runtime)
+//!    PeerServer ── RAFT_* ──► Raft ──► StateMachineStore ──applied──► ClusterView (data path)
+//!               └─ JOIN ────► leader: plan_join, commit AddNode (or Redirect / Refused)
+//!    reconciler (leader only, one change at a time):
+//!      raft members not in the state -> removed;  new members -> learners -> active
+//!      voters -> planner::desired_voters;  --initial-nodes reached -> spread;  orphans
+//! ```
+//!
+//! Running Raft apart from the data path's runtime keeps heartbeats on time while clients
+//! saturate the node's worker threads.
+
+use super::network::{serve_raft, Network, Peers};
+use super::types::{Raft, RaftTiming};
+use super::{open_storage, RaftStoreError, Storage};
+use crate::cluster::identity::{read_cluster_id, write_cluster_id, IdentityError};
+use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
+use crate::cluster::peer::{
+    ClusterSecret, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo, PeerOpcode,
+    PeerServer,
+};
+use crate::cluster::state::{Command, NodeAddrs, NodeState, Outcome, Settings};
+use crate::cluster::{planner, ClusterView, RaftRole, RaftStatus};
+use crate::datadir::{ClusterId, NodeId};
+use bytes::Bytes;
+use openraft::{ChangeMembers, EmptyNode, ServerState};
+use shoal_proto::Status;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+/// How long one peer call of the join may take.
+const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between rounds over the seeds while none accepts.
+const JOIN_RETRY: Duration = Duration::from_millis(200);
+/// How often the leader's reconciler looks again when nothing told it to.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+
+/// What the control plane needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Where it listens (given to the cluster).
+    pub addrs: NodeAddrs,
+    /// Its store's bucket count (a new cluster gets it; a joined one must match).
+    pub buckets: u32,
+    /// Backup copies per bucket for a new cluster.
+    pub replicas: u32,
+    /// The data directory (Raft files, cluster id), if any.
+    pub data_dir: Option<PathBuf>,
+    /// Seeds to join through; empty = create a cluster (or restart in one).
+    pub join: Vec<SocketAddr>,
+    /// How long joining may take before the node gives up.
+    pub join_timeout: Duration,
+    /// Members to wait for before spreading the buckets (creator only).
+    pub initial_nodes: usize,
+    /// Raft timing.
+    pub timing: RaftTiming,
+    /// The cluster secret.
+    pub secret: ClusterSecret,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The Raft files are damaged or unreadable.
+    Storage(RaftStoreError),
+    /// The cluster id file cannot be used.
+    Identity(IdentityError),
+    /// The node could not join (no seed answered in time, or it was refused).
+    Join(String),
+    /// Raft failed to start or to create the cluster.
+    Raft(String),
+}
+
+impl StartError {
+    /// Whether the Raft log or snapshot is damaged (exit code 4, like a damaged savefile).
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, StartError::Storage(e) if e.is_damaged())
+    }
+
+    /// Whether joining failed (its own exit code).
+    pub fn is_join(&self) -> bool {
+        matches!(self, StartError::Join(_))
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Storage(e) => write!(f, "{e}"),
+            StartError::Identity(e) => write!(f, "{e}"),
+            StartError::Join(reason) => write!(f, "cannot join the cluster: {reason}"),
+            StartError::Raft(reason) => write!(f, "control plane: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running control plane. Dropping it stops it.
+pub struct ControlPlane {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Starts Raft and the peer port on their own thread and makes this node a member: it
+    /// creates a cluster (no seeds, no cluster yet), comes back as the member it was (a
+    /// cluster id in the data directory), or joins through the seeds. Returns once the node
+    /// is a member, feeding `view` from then on. Blocking: call it before serving.
+    ///
+    /// # Errors
+    /// [`StartError`]; the thread is stopped again.
+    pub fn start(
+        config: ControlPlaneConfig,
+        peer_listener: std::net::TcpListener,
+        view: ClusterView,
+    ) -> Result<ControlPlane, StartError> {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("shoal-control".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(StartError::Raft(format!(
+                            "cannot start the control plane's runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                runtime.block_on(run(config, peer_listener, view, started_tx, stop_rx));
+            })
+            .map_err(|e| StartError::Raft(format!("cannot start the control plane thread: {e}")))?;
+        let mut plane = ControlPlane {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        };
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(plane),
+            Ok(Err(e)) => {
+                plane.stop();
+                Err(e)
+            }
+            Err(_) => {
+                plane.stop();
+                Err(StartError::Raft("the control plane thread ended".into()))
+            }
+        }
+    }
+
+    /// Stops Raft and the peer port and waits for the thread.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The control plane thread's body: start, report, serve until stopped.
+async fn run(
+    config: ControlPlaneConfig,
+    peer_listener: std::net::TcpListener,
+    view: ClusterView,
+    started: std::sync::mpsc::Sender<Result<(), StartError>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let node = match Node::start(config, peer_listener, view).await {
+        Ok(node) => node,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    if let Err(e) = node.become_member().await {
+        let _ = started.send(Err(e));
+        node.shutdown().await;
+        return;
+    }
+    let _ = started.send(Ok(()));
+    let reconciler = tokio::spawn(node.clone().reconcile_forever());
+    let _ = stop.await;
+    reconciler.abort();
+    node.shutdown().await;
+}
+
+/// Everything the control plane's tasks share.
+#[derive(Clone)]
+struct Node {
+    config: Arc<ControlPlaneConfig>,
+    raft: Raft,
+    view: ClusterView,
+    peers: Peers,
+    cluster_id: Arc<watch::Sender<Option<ClusterId>>>,
+    /// One leader-side change at a time (joins and the reconciler).
+    leader_lock: Arc<tokio::sync::Mutex<()>>,
+    stop_peer_server: Arc<watch::Sender<bool>>,
+    /// When the node started (the --initial-nodes wait counts from here).
+    started: Instant,
+}
+
+impl Node {
+    async fn start(
+        config: ControlPlaneConfig,
+        peer_listener: std::net::TcpListener,
+        view: ClusterView,
+    ) -> Result<Node, StartError> {
+        let known = match &config.data_dir {
+            Some(dir) => read_cluster_id(dir).map_err(StartError::Identity)?,
+            None => None,
+        };
+        let (cluster_tx, cluster_rx) = watch::channel(known);
+        let identity = PeerIdentity::new(config.node_id, cluster_rx, config.secret.clone());
+        let Storage {
+            log,
+            state_machine,
+            mut applied,
+        } = open_storage(config.data_dir.as_deref()).map_err(StartError::Storage)?;
+        let peers = Peers::new(identity.clone(), view.clone());
+        let raft_config = config
+            .timing
+            .config()
+            .map_err(|e| StartError::Raft(format!("invalid Raft timing: {e}")))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            Network::new(peers.clone()),
+            log,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(format!("cannot start Raft: {e}")))?;
+
+        // Nodes act on applied entries only: the view follows the state machine's watch.
+        view.update(applied.borrow_and_update().state.clone());
+        tokio::spawn({
+            let view = view.clone();
+            async move {
+                while applied.changed().await.is_ok() {
+                    let state = applied.borrow_and_update().state.clone();
+                    view.update(state);
+                }
+            }
+        });
+        tokio::spawn(forward_metrics(raft.clone(), view.clone()));
+
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        peer_listener
+            .set_nonblocking(true)
+            .map_err(|e| StartError::Raft(format!("peer listener: {e}")))?;
+        let listener = tokio::net::TcpListener::from_std(peer_listener)
+            .map_err(|e| StartError::Raft(format!("peer listener: {e}")))?;
+        let node = Node {
+            config: Arc::new(config),
+            raft,
+            view,
+            peers,
+            cluster_id: Arc::new(cluster_tx),
+            leader_lock: Arc::default(),
+            stop_peer_server: Arc::new(stop_tx),
+            started: Instant::now(),
+        };
+        let server = PeerServer::new(listener, identity, Service { node: node.clone() });
+        tokio::spawn(server.run(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+        Ok(node)
+    }
+
+    async fn shutdown(&self) {
+        let _ = self.stop_peer_server.send(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft did not shut down cleanly");
+        }
+    }
+
+    fn me(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Records the cluster id: in the data directory first, then for the peer port.
+    fn adopt_cluster(&self, id: ClusterId) -> Result<(), StartError> {
+        if *self.cluster_id.borrow() == Some(id) {
+            return Ok(());
+        }
+        if let Some(dir) = &self.config.data_dir {
+            write_cluster_id(dir, id).map_err(StartError::Identity)?;
+        }
+        let _ = self.cluster_id.send(Some(id));
+        Ok(())
+    }
+
+    async fn become_member(&self) -> Result<(), StartError> {
+        let deadline = Instant::now() + self.config.join_timeout;
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let known = *self.cluster_id.borrow();
+        match known {
+            Some(cluster) => {
+                tracing::info!(%cluster, node = %self.me(), "rejoining my cluster");
+                self.announce(cluster, deadline).await
+            }
+            None if initialized => {
+                // Created or joined, then stopped before the cluster id was written down:
+                // the replayed state names it.
+                let cluster = self.wait_for_cluster_id(deadline).await?;
+                self.adopt_cluster(cluster)?;
+                self.announce(cluster, deadline).await
+            }
+            None if self.config.join.is_empty() => self.create().await,
+            None => self.join(deadline).await,
+        }
+    }
+
+    /// Creates a new cluster with this node as its only voter.
+    async fn create(&self) -> Result<(), StartError> {
+        let me = self.me();
+        let members: BTreeMap<NodeId, EmptyNode> = [(me, EmptyNode {})].into();
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| StartError::Raft(format!("cannot initialize Raft: {e}")))?;
+        let cluster = ClusterId::generate();
+        let create = Command::Create {
+            cluster_id: cluster,
+            settings: Settings {
+                buckets: self.config.buckets,
+                replicas: self.config.replicas,
+                paused: false,
+            },
+            node: me,
+            addrs: self.config.addrs.clone(),
+            assign_all: self.config.initial_nodes <= 1,
+        };
+        let outcome = self
+            .raft
+            .client_write(create)
+            .await
+            .map_err(|e| StartError::Raft(format!("cannot create the cluster: {e}")))?;
+        if outcome.data != Outcome::Done {
+            return Err(StartError::Raft(format!(
+                "cannot create the cluster: {:?}",
+                outcome.data
+            )));
+        }
+        self.adopt_cluster(cluster)?;
+        tracing::info!(%cluster, node = %me, initial_nodes = self.config.initial_nodes, "created a new cluster");
+        Ok(())
+    }
+
+    async fn wait_for_cluster_id(&self, deadline: Instant) -> Result<ClusterId, StartError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(id) = self.view.cluster_id() {
+                return Ok(id);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(StartError::Raft(
+                        "the Raft log names no cluster: remove the data directory's raft/ \
+                         folder to start afresh"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn join_request(&self, cluster: Option<ClusterId>) -> JoinRequest {
+        JoinRequest {
+            node: self.me(),
+            cluster,
+            addrs: self.config.addrs.clone(),
+            buckets: self.config.buckets,
+        }
+    }
+
+    /// A restarted member tells the cluster where it listens now (its ports may have
+    /// changed), through the seeds given or the members it knows. A member nobody hears
+    /// goes on: Raft reaches it if its addresses are unchanged.
+    async fn announce(&self, cluster: ClusterId, deadline: Instant) -> Result<(), StartError> {
+        let mut seeds = self.config.join.clone();
+        let state = self.view.state();
+        seeds.extend(
+            state
+                .nodes
+                .iter()
+                .filter(|(id, _)| **id != self.me())
+                .filter_map(|(_, m)| m.addrs.peer.parse::<SocketAddr>().ok()),
+        );
+        if seeds.is_empty() {
+            return Ok(());
+        }
+        match self.ask_seeds(&seeds, Some(cluster), deadline).await {
+            Ok(_) => Ok(()),
+            Err(JoinFailure::Refused(reason)) => Err(StartError::Join(reason)),
+            Err(JoinFailure::NoAnswer(reason)) => {
+                tracing::warn!(%reason, "no member heard this node's addresses; going on as a member");
+                Ok(())
+            }
+        }
+    }
+
+    /// Joins through the configured seeds, then waits until the leader has made this node an
+    /// active member.
+    async fn join(&self, deadline: Instant) -> Result<(), StartError> {
+        let cluster = match self.ask_seeds(&self.config.join, None, deadline).await {
+            Ok(cluster) => cluster,
+            Err(JoinFailure::Refused(reason)) => return Err(StartError::Join(reason)),
+            Err(JoinFailure::NoAnswer(reason)) => {
+                return Err(StartError::Join(format!(
+                    "no seed accepted within {:?} ({reason})",
+                    self.config.join_timeout
+                )))
+            }
+        };
+        self.adopt_cluster(cluster)?;
+        tracing::info!(%cluster, node = %self.me(), "accepted; catching up as a learner");
+        let mut metrics = self.raft.metrics();
+        loop {
+            let state = self.view.state();
+            if state.cluster_id == Some(cluster)
+                && state
+                    .nodes
+                    .get(&self.me())
+                    .is_some_and(|m| m.state == NodeState::Active)
+            {
+                tracing::info!(%cluster, node = %self.me(), "joined");
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(StartError::Join(format!(
+                        "accepted, but not made a member within {:?}",
+                        self.config.join_timeout
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Sends JOIN to each seed in turn (following redirects to the leader) until one accepts,
+    /// one refuses, or the deadline passes.
+    async fn ask_seeds(
+        &self,
+        seeds: &[SocketAddr],
+        cluster: Option<ClusterId>,
+        deadline: Instant,
+    ) -> Result<ClusterId, JoinFailure> {
+        let body = serde_json::to_vec(&self.join_request(cluster))
+            .map_err(|e| JoinFailure::Refused(format!("cannot encode JOIN: {e}")))?;
+        let mut last = String::from("no seed given");
+        loop {
+            for seed in seeds {
+                let mut addr = *seed;
+                for _hop in 0..4 {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(JoinFailure::NoAnswer(last));
+                    }
+                    let reply = self
+                        .peers
+                        .seed(addr)
+                        .call(PeerOpcode::Join, body.clone(), JOIN_CALL_TIMEOUT.min(left))
+                        .await;
+                    let reply = match reply {
+                        Ok(bytes) => serde_json::from_slice::<JoinReply>(&bytes)
+                            .map_err(|e| format!("{addr}: undecodable JOIN reply: {e}")),
+                        Err(PeerCallError::Refused { reason }) => {
+                            return Err(JoinFailure::Refused(format!("{addr}: {reason}")))
+                        }
+                        Err(e) => Err(format!("{addr}: {e}")),
+                    };
+                    match reply {
+                        Ok(JoinReply::Accepted { cluster }) => return Ok(cluster),
+                        Ok(JoinReply::Refused { reason }) => {
+                            return Err(JoinFailure::Refused(format!("{addr}: {reason}")))
+                        }
+                        Ok(JoinReply::Redirect { leader }) => match leader.parse() {
+                            Ok(leader) => addr = leader,
+                            Err(_) => {
+                                last = format!("{addr}: bad leader address {leader:?}");
+                                break;
+                            }
+                        },
+                        Ok(JoinReply::Retry { reason }) => {
+                            last = format!("{addr}: {reason}");
+                            break;
+                        }
+                        Err(reason) => {
+                            last = reason;
+                            break;
+                        }
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(JoinFailure::NoAnswer(last));
+            }
+            tokio::time::sleep(JOIN_RETRY.min(left)).await;
+        }
+    }
+
+    /// The leader's side of JOIN.
+    async fn handle_join(&self, req: JoinRequest) -> JoinReply {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.me()) {
+            let state = self.view.state();
+            return match metrics
+                .current_leader
+                .and_then(|l| state.nodes.get(&l))
+                .map(|m| m.addrs.peer.clone())
+            {
+                Some(leader) => JoinReply::Redirect { leader },
+                None => JoinReply::Retry {
+                    reason: "no leader known yet".into(),
+                },
+            };
+        }
+        let _one_at_a_time = self.leader_lock.lock().await;
+        if let Err(e) = self.raft.ensure_linearizable().await {
+            return JoinReply::Retry {
+                reason: format!("leadership not confirmed: {e}"),
+            };
+        }
+        let state = self.view.state();
+        let commands = match plan_join(&state, &req) {
+            JoinPlan::Reply(reply) => {
+                if let JoinReply::Refused { reason } = &reply {
+                    tracing::warn!(node = %req.node, %reason, "refused a node's join");
+                }
+                return reply;
+            }
+            JoinPlan::Commit(commands) => commands,
+        };
+        for cmd in commands {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(r) if matches!(r.data, Outcome::Done | Outcome::Unchanged) => {}
+                Ok(r) => {
+                    return JoinReply::Retry {
+                        reason: format!("{cmd:?} was not applied: {:?}", r.data),
+                    }
+                }
+                Err(e) => {
+                    return JoinReply::Retry {
+                        reason: format!("cannot commit the join: {e}"),
+                    }
+                }
+            }
+        }
+        tracing::info!(node = %req.node, peer = %req.addrs.peer, "node joined (or announced new addresses)");
+        match self.view.cluster_id() {
+            Some(cluster) => JoinReply::Accepted { cluster },
+            None => JoinReply::Retry {
+                reason: "the cluster is still being created".into(),
+            },
+        }
+    }
+
+    /// The leader's reconciler: until stopped, on every Raft or table change (and every
+    /// [`RECONCILE_EVERY`]), makes one change towards the wanted membership and ownership.
+    async fn reconcile_forever(self) {
+        let mut metrics = self.raft.metrics();
+        let mut table = self.view.table_changes();
+        loop {
+            let changed = {
+                let _one_at_a_time = self.leader_lock.lock().await;
+                self.reconcile_once().await
+            };
+            match changed {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "reconciler step failed; retrying"),
+            }
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = table.changed() => {}
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+    }
+
+    /// One step; `Ok(true)` when it changed something (look again at once).
+    async fn reconcile_once(&self) -> Result<bool, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            return Ok(false);
+        }
+        let state = self.view.state();
+        if state.cluster_id.is_none() {
+            return Ok(false);
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if membership.get_joint_config().len() > 1 {
+            // An interrupted change left a joint config: finish it (openraft finalises on the
+            // next change).
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            self.change(ChangeMembers::ReplaceAllVoters(voters), true)
+                .await?;
+            return Ok(true);
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+
+        // 1. Raft members that are no longer members of the cluster leave Raft.
+        let gone_voters: BTreeSet<NodeId> = voters
+            .iter()
+            .filter(|id| !state.nodes.contains_key(id))
+            .copied()
+            .collect();
+        if !gone_voters.is_empty() {
+            let kept: BTreeSet<NodeId> = voters.difference(&gone_voters).copied().collect();
+            let want = planner::desired_voters(&state, &kept).unwrap_or(kept);
+            tracing::info!(gone = ?gone_voters, voters = ?want, "replacing removed voters");
+            self.change(ChangeMembers::ReplaceAllVoters(want), false)
+                .await?;
+            return Ok(true);
+        }
+        let gone_learners: BTreeSet<NodeId> = learners
+            .iter()
+            .filter(|id| !state.nodes.contains_key(id))
+            .copied()
+            .collect();
+        if !gone_learners.is_empty() {
+            self.change(ChangeMembers::RemoveNodes(gone_learners), false)
+                .await?;
+            return Ok(true);
+        }
+
+        // 2. New members become learners (caught up), then active.
+        for (id, member) in &state.nodes {
+            if voters.contains(id) || learners.contains(id) {
+                if member.state == NodeState::Joining {
+                    self.write(Command::SetNodeState {
+                        node: *id,
+                        state: NodeState::Active,
+                    })
+                    .await?;
+                    return Ok(true);
+                }
+                continue;
+            }
+            tracing::info!(node = %id, "adding a learner");
+            let add = self.raft.add_learner(*id, EmptyNode {}, true);
+            match tokio::time::timeout(self.config.join_timeout, add).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("add learner {id}: {e}")),
+                Err(_) => return Err(format!("learner {id} did not catch up in time")),
+            }
+            return Ok(true);
+        }
+
+        // 3. The voter set.
+        if let Some(want) = planner::desired_voters(&state, &voters) {
+            tracing::info!(voters = ?want, "changing the voters");
+            self.change(ChangeMembers::ReplaceAllVoters(want), true)
+                .await?;
+            return Ok(true);
+        }
+
+        // 4. Buckets: the initial spread (on the creator), then orphans.
+        if state.forming && self.config.initial_nodes > 1 {
+            let active: Vec<NodeId> = state
+                .nodes
+                .iter()
+                .filter(|(_, m)| m.state == NodeState::Active)
+                .map(|(id, _)| *id)
+                .collect();
+            let waited = self.started.elapsed() >= self.config.join_timeout;
+            if active.len() >= self.config.initial_nodes || waited {
+                if active.len() < self.config.initial_nodes {
+                    tracing::warn!(
+                        joined = active.len(),
+                        wanted = self.config.initial_nodes,
+                        "spreading the buckets over the members that joined in time"
+                    );
+                }
+                if let Some(cmd) = planner::spread_evenly(&state, &active) {
+                    self.write(cmd).await?;
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        if let Some(cmd) = planner::assign_orphans(&state) {
+            self.write(cmd).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn change(
+        &self,
+        change: ChangeMembers<NodeId, EmptyNode>,
+        retain: bool,
+    ) -> Result<(), String> {
+        self.raft
+            .change_membership(change, retain)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("membership change: {e}"))
+    }
+
+    async fn write(&self, cmd: Command) -> Result<(), String> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(r) => match r.data {
+                Outcome::Done | Outcome::Unchanged => Ok(()),
+                other => Err(format!("{cmd:?}: {other:?}")),
+            },
+            Err(e) => Err(format!("{cmd:?}: {e}")),
+        }
+    }
+}
+
+/// Why asking the seeds did not give a cluster.
+enum JoinFailure {
+    /// A seed or the leader refused this node (exit at once).
+    Refused(String),
+    /// Nobody accepted before the deadline (the last reason heard).
+    NoAnswer(String),
+}
+
+/// Copies openraft's metrics into the view, for status requests.
+async fn forward_metrics(raft: Raft, view: ClusterView) {
+    let mut metrics = raft.metrics();
+    loop {
+        let status = {
+            let m = metrics.borrow_and_update();
+            let membership = m.membership_config.membership();
+            RaftStatus {
+                role: match m.state {
+                    ServerState::Learner => RaftRole::Learner,
+                    ServerState::Follower => RaftRole::Follower,
+                    ServerState::Candidate => RaftRole::Candidate,
+                    ServerState::Leader => RaftRole::Leader,
+                    ServerState::Shutdown => RaftRole::Shutdown,
+                },
+                term: m.current_term,
+                last_applied: m.last_applied.map_or(0, |l| l.index),
+                leader: m.current_leader,
+                voters: membership.voter_ids().collect(),
+                learners: membership.learner_ids().collect(),
+            }
+        };
+        view.set_raft_status(status);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The peer requests a member serves: Raft's, and JOIN.
+struct Service {
+    node: Node,
+}
+
+impl PeerHandler for Service {
+    async fn handle(
+        &self,
+        from: &PeerInfo,
+        op: PeerOpcode,
+        body: Bytes,
+    ) -> Result<Vec<u8>, PeerFailure> {
+        match op {
+            PeerOpcode::RaftAppend | PeerOpcode::RaftVote | PeerOpcode::RaftSnapshot => {
+                serve_raft(&self.node.raft, op, &body)
+                    .await
+                    .map_err(PeerFailure::bad_request)
+            }
+            PeerOpcode::Join => {
+                let req: JoinRequest = serde_json::from_slice(&body)
+                    .map_err(|e| PeerFailure::bad_request(format!("undecodable JOIN: {e}")))?;
+                if req.node != from.node_id {
+                    return Err(PeerFailure::bad_request(
+                        "JOIN names another node than the connection's",
+                    ));
+                }
+                let reply = self.node.handle_join(req).await;
+                serde_json::to_vec(&reply)
+                    .map_err(|e| PeerFailure::new(Status::ServerError, e.to_string()))
+            }
+            other => Err(PeerFailure::new(
+                Status::UnknownCommand,
+                format!("{} is not served here", other.name()),
+            )),
+        }
+    }
+}
