@@ -85,6 +85,7 @@ fn create(cluster: u8, buckets: u32) -> Command {
             peer: "127.0.0.1:7402".to_string(),
             native: "127.0.0.1:7400".to_string(),
             memcache: None,
+            durable: true,
         },
         assign_all: true,
     }
