@@ -48,6 +48,8 @@ wire_table! {
     AuthFailed = 18, "AUTH_FAILED";
     /// A request other than HELLO arrived before HELLO.
     HelloRequired = 19, "HELLO_REQUIRED";
+    /// Only in a NOTICE: the bucket table changed; the body is the new table version.
+    TableChanged = 20, "TABLE_CHANGED";
 }
 
 impl Status {
