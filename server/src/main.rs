@@ -6,7 +6,7 @@ use shoald::config::{exit_code, Config};
 use shoald::logging::Logging;
 use shoald::ready::ReadyLine;
 use shoald::signals::Signals;
-use shoald::{prepare, serve, Listeners};
+use shoald::{prepare, serve, standalone_cluster, Listeners};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -110,7 +110,8 @@ fn main() -> ExitCode {
         // The one line tools and tests read to learn the bound ports (shoald::ready).
         println!("{ready}");
         let _ = std::io::stdout().flush();
-        match serve(config, node, listeners, stop).await {
+        let cluster = standalone_cluster(&node, &listeners);
+        match serve(config, node, listeners, cluster, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoald: {e}");

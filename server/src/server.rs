@@ -19,8 +19,10 @@
 //! running at the deadline is abandoned and leaves no savefile behind (only a temporary file,
 //! deleted at the next start).
 
+use crate::cluster::state::{ClusterState, Command, NodeAddrs, Settings};
+use crate::cluster::{ClusterView, RaftRole, RaftStatus};
 use crate::config::Config;
-use crate::datadir::DataDirError;
+use crate::datadir::{ClusterId, DataDirError};
 use crate::keyspace::Keyspace;
 use crate::net::conn::ConnLimits;
 use crate::net::listener::Listener;
@@ -175,7 +177,47 @@ pub fn prepare(config: &Config) -> Result<Node, RunError> {
     Ok(Node { store, persistence })
 }
 
-/// [`prepare`]s the node (on a blocking thread), then [`serve`]s it.
+/// A [`ClusterView`] for a node that runs alone, without Raft: a cluster of one, created at
+/// log index 1, in which this node (id from its persistence, addresses from its listeners)
+/// is active, primary of every bucket, and reports itself the Raft leader at term 1. What
+/// every node serves by until the control plane feeds it applied state.
+pub fn standalone_cluster(node: &Node, listeners: &Listeners) -> ClusterView {
+    let me = node.persistence.node_id();
+    let buckets = node.store.buckets();
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    let mut state = ClusterState::default();
+    state.apply(
+        1,
+        &Command::Create {
+            cluster_id: ClusterId::generate(),
+            settings: Settings {
+                buckets,
+                ..Settings::default()
+            },
+            node: me,
+            addrs: NodeAddrs {
+                peer: String::new(),
+                native: addr(listeners.native_addr()).unwrap_or_default(),
+                memcache: addr(listeners.memcache_addr()),
+            },
+            assign_all: true,
+        },
+    );
+    let view = ClusterView::new(me, buckets);
+    view.update(Arc::new(state));
+    view.set_raft_status(RaftStatus {
+        role: RaftRole::Leader,
+        term: 1,
+        last_applied: 1,
+        leader: Some(me),
+        voters: vec![me],
+        learners: Vec::new(),
+    });
+    view
+}
+
+/// [`prepare`]s the node (on a blocking thread), then [`serve`]s it alone
+/// ([`standalone_cluster`]).
 ///
 /// # Errors
 /// As [`prepare`] and [`serve`].
@@ -194,11 +236,14 @@ pub async fn run(
                 error: std::io::Error::other(e.to_string()),
             })
         })??;
-    serve(config, node, listeners, shutdown).await
+    let cluster = standalone_cluster(&node, &listeners);
+    serve(config, node, listeners, cluster, shutdown).await
 }
 
 /// Serves `node` until `shutdown` completes, then stops gracefully (writing a savefile when
-/// due).
+/// due). The node serves the buckets `cluster` says it serves, now and as the view is
+/// updated (`cluster` must have the store's bucket count); use [`standalone_cluster`] for a
+/// node on its own.
 ///
 /// # Errors
 /// [`RunError::Persist`] when the savefile due at stop could not be written completely
@@ -207,6 +252,7 @@ pub async fn serve(
     config: Config,
     node: Node,
     listeners: Listeners,
+    cluster: ClusterView,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let Node { store, persistence } = node;
@@ -215,6 +261,7 @@ pub async fn serve(
         store.clone(),
         persistence.clone(),
         Arc::new(ServerStats::default()),
+        cluster,
     );
     let shared = Shared {
         keyspace: keyspace.clone(),

@@ -2,8 +2,9 @@
 //! and runtime, and stops (gracefully) when dropped; [`wait_for`], the way tests wait for
 //! something to happen instead of sleeping; and [`TempDir`], a directory removed on drop.
 
+use crate::cluster::ClusterView;
 use crate::config::Config;
-use crate::server::{prepare, serve, Listeners, RunError};
+use crate::server::{prepare, serve, standalone_cluster, Listeners, RunError};
 use crate::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ pub struct TestServer {
     pub memcache_addr: Option<SocketAddr>,
     /// The server's store, readable after the server stopped (to check what was applied).
     pub store: Store,
+    /// The cluster view the server serves by; tests update it to change what it serves.
+    pub cluster: ClusterView,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), RunError>>>,
 }
@@ -29,7 +32,20 @@ impl TestServer {
     ///
     /// # Panics
     /// When the configuration is invalid or the server cannot start: a test cannot go on.
-    pub fn start(mut config: Config) -> TestServer {
+    pub fn start(config: Config) -> TestServer {
+        TestServer::start_with(config, |_, _| None)
+    }
+
+    /// Starts a server that serves by the [`ClusterView`] `cluster` returns, given the node
+    /// id and the bound native address (`None`: the standalone view, a cluster of one). The
+    /// view's bucket count must be the store's.
+    ///
+    /// # Panics
+    /// As [`TestServer::start`].
+    pub fn start_with(
+        mut config: Config,
+        cluster: impl FnOnce(crate::datadir::NodeId, SocketAddr) -> Option<ClusterView>,
+    ) -> TestServer {
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         if config.memcache_listen.0.is_some() {
             config.memcache_listen.0 = Some("127.0.0.1:0".parse().expect("loopback address"));
@@ -37,7 +53,9 @@ impl TestServer {
         config.validate().expect("test config is valid");
         let node = prepare(&config).expect("test node starts");
         let store = node.store.clone();
+        let me = node.persistence.node_id();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (view_tx, view_rx) = std::sync::mpsc::channel::<Option<ClusterView>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,18 +65,28 @@ impl TestServer {
                 .expect("tokio runtime");
             runtime.block_on(async move {
                 let listeners = Listeners::bind(&config).await?;
-                let _ = addr_tx.send((listeners.native_addr(), listeners.memcache_addr()));
-                serve(config, node, listeners, async {
+                let standalone = standalone_cluster(&node, &listeners);
+                let _ = addr_tx.send((
+                    listeners.native_addr(),
+                    listeners.memcache_addr(),
+                    standalone.clone(),
+                ));
+                let cluster = view_rx.recv().ok().flatten().unwrap_or(standalone);
+                serve(config, node, listeners, cluster, async {
                     let _ = stop_rx.await;
                 })
                 .await
             })
         });
-        let (native, memcache_addr) = addr_rx.recv().expect("server started");
+        let (native, memcache_addr, standalone) = addr_rx.recv().expect("server started");
+        let native_addr = native.expect("native address");
+        let chosen = cluster(me, native_addr);
+        let _ = view_tx.send(chosen.clone());
         TestServer {
-            native_addr: native.expect("native address"),
+            native_addr,
             memcache_addr,
             store,
+            cluster: chosen.unwrap_or(standalone),
             stop: Some(stop_tx),
             thread: Some(thread),
         }
