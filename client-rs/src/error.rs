@@ -157,7 +157,11 @@ impl fmt::Display for Redirect {
                 "bucket {} is served at {addr} (epoch {})",
                 self.bucket, self.epoch
             ),
-            None => write!(f, "bucket {} has no owner (epoch {})", self.bucket, self.epoch),
+            None => write!(
+                f,
+                "bucket {} has no owner (epoch {})",
+                self.bucket, self.epoch
+            ),
         }
     }
 }

@@ -164,7 +164,9 @@ impl<'a> NotMyBucket<'a> {
 
     /// The owner's native address, if the bucket has an owner and the address is UTF-8.
     pub fn owner_addr(&self) -> Option<&'a str> {
-        std::str::from_utf8(self.addr).ok().filter(|a| !a.is_empty())
+        std::str::from_utf8(self.addr)
+            .ok()
+            .filter(|a| !a.is_empty())
     }
 
     /// Appends the body fields to `dst`.

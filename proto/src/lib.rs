@@ -41,11 +41,11 @@ pub mod status;
 mod table;
 pub mod writer;
 
+pub use cluster::{NodeStatus, NotMyBucket, TableView};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use header::{Header, HEADER_LEN};
 pub use limits::Limits;
 pub use opcode::{Opcode, OPCODES};
-pub use cluster::{NodeStatus, NotMyBucket, TableView};
 pub use reply::{
     decode_reply, Found, MultiGetEntry, MultiGetWriter, NodeStatusReply, Reply, ReplyBody,
     StatList, StatsWriter, TableReply, ValueList,

@@ -84,7 +84,10 @@ const ENTRY_MISS: u8 = 0;
 const ENTRY_HIT: u8 = 1;
 const ENTRY_NOT_MY_BUCKET: u8 = 2;
 
-fn read_entry<'a>(r: &mut Reader<'a>, limits: &Limits) -> Result<MultiGetEntry<'a>, DecodeErrorKind> {
+fn read_entry<'a>(
+    r: &mut Reader<'a>,
+    limits: &Limits,
+) -> Result<MultiGetEntry<'a>, DecodeErrorKind> {
     match r.u8()? {
         ENTRY_MISS => Ok(MultiGetEntry::Miss),
         ENTRY_HIT => Ok(MultiGetEntry::Hit(Found {
@@ -322,7 +325,11 @@ impl<'a> MultiGetWriter<'a> {
     /// Appends a hit; the caller then appends exactly `value_len` value bytes to
     /// [`MultiGetWriter::buffer`].
     pub fn hit_header(&mut self, flags: u32, hash: u64, value_len: u32) {
-        self.w.u8(ENTRY_HIT).u32(flags).u64(hash).value_len(value_len);
+        self.w
+            .u8(ENTRY_HIT)
+            .u32(flags)
+            .u64(hash)
+            .value_len(value_len);
         self.bump();
     }
 

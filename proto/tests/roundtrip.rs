@@ -360,7 +360,9 @@ fn own_reply(r: &Reply<'_>) -> Rep {
                 })
                 .collect(),
         ),
-        ReplyBody::Redirect(n) => Rep::Redirect(r.opcode, n.bucket, n.epoch, n.owner, n.addr.into()),
+        ReplyBody::Redirect(n) => {
+            Rep::Redirect(r.opcode, n.bucket, n.epoch, n.owner, n.addr.into())
+        }
         ReplyBody::Table(_) | ReplyBody::NodeStatus(_) | ReplyBody::TableChanged { .. } => {
             unreachable!("not generated here (unit tests in proto/src/cluster.rs)")
         }

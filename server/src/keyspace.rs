@@ -270,7 +270,11 @@ impl Keyspace {
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> OpResult<()> {
         self.check(key)?;
         match self.ttl(expiry) {
-            Some(ttl) => self.store.touch(key, ttl).map(drop).map_err(|e| self.refused(key, e)),
+            Some(ttl) => self
+                .store
+                .touch(key, ttl)
+                .map(drop)
+                .map_err(|e| self.refused(key, e)),
             None => self
                 .store
                 .delete(key, None)
@@ -358,7 +362,9 @@ impl Keyspace {
     /// [`OpError::NotMyBucket`], `NotFound`, [`StoreError::Exists`], key errors.
     pub fn delete(&self, key: &[u8], expected: Option<u64>) -> OpResult<u64> {
         self.check(key)?;
-        self.store.delete(key, expected).map_err(|e| self.refused(key, e))
+        self.store
+            .delete(key, expected)
+            .map_err(|e| self.refused(key, e))
     }
 
     /// A failed oversized `set`: removes the old value of `key` (as memcached), ignoring a

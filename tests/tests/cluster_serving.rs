@@ -281,7 +281,11 @@ fn the_memcached_port_refuses_foreign_keys_with_the_owner_and_never_a_false_miss
     assert_eq!(line(&mut r), refusal);
     write!(w, "get {foreign}\r\n").expect("write");
     assert_eq!(line(&mut r), refusal);
-    write!(w, "incr {foreign} 1\r\ndelete {foreign}\r\ntouch {foreign} 1\r\n").expect("write");
+    write!(
+        w,
+        "incr {foreign} 1\r\ndelete {foreign}\r\ntouch {foreign} 1\r\n"
+    )
+    .expect("write");
     for _ in 0..3 {
         assert_eq!(line(&mut r), refusal);
     }
@@ -397,7 +401,8 @@ fn a_table_change_sends_a_notice_to_connections_that_said_hello() {
         )
     );
     assert!(
-        wait_for(Duration::from_secs(5), || client.announced_table_version() == 4),
+        wait_for(Duration::from_secs(5), || client.announced_table_version()
+            == 4),
         "the client saw the notice"
     );
     // The client goes on working, and the bucket is served now.

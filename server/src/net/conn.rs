@@ -209,10 +209,7 @@ pub(crate) async fn drive<S: Session>(
 /// Waits for the next table version change; returns the receiver (to wait again) and
 /// whether a change arrived (false: the sender is gone). With `live` false it never completes
 /// (one future type for both, so the pinned waiter is replaced in place).
-async fn table_changed(
-    mut rx: watch::Receiver<u64>,
-    live: bool,
-) -> (watch::Receiver<u64>, bool) {
+async fn table_changed(mut rx: watch::Receiver<u64>, live: bool) -> (watch::Receiver<u64>, bool) {
     if !live {
         std::future::pending::<()>().await;
     }

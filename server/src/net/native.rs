@@ -523,20 +523,20 @@ fn owned_count(cluster: &ClusterView, buckets: u32) -> u32 {
 /// The status and message that report a store error.
 fn store_error_status(e: StoreError) -> (Status, &'static str) {
     match e {
-            StoreError::NotFound => (Status::NotFound, ""),
-            StoreError::Exists => (Status::Exists, ""),
-            StoreError::NotStored => (Status::NotStored, ""),
-            StoreError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
-            StoreError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
-            StoreError::EmptyKey => (Status::BadRequest, "empty key"),
-            StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
-            StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
-            // The keyspace reports a hidden bucket as NOT_MY_BUCKET, with the redirect.
-            StoreError::Hidden => (Status::Busy, "the bucket is being copied here"),
-            // Only the bucket-copy operations fail so; no client request reaches them.
-            StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
-                (Status::ServerError, "internal error")
-            }
+        StoreError::NotFound => (Status::NotFound, ""),
+        StoreError::Exists => (Status::Exists, ""),
+        StoreError::NotStored => (Status::NotStored, ""),
+        StoreError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
+        StoreError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
+        StoreError::EmptyKey => (Status::BadRequest, "empty key"),
+        StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
+        StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
+        // The keyspace reports a hidden bucket as NOT_MY_BUCKET, with the redirect.
+        StoreError::Hidden => (Status::Busy, "the bucket is being copied here"),
+        // Only the bucket-copy operations fail so; no client request reaches them.
+        StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
+            (Status::ServerError, "internal error")
+        }
     }
 }
 

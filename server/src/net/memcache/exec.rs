@@ -12,9 +12,9 @@
 //! a key it could not read for a miss. Forwarding to the owner comes with routing.
 
 use super::parse::{Keys, StatsGroup, StoreKind, TextCommand};
+use crate::cluster::Redirect;
 use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
-use crate::cluster::Redirect;
 use crate::net::{Output, Shared};
 use crate::stats::ServerStats;
 use std::borrow::Cow;
@@ -361,23 +361,23 @@ fn not_my_bucket(shared: &Shared, r: &Redirect) -> Vec<u8> {
 /// The memcached reply for a store error.
 fn store_error_reply(e: StoreError) -> &'static [u8] {
     match e {
-            StoreError::NotFound => b"NOT_FOUND\r\n",
-            StoreError::Exists => b"EXISTS\r\n",
-            StoreError::NotStored => b"NOT_STORED\r\n",
-            StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-            StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
-            StoreError::NonNumeric => {
-                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
-            }
-            // The parser checks keys against the protocol limits; the store's may be stricter.
-            StoreError::KeyTooLong | StoreError::EmptyKey => {
-                b"CLIENT_ERROR bad command line format\r\n"
-            }
-            StoreError::Hidden => b"SERVER_ERROR bucket not served by this node\r\n",
-            // Only the bucket-copy operations fail so; no client request reaches them.
-            StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
-                b"SERVER_ERROR internal error\r\n"
-            }
+        StoreError::NotFound => b"NOT_FOUND\r\n",
+        StoreError::Exists => b"EXISTS\r\n",
+        StoreError::NotStored => b"NOT_STORED\r\n",
+        StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+        StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+        StoreError::NonNumeric => {
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        }
+        // The parser checks keys against the protocol limits; the store's may be stricter.
+        StoreError::KeyTooLong | StoreError::EmptyKey => {
+            b"CLIENT_ERROR bad command line format\r\n"
+        }
+        StoreError::Hidden => b"SERVER_ERROR bucket not served by this node\r\n",
+        // Only the bucket-copy operations fail so; no client request reaches them.
+        StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
+            b"SERVER_ERROR internal error\r\n"
+        }
     }
 }
 
