@@ -267,10 +267,11 @@ impl Error {
         self.status() == Some(Status::Exists)
     }
 
-    /// The server's status, for [`Error::Server`].
+    /// The server's status, for [`Error::Server`] and [`Error::NotMyBucket`].
     pub fn status(&self) -> Option<Status> {
         match self {
             Error::Server { status, .. } => Some(*status),
+            Error::NotMyBucket(_) => Some(Status::NotMyBucket),
             _ => None,
         }
     }

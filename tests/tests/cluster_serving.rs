@@ -90,9 +90,11 @@ fn two_members(me: NodeId, native: SocketAddr) -> ClusterState {
 
 /// An in-process node serving by [`two_members`], memcached port on.
 fn partial_node() -> TestServer {
-    let mut config = Config::default();
-    config.buckets = BUCKETS;
-    config.memcache_listen = OptionalAddr(Some("127.0.0.1:0".parse().expect("addr")));
+    let config = Config {
+        buckets: BUCKETS,
+        memcache_listen: OptionalAddr(Some("127.0.0.1:0".parse().expect("addr"))),
+        ..Config::default()
+    };
     TestServer::start_with(config, |me, native| {
         let view = ClusterView::new(me, BUCKETS);
         view.update(Arc::new(two_members(me, native)));
