@@ -509,7 +509,7 @@ async fn redirect_is_followed_once_and_remembered() {
     match err {
         shoal_client::Error::NotMyBucket(r) => {
             assert_eq!((r.epoch, r.owner), (7, Some([7; 16])));
-            assert_eq!(r.owner_addr, Some(wrong.addr.to_string()));
+            assert_eq!(r.owner_addr, Some(owner.addr.to_string()));
         }
         other => panic!("expected NotMyBucket, got {other:?}"),
     }
