@@ -232,6 +232,27 @@ impl Client {
         self.run(self.inner.stats(group))
     }
 
+    /// See [`AsyncClient::table`].
+    ///
+    /// # Errors
+    /// As the async method.
+    pub fn table(&self) -> Result<shoal_proto::TableView, Error> {
+        self.run(self.inner.table())
+    }
+
+    /// See [`AsyncClient::node_status`].
+    ///
+    /// # Errors
+    /// As the async method.
+    pub fn node_status(&self) -> Result<shoal_proto::NodeStatus, Error> {
+        self.run(self.inner.node_status())
+    }
+
+    /// See [`AsyncClient::announced_table_version`].
+    pub fn announced_table_version(&self) -> u64 {
+        self.inner.announced_table_version()
+    }
+
     /// See [`AsyncClient::ping`].
     ///
     /// # Errors

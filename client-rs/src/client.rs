@@ -7,7 +7,9 @@
 //! - a transient status (`SHUTTING_DOWN`, `BUSY`, `PAUSED`, `LOADING`: nothing was done):
 //!   back off and send again, for every operation.
 //! - `NOT_MY_BUCKET`: update the bucket table (newer epoch only) and send once more, to the
-//!   owner named in the redirect.
+//!   owner named in the redirect; a second one (or one naming no owner) is returned as
+//!   [`Error::NotMyBucket`]. An MGET entry for a key whose bucket the server does not serve
+//!   fails the call with the same error. (Routing by the whole table comes later.)
 //! - in doubt ([`Error::InDoubt`]) because the connection failed: send again only if the
 //!   command is idempotent ([`shoal_proto::Command::is_idempotent`]); otherwise the caller
 //!   gets `InDoubt`. A request that timed out is never resent (the server may just be slow).
@@ -16,11 +18,12 @@
 
 use crate::builder::{ClientBuilder, Config};
 use crate::connection::Connection;
-use crate::error::{Error, FailureKind, LimitKind};
+use crate::error::{Error, FailureKind, LimitKind, Redirect};
 use crate::routing::RoutingTable;
 use bytes::Bytes;
 use shoal_proto::{
-    decode_reply, encode_multi_get, Command, Opcode, Reply, ReplyBody, Request, Status, StoreMode,
+    decode_reply, encode_multi_get, Command, MultiGetEntry, NodeStatus, Opcode, Reply, ReplyBody,
+    Request, Status, StoreMode, TableView,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,7 +196,9 @@ impl Client {
         ClientBuilder::new()
     }
 
-    pub(crate) fn from_config(config: Config) -> Self {
+    pub(crate) fn from_config(mut config: Config) -> Self {
+        // Each client counts the notices its own connections receive.
+        config.announced_table = Default::default();
         let timeouts = Timeouts {
             request: config.request_timeout,
             deadline: config.deadline,
@@ -296,14 +301,22 @@ impl Client {
                 })
                 .await?;
             let got = self.decode(&reply, |r| match (r.status, r.body) {
-                (Status::Ok, ReplyBody::Values(list)) if list.len() == batch.len() => Ok(Some(
-                    list.iter()
-                        .map(|e| e.map(|f| item(&reply, f)))
-                        .collect::<Vec<_>>(),
-                )),
-                (Status::ValueTooLarge, _) if batch.len() > 1 => Ok(None),
+                (Status::Ok, ReplyBody::Values(list)) if list.len() == batch.len() => {
+                    let mut items = Vec::with_capacity(batch.len());
+                    for entry in list.iter() {
+                        match entry {
+                            MultiGetEntry::Miss => items.push(None),
+                            MultiGetEntry::Hit(f) => items.push(Some(item(&reply, f))),
+                            MultiGetEntry::NotMyBucket(n) => {
+                                return Ok(Err(Error::NotMyBucket(Redirect::from(n))))
+                            }
+                        }
+                    }
+                    Ok(Ok(Some(items)))
+                }
+                (Status::ValueTooLarge, _) if batch.len() > 1 => Ok(Ok(None)),
                 _ => Err(r),
-            })?;
+            })??;
             match got {
                 Some(items) => {
                     for (&i, entry) in batch.iter().zip(items) {
@@ -506,6 +519,40 @@ impl Client {
         })
     }
 
+    /// The whole bucket table of the seed server (TABLE_GET), as it has applied it.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn table(&self) -> Result<TableView, Error> {
+        let reply = self.command(Command::TableGet).await?;
+        self.decode(&reply, |r| match (r.status, r.body) {
+            (Status::Ok, ReplyBody::Table(t)) => Ok(t.view()),
+            _ => Err(r),
+        })?
+        .map_err(|e| Error::Protocol(format!("invalid table: {}", e.as_str())))
+    }
+
+    /// What the seed server says about itself (NODE_STATUS): ids, Raft role, table version,
+    /// memory, its wall clock.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub async fn node_status(&self) -> Result<NodeStatus, Error> {
+        let reply = self.command(Command::NodeStatus).await?;
+        self.decode(&reply, |r| match (r.status, r.body) {
+            (Status::Ok, ReplyBody::NodeStatus(s)) => Ok(s.status()),
+            _ => Err(r),
+        })?
+        .map_err(|e| Error::Protocol(format!("invalid node status: {}", e.as_str())))
+    }
+
+    /// The newest bucket-table version a server announced to this client (a
+    /// `TABLE_CHANGED` notice on any of its connections); 0 when none did. The client does
+    /// not act on it yet.
+    pub fn announced_table_version(&self) -> u64 {
+        self.inner.config.announced_table.load(Ordering::Relaxed)
+    }
+
     /// Round trip to the seed server (connecting first if needed).
     ///
     /// # Errors
@@ -652,6 +699,7 @@ impl Client {
             (Status::Ok, _) => {
                 Error::Protocol(format!("unexpected OK body to {}", r.opcode.name()))
             }
+            (_, ReplyBody::Redirect(n)) => Error::NotMyBucket(Redirect::from(n)),
             (status, ReplyBody::Message(m)) => Error::server(status, m),
             (status, _) => Error::server(status, b""),
         })
@@ -735,17 +783,12 @@ impl Client {
     /// Reads a NOT_MY_BUCKET reply, updates the table, and returns the owner to retry at.
     fn follow_redirect(&self, reply: &Bytes) -> Option<Arc<str>> {
         let decoded = decode_reply(reply, &self.inner.config.limits).ok()??.0;
-        let ReplyBody::Redirect {
-            bucket,
-            epoch,
-            owner,
-        } = decoded.body
-        else {
+        let ReplyBody::Redirect(redirect) = decoded.body else {
             return None;
         };
-        let owner = std::str::from_utf8(owner).ok().filter(|o| !o.is_empty())?;
+        let owner = redirect.owner_addr()?;
         let mut routing = self.inner.routing.lock().unwrap_or_else(|e| e.into_inner());
-        routing.update(bucket, epoch, owner);
+        routing.update(redirect.bucket, redirect.epoch, owner);
         Some(Arc::from(owner))
     }
 

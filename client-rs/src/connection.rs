@@ -66,6 +66,8 @@ struct State {
 /// What the three tasks and the callers share.
 pub(crate) struct Shared {
     addr: Arc<str>,
+    /// The client's newest announced table version (raised by TABLE_CHANGED notices).
+    announced_table: Arc<AtomicU64>,
     state: Mutex<State>,
     next_id: AtomicU32,
     /// False once the connection failed or the server asked us to go away; the client then
@@ -186,6 +188,13 @@ impl Shared {
             if header.status == Status::ShuttingDown as u16 || header.status == Status::Busy as u16
             {
                 self.drain(Failure::new(FailureKind::ShuttingDown, &self.addr, ""));
+            } else if header.status == Status::TableChanged as u16 {
+                // Remembered for routing; a notice this client cannot read is ignored.
+                if let Ok(Some((reply, _))) = decode_reply(&frame, &Limits::default()) {
+                    if let ReplyBody::TableChanged { version } = reply.body {
+                        self.announced_table.fetch_max(version, Ordering::Relaxed);
+                    }
+                }
             }
             return Ok(());
         }
@@ -319,6 +328,7 @@ impl Connection {
         let (dead_tx, dead_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             addr: Arc::from(addr),
+            announced_table: config.announced_table.clone(),
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 failed: None,

@@ -4,6 +4,7 @@
 //! | variant             | reached the server? | applied?            | retried by the client          |
 //! |---------------------|---------------------|---------------------|--------------------------------|
 //! | [`Error::Server`]   | yes                 | no (server decided) | only transient statuses        |
+//! | [`Error::NotMyBucket`] | yes              | no                  | once, to the owner named       |
 //! | [`Error::Connection`] | no                | no                  | yes, within the deadline       |
 //! | [`Error::Timeout`]  | no                  | no                  | no (time is up)                |
 //! | [`Error::InDoubt`]  | maybe               | maybe               | only idempotent operations     |
@@ -18,7 +19,7 @@
 //!
 //! This module does not decide retries; `client.rs` does, using the predicates here.
 
-use shoal_proto::Status;
+use shoal_proto::{NotMyBucket, Status};
 use std::fmt;
 use std::sync::Arc;
 
@@ -122,6 +123,49 @@ pub enum LimitKind {
     Value,
 }
 
+/// A `NOT_MY_BUCKET` answer: the server does not serve the key's bucket, and says where it
+/// is served by its applied table. The request was not applied, so it may be sent again to the
+/// owner whatever it was (CAS and INCR included).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Redirect {
+    /// The key's bucket.
+    pub bucket: u32,
+    /// The bucket's epoch in the server's table (0: never assigned); newer epochs win.
+    pub epoch: u64,
+    /// The owner's node id, if the bucket has an owner.
+    pub owner: Option<[u8; 16]>,
+    /// The owner's native address (`host:port`), if the bucket has an owner.
+    pub owner_addr: Option<String>,
+}
+
+impl From<NotMyBucket<'_>> for Redirect {
+    fn from(r: NotMyBucket<'_>) -> Redirect {
+        Redirect {
+            bucket: r.bucket,
+            epoch: r.epoch,
+            owner: r.owner_id(),
+            owner_addr: r.owner_addr().map(str::to_owned),
+        }
+    }
+}
+
+impl fmt::Display for Redirect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.owner_addr {
+            Some(addr) => write!(
+                f,
+                "bucket {} is served at {addr} (epoch {})",
+                self.bucket, self.epoch
+            ),
+            None => write!(
+                f,
+                "bucket {} has no owner (epoch {})",
+                self.bucket, self.epoch
+            ),
+        }
+    }
+}
+
 /// Everything a call can fail with. See the module documentation for what each variant says
 /// about the request's fate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +181,9 @@ pub enum Error {
         /// The server's message (possibly empty).
         message: String,
     },
+    /// The server does not serve the key's bucket (after the client followed one redirect,
+    /// or when the bucket has no owner): where it is served. Nothing was applied.
+    NotMyBucket(Redirect),
     /// The request was not sent: no connection could be used. Safe to retry; the client has
     /// already retried within the call's deadline.
     Connection(Failure),
@@ -209,7 +256,7 @@ impl Error {
     /// (connection failures, timeouts before sending, transient server statuses).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connection(_) | Error::Timeout => true,
+            Error::Connection(_) | Error::Timeout | Error::NotMyBucket(_) => true,
             Error::Server { status, .. } => status.is_transient(),
             _ => false,
         }
@@ -220,10 +267,11 @@ impl Error {
         self.status() == Some(Status::Exists)
     }
 
-    /// The server's status, for [`Error::Server`].
+    /// The server's status, for [`Error::Server`] and [`Error::NotMyBucket`].
     pub fn status(&self) -> Option<Status> {
         match self {
             Error::Server { status, .. } => Some(*status),
+            Error::NotMyBucket(_) => Some(Status::NotMyBucket),
             _ => None,
         }
     }
@@ -261,7 +309,10 @@ impl Error {
                 | Status::HelloRequired
                 | Status::WrongCluster
                 | Status::WrongNode => ErrorCode::ServerError,
+                // Only ever sent in a notice, never as a reply.
+                Status::TableChanged => ErrorCode::Protocol,
             },
+            Error::NotMyBucket(_) => ErrorCode::Unavailable,
             Error::Connection(_) => ErrorCode::Connection,
             Error::InDoubt(_) => ErrorCode::InDoubt,
             Error::Timeout => ErrorCode::Timeout,
@@ -288,6 +339,7 @@ impl fmt::Display for Error {
             Error::Server { status, message } => {
                 write!(f, "server answered {}: {message}", status.name())
             }
+            Error::NotMyBucket(r) => write!(f, "server answered NOT_MY_BUCKET: {r}"),
             Error::Connection(failure) => write!(f, "not sent: {failure}"),
             Error::InDoubt(failure) => write!(f, "in doubt (sent, no reply): {failure}"),
             Error::Timeout => f.write_str("deadline passed before the request was sent"),

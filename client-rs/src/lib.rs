@@ -65,7 +65,15 @@
 //! connection is resent only when it is idempotent (GET, SET, DELETE, TOUCH, ...); ADD, CAS,
 //! APPEND, PREPEND, INCR, DECR and conditional DELETE come back as [`Error::InDoubt`] instead.
 //! A request that timed out is never resent. `NOT_MY_BUCKET` updates the bucket table and
-//! sends the request once more, to the owner.
+//! sends the request once more, to the owner; if that fails too the call returns
+//! [`Error::NotMyBucket`] with the redirect (nothing was applied).
+//!
+//! # Cluster
+//!
+//! [`Client::table`] fetches the seed's bucket table ([`TableView`]) and
+//! [`Client::node_status`] what the seed says about itself ([`NodeStatus`]). A server's
+//! `TABLE_CHANGED` notices are counted ([`Client::announced_table_version`]); routing by the
+//! table comes later.
 //!
 //! # Connections
 //!
@@ -94,5 +102,6 @@ mod routing;
 pub use builder::ClientBuilder;
 pub use bytes::Bytes;
 pub use client::{Client, Item};
-pub use error::{Error, ErrorCode, Failure, FailureKind, LimitKind};
-pub use shoal_proto::{Limits, Status};
+pub use error::{Error, ErrorCode, Failure, FailureKind, LimitKind, Redirect};
+pub use shoal_proto::cluster::{NodeState, RaftRole, TableBucket, TableNode, NO_PRIMARY};
+pub use shoal_proto::{Limits, NodeStatus, Status, TableView};

@@ -168,6 +168,7 @@ async fn serve(mut stream: TcpStream, s: Arc<Shared>) {
                     body: ReplyBody::Hello {
                         version: 1,
                         server: b"test",
+                        buckets: Some(1024),
                     },
                 }
                 .encode(&mut out);
@@ -196,11 +197,12 @@ async fn serve(mut stream: TcpStream, s: Arc<Shared>) {
                         id: req.id,
                         opcode: req.command.opcode(),
                         status: Status::NotMyBucket,
-                        body: ReplyBody::Redirect {
+                        body: ReplyBody::Redirect(shoal_proto::NotMyBucket {
                             bucket: shoal_proto::hash::bucket_of(req.command.key().unwrap(), 1024),
                             epoch: 7,
-                            owner: owner.as_bytes(),
-                        },
+                            owner: [7; 16],
+                            addr: owner.as_bytes(),
+                        }),
                     }
                     .encode(&mut out);
                 }
@@ -504,6 +506,13 @@ async fn redirect_is_followed_once_and_remembered() {
     *wrong.shared.redirect_to.lock().unwrap() = owner.addr.to_string();
     let err = client.get("k").await.unwrap_err();
     assert_eq!(err.status(), Some(Status::NotMyBucket));
+    match err {
+        shoal_client::Error::NotMyBucket(r) => {
+            assert_eq!((r.epoch, r.owner), (7, Some([7; 16])));
+            assert_eq!(r.owner_addr, Some(owner.addr.to_string()));
+        }
+        other => panic!("expected NotMyBucket, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! - [`request`] and [`reply`]: typed bodies, decoded without copying from the receive buffer.
 //! - [`writer`]: encoding, which cannot fail and appends to an output buffer.
 //! - [`limits`]: what the decoder checks every declared length against.
+//! - [`cluster`]: the cluster's client-visible types (redirects, bucket table, node status).
 //! - [`peer`]: the peer protocol (node to node, on the peer port): its opcode table and
 //!   handshake bodies.
 //! - [`hash`]: the key hash (bucket placement) and the value hash (check-and-set token).
@@ -28,6 +29,7 @@
 //! assert!(decode_request(&buf[..used - 1], &Limits::default()).unwrap().is_none());
 //! ```
 
+pub mod cluster;
 pub mod error;
 mod field;
 pub mod hash;
@@ -42,13 +44,15 @@ pub mod status;
 mod table;
 pub mod writer;
 
+pub use cluster::{NodeStatus, NotMyBucket, TableView};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use header::{Header, HEADER_LEN};
 pub use limits::Limits;
 pub use opcode::{Opcode, OPCODES};
 pub use peer::{PeerOpcode, PEER_OPCODES};
 pub use reply::{
-    decode_reply, Found, MultiGetWriter, Reply, ReplyBody, StatList, StatsWriter, ValueList,
+    decode_reply, Found, MultiGetEntry, MultiGetWriter, NodeStatusReply, Reply, ReplyBody,
+    StatList, StatsWriter, TableReply, ValueList,
 };
 pub use request::{
     decode_request, encode_multi_get, Command, KeyList, PersistMode, Request, StoreMode,

@@ -59,6 +59,10 @@ wire_table! {
     Incr = 0x27, "INCR";
     /// Subtract from a decimal counter (clamped at zero).
     Decr = 0x28, "DECR";
+    /// The whole bucket table with its version.
+    TableGet = 0x40, "TABLE_GET";
+    /// What one node says about itself: ids, Raft role, table version, memory, clock.
+    NodeStatus = 0x41, "NODE_STATUS";
     /// Admin: write a savefile now, without stopping; replies when the file is complete.
     Save = 0xA0, "SAVE";
     /// Admin: change when the node writes a savefile (`--persist`) while it runs.

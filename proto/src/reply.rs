@@ -2,8 +2,13 @@
 //!
 //! A reply echoes the request's opcode and id and carries a [`Status`]. Its body layout follows
 //! from the pair: `OK` replies have an opcode-specific body, `NOT_MY_BUCKET` carries the
-//! redirect, and every other status carries a short message (possibly empty).
+//! redirect ([`NotMyBucket`]), a `TABLE_CHANGED` notice the new table version, and every other
+//! status carries a short message (possibly empty).
+//!
+//! HELLO's reply is the one body that may grow: fields are appended at its end (the bucket
+//! count was), and decoders ignore bytes after the fields they know.
 
+use crate::cluster::{NodeStatus, NotMyBucket, TableView};
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::field::Reader;
 use crate::header::{Header, HEADER_LEN};
@@ -41,8 +46,8 @@ impl<'a> ValueList<'a> {
         self.count == 0
     }
 
-    /// Entries in request order: `None` for a miss.
-    pub fn iter(&self) -> impl Iterator<Item = Option<Found<'a>>> + 'a {
+    /// Entries in request order.
+    pub fn iter(&self) -> impl Iterator<Item = MultiGetEntry<'a>> + 'a {
         let mut r = Reader::new(self.raw);
         let unlimited = Limits {
             max_value: usize::MAX,
@@ -52,18 +57,89 @@ impl<'a> ValueList<'a> {
     }
 }
 
+/// One entry of a multi-get reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultiGetEntry<'a> {
+    /// The key was not found (tag 0).
+    Miss,
+    /// The key's value (tag 1).
+    Hit(Found<'a>),
+    /// The key's bucket is not served by this node (tag 2): where it is. Only a node that
+    /// serves part of the buckets sends this; nothing was read for the key.
+    NotMyBucket(NotMyBucket<'a>),
+}
+
+impl<'a> MultiGetEntry<'a> {
+    /// The value, for a hit.
+    pub fn found(&self) -> Option<Found<'a>> {
+        match self {
+            MultiGetEntry::Hit(f) => Some(*f),
+            MultiGetEntry::Miss | MultiGetEntry::NotMyBucket(_) => None,
+        }
+    }
+}
+
+/// MGET entry tags.
+const ENTRY_MISS: u8 = 0;
+const ENTRY_HIT: u8 = 1;
+const ENTRY_NOT_MY_BUCKET: u8 = 2;
+
 fn read_entry<'a>(
     r: &mut Reader<'a>,
     limits: &Limits,
-) -> Result<Option<Found<'a>>, DecodeErrorKind> {
-    if !r.flag()? {
-        return Ok(None);
+) -> Result<MultiGetEntry<'a>, DecodeErrorKind> {
+    match r.u8()? {
+        ENTRY_MISS => Ok(MultiGetEntry::Miss),
+        ENTRY_HIT => Ok(MultiGetEntry::Hit(Found {
+            flags: r.u32()?,
+            hash: r.u64()?,
+            value: r.value(limits)?,
+        })),
+        ENTRY_NOT_MY_BUCKET => Ok(MultiGetEntry::NotMyBucket(NotMyBucket::read(r)?)),
+        _ => Err(DecodeErrorKind::BadField),
     }
-    Ok(Some(Found {
-        flags: r.u32()?,
-        hash: r.u64()?,
-        value: r.value(limits)?,
-    }))
+}
+
+/// A validated `TABLE_GET` reply body; [`TableReply::view`] builds the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableReply<'a> {
+    raw: &'a [u8],
+}
+
+impl TableReply<'_> {
+    /// The table.
+    ///
+    /// # Errors
+    /// None in practice: the body was validated when the reply was decoded.
+    pub fn view(&self) -> Result<TableView, DecodeErrorKind> {
+        TableView::decode(self.raw)
+    }
+
+    /// The body bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.raw
+    }
+}
+
+/// A validated `NODE_STATUS` reply body; [`NodeStatusReply::status`] builds the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStatusReply<'a> {
+    raw: &'a [u8],
+}
+
+impl NodeStatusReply<'_> {
+    /// The status.
+    ///
+    /// # Errors
+    /// None in practice: the body was validated when the reply was decoded.
+    pub fn status(&self) -> Result<NodeStatus, DecodeErrorKind> {
+        NodeStatus::decode(self.raw)
+    }
+
+    /// The body bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.raw
+    }
 }
 
 /// Name/value pairs of a STATS reply, in wire form.
@@ -109,12 +185,14 @@ pub struct Reply<'a> {
 pub enum ReplyBody<'a> {
     /// No fields (PING, GOODBYE, TOUCH, DELETE, SET_PERSIST).
     Empty,
-    /// HELLO: the version chosen and the server's name.
+    /// HELLO: the version chosen, the server's name and the cluster's bucket count.
     Hello {
         /// Negotiated protocol version.
         version: u8,
         /// Server software and version.
         server: &'a [u8],
+        /// The cluster's bucket count (`None` from a server that does not send it).
+        buckets: Option<u32>,
     },
     /// GET.
     Value {
@@ -149,13 +227,15 @@ pub enum ReplyBody<'a> {
         bytes: u64,
     },
     /// NOT_MY_BUCKET: where the key's bucket lives now.
-    Redirect {
-        /// The key's bucket.
-        bucket: u32,
-        /// Epoch of the bucket table that says so.
-        epoch: u64,
-        /// Owner's address (`host:port`).
-        owner: &'a [u8],
+    Redirect(NotMyBucket<'a>),
+    /// TABLE_GET: the bucket table.
+    Table(TableReply<'a>),
+    /// NODE_STATUS: the node's status.
+    NodeStatus(NodeStatusReply<'a>),
+    /// A `TABLE_CHANGED` notice: the new table version.
+    TableChanged {
+        /// The table version now applied by the node.
+        version: u64,
     },
     /// Any other non-OK status: a human-readable message (possibly empty).
     Message(&'a [u8]),
@@ -167,8 +247,15 @@ impl Reply<'_> {
         let mut w = FrameWriter::reply(dst, self.opcode, self.status, self.id);
         match self.body {
             ReplyBody::Empty => {}
-            ReplyBody::Hello { version, server } => {
+            ReplyBody::Hello {
+                version,
+                server,
+                buckets,
+            } => {
                 w.u8(version).short(server);
+                if let Some(b) = buckets {
+                    w.u32(b);
+                }
             }
             ReplyBody::Value { flags, value } => {
                 w.u32(flags).value(value);
@@ -191,12 +278,15 @@ impl Reply<'_> {
             ReplyBody::Saved { items, bytes } => {
                 w.u64(items).u64(bytes);
             }
-            ReplyBody::Redirect {
-                bucket,
-                epoch,
-                owner,
-            } => {
-                w.u32(bucket).u64(epoch).short(owner);
+            ReplyBody::Redirect(r) => r.encode(w.buffer()),
+            ReplyBody::Table(t) => {
+                w.raw(t.raw);
+            }
+            ReplyBody::NodeStatus(s) => {
+                w.raw(s.raw);
+            }
+            ReplyBody::TableChanged { version } => {
+                w.u64(version);
             }
             ReplyBody::Message(m) => {
                 w.short(m);
@@ -228,14 +318,25 @@ impl<'a> MultiGetWriter<'a> {
 
     /// Appends a miss.
     pub fn miss(&mut self) {
-        self.w.u8(0);
+        self.w.u8(ENTRY_MISS);
         self.bump();
     }
 
     /// Appends a hit; the caller then appends exactly `value_len` value bytes to
     /// [`MultiGetWriter::buffer`].
     pub fn hit_header(&mut self, flags: u32, hash: u64, value_len: u32) {
-        self.w.u8(1).u32(flags).u64(hash).value_len(value_len);
+        self.w
+            .u8(ENTRY_HIT)
+            .u32(flags)
+            .u64(hash)
+            .value_len(value_len);
+        self.bump();
+    }
+
+    /// Appends a redirect: the key's bucket is not served here.
+    pub fn not_my_bucket(&mut self, redirect: &NotMyBucket<'_>) {
+        self.w.u8(ENTRY_NOT_MY_BUCKET);
+        redirect.encode(self.w.buffer());
         self.bump();
     }
 
@@ -344,10 +445,29 @@ fn decode_reply_body<'a>(
     let mut r = Reader::new(body);
     let out = match status {
         Status::Ok => match opcode {
-            Opcode::Hello => ReplyBody::Hello {
-                version: r.u8()?,
-                server: r.short()?,
-            },
+            Opcode::Hello => {
+                // The one extensible body: later fields are optional, unknown ones ignored.
+                let version = r.u8()?;
+                let server = r.short()?;
+                let buckets = if r.rest().len() >= 4 {
+                    Some(r.u32()?)
+                } else {
+                    None
+                };
+                return Ok(ReplyBody::Hello {
+                    version,
+                    server,
+                    buckets,
+                });
+            }
+            Opcode::TableGet => {
+                TableView::decode(body)?;
+                return Ok(ReplyBody::Table(TableReply { raw: body }));
+            }
+            Opcode::NodeStatus => {
+                NodeStatus::decode(body)?;
+                return Ok(ReplyBody::NodeStatus(NodeStatusReply { raw: body }));
+            }
             Opcode::Goodbye
             | Opcode::Ping
             | Opcode::Touch
@@ -406,11 +526,8 @@ fn decode_reply_body<'a>(
                 })
             }
         },
-        Status::NotMyBucket => ReplyBody::Redirect {
-            bucket: r.u32()?,
-            epoch: r.u64()?,
-            owner: r.short()?,
-        },
+        Status::NotMyBucket => ReplyBody::Redirect(NotMyBucket::read(&mut r)?),
+        Status::TableChanged => ReplyBody::TableChanged { version: r.u64()? },
         _ => ReplyBody::Message(r.short()?),
     };
     r.finish()?;

@@ -213,6 +213,10 @@ pub enum Command<'a> {
         /// When the key is missing: create it with `(initial value, ttl)`; `None` = NOT_FOUND.
         create: Option<(u64, u32)>,
     },
+    /// The whole bucket table (TABLE_GET).
+    TableGet,
+    /// The node's own status (NODE_STATUS).
+    NodeStatus,
     /// Admin: write a savefile now.
     Save,
     /// Admin: change the node's persistence mode.
@@ -246,6 +250,8 @@ impl Command<'_> {
             Command::Delete { .. } => Opcode::Delete,
             Command::Counter { decr: false, .. } => Opcode::Incr,
             Command::Counter { decr: true, .. } => Opcode::Decr,
+            Command::TableGet => Opcode::TableGet,
+            Command::NodeStatus => Opcode::NodeStatus,
             Command::Save => Opcode::Save,
             Command::SetPersist { .. } => Opcode::SetPersist,
         }
@@ -302,7 +308,11 @@ impl Request<'_> {
                     .short(client_name)
                     .short(auth);
             }
-            Command::Goodbye | Command::Ping | Command::Save => {}
+            Command::Goodbye
+            | Command::Ping
+            | Command::Save
+            | Command::TableGet
+            | Command::NodeStatus => {}
             Command::SetPersist { mode } => {
                 w.u8(mode.as_u8());
             }
@@ -452,6 +462,8 @@ fn decode_command<'a>(
         Opcode::Goodbye => Command::Goodbye,
         Opcode::Ping => Command::Ping,
         Opcode::Save => Command::Save,
+        Opcode::TableGet => Command::TableGet,
+        Opcode::NodeStatus => Command::NodeStatus,
         Opcode::SetPersist => Command::SetPersist {
             mode: PersistMode::from_u8(r.u8()?).ok_or(DecodeErrorKind::BadField)?,
         },

@@ -55,6 +55,8 @@ wire_table! {
     /// Peer port: the node cannot serve this request yet (its cluster layer is starting);
     /// retry later.
     NotReady = 22, "NOT_READY";
+    /// Only in a NOTICE: the bucket table changed; the body is the new table version.
+    TableChanged = 23, "TABLE_CHANGED";
 }
 
 impl Status {

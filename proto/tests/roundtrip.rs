@@ -25,6 +25,8 @@ enum Req {
     Counter(bool, Vec<u8>, u64, Option<(u64, u32)>),
     Save,
     SetPersist(PersistMode),
+    TableGet,
+    NodeStatus,
 }
 
 fn encode(req: &Req, id: u32) -> Vec<u8> {
@@ -77,6 +79,8 @@ fn encode(req: &Req, id: u32) -> Vec<u8> {
             create: *c,
         },
         Req::Save => Command::Save,
+        Req::TableGet => Command::TableGet,
+        Req::NodeStatus => Command::NodeStatus,
         Req::SetPersist(mode) => Command::SetPersist { mode: *mode },
     };
     Request { id, command }.encode(&mut out);
@@ -126,6 +130,8 @@ fn own(c: &Command<'_>) -> Req {
             create,
         } => Req::Counter(decr, key.into(), delta, create),
         Command::Save => Req::Save,
+        Command::TableGet => Req::TableGet,
+        Command::NodeStatus => Req::NodeStatus,
         Command::SetPersist { mode } => Req::SetPersist(mode),
     }
 }
@@ -212,6 +218,8 @@ request_props! {
     delete_roundtrip: (key(), any::<Option<u64>>()).prop_map(|(k, e)| Req::Delete(k, e));
     counter_roundtrip: (any::<bool>(), key(), any::<u64>(), any::<Option<(u64, u32)>>()).prop_map(|(d, k, x, c)| Req::Counter(d, k, x, c));
     save_roundtrip: Just(Req::Save);
+    table_get_roundtrip: Just(Req::TableGet);
+    node_status_roundtrip: Just(Req::NodeStatus);
     set_persist_roundtrip: prop::sample::select(vec![PersistMode::Never, PersistMode::OnLastStop, PersistMode::Always]).prop_map(Req::SetPersist);
 }
 
@@ -219,7 +227,7 @@ request_props! {
 #[derive(Debug, Clone, PartialEq)]
 enum Rep {
     Empty(Opcode),
-    Hello(u8, Vec<u8>),
+    Hello(u8, Vec<u8>, Option<u32>),
     Value(u32, Vec<u8>),
     ValueWithHash(Opcode, u32, u64, Vec<u8>),
     Values(Vec<Option<(u32, u64, Vec<u8>)>>),
@@ -227,7 +235,7 @@ enum Rep {
     Counter(Opcode, u64, u64),
     Stats(Vec<(String, String)>),
     Saved(u64, u64),
-    Redirect(Opcode, u32, u64, Vec<u8>),
+    Redirect(Opcode, u32, u64, [u8; 16], Vec<u8>),
     Message(Opcode, Status, Vec<u8>),
 }
 
@@ -257,12 +265,13 @@ fn encode_reply(rep: &Rep, id: u32) -> Vec<u8> {
             return out;
         }
         Rep::Empty(op) => (*op, Status::Ok, ReplyBody::Empty),
-        Rep::Hello(v, s) => (
+        Rep::Hello(v, s, b) => (
             Opcode::Hello,
             Status::Ok,
             ReplyBody::Hello {
                 version: *v,
                 server: s,
+                buckets: *b,
             },
         ),
         Rep::Value(f, v) => (
@@ -299,14 +308,15 @@ fn encode_reply(rep: &Rep, id: u32) -> Vec<u8> {
                 hash: *h,
             },
         ),
-        Rep::Redirect(op, b, e, o) => (
+        Rep::Redirect(op, b, e, o, a) => (
             *op,
             Status::NotMyBucket,
-            ReplyBody::Redirect {
+            ReplyBody::Redirect(NotMyBucket {
                 bucket: *b,
                 epoch: *e,
-                owner: o,
-            },
+                owner: *o,
+                addr: a,
+            }),
         ),
         Rep::Message(op, st, m) => (*op, *st, ReplyBody::Message(m)),
     };
@@ -323,14 +333,18 @@ fn encode_reply(rep: &Rep, id: u32) -> Vec<u8> {
 fn own_reply(r: &Reply<'_>) -> Rep {
     match r.body {
         ReplyBody::Empty => Rep::Empty(r.opcode),
-        ReplyBody::Hello { version, server } => Rep::Hello(version, server.into()),
+        ReplyBody::Hello {
+            version,
+            server,
+            buckets,
+        } => Rep::Hello(version, server.into(), buckets),
         ReplyBody::Value { flags, value } => Rep::Value(flags, value.into()),
         ReplyBody::ValueWithHash(f) => {
             Rep::ValueWithHash(r.opcode, f.flags, f.hash, f.value.into())
         }
         ReplyBody::Values(list) => Rep::Values(
             list.iter()
-                .map(|e| e.map(|f| (f.flags, f.hash, f.value.to_vec())))
+                .map(|e| e.found().map(|f| (f.flags, f.hash, f.value.to_vec())))
                 .collect(),
         ),
         ReplyBody::Stored { hash } => Rep::Stored(r.opcode, hash),
@@ -346,11 +360,12 @@ fn own_reply(r: &Reply<'_>) -> Rep {
                 })
                 .collect(),
         ),
-        ReplyBody::Redirect {
-            bucket,
-            epoch,
-            owner,
-        } => Rep::Redirect(r.opcode, bucket, epoch, owner.into()),
+        ReplyBody::Redirect(n) => {
+            Rep::Redirect(r.opcode, n.bucket, n.epoch, n.owner, n.addr.into())
+        }
+        ReplyBody::Table(_) | ReplyBody::NodeStatus(_) | ReplyBody::TableChanged { .. } => {
+            unreachable!("not generated here (unit tests in proto/src/cluster.rs)")
+        }
         ReplyBody::Message(m) => Rep::Message(r.opcode, r.status, m.into()),
     }
 }
@@ -385,7 +400,7 @@ fn error_status() -> impl Strategy<Value = Status> {
         STATUSES
             .iter()
             .filter_map(|(n, _)| Status::from_u16(*n))
-            .filter(|s| !matches!(s, Status::Ok | Status::NotMyBucket))
+            .filter(|s| !matches!(s, Status::Ok | Status::NotMyBucket | Status::TableChanged))
             .collect::<Vec<_>>(),
     )
 }
@@ -407,14 +422,14 @@ macro_rules! reply_props {
 reply_props! {
     empty_reply_roundtrip: prop::sample::select(vec![Opcode::Ping, Opcode::Goodbye, Opcode::Touch, Opcode::Delete, Opcode::SetPersist]).prop_map(Rep::Empty);
     saved_reply_roundtrip: (any::<u64>(), any::<u64>()).prop_map(|(i, b)| Rep::Saved(i, b));
-    hello_reply_roundtrip: (any::<u8>(), short()).prop_map(|(v, s)| Rep::Hello(v, s));
+    hello_reply_roundtrip: (any::<u8>(), short(), any::<Option<u32>>()).prop_map(|(v, s, b)| Rep::Hello(v, s, b));
     value_reply_roundtrip: (any::<u32>(), value()).prop_map(|(f, v)| Rep::Value(f, v));
     value_with_hash_reply_roundtrip: (prop::sample::select(vec![Opcode::GetWithHash, Opcode::GetAndTouch]), any::<u32>(), any::<u64>(), value()).prop_map(|(o, f, h, v)| Rep::ValueWithHash(o, f, h, v));
     multi_get_reply_roundtrip: prop::collection::vec(any::<Option<(u32, u64, Vec<u8>)>>(), 0..20).prop_map(Rep::Values);
     stored_reply_roundtrip: (prop::sample::select(vec![Opcode::Set, Opcode::Add, Opcode::Replace, Opcode::Cas, Opcode::Append, Opcode::Prepend]), any::<u64>()).prop_map(|(o, h)| Rep::Stored(o, h));
     counter_reply_roundtrip: (prop::sample::select(vec![Opcode::Incr, Opcode::Decr]), any::<u64>(), any::<u64>()).prop_map(|(o, v, h)| Rep::Counter(o, v, h));
     stats_reply_roundtrip: prop::collection::vec(("[a-z_]{1,20}", "[0-9]{0,20}"), 0..30).prop_map(Rep::Stats);
-    redirect_reply_roundtrip: (any_opcode(), any::<u32>(), any::<u64>(), short()).prop_map(|(o, b, e, s)| Rep::Redirect(o, b, e, s));
+    redirect_reply_roundtrip: (any_opcode(), any::<u32>(), any::<u64>(), any::<[u8; 16]>(), short()).prop_map(|(o, b, e, id, s)| Rep::Redirect(o, b, e, id, s));
     message_reply_roundtrip: (any_opcode(), error_status(), short()).prop_map(|(o, st, m)| Rep::Message(o, st, m));
 }
 

@@ -8,7 +8,12 @@
 //! ```
 //!
 //! Protocol sessions (`net/`) never touch the store: they decode a request, make exactly one
-//! call here, and encode the result. Each data-changing call is one store operation, so it
+//! call here, and encode the result.
+//!
+//! Every keyed operation first checks that this node serves the key's bucket
+//! ([`ClusterView::owns`], one atomic load) and otherwise fails with
+//! [`OpError::NotMyBucket`] before touching the store, so a refused request was never
+//! applied. Each data-changing call is one store operation, so it
 //! takes one per-bucket sequence number and will be one replicated write; the cluster issues
 //! hook ownership checks, redirects, forwarding and replication acknowledgements in here, in
 //! one place for both protocols.
@@ -25,6 +30,7 @@
 //! - Admin operations that take time (SAVE) run off the session and return a future, which the
 //!   connection driver waits on while it goes on serving (see `net::Output`).
 
+use crate::cluster::{ClusterView, Redirect};
 use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
 use crate::stats::ServerStats;
 use crate::store::{SetMode, Store, StoreStats};
@@ -94,10 +100,13 @@ impl Expiry {
 /// Why one keyspace operation did not happen. Every variant is a reply on both protocols;
 /// sessions match it exhaustively, so a new kind of failure (the cluster's redirects, for
 /// one) cannot fall into a catch-all arm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpError {
     /// The store refused the operation (miss, condition, size, memory).
     Store(StoreError),
+    /// This node does not serve the key's bucket: where it is served, by the applied table.
+    /// Nothing was applied.
+    NotMyBucket(Redirect),
 }
 
 impl From<StoreError> for OpError {
@@ -110,6 +119,10 @@ impl std::fmt::Display for OpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OpError::Store(e) => e.fmt(f),
+            OpError::NotMyBucket(r) => match &r.owner {
+                Some((id, addr)) => write!(f, "bucket {} is served by {id} at {addr}", r.bucket),
+                None => write!(f, "bucket {} has no owner", r.bucket),
+            },
         }
     }
 }
@@ -147,6 +160,8 @@ impl From<WriteMode> for SetMode {
 #[derive(Clone)]
 pub struct Keyspace {
     store: Store,
+    /// Which buckets this node serves.
+    cluster: ClusterView,
     persistence: Persistence,
     flush: DelayedFlush,
     stats: Arc<ServerStats>,
@@ -159,10 +174,17 @@ impl std::fmt::Debug for Keyspace {
 }
 
 impl Keyspace {
-    /// The door to `store`; SAVE and SET_PERSIST act on `persistence`.
-    pub fn new(store: Store, persistence: Persistence, stats: Arc<ServerStats>) -> Keyspace {
+    /// The door to `store`, serving the buckets `cluster` says this node serves; SAVE and
+    /// SET_PERSIST act on `persistence`. `cluster` must have the store's bucket count.
+    pub fn new(
+        store: Store,
+        persistence: Persistence,
+        stats: Arc<ServerStats>,
+        cluster: ClusterView,
+    ) -> Keyspace {
         Keyspace {
             store,
+            cluster,
             persistence,
             flush: DelayedFlush::default(),
             stats,
@@ -174,38 +196,90 @@ impl Keyspace {
         &self.stats
     }
 
-    /// Runs `f` on the item under `key` (no copy). `None` on a miss or a bad key.
+    /// The cluster view this node serves by.
+    pub fn cluster(&self) -> &ClusterView {
+        &self.cluster
+    }
+
+    /// Whether this node serves `key`'s bucket now.
     #[inline]
-    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> Option<R> {
-        self.store.get(key, f)
+    pub fn serves(&self, key: &[u8]) -> bool {
+        self.cluster
+            .owns(shoal_proto::hash::bucket_of(key, self.store.buckets()))
+    }
+
+    /// Fails with [`OpError::NotMyBucket`] unless this node serves `key`'s bucket.
+    #[inline]
+    fn check(&self, key: &[u8]) -> OpResult<()> {
+        let bucket = shoal_proto::hash::bucket_of(key, self.store.buckets());
+        if self.cluster.owns(bucket) {
+            Ok(())
+        } else {
+            Err(self.not_mine(bucket))
+        }
+    }
+
+    #[cold]
+    fn not_mine(&self, bucket: u32) -> OpError {
+        OpError::NotMyBucket(self.cluster.redirect(bucket))
+    }
+
+    /// A store refusal as an [`OpError`]: a bucket hidden on this node (a copy being filled,
+    /// not served) is [`OpError::NotMyBucket`] like any bucket it does not serve.
+    fn refused(&self, key: &[u8], e: StoreError) -> OpError {
+        match e {
+            StoreError::Hidden => {
+                self.not_mine(shoal_proto::hash::bucket_of(key, self.store.buckets()))
+            }
+            e => OpError::Store(e),
+        }
+    }
+
+    /// Runs `f` on the item under `key` (no copy). `Ok(None)` on a miss or a bad key.
+    ///
+    /// # Errors
+    /// [`OpError::NotMyBucket`].
+    #[inline]
+    pub fn get<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> OpResult<Option<R>> {
+        self.check(key)?;
+        Ok(self.store.get(key, f))
     }
 
     /// Runs `f` on the item under `key` and gives it a new expiry, in one store operation.
-    /// With [`Expiry::Expired`] the item is returned and removed.
+    /// With [`Expiry::Expired`] the item is returned and removed. `Ok(None)` on a miss.
+    ///
+    /// # Errors
+    /// [`OpError::NotMyBucket`].
     pub fn get_and_touch<R>(
         &self,
         key: &[u8],
         expiry: Expiry,
         f: impl FnOnce(ItemRef<'_>) -> R,
-    ) -> Option<R> {
-        match self.ttl(expiry) {
+    ) -> OpResult<Option<R>> {
+        self.check(key)?;
+        Ok(match self.ttl(expiry) {
             Some(ttl) => self.store.get_and_touch(key, ttl, f),
             None => self.store.get_and_delete(key, f),
-        }
+        })
     }
 
     /// Gives `key` a new expiry. With [`Expiry::Expired`] the key is removed.
     ///
     /// # Errors
-    /// `NotFound`, key errors.
+    /// [`OpError::NotMyBucket`], `NotFound`, key errors.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> OpResult<()> {
+        self.check(key)?;
         match self.ttl(expiry) {
-            Some(ttl) => self.store.touch(key, ttl).map(drop).map_err(OpError::from),
+            Some(ttl) => self
+                .store
+                .touch(key, ttl)
+                .map(drop)
+                .map_err(|e| self.refused(key, e)),
             None => self
                 .store
                 .delete(key, None)
                 .map(drop)
-                .map_err(OpError::from),
+                .map_err(|e| self.refused(key, e)),
         }
     }
 
@@ -218,8 +292,9 @@ impl Keyspace {
     ///   each answers as if the item had been stored and expired at once.
     ///
     /// # Errors
-    /// The store's: key errors, [`StoreError::TooLarge`], [`StoreError::NotStored`],
-    /// `NotFound` / [`StoreError::Exists`] (cas), [`StoreError::OutOfMemory`].
+    /// [`OpError::NotMyBucket`]; the store's: key errors, [`StoreError::TooLarge`],
+    /// [`StoreError::NotStored`], `NotFound` / [`StoreError::Exists`] (cas),
+    /// [`StoreError::OutOfMemory`].
     pub fn set(
         &self,
         mode: WriteMode,
@@ -228,13 +303,14 @@ impl Keyspace {
         flags: u32,
         expiry: Expiry,
     ) -> OpResult<WriteOk> {
+        self.check(key)?;
         let store = &self.store;
         let Some(ttl) = self.ttl(expiry) else {
             return self.set_expired(mode, key, value);
         };
         store
             .set(mode.into(), key, value, flags, ttl)
-            .map_err(OpError::from)
+            .map_err(|e| self.refused(key, e))
     }
 
     /// [`Keyspace::set`] with an expiry already past.
@@ -246,7 +322,7 @@ impl Keyspace {
             WriteMode::Set => match store.delete(key, None) {
                 Ok(seq) => Ok(written(seq)),
                 Err(StoreError::NotFound) => Ok(written(0)),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(self.refused(key, e)),
             },
             WriteMode::Add => match store.get(key, |_| ()) {
                 Some(()) => Err(StoreError::NotStored.into()),
@@ -255,12 +331,12 @@ impl Keyspace {
             WriteMode::Replace => match store.delete(key, None) {
                 Ok(seq) => Ok(written(seq)),
                 Err(StoreError::NotFound) => Err(StoreError::NotStored.into()),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(self.refused(key, e)),
             },
             WriteMode::Cas(expected) => store
                 .delete(key, Some(expected))
                 .map(written)
-                .map_err(OpError::from),
+                .map_err(|e| self.refused(key, e)),
         }
     }
 
@@ -268,34 +344,45 @@ impl Keyspace {
     /// and expiry.
     ///
     /// # Errors
-    /// [`StoreError::NotStored`] when the key is absent; key and size errors;
-    /// [`StoreError::OutOfMemory`].
+    /// [`OpError::NotMyBucket`]; [`StoreError::NotStored`] when the key is absent; key and
+    /// size errors; [`StoreError::OutOfMemory`].
     pub fn concat(&self, key: &[u8], data: &[u8], front: bool) -> OpResult<WriteOk> {
+        self.check(key)?;
         let done = if front {
             self.store.prepend(key, data)
         } else {
             self.store.append(key, data)
         };
-        done.map_err(OpError::from)
+        done.map_err(|e| self.refused(key, e))
     }
 
     /// Deletes `key`; with `expected`, only if its value hash matches. Returns the seq.
     ///
     /// # Errors
-    /// `NotFound`, [`StoreError::Exists`], key errors.
+    /// [`OpError::NotMyBucket`], `NotFound`, [`StoreError::Exists`], key errors.
     pub fn delete(&self, key: &[u8], expected: Option<u64>) -> OpResult<u64> {
-        self.store.delete(key, expected).map_err(OpError::from)
+        self.check(key)?;
+        self.store
+            .delete(key, expected)
+            .map_err(|e| self.refused(key, e))
     }
 
-    /// A failed oversized `set`: removes the old value of `key` (as memcached), ignoring a miss.
-    pub fn unlink_after_failed_set(&self, key: &[u8]) {
+    /// A failed oversized `set`: removes the old value of `key` (as memcached), ignoring a
+    /// miss.
+    ///
+    /// # Errors
+    /// [`OpError::NotMyBucket`] (nothing removed).
+    pub fn unlink_after_failed_set(&self, key: &[u8]) -> OpResult<()> {
+        self.check(key)?;
         let _ = self.store.delete(key, None);
+        Ok(())
     }
 
     /// incr/decr; with `create`, an absent key is created with that value and expiry.
     ///
     /// # Errors
-    /// [`StoreError::NonNumeric`], [`StoreError::NotFound`], key errors, [`StoreError::OutOfMemory`].
+    /// [`OpError::NotMyBucket`], [`StoreError::NonNumeric`], [`StoreError::NotFound`], key
+    /// errors, [`StoreError::OutOfMemory`].
     pub fn incr(
         &self,
         key: &[u8],
@@ -303,6 +390,7 @@ impl Keyspace {
         decr: bool,
         create: Option<(u64, Expiry)>,
     ) -> OpResult<(u64, WriteOk)> {
+        self.check(key)?;
         let create = match create {
             // An initial value that would expire at once is simply not created.
             Some((initial, expiry)) => self.ttl(expiry).map(|ttl| (initial, ttl)),
@@ -310,7 +398,7 @@ impl Keyspace {
         };
         self.store
             .incr(key, delta, decr, create)
-            .map_err(OpError::from)
+            .map_err(|e| self.refused(key, e))
     }
 
     /// `expiry` as a store TTL, by the node's clock (`None`: already expired).

@@ -33,4 +33,4 @@ pub mod store;
 pub mod testing;
 
 pub use config::Config;
-pub use server::{prepare, run, serve, Listeners, Node, RunError};
+pub use server::{prepare, run, serve, start_cluster, Listeners, Node, RunError};

@@ -149,16 +149,24 @@ impl io::Write for LogFileWriter {
 impl Logging {
     /// Installs the global subscriber: `level` as the filter, lines to `file` (rotated daily)
     /// or else to standard error, with colour only when standard error is a terminal.
-    /// Call once per process.
+    /// Call once per process. A plain level (`info`, ...) keeps openraft's own lines at
+    /// `error`: its info and warn lines narrate routine Raft steps; `--log-level
+    /// info,openraft=info` shows them.
     ///
     /// # Errors
     /// [`LogError::BadLevel`], or [`LogError::BadFile`] when the file cannot be created.
     pub fn init(level: &str, file: Option<&Path>) -> Result<Logging, LogError> {
-        let filter =
-            tracing_subscriber::EnvFilter::try_new(level).map_err(|e| LogError::BadLevel {
+        let directives = if level.contains("openraft") {
+            level.to_string()
+        } else {
+            format!("{level},openraft=error")
+        };
+        let filter = tracing_subscriber::EnvFilter::try_new(&directives).map_err(|e| {
+            LogError::BadLevel {
                 level: level.to_string(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let builder = tracing_subscriber::fmt().with_env_filter(filter);
         match file {
             None => {

@@ -6,7 +6,7 @@ use shoald::config::{exit_code, Config};
 use shoald::logging::Logging;
 use shoald::ready::ReadyLine;
 use shoald::signals::Signals;
-use shoald::{prepare, serve, Listeners};
+use shoald::{prepare, serve, start_cluster, Listeners, RunError};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -78,21 +78,21 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::BIND as u8);
         }
     };
-    let node = match prepare(&config) {
-        Ok(node) => node,
+    let mut listeners = listeners;
+    let peer = listeners.peer_addr();
+    // Load the savefile, then become a member of the cluster (create, come back, or join):
+    // the ready line means the node serves by an applied table.
+    let started = prepare(&config).and_then(|node| {
+        let _runtime = runtime.enter();
+        let (cluster, control) = start_cluster(&config, &node, &mut listeners)?;
+        Ok((node, cluster, control))
+    });
+    let (node, cluster, control) = match started {
+        Ok(started) => started,
         Err(e) => {
             tracing::error!(cause = %e, "cannot start");
             eprintln!("shoald: {e}");
-            let code = if e.is_config() {
-                exit_code::CONFIG
-            } else if e.is_bad_savefile() {
-                exit_code::BAD_SAVEFILE
-            } else if e.is_data_dir_in_use() {
-                exit_code::DATA_DIR_IN_USE
-            } else {
-                exit_code::RUNTIME
-            };
-            return ExitCode::from(code as u8);
+            return ExitCode::from(start_exit_code(&e) as u8);
         }
     };
     let Some(native) = listeners.native_addr() else {
@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     let ready = ReadyLine {
         native,
         memcache: listeners.memcache_addr(),
-        peer: listeners.peer_addr(),
+        peer,
     };
     let stop = signals.until_stop(logging.reopener());
     runtime.block_on(async move {
@@ -114,7 +114,9 @@ fn main() -> ExitCode {
         // The one line tools and tests read to learn the bound ports (shoald::ready).
         println!("{ready}");
         let _ = std::io::stdout().flush();
-        match serve(config, node, listeners, stop).await {
+        let served = serve(config, node, listeners, cluster, stop).await;
+        drop(control);
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("shoald: {e}");
@@ -122,4 +124,19 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The exit code for a node that could not start.
+fn start_exit_code(e: &RunError) -> i32 {
+    if e.is_config() {
+        exit_code::CONFIG
+    } else if e.is_bad_savefile() {
+        exit_code::BAD_SAVEFILE
+    } else if e.is_data_dir_in_use() {
+        exit_code::DATA_DIR_IN_USE
+    } else if e.is_join_failed() {
+        exit_code::JOIN_FAILED
+    } else {
+        exit_code::RUNTIME
+    }
 }

@@ -19,7 +19,10 @@
 //! running at the deadline is abandoned and leaves no savefile behind (only a temporary file,
 //! deleted at the next start).
 
-use crate::cluster::peer::{ClusterSecret, PeerIdentity, PeerServer, PingOnly, SecretError};
+use crate::cluster::peer::{ClusterSecret, SecretError};
+use crate::cluster::raft::{ControlPlane, ControlPlaneConfig, RaftTiming, StartError};
+use crate::cluster::state::NodeAddrs;
+use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::datadir::DataDirError;
 use crate::keyspace::Keyspace;
@@ -50,8 +53,8 @@ pub struct Listeners {
     pub native: TcpListener,
     /// memcached text protocol listener, unless disabled.
     pub memcache: Option<TcpListener>,
-    /// Peer port listener (node to node).
-    pub peer: TcpListener,
+    /// Peer port listener (node to node); taken by [`start_cluster`].
+    pub peer: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -74,7 +77,7 @@ impl Listeners {
         Ok(Listeners {
             native,
             memcache,
-            peer,
+            peer: Some(peer),
         })
     }
 
@@ -88,9 +91,9 @@ impl Listeners {
         self.memcache.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The peer port address.
+    /// The peer port address (while the listener has not been taken).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer.local_addr().ok()
+        self.peer.as_ref().and_then(|l| l.local_addr().ok())
     }
 }
 
@@ -106,6 +109,8 @@ pub enum RunError {
     Persist(PersistError),
     /// The cluster secret file cannot be used (exit code 2, like any configuration error).
     Secret(SecretError),
+    /// The control plane could not start or the node could not become a member.
+    Cluster(StartError),
 }
 
 impl RunError {
@@ -114,9 +119,19 @@ impl RunError {
         matches!(self, RunError::Secret(_))
     }
 
-    /// Whether the node refused to start because its savefile is damaged (exit code 4).
+    /// Whether the node refused to start because its savefile or its Raft log is damaged
+    /// (exit code 4).
     pub fn is_bad_savefile(&self) -> bool {
-        matches!(self, RunError::Persist(e) if e.is_damaged_savefile())
+        match self {
+            RunError::Persist(e) => e.is_damaged_savefile(),
+            RunError::Cluster(e) => e.is_damaged(),
+            _ => false,
+        }
+    }
+
+    /// Whether the node could not join a cluster (exit code 6).
+    pub fn is_join_failed(&self) -> bool {
+        matches!(self, RunError::Cluster(e) if e.is_join())
     }
 
     /// Whether the node refused to start because another running node holds its data
@@ -136,6 +151,7 @@ impl std::fmt::Display for RunError {
             RunError::Store(e) => write!(f, "cannot create the store: {e}"),
             RunError::Persist(e) => write!(f, "{e}"),
             RunError::Secret(e) => write!(f, "{e}"),
+            RunError::Cluster(e) => write!(f, "{e}"),
         }
     }
 }
@@ -215,30 +231,99 @@ pub fn prepare(config: &Config) -> Result<Node, RunError> {
     })
 }
 
-/// [`prepare`]s the node (on a blocking thread), then [`serve`]s it.
+/// Starts the node's control plane on the peer listener (taken from `listeners`) and makes
+/// the node a member: it creates a cluster, comes back to its own, or joins through
+/// `--join`. Returns the view the node serves by (fed by applied Raft entries from now on)
+/// and the running control plane, which stops when dropped (after [`serve`] returns).
+/// Blocking: joining may take up to `--join-timeout`.
 ///
 /// # Errors
-/// As [`prepare`] and [`serve`].
+/// [`RunError::Cluster`]: damaged Raft files ([`RunError::is_bad_savefile`]), a failed join
+/// ([`RunError::is_join_failed`]), or Raft failing to start.
+pub fn start_cluster(
+    config: &Config,
+    node: &Node,
+    listeners: &mut Listeners,
+) -> Result<(ClusterView, ControlPlane), RunError> {
+    let no_listener = || {
+        RunError::Cluster(StartError::Raft(
+            "the peer listener was already taken".into(),
+        ))
+    };
+    let peer = listeners.peer.take().ok_or_else(no_listener)?;
+    let peer_addr = peer
+        .local_addr()
+        .map_err(|e| RunError::Bind(config.peer_listen, e))?;
+    let peer = peer
+        .into_std()
+        .map_err(|e| RunError::Bind(config.peer_listen, e))?;
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    let me = node.persistence.node_id();
+    let buckets = node.store.buckets();
+    let view = ClusterView::new(me, buckets);
+    let control = ControlPlane::start(
+        ControlPlaneConfig {
+            node_id: me,
+            addrs: NodeAddrs {
+                peer: peer_addr.to_string(),
+                native: addr(listeners.native_addr()).unwrap_or_default(),
+                memcache: addr(listeners.memcache_addr()),
+                durable: config.data_dir.is_some(),
+            },
+            buckets,
+            replicas: config.replicas,
+            data_dir: config.data_dir.clone(),
+            join: config.join.clone(),
+            join_timeout: config.join_timeout,
+            initial_nodes: config.initial_nodes,
+            timing: RaftTiming {
+                heartbeat: config.raft_heartbeat,
+                election_min: config.raft_election_timeout,
+                election_max: config.raft_election_timeout * 2,
+                ..RaftTiming::default()
+            },
+            secret: node.peer_secret.clone(),
+        },
+        peer,
+        view.clone(),
+    )
+    .map_err(RunError::Cluster)?;
+    Ok((view, control))
+}
+
+/// [`prepare`]s the node and [`start_cluster`]s it (on a blocking thread), then [`serve`]s
+/// it; the control plane stops after serving ends.
+///
+/// # Errors
+/// As [`prepare`], [`start_cluster`] and [`serve`].
 pub async fn run(
     config: Config,
-    listeners: Listeners,
+    mut listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let for_prepare = config.clone();
-    let node = tokio::task::spawn_blocking(move || prepare(&for_prepare))
-        .await
-        .map_err(|e| {
-            RunError::Persist(PersistError::Io {
-                action: "prepare",
-                path: Default::default(),
-                error: std::io::Error::other(e.to_string()),
-            })
-        })??;
-    serve(config, node, listeners, shutdown).await
+    let (node, listeners, view, control) = tokio::task::spawn_blocking(move || {
+        let node = prepare(&for_prepare)?;
+        let (view, control) = start_cluster(&for_prepare, &node, &mut listeners)?;
+        Ok::<_, RunError>((node, listeners, view, control))
+    })
+    .await
+    .map_err(|e| {
+        RunError::Persist(PersistError::Io {
+            action: "prepare",
+            path: Default::default(),
+            error: std::io::Error::other(e.to_string()),
+        })
+    })??;
+    let served = serve(config, node, listeners, view, shutdown).await;
+    drop(control);
+    served
 }
 
 /// Serves `node` until `shutdown` completes, then stops gracefully (writing a savefile when
-/// due).
+/// due). The node serves the buckets `cluster` says it serves, now and as the view is
+/// updated (`cluster` must have the store's bucket count): the view [`start_cluster`]
+/// returns, or one a test builds.
 ///
 /// # Errors
 /// [`RunError::Persist`] when the savefile due at stop could not be written completely
@@ -247,18 +332,18 @@ pub async fn serve(
     config: Config,
     node: Node,
     listeners: Listeners,
+    cluster: ClusterView,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let Node {
-        store,
-        persistence,
-        peer_secret,
+        store, persistence, ..
     } = node;
     let limits = config.limits();
     let keyspace = Keyspace::new(
         store.clone(),
         persistence.clone(),
         Arc::new(ServerStats::default()),
+        cluster,
     );
     let shared = Shared {
         keyspace: keyspace.clone(),
@@ -307,16 +392,6 @@ pub async fn serve(
         ));
     }
     drop(done_tx);
-    // The peer port. Until the cluster layer runs, it answers PEER_PING and refuses the rest
-    // with NOT_READY; the node has no cluster id yet.
-    let (_cluster_tx, cluster_rx) = watch::channel(None);
-    let identity = PeerIdentity::new(persistence.node_id(), cluster_rx, peer_secret);
-    let peer_server = tokio::spawn(PeerServer::new(listeners.peer, identity, PingOnly).run({
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.changed().await;
-        }
-    }));
     let crawler = tokio::spawn(crawl_expired(store.clone(), stop_rx.clone()));
     let flush_timer = tokio::spawn({
         let mut stop = stop_rx.clone();
@@ -336,7 +411,6 @@ pub async fn serve(
     for task in accept_tasks {
         let _ = task.await;
     }
-    let _ = peer_server.await;
     // Every connection task holds a sender; recv() returns None once all have ended.
     if tokio::time::timeout_at(deadline.into(), done_rx.recv())
         .await

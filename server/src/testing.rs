@@ -2,8 +2,9 @@
 //! and runtime, and stops (gracefully) when dropped; [`wait_for`], the way tests wait for
 //! something to happen instead of sleeping; and [`TempDir`], a directory removed on drop.
 
+use crate::cluster::ClusterView;
 use crate::config::Config;
-use crate::server::{prepare, serve, Listeners, RunError};
+use crate::server::{prepare, serve, start_cluster, Listeners, RunError};
 use crate::store::Store;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,10 +17,10 @@ pub struct TestServer {
     pub native_addr: SocketAddr,
     /// memcached text protocol address (`None` when disabled in the config).
     pub memcache_addr: Option<SocketAddr>,
-    /// Peer port address.
-    pub peer_addr: SocketAddr,
     /// The server's store, readable after the server stopped (to check what was applied).
     pub store: Store,
+    /// The cluster view the server serves by; tests update it to change what it serves.
+    pub cluster: ClusterView,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), RunError>>>,
 }
@@ -31,7 +32,21 @@ impl TestServer {
     ///
     /// # Panics
     /// When the configuration is invalid or the server cannot start: a test cannot go on.
-    pub fn start(mut config: Config) -> TestServer {
+    pub fn start(config: Config) -> TestServer {
+        TestServer::start_with(config, |_, _| None)
+    }
+
+    /// Starts a server that serves by the [`ClusterView`] `cluster` returns, given the node
+    /// id and the bound native address; `None`: the node starts its control plane and serves
+    /// as `shoald` does (a new cluster of one, its Raft in memory or in the data directory).
+    /// A given view's bucket count must be the store's; such a node runs no control plane.
+    ///
+    /// # Panics
+    /// As [`TestServer::start`].
+    pub fn start_with(
+        mut config: Config,
+        cluster: impl FnOnce(crate::datadir::NodeId, SocketAddr) -> Option<ClusterView>,
+    ) -> TestServer {
         config.listen = "127.0.0.1:0".parse().expect("loopback address");
         config.peer_listen = "127.0.0.1:0".parse().expect("loopback address");
         if config.memcache_listen.0.is_some() {
@@ -40,7 +55,10 @@ impl TestServer {
         config.validate().expect("test config is valid");
         let node = prepare(&config).expect("test node starts");
         let store = node.store.clone();
+        let me = node.persistence.node_id();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (view_tx, view_rx) = std::sync::mpsc::channel::<Option<ClusterView>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<ClusterView, String>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,25 +66,40 @@ impl TestServer {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(async move {
-                let listeners = Listeners::bind(&config).await?;
-                let _ = addr_tx.send((
-                    listeners.native_addr(),
-                    listeners.memcache_addr(),
-                    listeners.peer_addr(),
-                ));
-                serve(config, node, listeners, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            })
+            let mut listeners = runtime.block_on(Listeners::bind(&config))?;
+            let _ = addr_tx.send((listeners.native_addr(), listeners.memcache_addr()));
+            let (view, control) = match view_rx.recv().ok().flatten() {
+                Some(view) => (view, None),
+                None => {
+                    let _inside = runtime.enter();
+                    match start_cluster(&config, &node, &mut listeners) {
+                        Ok((view, control)) => (view, Some(control)),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            let _ = ready_tx.send(Ok(view.clone()));
+            let served = runtime.block_on(serve(config, node, listeners, view, async {
+                let _ = stop_rx.await;
+            }));
+            drop(control);
+            served
         });
-        let (native, memcache_addr, peer) = addr_rx.recv().expect("server started");
+        let (native, memcache_addr) = addr_rx.recv().expect("listeners bound");
+        let native_addr = native.expect("native address");
+        let _ = view_tx.send(cluster(me, native_addr));
+        let view = ready_rx
+            .recv()
+            .expect("server started")
+            .unwrap_or_else(|e| panic!("test node cannot start its control plane: {e}"));
         TestServer {
-            native_addr: native.expect("native address"),
+            native_addr,
             memcache_addr,
-            peer_addr: peer.expect("peer address"),
             store,
+            cluster: view,
             stop: Some(stop_tx),
             thread: Some(thread),
         }

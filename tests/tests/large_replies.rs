@@ -135,6 +135,7 @@ fn native_multi_get(n: usize) -> (Vec<u8>, Vec<u8>) {
         body: shoal_proto::ReplyBody::Hello {
             version: shoal_proto::PROTOCOL_VERSION,
             server: shoald::net::native::SERVER_NAME.as_bytes(),
+            buckets: Some(1024),
         },
     }
     .encode(&mut reply);

@@ -29,10 +29,11 @@ fn hello_is_answered_with_exact_bytes() {
     ]);
     let mut want = vec![0x53, 1, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 1];
     let name = shoald::net::native::SERVER_NAME.as_bytes();
-    want.extend_from_slice(&(3 + name.len() as u32).to_be_bytes());
+    want.extend_from_slice(&(7 + name.len() as u32).to_be_bytes());
     want.push(1);
     want.extend_from_slice(&(name.len() as u16).to_be_bytes());
     want.extend_from_slice(name);
+    want.extend_from_slice(&1024u32.to_be_bytes()); // the cluster's bucket count
     let mut got = vec![0u8; want.len()];
     std::io::Read::read_exact(&mut c.stream, &mut got).unwrap();
     assert_eq!(got, want);
@@ -318,7 +319,7 @@ fn multi_get_answers_in_request_order() {
     let entries = c.recv(|r| match r.body {
         ReplyBody::Values(list) => list
             .iter()
-            .map(|e| e.map(|f| (f.flags, f.value.to_vec())))
+            .map(|e| e.found().map(|f| (f.flags, f.value.to_vec())))
             .collect::<Vec<_>>(),
         other => panic!("unexpected {other:?}"),
     });

@@ -21,7 +21,11 @@
 //!   [`FREE_INPUT`] it is charged to the node's [`InputBudget`](super::InputBudget) before
 //!   it is read, and given back when the request completes or the connection closes;
 //! - on shutdown it drains what the client already sent, answers it (waiting for pending
-//!   replies up to `send_timeout`), sends the session's notice, flushes and closes.
+//!   replies up to `send_timeout`), sends the session's notice, flushes and closes;
+//! - while the session wants them ([`Session::table_notices`]), it waits on the cluster's
+//!   table version alongside the socket, and when it changes lets the session append a
+//!   notice, written like any reply (one waiter for the connection's life, nothing per
+//!   request).
 
 use super::input::{Reservation, FREE_INPUT};
 use super::{Output, Session, Shared};
@@ -98,6 +102,9 @@ pub(crate) async fn drive<S: Session>(
     tokio::pin!(timer);
     let stop = shutdown.changed();
     tokio::pin!(stop);
+    // The table-changed waiter owns its receiver, so it can be re-armed after it fires.
+    let table = table_changed(shared.keyspace.cluster().table_changes(), true);
+    tokio::pin!(table);
     let end = 'conn: loop {
         match conn.serve(&mut session, &mut stream).await {
             Ok(true) => partial_since = None,
@@ -150,9 +157,20 @@ pub(crate) async fn drive<S: Session>(
         } = &mut conn;
         let pending = out.pending() > 0;
         let reading = can_read && budget_short.is_none();
+        let notices = session.table_notices();
         tokio::select! {
             biased;
             _ = &mut stop => break End::Shutdown,
+            (rx, changed) = &mut table, if notices => {
+                if changed {
+                    let version = *rx.borrow();
+                    session.on_table_change(version, out);
+                    table.set(table_changed(rx, true));
+                } else {
+                    // The cluster view is gone (the node is stopping): stop watching.
+                    table.set(table_changed(rx, false));
+                }
+            }
             () = out.completed(), if pending => {}
             read = stream.read_buf(input), if reading => match read {
                 Ok(0) => break End::Normal,
@@ -186,6 +204,17 @@ pub(crate) async fn drive<S: Session>(
     }
     tracing::debug!(reason = ?end, "connection closed");
     let _ = timeout(Duration::from_millis(100), stream.shutdown()).await;
+}
+
+/// Waits for the next table version change; returns the receiver (to wait again) and
+/// whether a change arrived (false: the sender is gone). With `live` false it never completes
+/// (one future type for both, so the pinned waiter is replaced in place).
+async fn table_changed(mut rx: watch::Receiver<u64>, live: bool) -> (watch::Receiver<u64>, bool) {
+    if !live {
+        std::future::pending::<()>().await;
+    }
+    let changed = rx.changed().await.is_ok();
+    (rx, changed)
 }
 
 /// One connection's buffers and state between reads.

@@ -64,6 +64,16 @@ pub trait Session: Send {
 
     /// Whether replies leave in request order (text) or as they complete (native).
     fn ordered_replies(&self) -> bool;
+
+    /// Whether the session wants table-changed notices now (the driver watches the table
+    /// version only while this holds, so sessions without notices pay nothing).
+    fn table_notices(&self) -> bool {
+        false
+    }
+
+    /// The applied table version changed to `version`: append a notice to `out` if the
+    /// protocol has one.
+    fn on_table_change(&mut self, _version: u64, _out: &mut Output) {}
 }
 
 /// What every session of a server shares.

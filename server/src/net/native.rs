@@ -7,21 +7,32 @@
 //! Every key-addressed command passes through [`NativeSession::keyed`], one keyspace call
 //! each.
 //!
+//! A key of a bucket this node does not serve is answered `NOT_MY_BUCKET` with the redirect
+//! (the keyspace refused it before touching the store, so it was not applied); in an MGET such
+//! a key gets its own redirect entry and the other keys are answered as usual. TABLE_GET and
+//! NODE_STATUS answer from the node's [`ClusterView`]; a connection that completed HELLO is
+//! sent a `TABLE_CHANGED` notice whenever the applied table version changes (the connection
+//! driver calls [`Session::on_table_change`]).
+//!
 //! SAVE writes the savefile on a blocking thread; its reply is a pending one
 //! ([`Output::defer`]), so the connection goes on serving other requests meanwhile and the
 //! SAVE reply leaves when the file is on disk (native replies carry their request id, so they
 //! need not leave in order).
 
 use super::{Output, Session, Shared, Step};
+use crate::cluster::state::{ClusterState, NodeState};
+use crate::cluster::{ClusterView, RaftRole, Redirect};
 use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
 use crate::persist::PersistError;
 use crate::stats::ServerStats;
+use shoal_proto::cluster::{self as wire, encode_table_changed, NotMyBucket, NO_PRIMARY};
 use shoal_proto::{
     decode_request, Command, DecodeError, DecodeErrorKind, FrameWriter, Header, MultiGetWriter,
     Opcode, Reply, ReplyBody, Request, StatsWriter, Status, StoreMode, HEADER_LEN,
     PROTOCOL_VERSION,
 };
+use std::collections::BTreeMap;
 
 /// Name and version the server reports in HELLO and STATS.
 pub const SERVER_NAME: &str = concat!("shoald ", env!("CARGO_PKG_VERSION"));
@@ -68,6 +79,7 @@ impl NativeSession {
                             ReplyBody::Hello {
                                 version: PROTOCOL_VERSION,
                                 server: SERVER_NAME.as_bytes(),
+                                buckets: Some(self.shared.keyspace.buckets()),
                             },
                         );
                         false
@@ -124,6 +136,16 @@ impl NativeSession {
                 }
                 false
             }
+            Command::TableGet => {
+                let table = table_view(&self.shared.keyspace.cluster().state());
+                table.encode(FrameWriter::reply(out, op, Status::Ok, id).buffer());
+                false
+            }
+            Command::NodeStatus => {
+                let status = self.node_status();
+                status.encode(FrameWriter::reply(out, op, Status::Ok, id).buffer());
+                false
+            }
             command => {
                 self.keyed(out, id, command);
                 false
@@ -136,22 +158,21 @@ impl NativeSession {
         let keyspace = &self.shared.keyspace;
         let op = command.opcode();
         let result: Result<(), OpError> = match command {
-            Command::Get { key } => {
-                let hit = keyspace.get(key, |item| {
+            Command::Get { key } => keyspace
+                .get(key, |item| {
                     let mut w = FrameWriter::reply(out, op, Status::Ok, id);
                     w.u32(item.flags());
                     write_value(&mut w, &item);
-                });
-                hit.ok_or(StoreError::NotFound.into())
-            }
+                })
+                .and_then(hit),
             Command::GetWithHash { key } => keyspace
                 .get(key, |item| value_with_hash(out, op, id, &item))
-                .ok_or(StoreError::NotFound.into()),
+                .and_then(hit),
             Command::GetAndTouch { key, ttl } => keyspace
                 .get_and_touch(key, Expiry::from_ttl(ttl), |item| {
                     value_with_hash(out, op, id, &item)
                 })
-                .ok_or(StoreError::NotFound.into()),
+                .and_then(hit),
             Command::Touch { key, ttl } => keyspace
                 .touch(key, Expiry::from_ttl(ttl))
                 .map(|()| ok_empty(out, op, id)),
@@ -222,11 +243,39 @@ impl NativeSession {
             | Command::Stats { .. }
             | Command::MultiGet { .. }
             | Command::Save
-            | Command::SetPersist { .. } => Ok(()),
+            | Command::SetPersist { .. }
+            | Command::TableGet
+            | Command::NodeStatus => Ok(()),
         };
         if let Err(e) = result {
-            let (status, message) = op_error_status(e);
-            error(out, op, status, id, message.as_bytes());
+            op_error(out, op, id, e);
+        }
+    }
+
+    /// What this node says about itself (NODE_STATUS).
+    fn node_status(&self) -> wire::NodeStatus {
+        let keyspace = &self.shared.keyspace;
+        let cluster = keyspace.cluster();
+        let state = cluster.state();
+        let raft = cluster.raft_status();
+        let store = keyspace.store_stats();
+        let wall_clock_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        wire::NodeStatus {
+            node_id: cluster.me().0,
+            cluster_id: state.cluster_id.map(|c| c.0),
+            role: wire_role(raft.role),
+            term: raft.term,
+            last_applied: raft.last_applied,
+            leader: raft.leader.map(|l| l.0),
+            table_version: state.table_version,
+            buckets_owned: owned_count(cluster, keyspace.buckets()),
+            memory_used: store.bytes,
+            memory_limit: store.memory,
+            items: store.items,
+            wall_clock_us,
+            version: SERVER_NAME.to_string(),
         }
     }
 
@@ -234,14 +283,18 @@ impl NativeSession {
         let max_frame = self.shared.limits.max_frame;
         let mut w = MultiGetWriter::new(out, id);
         for key in keys {
-            let hit = self.shared.keyspace.get(key, |item| {
+            let got = self.shared.keyspace.get(key, |item| {
                 w.hit_header(item.flags(), item.hash(), item.value_len() as u32);
                 for chunk in item.value_chunks() {
                     w.buffer().extend_from_slice(chunk);
                 }
             });
-            if hit.is_none() {
-                w.miss();
+            match got {
+                Ok(Some(())) => {}
+                // A get fails only for a foreign bucket; store errors cannot happen for keys
+                // the decoder accepted, and would read as a miss.
+                Ok(None) | Err(OpError::Store(_)) => w.miss(),
+                Err(OpError::NotMyBucket(r)) => w.not_my_bucket(&redirect_body(&r)),
             }
             if w.body_len() > max_frame {
                 w.discard();
@@ -362,29 +415,128 @@ impl Session for NativeSession {
         notice(out, Status::ShuttingDown, b"server is stopping");
     }
 
+    fn table_notices(&self) -> bool {
+        self.hello_done
+    }
+
+    fn on_table_change(&mut self, version: u64, out: &mut Output) {
+        if self.hello_done {
+            encode_table_changed(out, version);
+        }
+    }
+
     fn ordered_replies(&self) -> bool {
         false
     }
 }
 
-/// The status and message that report a keyspace error.
-fn op_error_status(e: OpError) -> (Status, &'static str) {
+/// `Ok(())` for a hit, `NOT_FOUND` for a miss.
+fn hit(found: Option<()>) -> Result<(), OpError> {
+    found.ok_or(OpError::Store(StoreError::NotFound))
+}
+
+/// Answers a keyspace error: `NOT_MY_BUCKET` with the redirect, or the status and message
+/// of a store error.
+fn op_error(out: &mut Vec<u8>, op: Opcode, id: u32, e: OpError) {
     match e {
-        OpError::Store(e) => match e {
-            StoreError::NotFound => (Status::NotFound, ""),
-            StoreError::Exists => (Status::Exists, ""),
-            StoreError::NotStored => (Status::NotStored, ""),
-            StoreError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
-            StoreError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
-            StoreError::EmptyKey => (Status::BadRequest, "empty key"),
-            StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
-            StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
-            StoreError::Hidden => (Status::NotMyBucket, "the bucket is being copied here"),
-            // Only the bucket-copy operations fail so; no client request reaches them.
-            StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
-                (Status::ServerError, "internal error")
-            }
-        },
+        OpError::NotMyBucket(r) => {
+            let body = redirect_body(&r);
+            body.encode(FrameWriter::reply(out, op, Status::NotMyBucket, id).buffer());
+        }
+        OpError::Store(e) => {
+            let (status, message) = store_error_status(e);
+            error(out, op, status, id, message.as_bytes());
+        }
+    }
+}
+
+/// The wire form of a redirect.
+fn redirect_body(r: &Redirect) -> NotMyBucket<'_> {
+    let (owner, addr) = match &r.owner {
+        Some((id, addr)) => (id.0, addr.as_bytes()),
+        None => ([0; 16], &b""[..]),
+    };
+    NotMyBucket {
+        bucket: r.bucket,
+        epoch: r.epoch,
+        owner,
+        addr,
+    }
+}
+
+/// The applied table in its TABLE_GET form: nodes in id order, primaries as indexes.
+fn table_view(state: &ClusterState) -> wire::TableView {
+    let index: BTreeMap<_, u16> = state
+        .nodes
+        .keys()
+        .take(wire::MAX_TABLE_NODES)
+        .enumerate()
+        .map(|(i, id)| (*id, i as u16))
+        .collect();
+    wire::TableView {
+        version: state.table_version,
+        nodes: state
+            .nodes
+            .iter()
+            .take(wire::MAX_TABLE_NODES)
+            .map(|(id, m)| wire::TableNode {
+                id: id.0,
+                state: match m.state {
+                    NodeState::Joining => wire::NodeState::Joining,
+                    NodeState::Active => wire::NodeState::Active,
+                    NodeState::Draining => wire::NodeState::Draining,
+                },
+                native: m.addrs.native.clone(),
+                memcache: m.addrs.memcache.clone().unwrap_or_default(),
+            })
+            .collect(),
+        buckets: state
+            .buckets
+            .iter()
+            .map(|b| wire::TableBucket {
+                primary: b
+                    .primary
+                    .and_then(|p| index.get(&p).copied())
+                    .unwrap_or(NO_PRIMARY),
+                epoch: b.epoch,
+            })
+            .collect(),
+    }
+}
+
+fn wire_role(role: RaftRole) -> wire::RaftRole {
+    match role {
+        RaftRole::None => wire::RaftRole::None,
+        RaftRole::Learner => wire::RaftRole::Learner,
+        RaftRole::Follower => wire::RaftRole::Follower,
+        RaftRole::Candidate => wire::RaftRole::Candidate,
+        RaftRole::Leader => wire::RaftRole::Leader,
+        RaftRole::Shutdown => wire::RaftRole::Shutdown,
+    }
+}
+
+/// How many of `buckets` buckets this node serves now.
+fn owned_count(cluster: &ClusterView, buckets: u32) -> u32 {
+    (0..buckets).filter(|&b| cluster.owns(b)).count() as u32
+}
+
+/// The status and message that report a store error.
+fn store_error_status(e: StoreError) -> (Status, &'static str) {
+    match e {
+        StoreError::NotFound => (Status::NotFound, ""),
+        StoreError::Exists => (Status::Exists, ""),
+        StoreError::NotStored => (Status::NotStored, ""),
+        StoreError::TooLarge => (Status::ValueTooLarge, "value larger than the limit"),
+        StoreError::KeyTooLong => (Status::KeyTooLong, "key longer than the limit"),
+        StoreError::EmptyKey => (Status::BadRequest, "empty key"),
+        StoreError::NonNumeric => (Status::NonNumeric, "value is not a decimal number"),
+        StoreError::OutOfMemory => (Status::OutOfMemory, "no memory could be freed"),
+        // The keyspace reports a hidden bucket as NOT_MY_BUCKET, with the redirect.
+        StoreError::Hidden => (Status::Busy, "the bucket is being copied here"),
+        // Only the bucket-copy operations fail so; no client request reaches them.
+        StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
+            (Status::ServerError, "internal error")
+        }
     }
 }
 

@@ -3,12 +3,21 @@
 //! Owns the memcached reply strings for executed commands and the per-batch command counters.
 //! It does not own decoding (`parse.rs`), the input loop (`session.rs`), or the exptime rules
 //! (`keyspace::Expiry`, applied with the node's clock).
+//!
+//! A key of a bucket this node does not serve is answered
+//! `SERVER_ERROR not my bucket (owner ADDR)` (ADDR: the owner's memcached address, else its
+//! native address; `no owner` when the bucket has none) and nothing is applied; under
+//! `noreply` nothing is answered, as for other errors. A multi-get that names such a key is
+//! answered with that one line for the first such key and no values, so a client never takes
+//! a key it could not read for a miss. Forwarding to the owner comes with routing.
 
 use super::parse::{Keys, StatsGroup, StoreKind, TextCommand};
+use crate::cluster::Redirect;
 use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
 use crate::net::{Output, Shared};
 use crate::stats::ServerStats;
+use std::borrow::Cow;
 
 /// What `version` and `stats` report: the memcached version whose text protocol this
 /// emulates, then shoald's own. Clients parse the leading `major.minor.patch` and some
@@ -95,7 +104,7 @@ impl Exec<'_> {
                 noreply,
             } => {
                 let reply = self.store(kind, key, flags, exptime, data);
-                reply_unless(noreply, out, reply);
+                reply_unless(noreply, out, &reply);
             }
             TextCommand::TooLarge {
                 key,
@@ -107,17 +116,18 @@ impl Exec<'_> {
                 self.counts.bad_input += 1;
                 self.counts.value_too_large += 1;
                 if unlink {
-                    // As memcached: a failed set leaves no stale value behind.
-                    self.shared.keyspace.unlink_after_failed_set(key);
+                    // As memcached: a failed set leaves no stale value behind (in a bucket
+                    // this node serves; any other holds nothing here).
+                    let _ = self.shared.keyspace.unlink_after_failed_set(key);
                 }
                 reply_unless(noreply, out, b"SERVER_ERROR object too large for cache\r\n");
             }
             TextCommand::Delete { key, noreply } => {
-                let reply: &[u8] = match self.shared.keyspace.delete(key, None) {
-                    Ok(_) => b"DELETED\r\n",
-                    Err(e) => error_reply(e),
+                let reply = match self.shared.keyspace.delete(key, None) {
+                    Ok(_) => Cow::Borrowed(&b"DELETED\r\n"[..]),
+                    Err(e) => error_reply(self.shared, e),
                 };
-                reply_unless(noreply, out, reply);
+                reply_unless(noreply, out, &reply);
             }
             TextCommand::Incr {
                 key,
@@ -131,7 +141,7 @@ impl Exec<'_> {
                         out.extend_from_slice(b"\r\n");
                     }
                 }
-                Err(e) => reply_unless(noreply, out, error_reply(e)),
+                Err(e) => reply_unless(noreply, out, &error_reply(self.shared, e)),
             },
             TextCommand::Touch {
                 key,
@@ -139,15 +149,15 @@ impl Exec<'_> {
                 noreply,
             } => {
                 self.counts.cmd_touch += 1;
-                let reply: &[u8] = match self
+                let reply = match self
                     .shared
                     .keyspace
                     .touch(key, Expiry::from_memcached(exptime))
                 {
-                    Ok(()) => b"TOUCHED\r\n",
-                    Err(e) => error_reply(e),
+                    Ok(()) => Cow::Borrowed(&b"TOUCHED\r\n"[..]),
+                    Err(e) => error_reply(self.shared, e),
                 };
-                reply_unless(noreply, out, reply);
+                reply_unless(noreply, out, &reply);
             }
             TextCommand::FlushAll { delay, noreply } => {
                 self.counts.cmd_flush += 1;
@@ -178,6 +188,11 @@ impl Exec<'_> {
     /// get, gets, gat, gats: one keyspace call per key. Stops (returning
     /// [`Outcome::Paused`]) once the output is full and at least one key was answered in
     /// this call.
+    ///
+    /// Before the first value, every key's bucket is checked: one this node does not serve
+    /// answers the whole command with `SERVER_ERROR not my bucket`. Should a bucket stop
+    /// being served between two calls of a paused multi-get, the reply is cut with the same
+    /// line and the connection closed, since values were already sent.
     fn get(
         &mut self,
         keys: Keys<'_>,
@@ -187,6 +202,13 @@ impl Exec<'_> {
     ) -> Outcome {
         let keyspace = &self.shared.keyspace;
         let first = *self.resume;
+        if first == 0 {
+            if let Some(key) = keys.iter().find(|k| !keyspace.serves(k)) {
+                let redirect = keyspace.cluster().redirect(self.bucket_of(key));
+                out.extend_from_slice(&not_my_bucket(self.shared, &redirect));
+                return Outcome::Done;
+            }
+        }
         for (i, key) in keys.iter().enumerate().skip(first) {
             if i > first && out.is_full() {
                 *self.resume = i;
@@ -194,19 +216,27 @@ impl Exec<'_> {
             }
             self.counts.cmd_get += 1;
             let write = |item: ItemRef<'_>| write_value(out, &item, cas);
-            match touch {
-                None => {
-                    keyspace.get(key, write);
-                }
+            let got = match touch {
+                None => keyspace.get(key, write),
                 Some(expiry) => {
                     self.counts.cmd_touch += 1;
-                    keyspace.get_and_touch(key, expiry, write);
+                    keyspace.get_and_touch(key, expiry, write)
                 }
+            };
+            if let Err(e) = got {
+                *self.resume = 0;
+                out.extend_from_slice(&error_reply(self.shared, e));
+                return Outcome::Close;
             }
         }
         *self.resume = 0;
         out.extend_from_slice(b"END\r\n");
         Outcome::Done
+    }
+
+    /// The bucket of `key`.
+    fn bucket_of(&self, key: &[u8]) -> u32 {
+        shoal_proto::hash::bucket_of(key, self.shared.keyspace.buckets())
     }
 
     /// The storage commands: one keyspace call; returns the reply line.
@@ -217,7 +247,7 @@ impl Exec<'_> {
         flags: u32,
         exptime: i64,
         data: &[u8],
-    ) -> &'static [u8] {
+    ) -> Cow<'static, [u8]> {
         self.counts.cmd_set += 1;
         let keyspace = &self.shared.keyspace;
         let mode = match kind {
@@ -231,18 +261,18 @@ impl Exec<'_> {
                 return match keyspace.concat(key, data, front) {
                     Ok(_) => {
                         self.counts.items_stored += 1;
-                        b"STORED\r\n"
+                        Cow::Borrowed(b"STORED\r\n")
                     }
-                    Err(e) => error_reply(e),
+                    Err(e) => error_reply(self.shared, e),
                 };
             }
         };
         match keyspace.set(mode, key, data, flags, Expiry::from_memcached(exptime)) {
             Ok(_) => {
                 self.counts.items_stored += 1;
-                b"STORED\r\n"
+                Cow::Borrowed(b"STORED\r\n")
             }
-            Err(e) => error_reply(e),
+            Err(e) => error_reply(self.shared, e),
         }
     }
 
@@ -302,27 +332,52 @@ impl Exec<'_> {
 }
 
 /// The memcached reply for a keyspace error.
-fn error_reply(e: OpError) -> &'static [u8] {
+fn error_reply(shared: &Shared, e: OpError) -> Cow<'static, [u8]> {
     match e {
-        OpError::Store(e) => match e {
-            StoreError::NotFound => b"NOT_FOUND\r\n",
-            StoreError::Exists => b"EXISTS\r\n",
-            StoreError::NotStored => b"NOT_STORED\r\n",
-            StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-            StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
-            StoreError::NonNumeric => {
-                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
-            }
-            // The parser checks keys against the protocol limits; the store's may be stricter.
-            StoreError::KeyTooLong | StoreError::EmptyKey => {
-                b"CLIENT_ERROR bad command line format\r\n"
-            }
-            StoreError::Hidden => b"SERVER_ERROR bucket not served by this node\r\n",
-            // Only the bucket-copy operations fail so; no client request reaches them.
-            StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
-                b"SERVER_ERROR internal error\r\n"
-            }
-        },
+        OpError::NotMyBucket(r) => Cow::Owned(not_my_bucket(shared, &r)),
+        OpError::Store(e) => Cow::Borrowed(store_error_reply(e)),
+    }
+}
+
+/// `SERVER_ERROR not my bucket (owner ADDR)`: the owner's memcached address when it has that
+/// port open, else its native address.
+#[cold]
+fn not_my_bucket(shared: &Shared, r: &Redirect) -> Vec<u8> {
+    let line = match &r.owner {
+        Some((id, native)) => {
+            let state = shared.keyspace.cluster().state();
+            let addr = state
+                .nodes
+                .get(id)
+                .and_then(|m| m.addrs.memcache.clone())
+                .unwrap_or_else(|| native.clone());
+            format!("SERVER_ERROR not my bucket (owner {addr})\r\n")
+        }
+        None => "SERVER_ERROR not my bucket (no owner)\r\n".to_string(),
+    };
+    line.into_bytes()
+}
+
+/// The memcached reply for a store error.
+fn store_error_reply(e: StoreError) -> &'static [u8] {
+    match e {
+        StoreError::NotFound => b"NOT_FOUND\r\n",
+        StoreError::Exists => b"EXISTS\r\n",
+        StoreError::NotStored => b"NOT_STORED\r\n",
+        StoreError::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+        StoreError::OutOfMemory => b"SERVER_ERROR out of memory storing object\r\n",
+        StoreError::NonNumeric => {
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        }
+        // The parser checks keys against the protocol limits; the store's may be stricter.
+        StoreError::KeyTooLong | StoreError::EmptyKey => {
+            b"CLIENT_ERROR bad command line format\r\n"
+        }
+        StoreError::Hidden => b"SERVER_ERROR bucket not served by this node\r\n",
+        // Only the bucket-copy operations fail so; no client request reaches them.
+        StoreError::ChangeLogActive | StoreError::NoSuchBucket => {
+            b"SERVER_ERROR internal error\r\n"
+        }
     }
 }
 

@@ -41,6 +41,11 @@
 //!   commands.
 //! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
 //!   only values that are 1 to 20 digits (memcached also skips surrounding spaces).
+//! - **Buckets served elsewhere.** A node serves only the buckets its cluster table gives it;
+//!   a command for a key of another bucket answers `SERVER_ERROR not my bucket (owner ADDR)`
+//!   and changes nothing (silently under `noreply`), and a multi-get naming such a key
+//!   answers that one line instead of any values (`exec.rs`). Forwarding to the owner comes
+//!   with routing.
 //! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
 //!   `stats settings`, `stats reset` and other groups answer `ERROR`. `VERSION` reports the
 //!   shoald version.

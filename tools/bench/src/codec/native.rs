@@ -181,6 +181,7 @@ mod tests {
             ReplyBody::Hello {
                 version: 1,
                 server: b"shoald",
+                buckets: Some(1024),
             },
         );
         assert_eq!(

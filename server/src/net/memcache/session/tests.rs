@@ -42,6 +42,7 @@ impl Driver {
                 store,
                 Persistence::disabled(),
                 Arc::new(ServerStats::default()),
+                crate::cluster::ClusterView::everything(16),
             ),
             limits: Limits::for_value_size(MAX_VALUE),
             flush_at,

@@ -1,0 +1,513 @@
+//! `shoal-ctl status`: the whole cluster in one call.
+//!
+//! ```text
+//!  --server ──TABLE_GET──► table (members, buckets)
+//!  every member ──NODE_STATUS──► (in parallel, each within the timeout)
+//!  table + statuses ──► Report ──► text table or one JSON object
+//! ```
+//!
+//! [`gather`] does the I/O; [`Report::build`] is pure (so the health rules are tested without
+//! a cluster) and [`Report::render`] prints it. The report holds the same facts whichever
+//! member `--server` names: members are listed in id order, and everything measured from
+//! here (round trips, clock offsets, the warnings about them) sits under `measured`.
+//!
+//! A member's clock offset is its wall clock (from NODE_STATUS) minus this machine's clock at
+//! the middle of the round trip, then taken relative to the leader's: the skew between the
+//! two nodes, accurate to about half the round trip.
+
+use serde::Serialize;
+use shoal_client::{Client, NodeStatus, TableView, NO_PRIMARY};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Default clock offset (from the leader) above which a member is warned about, in ms.
+pub const DEFAULT_CLOCK_WARN_MS: u64 = 500;
+
+/// A 128-bit id as 32 hex digits.
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn now_us() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i128)
+}
+
+/// What asking one member for its status gave.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Its status, or why there is none.
+    pub status: Result<NodeStatus, String>,
+    /// Round trip of the NODE_STATUS request, in microseconds.
+    pub rtt_us: u64,
+    /// Its wall clock minus this machine's at the middle of the round trip, in microseconds.
+    pub offset_us: i64,
+}
+
+/// Fetches the table from `server`, then every member's status in parallel, each within
+/// `timeout`.
+///
+/// # Errors
+/// Why the table could not be fetched from `server` (the caller exits with
+/// [`crate::exit_code::SERVER_UNREACHABLE`]).
+pub async fn gather(server: &str, timeout: Duration) -> Result<(TableView, Vec<Probe>), String> {
+    let table = client(server, timeout)?
+        .table()
+        .await
+        .map_err(|e| format!("cannot fetch the table from {server}: {e}"))?;
+    let mut tasks = Vec::with_capacity(table.nodes.len());
+    for node in &table.nodes {
+        let addr = node.native.clone();
+        tasks.push(tokio::spawn(async move { probe(&addr, timeout).await }));
+    }
+    let mut probes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        probes.push(task.await.unwrap_or_else(|e| Probe {
+            status: Err(format!("probe failed: {e}")),
+            rtt_us: 0,
+            offset_us: 0,
+        }));
+    }
+    Ok((table, probes))
+}
+
+fn client(addr: &str, timeout: Duration) -> Result<Client, String> {
+    Client::builder()
+        .seed(addr)
+        .connect_timeout(timeout)
+        .request_timeout(timeout)
+        .deadline(timeout)
+        .client_name("shoal-ctl")
+        .build()
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
+/// One NODE_STATUS round trip to `addr` (connecting first, outside the measured time).
+async fn probe(addr: &str, timeout: Duration) -> Probe {
+    let failed = |e: String| Probe {
+        status: Err(e),
+        rtt_us: 0,
+        offset_us: 0,
+    };
+    let client = match client(addr, timeout) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    if let Err(e) = client.ping().await {
+        return failed(format!("{addr}: {e}"));
+    }
+    let sent_us = now_us();
+    let started = Instant::now();
+    let status = client.node_status().await;
+    let rtt = started.elapsed();
+    client.close().await;
+    match status {
+        Ok(s) => {
+            let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+            let middle = sent_us + i128::from(rtt_us / 2);
+            let offset = i128::from(s.wall_clock_us) - middle;
+            Probe {
+                status: Ok(s),
+                rtt_us,
+                offset_us: i64::try_from(offset).unwrap_or(i64::MAX),
+            }
+        }
+        Err(e) => failed(format!("{addr}: {e}")),
+    }
+}
+
+/// One member in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Node id (32 hex digits).
+    pub id: String,
+    /// Life-cycle state in the table.
+    pub state: &'static str,
+    /// Native protocol address.
+    pub native: String,
+    /// memcached address, if that port is open.
+    pub memcache: Option<String>,
+    /// Buckets the table names it primary of.
+    pub buckets_owned: u32,
+    /// Whether it answered NODE_STATUS.
+    pub reachable: bool,
+    /// Why it did not answer.
+    pub error: Option<String>,
+    /// What it said about itself (when it answered).
+    pub status: Option<MemberStatus>,
+}
+
+/// What a member said about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// Software and version.
+    pub version: String,
+    /// Raft role.
+    pub raft_role: &'static str,
+    /// Raft term.
+    pub term: u64,
+    /// Last applied log index.
+    pub last_applied: u64,
+    /// The leader it knows of.
+    pub leader: Option<String>,
+    /// The table version it applied.
+    pub table_version: u64,
+    /// Buckets it serves now (by its own view).
+    pub buckets_serving: u32,
+    /// Bytes of memory its items use.
+    pub memory_used: u64,
+    /// Its memory limit in bytes.
+    pub memory_limit: u64,
+    /// Items it holds.
+    pub items: u64,
+}
+
+/// Measured from where `shoal-ctl` runs, so it differs from run to run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measured {
+    /// Offsets above this many ms are warned about.
+    pub clock_warn_ms: u64,
+    /// Per reachable member, in the members' order.
+    pub members: Vec<MeasuredMember>,
+    /// Members whose clock is off the leader's by more than `clock_warn_ms`.
+    pub clock_warnings: Vec<String>,
+}
+
+/// Round trip and clock offset of one member.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeasuredMember {
+    /// Node id.
+    pub id: String,
+    /// NODE_STATUS round trip, in microseconds.
+    pub rtt_us: u64,
+    /// Its clock minus the leader's, in ms (`None` without a reachable leader).
+    pub clock_offset_ms: Option<f64>,
+}
+
+/// The whole cluster as `status` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// No problem found.
+    pub healthy: bool,
+    /// What makes the cluster unhealthy (empty when healthy).
+    pub problems: Vec<String>,
+    /// The cluster id, as the members report it.
+    pub cluster_id: Option<String>,
+    /// The table version of the table fetched.
+    pub table_version: u64,
+    /// Bucket count.
+    pub buckets: u32,
+    /// The leader (a reachable member that says it leads; the highest term wins).
+    pub leader: Option<String>,
+    /// Buckets with no primary, or whose primary did not answer.
+    pub buckets_without_live_primary: u32,
+    /// Members in id order.
+    pub members: Vec<Member>,
+    /// Round trips and clock offsets.
+    pub measured: Measured,
+}
+
+impl Report {
+    /// Builds the report from the table and one probe per table node (same order).
+    pub fn build(table: &TableView, probes: &[Probe], clock_warn_ms: u64) -> Report {
+        let owned = table.owned_counts();
+        let mut members: Vec<(usize, Member)> = table
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let probe = probes.get(i);
+                let status = probe.and_then(|p| p.status.as_ref().ok());
+                let error = match probe.map(|p| &p.status) {
+                    Some(Err(e)) => Some(e.clone()),
+                    Some(Ok(_)) => None,
+                    None => Some("not asked".to_string()),
+                };
+                let member = Member {
+                    id: hex(&node.id),
+                    state: node.state.name(),
+                    native: node.native.clone(),
+                    memcache: (!node.memcache.is_empty()).then(|| node.memcache.clone()),
+                    buckets_owned: owned.get(i).copied().unwrap_or(0),
+                    reachable: status.is_some(),
+                    error,
+                    status: status.map(|s| MemberStatus {
+                        version: s.version.clone(),
+                        raft_role: s.role.name(),
+                        term: s.term,
+                        last_applied: s.last_applied,
+                        leader: s.leader.as_ref().map(hex),
+                        table_version: s.table_version,
+                        buckets_serving: s.buckets_owned,
+                        memory_used: s.memory_used,
+                        memory_limit: s.memory_limit,
+                        items: s.items,
+                    }),
+                };
+                (i, member)
+            })
+            .collect();
+        members.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+
+        // The leader: the reachable member that says it leads, in the highest term.
+        let leader_index = probes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.status.as_ref().ok().map(|s| (i, s)))
+            .filter(|(_, s)| s.role == shoal_client::RaftRole::Leader)
+            .max_by_key(|(i, s)| (s.term, std::cmp::Reverse(table.nodes[*i].id)))
+            .map(|(i, _)| i);
+        let cluster_id = probes
+            .iter()
+            .filter_map(|p| p.status.as_ref().ok())
+            .filter_map(|s| s.cluster_id.as_ref())
+            .map(hex)
+            .max();
+
+        let live: Vec<bool> = (0..table.nodes.len())
+            .map(|i| probes.get(i).is_some_and(|p| p.status.is_ok()))
+            .collect();
+        let without_live_primary = table
+            .buckets
+            .iter()
+            .filter(|b| {
+                b.primary == NO_PRIMARY
+                    || !live.get(usize::from(b.primary)).copied().unwrap_or(false)
+            })
+            .count() as u32;
+
+        let mut problems = Vec::new();
+        if leader_index.is_none() {
+            problems.push("no leader: no reachable member says it leads".to_string());
+        }
+        for (_, m) in &members {
+            if let Some(e) = &m.error {
+                problems.push(format!("member {} ({}) unreachable: {e}", m.id, m.native));
+            }
+        }
+        if without_live_primary > 0 {
+            problems.push(format!(
+                "{without_live_primary} of {} buckets without a live primary",
+                table.buckets.len()
+            ));
+        }
+
+        let leader_offset = leader_index
+            .and_then(|i| probes.get(i))
+            .map(|p| p.offset_us);
+        let mut measured = Measured {
+            clock_warn_ms,
+            members: Vec::new(),
+            clock_warnings: Vec::new(),
+        };
+        for (i, m) in &members {
+            let Some(p) = probes.get(*i).filter(|p| p.status.is_ok()) else {
+                continue;
+            };
+            let offset_ms = leader_offset.map(|l| (p.offset_us - l) as f64 / 1000.0);
+            if let Some(ms) = offset_ms.filter(|ms| ms.abs() > clock_warn_ms as f64) {
+                measured.clock_warnings.push(format!(
+                    "member {} ({}) clock is {ms:+.1} ms off the leader's (warn above {clock_warn_ms} ms)",
+                    m.id, m.native
+                ));
+            }
+            measured.members.push(MeasuredMember {
+                id: m.id.clone(),
+                rtt_us: p.rtt_us,
+                clock_offset_ms: offset_ms,
+            });
+        }
+
+        Report {
+            healthy: problems.is_empty(),
+            problems,
+            cluster_id,
+            table_version: table.version,
+            buckets: table.buckets.len() as u32,
+            leader: leader_index.map(|i| hex(&table.nodes[i].id)),
+            buckets_without_live_primary: without_live_primary,
+            members: members.into_iter().map(|(_, m)| m).collect(),
+            measured,
+        }
+    }
+
+    /// The report as a human-readable table.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let none = || "-".to_string();
+        let _ = writeln!(
+            out,
+            "cluster {}  table version {}  buckets {}  leader {}",
+            self.cluster_id.clone().unwrap_or_else(none),
+            self.table_version,
+            self.buckets,
+            self.leader.clone().unwrap_or_else(none),
+        );
+        let _ = writeln!(
+            out,
+            "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>17}  {:>10}  {:>9}  {:>8}  VERSION",
+            "ID", "STATE", "NATIVE", "MEMCACHE", "ROLE", "TERM", "APPLIED", "BUCKETS", "MEMORY (MiB)", "ITEMS", "CLOCK ms", "RTT us"
+        );
+        for m in &self.members {
+            let measured = self.measured.members.iter().find(|x| x.id == m.id);
+            let clock = measured
+                .and_then(|x| x.clock_offset_ms)
+                .map_or_else(none, |ms| format!("{ms:+.1}"));
+            let rtt = measured.map_or_else(none, |x| x.rtt_us.to_string());
+            let memcache = m.memcache.clone().unwrap_or_else(none);
+            match &m.status {
+                Some(s) => {
+                    let _ = writeln!(
+                        out,
+                        "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>17}  {:>10}  {:>9}  {:>8}  {}",
+                        m.id,
+                        m.state,
+                        m.native,
+                        memcache,
+                        s.raft_role,
+                        s.term,
+                        s.last_applied,
+                        m.buckets_owned,
+                        format!("{:.1}/{:.1}", mib(s.memory_used), mib(s.memory_limit)),
+                        s.items,
+                        clock,
+                        rtt,
+                        s.version
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  UNREACHABLE",
+                        m.id, m.state, m.native, memcache, "-", "-", "-", m.buckets_owned
+                    );
+                }
+            }
+        }
+        for w in &self.measured.clock_warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        if self.healthy {
+            let _ = writeln!(out, "healthy");
+        } else {
+            for p in &self.problems {
+                let _ = writeln!(out, "problem: {p}");
+            }
+            let _ = writeln!(out, "UNHEALTHY");
+        }
+        out
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_client::{NodeState, RaftRole, TableBucket, TableNode};
+
+    fn table(n: u8) -> TableView {
+        TableView {
+            version: 7,
+            nodes: (0..n)
+                .map(|i| TableNode {
+                    id: [i + 1; 16],
+                    state: NodeState::Active,
+                    native: format!("127.0.0.1:{}", 7400 + u16::from(i)),
+                    memcache: String::new(),
+                })
+                .collect(),
+            buckets: (0..8)
+                .map(|b| TableBucket {
+                    primary: (b % u16::from(n)),
+                    epoch: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn status(id: u8, role: RaftRole, wall: u64) -> NodeStatus {
+        NodeStatus {
+            node_id: [id; 16],
+            cluster_id: Some([9; 16]),
+            role,
+            term: 2,
+            last_applied: 10,
+            leader: Some([1; 16]),
+            table_version: 7,
+            buckets_owned: 4,
+            memory_used: 1 << 20,
+            memory_limit: 64 << 20,
+            items: 3,
+            wall_clock_us: wall,
+            version: "shoald 0.1.0".into(),
+        }
+    }
+
+    fn probe(s: NodeStatus, rtt_us: u64, offset_us: i64) -> Probe {
+        Probe {
+            status: Ok(s),
+            rtt_us,
+            offset_us,
+        }
+    }
+
+    #[test]
+    fn a_healthy_cluster_reports_offsets_from_the_leader() {
+        let t = table(2);
+        let probes = [
+            probe(status(1, RaftRole::Leader, 0), 100, 5_000),
+            probe(status(2, RaftRole::Follower, 0), 300, 605_000),
+        ];
+        let r = Report::build(&t, &probes, 500);
+        assert!(r.healthy, "{:?}", r.problems);
+        assert_eq!(r.leader.as_deref(), Some(&*hex(&[1; 16])));
+        assert_eq!(r.members[0].buckets_owned, 4);
+        assert_eq!(r.measured.members[1].clock_offset_ms, Some(600.0));
+        assert_eq!(r.measured.clock_warnings.len(), 1);
+        assert!(r.render().contains("healthy"));
+        // The facts (all but `measured`) do not depend on the probes' order or timing.
+        let later = [
+            probe(status(1, RaftRole::Leader, 0), 900, -3_000),
+            probe(status(2, RaftRole::Follower, 0), 10, -3_100),
+        ];
+        let again = Report::build(&t, &later, 500);
+        assert_eq!(
+            serde_json::to_value(Report {
+                measured: r.measured.clone(),
+                ..again
+            })
+            .unwrap(),
+            serde_json::to_value(&r).unwrap()
+        );
+    }
+
+    #[test]
+    fn no_leader_an_unreachable_member_and_orphan_buckets_are_problems() {
+        let t = table(2);
+        let probes = [
+            probe(status(1, RaftRole::Follower, 0), 100, 0),
+            Probe {
+                status: Err("connection refused".into()),
+                rtt_us: 0,
+                offset_us: 0,
+            },
+        ];
+        let r = Report::build(&t, &probes, 500);
+        assert!(!r.healthy);
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        assert_eq!(r.buckets_without_live_primary, 4);
+        assert!(r.measured.members[0].clock_offset_ms.is_none());
+        assert!(r.render().contains("UNREACHABLE"));
+        let mut orphan = table(1);
+        orphan.buckets[3].primary = NO_PRIMARY;
+        let r = Report::build(&orphan, &[probe(status(1, RaftRole::Leader, 0), 1, 0)], 500);
+        assert_eq!(r.problems, vec!["1 of 8 buckets without a live primary"]);
+    }
+}
