@@ -61,6 +61,7 @@ fn two_members(me: NodeId, native: SocketAddr) -> ClusterState {
                 peer: "127.0.0.1:1".into(),
                 native: native.to_string(),
                 memcache: None,
+                durable: false,
             },
             assign_all: true,
         },
@@ -73,6 +74,7 @@ fn two_members(me: NodeId, native: SocketAddr) -> ClusterState {
                 peer: "127.0.0.1:2".into(),
                 native: OTHER_NATIVE.into(),
                 memcache: Some(OTHER_MEMCACHE.into()),
+                durable: false,
             },
         },
     );
@@ -438,7 +440,8 @@ fn a_single_shoald_answers_table_get_and_node_status_as_a_cluster_of_one() {
         .build_blocking()
         .expect("client");
     let table = client.table().expect("table");
-    assert_eq!(table.version, 1);
+    // A new node's log: Raft's first membership entry (1), then the cluster's creation (2).
+    assert_eq!(table.version, 2);
     assert_eq!(table.nodes.len(), 1);
     let node = &table.nodes[0];
     assert_eq!(node.native, server.native_addr.to_string());
@@ -448,14 +451,14 @@ fn a_single_shoald_answers_table_get_and_node_status_as_a_cluster_of_one() {
     );
     assert_eq!(node.state, shoal_client::NodeState::Active);
     assert_eq!(table.buckets.len(), 1024);
-    assert!(table.buckets.iter().all(|b| b.primary == 0 && b.epoch == 1));
+    assert!(table.buckets.iter().all(|b| b.primary == 0 && b.epoch == 2));
 
     let status = client.node_status().expect("node status");
     assert_eq!(status.node_id, node.id);
     assert_eq!(status.role, shoal_client::RaftRole::Leader);
-    assert_eq!((status.term, status.last_applied), (1, 1));
+    assert_eq!((status.term, status.last_applied), (1, 2));
     assert_eq!(status.leader, Some(node.id));
-    assert_eq!(status.table_version, 1);
+    assert_eq!(status.table_version, 2);
     assert_eq!(status.buckets_owned, 1024);
     assert!(status.memory_limit > 0);
     assert!(status.version.starts_with("shoald "), "{}", status.version);

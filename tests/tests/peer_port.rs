@@ -151,14 +151,16 @@ fn the_right_secret_gets_a_connection_that_answers_ping() {
     p.request(PeerOpcode::PeerPing, 7, b"");
     let (h, body) = p.recv().expect("PEER_PING reply");
     assert_eq!((h.status, h.request_id, body.len()), (0, 7, 0));
-    // A joining connection: only JOIN and PEER_PING; and the node's cluster layer does not
-    // run yet, so JOIN is NOT_READY. The connection stays open after both.
+    // A joining connection: only JOIN and PEER_PING; a JOIN that does not decode is a bad
+    // request. The connection stays open after both.
     p.request(PeerOpcode::RaftAppend, 8, b"{}");
     let (status, message) = p.refusal();
     assert_eq!(status, Status::WrongCluster);
     assert!(message.contains("only JOIN and PEER_PING"), "{message}");
     p.request(PeerOpcode::Join, 9, b"{}");
-    assert_eq!(p.refusal().0, Status::NotReady);
+    let (status, message) = p.refusal();
+    assert_eq!(status, Status::BadRequest);
+    assert!(message.contains("undecodable JOIN"), "{message}");
     // A client opcode is unknown here, and the connection goes on.
     let mut get = Vec::new();
     encode_request(&mut get, PeerOpcode::PeerPing, 10, b"");

@@ -22,7 +22,8 @@ fn status_of_a_single_node_shows_one_healthy_member_owning_every_bucket() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("table version 1  buckets 1024"), "{text}");
+    // A new node's log: Raft's first membership entry (1), then the cluster's creation (2).
+    assert!(text.contains("table version 2  buckets 1024"), "{text}");
     assert!(text.contains(&addr), "{text}");
     assert!(text.contains("leader"), "{text}");
     assert!(text.trim_end().ends_with("healthy"), "{text}");
@@ -32,7 +33,7 @@ fn status_of_a_single_node_shows_one_healthy_member_owning_every_bucket() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["healthy"], true);
     assert_eq!(v["buckets"], 1024);
-    assert_eq!(v["table_version"], 1);
+    assert_eq!(v["table_version"], 2);
     assert_eq!(v["buckets_without_live_primary"], 0);
     let members = v["members"].as_array().expect("members");
     assert_eq!(members.len(), 1);

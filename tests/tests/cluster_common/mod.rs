@@ -1,0 +1,203 @@
+//! A cluster of real `shoald` processes on loopback, each with its own data directory, and
+//! the questions tests ask it (through `shoal-client`'s TABLE_GET and NODE_STATUS).
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use shoal_client::blocking::Client;
+use shoal_client::Client as AsyncClient;
+use shoal_proto::cluster::{NodeStatus, RaftRole, TableView};
+use shoal_tests::{wait_for, ServerProcess};
+use shoald::testing::TempDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Buckets of every test cluster (the default).
+pub const BUCKETS: u32 = 1024;
+
+/// How long a cluster may take to settle after a change.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// One member: its process and data directory.
+pub struct Member {
+    /// The process.
+    pub proc: ServerProcess,
+    /// Its data directory.
+    pub dir: TempDir,
+}
+
+impl Member {
+    /// Starts a node on a new data directory with `extra` flags.
+    pub fn start(name: &str, extra: &[&str]) -> Member {
+        let dir = TempDir::new(name);
+        let mut args = vec!["--data-dir".to_string(), dir.arg()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Member {
+            proc: ServerProcess::start(&refs),
+            dir,
+        }
+    }
+
+    /// Its peer address.
+    pub fn peer(&self) -> String {
+        self.proc.peer_addr.expect("peer address").to_string()
+    }
+
+    /// Its native address.
+    pub fn native(&self) -> SocketAddr {
+        self.proc.native_addr
+    }
+
+    /// NODE_STATUS, or `None` when it does not answer.
+    pub fn status(&self) -> Option<NodeStatus> {
+        client(self.native())?.node_status().ok()
+    }
+
+    /// TABLE_GET, or `None` when it does not answer.
+    pub fn table(&self) -> Option<TableView> {
+        client(self.native())?.table().ok()
+    }
+}
+
+/// A short-lived client of one node (no retries beyond its connect timeout).
+pub fn client(addr: SocketAddr) -> Option<Client> {
+    AsyncClient::builder()
+        .seed(addr.to_string())
+        .connect_timeout(Duration::from_secs(2))
+        .build_blocking()
+        .ok()
+}
+
+/// Several members.
+pub struct Cluster {
+    /// The members, in start order.
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    /// `n` nodes started in one step: the first with `--initial-nodes n`, the others joining
+    /// through it; returns once every bucket has a primary.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let initial = n.to_string();
+        let mut first_args = vec!["--initial-nodes", &initial];
+        first_args.extend_from_slice(extra);
+        let first = Member::start("node0", &first_args);
+        let seed = first.peer();
+        let mut members = vec![first];
+        for i in 1..n {
+            let mut args = vec!["--join", seed.as_str()];
+            args.extend_from_slice(extra);
+            members.push(Member::start(&format!("node{i}"), &args));
+        }
+        let c = Cluster { members };
+        assert!(
+            c.wait_settled(n, SETTLE),
+            "the cluster did not settle: {:?}",
+            c.statuses()
+        );
+        c
+    }
+
+    /// NODE_STATUS of every member (`None` for a member that does not answer).
+    pub fn statuses(&self) -> Vec<Option<NodeStatus>> {
+        self.members.iter().map(Member::status).collect()
+    }
+
+    /// The index of the member that says it is the leader, if exactly one does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = self
+            .statuses()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.role == RaftRole::Leader))
+            .map(|(i, _)| i)
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Waits until the running members agree: the same table version, `members` nodes in the
+    /// table, every bucket with a primary that is a running member, and one leader.
+    pub fn wait_settled(&self, members: usize, limit: Duration) -> bool {
+        wait_for(limit, || self.settled(members))
+    }
+
+    fn settled(&self, members: usize) -> bool {
+        let running: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|m| m.proc.pid().is_some())
+            .collect();
+        let tables: Vec<TableView> = running.iter().filter_map(|m| m.table()).collect();
+        if tables.len() != running.len() || tables.is_empty() {
+            return false;
+        }
+        let t = &tables[0];
+        if tables.iter().any(|x| x != t) || t.nodes.len() != members {
+            return false;
+        }
+        let statuses: Vec<NodeStatus> = running.iter().filter_map(|m| m.status()).collect();
+        let live: Vec<[u8; 16]> = statuses.iter().map(|s| s.node_id).collect();
+        let all_owned = t.buckets.len() == BUCKETS as usize
+            && (0..BUCKETS).all(|b| t.primary_of(b).is_some_and(|p| live.contains(&p.id)));
+        let leaders = statuses
+            .iter()
+            .filter(|s| s.role == RaftRole::Leader)
+            .count();
+        all_owned && leaders == 1
+    }
+}
+
+/// A loopback address where nothing listens (bound, then closed).
+pub fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr.to_string()
+}
+
+/// Path of a binary of this workspace (next to `shoald`).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let shoald = shoal_tests::shoald_binary();
+    let bin = shoald.with_file_name(name);
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--bin", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of {name} failed");
+    }
+    bin
+}
+
+/// Runs `shoald` with `args` until it exits (it must not become ready): exit code, standard
+/// error, and how long it ran.
+pub fn run_to_exit(args: &[&str]) -> (i32, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(shoal_tests::shoald_binary())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--memcache-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shoald");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("shoald ready"),
+        "it must not serve: {stdout}"
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
