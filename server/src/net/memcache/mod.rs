@@ -45,7 +45,9 @@
 //!   `stats settings`, `stats reset` and other groups answer `ERROR`. `VERSION` reports the
 //!   shoald version.
 
+mod base64;
 mod exec;
+mod meta;
 mod parse;
 mod session;
 

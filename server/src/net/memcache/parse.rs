@@ -17,6 +17,7 @@
 //!   connection; between `max_value` and that bound the block is discarded and the client
 //!   told `SERVER_ERROR object too large for cache`.
 
+use super::meta::{MetaError, MetaRequest};
 use shoal_proto::Limits;
 use std::fmt;
 
@@ -172,6 +173,10 @@ pub enum TextCommand<'a> {
     Stats(StatsGroup),
     /// `quit`: close the connection.
     Quit,
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `me`).
+    Meta(MetaRequest<'a>),
+    /// `mn`: the meta no-op.
+    MetaNoop,
 }
 
 /// Why a command was rejected.
@@ -202,6 +207,8 @@ pub enum ParseErrorKind {
     LengthTooLarge,
     /// Fatal: an HTTP request line; memcached closes without a reply.
     Http,
+    /// A meta command's flags, with memcached's reply for each mistake.
+    Meta(MetaError),
 }
 
 impl ParseErrorKind {
@@ -234,6 +241,7 @@ impl ParseErrorKind {
             ParseErrorKind::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             ParseErrorKind::LineTooLong => b"CLIENT_ERROR line too long\r\n",
             ParseErrorKind::Http => b"",
+            ParseErrorKind::Meta(e) => e.reply(),
         }
     }
 }
@@ -252,7 +260,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn fatal(kind: ParseErrorKind) -> Self {
+    pub(super) fn fatal(kind: ParseErrorKind) -> Self {
         Self {
             kind,
             skip: 0,
@@ -260,7 +268,7 @@ impl ParseError {
         }
     }
 
-    fn skip(kind: ParseErrorKind, skip: usize, noreply: bool) -> Self {
+    pub(super) fn skip(kind: ParseErrorKind, skip: usize, noreply: bool) -> Self {
         Self {
             kind,
             skip,
@@ -284,6 +292,7 @@ impl fmt::Display for ParseError {
             ParseErrorKind::BadLength => "bad data length",
             ParseErrorKind::LengthTooLarge => "data length over the limit",
             ParseErrorKind::Http => "HTTP request on the memcached port",
+            ParseErrorKind::Meta(_) => "bad meta command flags",
         })
     }
 }
@@ -328,6 +337,9 @@ pub fn parse<'a>(
             false,
         ));
     };
+    if name.len() == 2 && name[0] == b'm' {
+        return super::meta::parse(input, line, line_len, limits);
+    }
     match name {
         b"get" | b"gets" => {
             let keys = check_keys(rest, limits, line_len, false)?;
@@ -386,15 +398,6 @@ fn parse_line<'a>(
     let cmd = match toks[0] {
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return parse_storage(input, toks, n, line_len, limits);
-        }
-        b"ms" => {
-            // Meta set (not served yet): `ms <key> <datalen> <flags>*`. Its data block is
-            // discarded, never run as commands; an unreadable length closes the connection.
-            let Some(len) = toks.get(2) else {
-                return Err(unknown);
-            };
-            let block = block_len(len, limits).ok_or(ParseError::fatal(K::BadLength))?;
-            return Err(ParseError::skip(K::UnknownCommand, line_len + block, false));
         }
         b"delete" => {
             if !(2..=4).contains(&n) {
@@ -629,7 +632,7 @@ fn check_keys<'a>(
 }
 
 /// `key` if it is 1..=`max_key` bytes without control characters.
-fn check_key<'a>(key: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
+pub(super) fn check_key<'a>(key: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
     let ok = !key.is_empty()
         && key.len() <= limits.max_key
         && key.iter().all(|&b| b > b' ' && b != 0x7f);
@@ -637,7 +640,7 @@ fn check_key<'a>(key: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
 }
 
 /// An unsigned decimal with an optional `+`, at most [`MAX_DIGITS`] digits, fitting a `u64`.
-fn parse_u64(t: &[u8]) -> Option<u64> {
+pub(super) fn parse_u64(t: &[u8]) -> Option<u64> {
     let digits = t.strip_prefix(b"+").unwrap_or(t);
     if digits.is_empty() || digits.len() > MAX_DIGITS {
         return None;
@@ -652,7 +655,7 @@ fn parse_u64(t: &[u8]) -> Option<u64> {
 }
 
 /// A signed decimal (optional `+` or `-`) fitting an `i64`.
-fn parse_i64(t: &[u8]) -> Option<i64> {
+pub(super) fn parse_i64(t: &[u8]) -> Option<i64> {
     match t.strip_prefix(b"-") {
         Some(digits) if !digits.starts_with(b"+") => {
             let magnitude = parse_u64(digits)?;
