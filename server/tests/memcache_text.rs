@@ -398,7 +398,11 @@ fn pieces(want: &[u8]) -> Vec<Piece<'_>> {
     let mut out = Vec::new();
     let mut rest = want;
     while let Some(open) = rest.windows(2).position(|w| w == b"{c" || w == b"{_") {
-        let close = rest[open..].iter().position(|&b| b == b'}').expect("closing brace") + open;
+        let close = rest[open..]
+            .iter()
+            .position(|&b| b == b'}')
+            .expect("closing brace")
+            + open;
         out.push(Piece::Literal(&rest[..open]));
         let inner = &rest[open + 1..close];
         out.push(if inner == b"_" {
@@ -536,7 +540,18 @@ impl Memcached {
         let _ = std::fs::remove_file(&ports);
         // `-p -1` binds an ephemeral port and writes it to MEMCACHED_PORT_FILENAME.
         let child = std::process::Command::new("memcached")
-            .args(["-p", "-1", "-U", "0", "-l", "127.0.0.1", "-m", "64", "-u", "root"])
+            .args([
+                "-p",
+                "-1",
+                "-U",
+                "0",
+                "-l",
+                "127.0.0.1",
+                "-m",
+                "64",
+                "-u",
+                "root",
+            ])
             .env("MEMCACHED_PORT_FILENAME", &ports)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -544,13 +559,11 @@ impl Memcached {
             .ok()?;
         let mut port = None;
         let found = wait_for(Duration::from_secs(10), || {
-            port = std::fs::read_to_string(&ports)
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("TCP INET: "))
-                        .and_then(|p| p.trim().parse::<u16>().ok())
-                });
+            port = std::fs::read_to_string(&ports).ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("TCP INET: "))
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            });
             port.is_some()
         });
         let mc = Memcached {
@@ -717,4 +730,26 @@ fn version_parses_as_a_memcached_version() {
         .expect("numeric minor");
     assert!(major >= 1, "{version}");
     assert!((major, minor) >= (1, 6), "{version}");
+}
+
+#[test]
+fn get_with_ten_thousand_keys_answers_all() {
+    let (_server, addr) = server();
+    let mut sets = Vec::new();
+    for i in 0..10_000 {
+        sets.extend_from_slice(format!("set key{i} 0 0 1 noreply\r\nx\r\n").as_bytes());
+    }
+    let mut get = b"get".to_vec();
+    let mut want = Vec::new();
+    for i in 0..10_000 {
+        get.extend_from_slice(format!(" key{i}").as_bytes());
+        want.extend_from_slice(format!("VALUE key{i} 0 1\r\nx\r\n").as_bytes());
+    }
+    get.extend_from_slice(b" absent\r\n");
+    want.extend_from_slice(b"END\r\n");
+    sets.extend_from_slice(&get);
+    let (got, closed) = exchange(addr, &sets, want.len());
+    assert!(!closed);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "all 10,000 keys answered in order");
 }
