@@ -46,8 +46,8 @@
 //! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
 //!   only values that are 1 to 20 digits (memcached also skips surrounding spaces).
 //! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
-//!   `stats settings`, `stats reset` and other groups answer `ERROR` (not yet done). `VERSION` reports the
-//!   shoald version.
+//!   `stats settings`, `stats reset` and other groups answer `ERROR` (not yet done).
+//!   `VERSION` reports the shoald version.
 
 mod base64;
 mod exec;
