@@ -35,7 +35,8 @@ use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
 use crate::stats::ServerStats;
 use crate::store::{SetMode, Store, StoreStats};
 
-pub use crate::store::{ItemRef, StoreError, WriteOk};
+pub use crate::store::{ItemRef, MetaSeen, StoreError, WriteOk};
+use crate::store::{MetaGet, MetaIncr};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -131,6 +132,34 @@ impl std::error::Error for OpError {}
 
 /// The result of one keyspace operation.
 pub type OpResult<T> = Result<T, OpError>;
+
+/// What a meta get asks for besides the read (see [`Keyspace::meta_get`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaGetOpts {
+    /// New expiry of a found item (`T`).
+    pub touch: Option<Expiry>,
+    /// Create an empty stub with this expiry on a miss (`N`).
+    pub vivify: Option<Expiry>,
+    /// Win the right to recache when the remaining TTL is below this (`R`).
+    pub recache: Option<Expiry>,
+    /// Do not mark the item read (`u`).
+    pub no_update: bool,
+}
+
+/// What a meta arithmetic asks for (see [`Keyspace::meta_incr`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaIncrOpts {
+    /// Amount to add or subtract.
+    pub delta: u64,
+    /// Subtract instead of add.
+    pub decr: bool,
+    /// On a miss, store this number with this expiry instead.
+    pub create: Option<(u64, Expiry)>,
+    /// Only if the value hash equals this token.
+    pub expected: Option<u64>,
+    /// New expiry on success.
+    pub touch: Option<Expiry>,
+}
 
 /// What a write asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,6 +428,119 @@ impl Keyspace {
         self.store
             .incr(key, delta, decr, create)
             .map_err(|e| self.refused(key, e))
+    }
+
+    /// memcached's meta get (`mg`): one store operation that reads `key` and, as asked,
+    /// touches it (`touch`), creates an empty stub on a miss (`vivify`), and decides who wins
+    /// the right to recache (`recache`, stale items). `f` sees the item and [`MetaSeen`]. The
+    /// caller gives `vivify` the TTL a created stub ends with (memcached applies `N` and `T`
+    /// in the order they were sent).
+    /// `Ok(None)` is a miss. An already-past `touch` leaves the item readable this once and
+    /// removes it, as memcached's past exptime makes it invisible from then on.
+    ///
+    /// # Errors
+    /// None yet: the cluster's ownership checks will answer here.
+    pub fn meta_get<R>(
+        &self,
+        key: &[u8],
+        opts: MetaGetOpts,
+        f: impl FnOnce(ItemRef<'_>, MetaSeen) -> R,
+    ) -> OpResult<Option<R>> {
+        let touch = opts.touch.map(|e| self.ttl(e));
+        let req = MetaGet {
+            touch: touch.flatten(),
+            // A stub that would expire at once is not created.
+            vivify: opts.vivify.and_then(|e| self.ttl(e)),
+            recache: opts.recache.and_then(|e| self.ttl(e)),
+            no_update: opts.no_update,
+        };
+        let got = self.store.meta_get(key, &req, f);
+        if got.is_some() && touch == Some(None) {
+            let _ = self.store.delete(key, None);
+        }
+        Ok(got)
+    }
+
+    /// memcached's `md <key> I`: marks `key` stale and gives it a new check-and-set token
+    /// instead of deleting it; with `expected`, only if its value hash matches; with
+    /// `expiry`, also a new expiry (already past: the key is removed). Returns the seq.
+    ///
+    /// # Errors
+    /// `NotFound`, [`StoreError::Exists`], key errors.
+    pub fn invalidate(
+        &self,
+        key: &[u8],
+        expected: Option<u64>,
+        expiry: Option<Expiry>,
+    ) -> OpResult<u64> {
+        let ttl = match expiry.map(|e| self.ttl(e)) {
+            Some(None) => return self.delete(key, expected),
+            Some(Some(ttl)) => Some(ttl),
+            None => None,
+        };
+        self.store
+            .invalidate(key, expected, ttl)
+            .map_err(OpError::from)
+    }
+
+    /// memcached's `ms <key> I C<token>`: a check-and-set that also accepts the token `key`
+    /// had before it was invalidated, and then stores `value` still stale (keeping its
+    /// expiry). Returns the write and whether it was stored stale.
+    ///
+    /// # Errors
+    /// As [`Keyspace::set`] with [`WriteMode::Cas`].
+    pub fn set_cas_or_stale(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        expiry: Expiry,
+        expected: u64,
+    ) -> OpResult<(WriteOk, bool)> {
+        let Some(ttl) = self.ttl(expiry) else {
+            return self
+                .set(WriteMode::Cas(expected), key, value, flags, expiry)
+                .map(|ok| (ok, false));
+        };
+        self.store
+            .set_cas_or_stale(key, value, flags, ttl, expected)
+            .map_err(OpError::from)
+    }
+
+    /// append/prepend (see [`Keyspace::concat`]) only if the value hash equals `expected`.
+    ///
+    /// # Errors
+    /// As [`Keyspace::concat`], and [`StoreError::Exists`] on a mismatch.
+    pub fn concat_if(
+        &self,
+        key: &[u8],
+        data: &[u8],
+        front: bool,
+        expected: Option<u64>,
+    ) -> OpResult<WriteOk> {
+        self.store
+            .concat_if(key, data, front, expected)
+            .map_err(OpError::from)
+    }
+
+    /// memcached's meta arithmetic (`ma`): incr/decr with a check-and-set token, a new
+    /// expiry on success, and creation on a miss. Returns the new number, the write, and
+    /// whether the item was created and the TTL it had before ([`MetaSeen`]).
+    ///
+    /// # Errors
+    /// As [`Keyspace::incr`], and [`StoreError::Exists`] on a hash mismatch.
+    pub fn meta_incr(&self, key: &[u8], opts: MetaIncrOpts) -> OpResult<(u64, WriteOk, MetaSeen)> {
+        let req = MetaIncr {
+            delta: opts.delta,
+            decr: opts.decr,
+            create: opts
+                .create
+                .and_then(|(initial, e)| self.ttl(e).map(|ttl| (initial, ttl))),
+            expected: opts.expected,
+            // A past expiry keeps the item until it is next looked at; here, the next second.
+            touch: opts.touch.map(|e| self.ttl(e).unwrap_or(1)),
+        };
+        self.store.meta_incr(key, &req).map_err(OpError::from)
     }
 
     /// `expiry` as a store TTL, by the node's clock (`None`: already expired).

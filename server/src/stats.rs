@@ -203,7 +203,7 @@ counters! {
     /// Connections closed by GOODBYE or quit.
     goodbyes: Counter,
     /// Bad input: text command lines with a malformed field (flags, exptime, delta, arity of
-    /// delete, too many keys).
+    /// delete, meta flags).
     bad_line: Counter,
     /// Bad input: text storage commands whose data block did not end in `\r\n`.
     bad_data_chunk: Counter,

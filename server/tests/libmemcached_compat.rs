@@ -1,7 +1,8 @@
 //! The libmemcached command-line clients (memcstat, memccp, memccat, memcrm from
 //! libmemcached-tools) against the memcached text port of an in-process server. libmemcached
 //! is the C library under PHP memcached, pylibmc and others; it checks the server's version
-//! before it talks. Skips, saying why, only when the tools are missing; CI installs them.
+//! before it talks; `memccapable -a` is its protocol conformance checker. Skips, saying why,
+//! only when the tools are missing; CI installs them.
 
 use shoald::testing::TestServer;
 use shoald::Config;
@@ -62,4 +63,22 @@ fn libmemcached_clients_work_against_the_text_port() {
         "deleted key is gone"
     );
     std::fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
+#[test]
+fn memccapable_ascii_passes_every_test() {
+    if Command::new("memccapable").arg("-h").output().is_err() {
+        println!("SKIPPED: memccapable (libmemcached-tools) is not installed");
+        return;
+    }
+    let server = TestServer::start(Config::default());
+    let addr = server.memcache_addr.expect("memcached listener");
+    let port = addr.port().to_string();
+    let out = tool(
+        "memccapable",
+        &["-a", "-t", "5", "-h", &addr.ip().to_string(), "-p", &port],
+    );
+    let report = ok("memccapable", &out);
+    assert!(report.contains("All tests passed"), "{report}");
+    assert!(!report.contains("[FAIL]"), "{report}");
 }

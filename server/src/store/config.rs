@@ -11,9 +11,9 @@ pub const DEFAULT_MEMORY: usize = 64 << 20;
 pub const DEFAULT_PAGE_SIZE: usize = 1 << 20;
 /// Default growth factor between consecutive slab classes.
 pub const DEFAULT_GROWTH_FACTOR: f64 = 1.25;
-/// Default smallest chunk, in bytes. With a 30-byte header, 48 x 1.25^5 rounds to 146 = 30 +
+/// Default smallest chunk, in bytes. With a 34-byte header, 49 x 1.25^5 rounds to 150 = 34 +
 /// 16 + 100, so a 16-byte key with a 100-byte value wastes nothing.
-pub const DEFAULT_MIN_CHUNK: usize = 48;
+pub const DEFAULT_MIN_CHUNK: usize = 49;
 /// Default largest chunk, in bytes (16 KiB). Larger items are chains of chunks of this size.
 pub const DEFAULT_MAX_CHUNK: usize = 16 << 10;
 /// Default number of buckets.

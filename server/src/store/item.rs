@@ -4,17 +4,20 @@
 //! continuation of a chained item (values too large for one chunk of the largest class).
 //!
 //! ```text
-//! head chunk (30-byte header, little-endian):
+//! head chunk (34-byte header, little-endian):
 //!   0 status | 1 key_len u8 | 2 value_len u32 | 6 flags u32 | 10 expiry u32 | 14 hash u64 | 22 seq u64
-//!   30: key, value                       (single chunk)
-//!   30: next u32, key, first value part  (chained head, status has CHAINED)
+//!   | 30 last access u32
+//!   34: key, value                       (single chunk)
+//!   34: next u32, key, first value part  (chained head, status has CHAINED)
 //! continuation chunk: 0 status | 1 head u32 | 5 next u32 | 9: value part
 //! free chunk:         0 status = 0 | 1 prev u32 | 5 next u32   (doubly linked per-class free list)
 //! ```
 //!
-//! `expiry` is monotonic seconds since store start (0 = never). The CLOCK reference bit lives in
-//! the status byte. This module owns the byte layout only; allocation is in [`super::slab`] and
-//! the item lifecycle in [`super::partition`].
+//! `expiry` and `last access` are monotonic seconds since store start (expiry 0 = never). The
+//! CLOCK reference bit and the memcached meta-protocol bits (fetched, stale, win token sent)
+//! live in the status byte; a new version of an item starts with them clear. This module owns
+//! the byte layout only; allocation is in [`super::slab`] and the item lifecycle in
+//! [`super::partition`].
 
 use super::slab::{ChunkId, Slab, NONE};
 
@@ -26,9 +29,16 @@ pub(crate) const ST_HEAD: u8 = 2;
 pub(crate) const ST_REF: u8 = 4;
 /// Status bit: the item continues in further chunks.
 pub(crate) const ST_CHAINED: u8 = 8;
+/// Status bit (head): the item has been read since it was written (memcached's `h`).
+pub(crate) const ST_FETCHED: u8 = 16;
+/// Status bit (head): the item was invalidated (memcached's `md <key> I`) and is served stale.
+pub(crate) const ST_STALE: u8 = 32;
+/// Status bit (head): a client was told it won the right to recache the item (memcached's
+/// `W`; later readers see `Z`).
+pub(crate) const ST_WON: u8 = 64;
 
 /// Size of an item header in bytes.
-pub(crate) const HEADER: usize = 30;
+pub(crate) const HEADER: usize = 34;
 /// Header of a chained head chunk (header plus the link to the next chunk).
 pub(crate) const CHAIN_HEAD_HEADER: usize = HEADER + 4;
 /// Header of a continuation chunk (status, head link, next link).
@@ -40,8 +50,9 @@ const OFF_FLAGS: usize = 6;
 const OFF_EXPIRY: usize = 10;
 const OFF_HASH: usize = 14;
 const OFF_SEQ: usize = 22;
+const OFF_ATIME: usize = 30;
 /// Offset of the next-chunk link in a chained head.
-pub(crate) const OFF_HEAD_NEXT: usize = 30;
+pub(crate) const OFF_HEAD_NEXT: usize = 34;
 /// Offset of the head link in a continuation chunk.
 pub(crate) const OFF_CONT_HEAD: usize = 1;
 /// Offset of the next-chunk link in a continuation chunk.
@@ -104,6 +115,12 @@ impl Header {
         chunk[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&self.seq.to_le_bytes());
     }
 
+    /// The last-access time (monotonic seconds) of a head chunk.
+    #[inline]
+    pub(crate) fn atime(chunk: &[u8]) -> u32 {
+        rd_u32(chunk, OFF_ATIME)
+    }
+
     /// Offset of the key in the head chunk.
     #[inline]
     pub(crate) fn key_offset(&self) -> usize {
@@ -131,6 +148,28 @@ pub(crate) fn write_expiry(chunk: &mut [u8], expiry: u32) {
 #[inline]
 pub(crate) fn write_seq(chunk: &mut [u8], seq: u64) {
     chunk[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+}
+
+/// Overwrites the last-access time (monotonic seconds) of a head chunk.
+#[inline]
+pub(crate) fn write_atime(chunk: &mut [u8], now: u32) {
+    wr_u32(chunk, OFF_ATIME, now);
+}
+
+/// Overwrites the value hash (check-and-set token) of a head chunk.
+#[inline]
+pub(crate) fn write_hash(chunk: &mut [u8], hash: u64) {
+    chunk[OFF_HASH..OFF_HASH + 8].copy_from_slice(&hash.to_le_bytes());
+}
+
+/// The check-and-set token an item gets when it is invalidated (memcached's `md <key> I`,
+/// which "bumps the CAS"): a fixed bijection of the old one, so the token from before the
+/// invalidation is recognised by `ms <key> I C<token>`.
+#[inline]
+pub(crate) fn stale_hash(hash: u64) -> u64 {
+    (hash ^ 0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
+        .wrapping_mul(0xbf58_476d_1ce4_e5b9)
 }
 
 /// The key stored in a head chunk.
@@ -203,6 +242,7 @@ impl<'a> PartsCursor<'a> {
 #[derive(Clone, Copy)]
 pub struct ItemRef<'a> {
     slab: &'a Slab,
+    id: ChunkId,
     head: &'a [u8],
     hdr: Header,
     now: u32,
@@ -213,6 +253,7 @@ impl<'a> ItemRef<'a> {
         let head = slab.chunk(id);
         Self {
             slab,
+            id,
             head,
             hdr: Header::read(head),
             now,
@@ -243,6 +284,33 @@ impl<'a> ItemRef<'a> {
     /// The value length in bytes.
     pub fn value_len(&self) -> usize {
         self.hdr.value_len
+    }
+
+    /// The item's slab class, numbered from 1 as memcached does, and its bytes (header, key
+    /// and value) for memcached's `me`.
+    pub fn slab_class_and_size(&self) -> (usize, usize) {
+        let size = self.hdr.key_offset() + self.hdr.key_len + self.hdr.value_len;
+        (self.slab.class_of(self.id) + 1, size)
+    }
+
+    /// Seconds since the item was last read or written.
+    pub fn idle_secs(&self) -> u32 {
+        self.now.saturating_sub(rd_u32(self.head, OFF_ATIME))
+    }
+
+    /// Whether the item was read since it was written (before the current access).
+    pub fn fetched(&self) -> bool {
+        self.head[0] & ST_FETCHED != 0
+    }
+
+    /// Whether the item is marked stale (invalidated, waiting to be recached).
+    pub fn stale(&self) -> bool {
+        self.head[0] & ST_STALE != 0
+    }
+
+    /// Whether a client was already told it won the right to recache the item.
+    pub fn win_sent(&self) -> bool {
+        self.head[0] & ST_WON != 0
     }
 
     /// Seconds until the item expires, or `None` if it never does.

@@ -17,10 +17,10 @@
 //!   larger items are chains of `max_chunk` chunks. Writes do no per-item heap allocation:
 //!   the item goes into slab chunks and the index stores a 4-byte chunk id (the index table
 //!   grows by doubling, amortised).
-//! - **Items.** A 30-byte header (status, key length, value length, flags, expiry, value hash,
-//!   seq), then key and value; see [`item`]. With the defaults the classes are 48, 60, 75, 94,
-//!   117, 146, ... bytes, so a 16-byte key with a 100-byte value takes exactly one 146-byte
-//!   chunk (memcached 1.6 needs 175 bytes in a 192-byte chunk).
+//! - **Items.** A 34-byte header (status, key length, value length, flags, expiry, value hash,
+//!   seq, last access), then key and value; see [`item`]. With the defaults the classes are 49,
+//!   61, 77, 96, 120, 150, ... bytes, so a 16-byte key with a 100-byte value takes exactly one
+//!   150-byte chunk (memcached 1.6 needs 175 bytes in a 192-byte chunk).
 //! - **Partitions.** `P` mutexes (a power of two, 16 by default, fewer when memory is small so
 //!   each has at least 16 pages); bucket `b` belongs to partition `b % P`. Each holds its own
 //!   classes, free lists, CLOCK hands, bucket indexes and counters. A partition keeps the
@@ -126,6 +126,55 @@ pub struct WriteOk {
     pub hash: u64,
     /// Bucket sequence number of the write.
     pub seq: u64,
+}
+
+/// What a meta get ([`Store::meta_get`], memcached's `mg`) does besides reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaGet {
+    /// New TTL of a found item, in seconds (0 = never expires).
+    pub touch: Option<u32>,
+    /// On a miss, create an empty item (flags 0) with this TTL and tell this client it won
+    /// the right to recache it (`N`).
+    pub vivify: Option<u32>,
+    /// Tell this client it won the right to recache when the item's remaining TTL is below
+    /// this many seconds and nobody won it yet (`R`).
+    pub recache: Option<u32>,
+    /// Leave the fetched bit, last-access time and CLOCK bit alone (`u`).
+    pub no_update: bool,
+}
+
+/// What a meta get saw, as of before this request changed the item.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaSeen {
+    /// The item was created by this request (`N` on a miss).
+    pub created: bool,
+    /// The item had been read before (`h`).
+    pub fetched: bool,
+    /// Seconds since the item was last read or written (`l`).
+    pub idle: u32,
+    /// Remaining TTL in seconds before any touch (`None`: never expires, or just created).
+    pub ttl: Option<u32>,
+    /// The item is stale (`X`).
+    pub stale: bool,
+    /// Another client was already told it won the right to recache (`Z`).
+    pub win_sent: bool,
+    /// This client won the right to recache (`W`).
+    pub won: bool,
+}
+
+/// Options of a meta arithmetic ([`Store::meta_incr`], memcached's `ma`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetaIncr {
+    /// Amount to add or subtract.
+    pub delta: u64,
+    /// Subtract instead of add.
+    pub decr: bool,
+    /// On a miss, store this value with this TTL instead (the delta is not applied).
+    pub create: Option<(u64, u32)>,
+    /// Only if the value hash equals this check-and-set token.
+    pub expected: Option<u64>,
+    /// New TTL in seconds on success (0 = never expires).
+    pub touch: Option<u32>,
 }
 
 /// Largest number of items a `remove_bucket` step frees under one lock hold.
@@ -366,11 +415,106 @@ impl Store {
     }
 
     fn concat(&self, key: &[u8], data: &[u8], front: bool) -> Result<WriteOk, StoreError> {
+        self.concat_if(key, data, front, None)
+    }
+
+    /// Appends (or with `front`, prepends) `data`; with `expected`, only if the value hash
+    /// matches.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::append`], and [`StoreError::Exists`] on a hash mismatch.
+    pub fn concat_if(
+        &self,
+        key: &[u8],
+        data: &[u8],
+        front: bool,
+        expected: Option<u64>,
+    ) -> Result<WriteOk, StoreError> {
         self.check_key(key)?;
         self.check_value(data)?;
         let loc = self.locate(key);
         let now = self.inner.clock.now();
-        self.lock(loc.part).concat(loc, key, data, front, now)
+        self.lock(loc.part)
+            .concat(loc, key, data, front, expected, now)
+    }
+
+    /// memcached's meta get: runs `f` on the item under `key` with what this request saw and
+    /// decided ([`MetaSeen`]), after the touch, creation and win decisions of `req`, all under
+    /// one lock hold. `None` on a miss that created nothing (or a bad key).
+    pub fn meta_get<R>(
+        &self,
+        key: &[u8],
+        req: &MetaGet,
+        f: impl FnOnce(ItemRef<'_>, MetaSeen) -> R,
+    ) -> Option<R> {
+        self.check_key(key).ok()?;
+        let loc = self.locate(key);
+        let now = self.inner.clock.now();
+        let mut part = self.lock(loc.part);
+        let (id, seen) = part.meta_get(loc, key, req, now)?;
+        Some(f(ItemRef::new(part.slab(), id, now), seen))
+    }
+
+    /// Marks `key` stale with a new check-and-set token (memcached's `md <key> I`); with
+    /// `expected`, only if the value hash matches; with `ttl`, also sets a new TTL. Returns
+    /// the change's seq.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::Exists`], key errors.
+    pub fn invalidate(
+        &self,
+        key: &[u8],
+        expected: Option<u64>,
+        ttl: Option<u32>,
+    ) -> Result<u64, StoreError> {
+        self.check_key(key)?;
+        let loc = self.locate(key);
+        let now = self.inner.clock.now();
+        self.lock(loc.part).invalidate(loc, key, expected, ttl, now)
+    }
+
+    /// A check-and-set that also accepts the token an invalidated item had before its
+    /// invalidation, storing the value as still stale (memcached's `ms <key> I C<token>`).
+    /// Returns the write and whether the value was stored stale.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::set`] in [`SetMode::Cas`].
+    pub fn set_cas_or_stale(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        ttl: u32,
+        expected: u64,
+    ) -> Result<(WriteOk, bool), StoreError> {
+        self.check_key(key)?;
+        self.check_value(value)?;
+        let hash = value_hash(value);
+        let loc = self.locate(key);
+        let now = self.inner.clock.now();
+        self.lock(loc.part)
+            .set_cas_or_stale(loc, key, value, hash, flags, ttl, expected, now)
+    }
+
+    /// incr/decr with memcached's meta-arithmetic options ([`MetaIncr`]). Returns the new
+    /// number, the write, and whether the item was created and the TTL it had before
+    /// ([`MetaSeen::created`], [`MetaSeen::ttl`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::incr`], and [`StoreError::Exists`] on a hash mismatch.
+    pub fn meta_incr(
+        &self,
+        key: &[u8],
+        req: &MetaIncr,
+    ) -> Result<(u64, WriteOk, MetaSeen), StoreError> {
+        self.check_key(key)?;
+        let loc = self.locate(key);
+        let now = self.inner.clock.now();
+        self.lock(loc.part).meta_incr(loc, key, req, now)
     }
 
     /// Deletes `key`; with `expected_hash`, only if the value hash matches. Returns the

@@ -50,14 +50,13 @@ use super::changelog::{Change, ChangeBatch, ChangeLog, ChangeLogError};
 use super::error::StoreError;
 use super::index::{table_hash, BucketIndex};
 use super::item::{
-    expiry_for, key_of, rd_u32, wr_u32, write_expiry, write_seq, Header, ItemRecord, ItemRef,
-    OwnedItem, PartsCursor, CONT_HEADER, OFF_CONT_HEAD, OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_HEAD,
-    ST_REF, ST_USED,
+    expiry_for, key_of, rd_u32, stale_hash, wr_u32, write_atime, write_expiry, write_hash,
+    write_seq, Header, ItemRecord, ItemRef, OwnedItem, PartsCursor, CONT_HEADER, OFF_CONT_HEAD,
+    OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_FETCHED, ST_HEAD, ST_REF, ST_STALE, ST_USED, ST_WON,
 };
 use super::slab::{ChunkId, Geometry, PagePool, Slab, NONE};
 use super::stats::{BucketStats, StoreStats};
-use super::SetMode;
-use super::WriteOk;
+use super::{MetaGet, MetaIncr, MetaSeen, SetMode, WriteOk};
 
 /// Where a key lives: partition-local bucket index and table probe hash.
 #[derive(Debug, Clone, Copy)]
@@ -247,8 +246,152 @@ impl Partition {
         if let Some(ttl) = touch {
             self.set_expiry(loc, id, expiry_for(now, ttl));
         }
-        self.slab.chunk_mut(id)[0] |= ST_REF;
+        self.mark_read(id, now);
         Some(id)
+    }
+
+    /// Marks an item as read now: CLOCK reference bit, fetched bit, last-access time.
+    #[inline]
+    fn mark_read(&mut self, id: ChunkId, now: u32) {
+        let chunk = self.slab.chunk_mut(id);
+        chunk[0] |= ST_REF | ST_FETCHED;
+        write_atime(chunk, now);
+    }
+
+    /// memcached's meta get (`mg`): a read that may touch, create a stub on a miss (`N`), and
+    /// hand out the right to recache (`R`, stale items). Returns the item and what the
+    /// client is told about it; `None` on a miss that created nothing.
+    pub(crate) fn meta_get(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        req: &MetaGet,
+        now: u32,
+    ) -> Option<(ChunkId, MetaSeen)> {
+        if self.buckets[loc.local].hidden {
+            self.counters.misses += 1;
+            return None;
+        }
+        let (id, created) = match self.lookup(loc, key, now) {
+            Some(id) => {
+                self.counters.hits += 1;
+                (id, false)
+            }
+            None => {
+                self.counters.misses += 1;
+                let ttl = req.vivify?;
+                self.write(
+                    loc,
+                    key,
+                    &[],
+                    value_hash(b""),
+                    0,
+                    expiry_for(now, ttl),
+                    None,
+                    now,
+                )
+                .ok()?;
+                let id = self.buckets[loc.local].find(&self.slab, loc.th, key)?;
+                (id, true)
+            }
+        };
+        let hdr = Header::read(self.slab.chunk(id));
+        let status = self.slab.chunk(id)[0];
+        let seen_ttl = |expiry: u32| (expiry != 0).then(|| expiry.saturating_sub(now));
+        let mut seen = MetaSeen {
+            created,
+            fetched: status & ST_FETCHED != 0,
+            idle: now.saturating_sub(Header::atime(self.slab.chunk(id))),
+            ttl: if created { None } else { seen_ttl(hdr.expiry) },
+            stale: status & ST_STALE != 0,
+            win_sent: status & ST_WON != 0,
+            won: false,
+        };
+        if !created {
+            if let Some(ttl) = req.touch {
+                self.set_expiry(loc, id, expiry_for(now, ttl));
+            }
+        }
+        let recache = req.recache.is_some_and(|r| {
+            r > 0 && hdr.expiry != 0 && hdr.expiry < expiry_for(now, r) && !created
+        });
+        seen.won = created || (!seen.win_sent && (recache || seen.stale));
+        if seen.won {
+            self.slab.chunk_mut(id)[0] |= ST_WON;
+        }
+        if !req.no_update {
+            self.mark_read(id, now);
+        }
+        Some((id, seen))
+    }
+
+    /// memcached's `md <key> I`: marks the item stale and gives it a new check-and-set token
+    /// (`stale_hash` of the old one), so a writer holding the old token is refused unless it
+    /// asks to write a stale value; a later reader wins the right to recache. With `ttl`, the
+    /// item also gets a new TTL. Returns the change's seq.
+    pub(crate) fn invalidate(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        expected: Option<u64>,
+        ttl: Option<u32>,
+        now: u32,
+    ) -> Result<u64, StoreError> {
+        self.check_visible(loc)?;
+        let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
+        let hdr = Header::read(self.slab.chunk(id));
+        if expected.is_some_and(|h| h != hdr.hash) {
+            return Err(StoreError::Exists);
+        }
+        let chunk = self.slab.chunk_mut(id);
+        chunk[0] = (chunk[0] | ST_STALE) & !ST_WON;
+        write_hash(chunk, stale_hash(hdr.hash));
+        let expiry = ttl.map_or(hdr.expiry, |ttl| expiry_for(now, ttl));
+        Ok(self.set_expiry(loc, id, expiry))
+    }
+
+    /// memcached's `ms <key> I C<token>`: a check-and-set that, when the token is the one the
+    /// item had before it was invalidated, still stores the value but keeps it stale (with
+    /// its TTL and win-token state). Returns the write and whether it was stored stale.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_cas_or_stale(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        value: &[u8],
+        hash: u64,
+        flags: u32,
+        ttl: u32,
+        expected: u64,
+        now: u32,
+    ) -> Result<(WriteOk, bool), StoreError> {
+        self.check_visible(loc)?;
+        let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
+        let hdr = Header::read(self.slab.chunk(id));
+        if hdr.hash == expected {
+            let ok = self.write(
+                loc,
+                key,
+                &[value],
+                hash,
+                flags,
+                expiry_for(now, ttl),
+                None,
+                now,
+            )?;
+            return Ok((ok, false));
+        }
+        let status = self.slab.chunk(id)[0];
+        if status & ST_STALE == 0 || stale_hash(expected) != hdr.hash {
+            return Err(StoreError::Exists);
+        }
+        let stale = stale_hash(hash);
+        let ok = self.write(loc, key, &[value], stale, flags, hdr.expiry, None, now)?;
+        let id = self.buckets[loc.local]
+            .find(&self.slab, loc.th, key)
+            .ok_or(StoreError::NotFound)?;
+        self.slab.chunk_mut(id)[0] |= ST_STALE | (status & ST_WON);
+        Ok((ok, true))
     }
 
     /// set / add / replace / check-and-set.
@@ -283,17 +426,22 @@ impl Partition {
     }
 
     /// append (`front == false`) or prepend (`front == true`); flags and expiry are kept.
+    /// With `expected`, only if the value hash matches ([`StoreError::Exists`] otherwise).
     pub(crate) fn concat(
         &mut self,
         loc: Loc,
         key: &[u8],
         data: &[u8],
         front: bool,
+        expected: Option<u64>,
         now: u32,
     ) -> Result<WriteOk, StoreError> {
         self.check_visible(loc)?;
         let id = self.lookup(loc, key, now).ok_or(StoreError::NotStored)?;
         let hdr = Header::read(self.slab.chunk(id));
+        if expected.is_some_and(|h| h != hdr.hash) {
+            return Err(StoreError::Exists);
+        }
         if hdr.value_len + data.len() > self.max_value {
             return Err(StoreError::TooLarge);
         }
@@ -330,6 +478,33 @@ impl Partition {
         create: Option<(u64, u32)>,
         now: u32,
     ) -> Result<(u64, WriteOk), StoreError> {
+        let req = MetaIncr {
+            delta,
+            decr,
+            create,
+            ..MetaIncr::default()
+        };
+        self.meta_incr(loc, key, &req, now)
+            .map(|(value, ok, _)| (value, ok))
+    }
+
+    /// incr / decr with memcached's meta-arithmetic options: a check-and-set token, a new
+    /// TTL on success, creation on a miss. Also returns the TTL the item had before (`None`:
+    /// never expires, or created).
+    pub(crate) fn meta_incr(
+        &mut self,
+        loc: Loc,
+        key: &[u8],
+        req: &MetaIncr,
+        now: u32,
+    ) -> Result<(u64, WriteOk, MetaSeen), StoreError> {
+        let MetaIncr {
+            delta,
+            decr,
+            create,
+            expected,
+            touch,
+        } = *req;
         self.check_visible(loc)?;
         let mut buf = [0u8; 20];
         let Some(id) = self.lookup(loc, key, now) else {
@@ -346,9 +521,20 @@ impl Partition {
                 None,
                 now,
             )?;
-            return Ok((initial, ok));
+            let seen = MetaSeen {
+                created: true,
+                ..MetaSeen::default()
+            };
+            return Ok((initial, ok, seen));
         };
         let item = ItemRef::new(&self.slab, id, now);
+        if expected.is_some_and(|h| h != item.hash()) {
+            return Err(StoreError::Exists);
+        }
+        let seen = MetaSeen {
+            ttl: item.ttl_remaining(),
+            ..MetaSeen::default()
+        };
         let len = item.value_len();
         if len == 0 || len > 20 {
             return Err(StoreError::NonNumeric);
@@ -367,8 +553,9 @@ impl Partition {
         };
         let digits = format_u64(new, &mut buf);
         let hash = value_hash(digits);
+        let expiry = touch.map_or(expiry, |ttl| expiry_for(now, ttl));
         let ok = self.write(loc, key, &[digits], hash, flags, expiry, None, now)?;
-        Ok((new, ok))
+        Ok((new, ok, seen))
     }
 
     /// Deletes a key, optionally only if its value hash matches; returns the delete's seq.
@@ -400,7 +587,7 @@ impl Partition {
     ) -> Result<u64, StoreError> {
         self.check_visible(loc)?;
         let id = self.lookup(loc, key, now).ok_or(StoreError::NotFound)?;
-        self.slab.chunk_mut(id)[0] |= ST_REF;
+        self.mark_read(id, now);
         Ok(self.set_expiry(loc, id, expiry_for(now, ttl)))
     }
 
@@ -507,6 +694,7 @@ impl Partition {
         let mut cursor = PartsCursor::new(parts);
         let chunk = self.slab.chunk_mut(head);
         hdr.write(chunk);
+        write_atime(chunk, now);
         let key_off = hdr.key_offset();
         chunk[key_off..key_off + key.len()].copy_from_slice(key);
         if hdr.chained {

@@ -470,10 +470,10 @@ mod tests {
     #[test]
     fn default_classes_fit_16_plus_100_exactly() {
         let g = geo();
-        assert_eq!(&g.sizes[..6], &[48, 60, 75, 94, 117, 146]);
+        assert_eq!(&g.sizes[..6], &[49, 61, 77, 96, 120, 150]);
         assert_eq!(*g.sizes.last().expect("classes"), 16 << 10);
         let p = g.placement(16, 100);
-        assert_eq!((g.sizes[p.class], p.chunks), (146, 1));
+        assert_eq!((g.sizes[p.class], p.chunks), (150, 1));
         assert!(g.sizes.len() < 40);
     }
 

@@ -264,9 +264,9 @@ fn large_values_span_chunks_and_round_trip() {
     for (i, len) in [
         0,
         1,
-        max_chunk - 40,
-        max_chunk - 31,
-        max_chunk - 30,
+        max_chunk - 44,
+        max_chunk - 35,
+        max_chunk - 34,
         max_chunk,
         3 * max_chunk + 7,
         150_000,
@@ -508,7 +508,7 @@ fn pages_move_to_a_class_that_starts_evicting() {
     let small_class = |s: &StoreStats| {
         s.classes
             .iter()
-            .position(|c| c.chunk_size >= 30 + 10 + 60)
+            .position(|c| c.chunk_size >= 34 + 10 + 60)
             .expect("class")
     };
     let before = store.stats();
@@ -516,7 +516,7 @@ fn pages_move_to_a_class_that_starts_evicting() {
     let big_class = before
         .classes
         .iter()
-        .position(|c| c.chunk_size >= 30 + 10 + 2000)
+        .position(|c| c.chunk_size >= 34 + 10 + 2000)
         .expect("class");
     assert_eq!(before.classes[big_class].pages, 0);
     for i in 0..20_000u32 {

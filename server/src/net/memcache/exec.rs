@@ -177,6 +177,8 @@ impl Exec<'_> {
                 out.extend_from_slice(b"\r\n");
             }
             TextCommand::Stats(group) => self.stats(group, out),
+            TextCommand::Meta(req) => self.meta(&req, out),
+            TextCommand::MetaNoop => out.extend_from_slice(b"MN\r\n"),
             TextCommand::Quit => {
                 self.counts.goodbyes += 1;
                 return Outcome::Close;
@@ -438,6 +440,8 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     }
     out.extend_from_slice(&buf[i..]);
 }
+
+mod meta;
 
 #[cfg(test)]
 mod tests {

@@ -12,9 +12,11 @@
 //! nor routing through the cluster.
 //!
 //! Commands: get, gets, gat, gats, set, add, replace, append, prepend, cas, delete, incr,
-//! decr, touch, flush_all, version, verbosity, stats (general and `slabs`), quit. Replies are
-//! byte-for-byte those of memcached 1.6, checked against memcached 1.6.18. The cas unique is
-//! the item's value hash, so writing the same bytes again keeps the same unique.
+//! decr, touch, flush_all, version, verbosity, stats (general and `slabs`), quit, and the meta
+//! commands mg, ms, md, ma, me, mn (`meta.rs` decodes them, `exec/meta.rs` runs them).
+//! Replies are byte-for-byte those of memcached 1.6, checked against memcached 1.6.18. The
+//! cas unique is the item's value hash, so writing the same bytes again keeps the same
+//! unique; `md <key> I` gives the item a token derived from the old one.
 //!
 //! Where Shoal differs from memcached 1.6, and why:
 //! - **Closing on a desynchronised stream.** A data block not followed by `\r\n`
@@ -24,8 +26,8 @@
 //!   connection. memcached goes on reading, so value bytes could run as commands.
 //! - **Rejected storage lines** (bad key, flags, exptime or cas unique, but a valid length)
 //!   have their data block discarded; memcached would parse the block as commands.
-//! - **Line limits:** 8 KiB, or for the get family enough for `max_batch` keys of `max_key`
-//!   bytes; more than `max_batch` keys get `CLIENT_ERROR too many keys`.
+//! - **Line limits:** 8 KiB, or for the get family the largest frame (about `max_value`); a
+//!   get takes any number of keys, as in memcached.
 //! - **Keys** with control characters are rejected (`CLIENT_ERROR bad command line format`);
 //!   flags above `u32::MAX` are rejected (memcached 1.6.18 accepts and truncates them).
 //! - **`flush_all <delay>`** flushes after `delay` seconds (a value over 30 days is a unix
@@ -35,10 +37,12 @@
 //! - **Expired exptimes** (negative, or an absolute time in the past) are one keyspace
 //!   operation that leaves nothing visible (see `Keyspace::set`); no reader ever sees the
 //!   item. Absolute exptimes are read with the node's clock.
-//! - **Meta commands** (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are not served yet and answer
-//!   `ERROR`, but `ms` has its data block discarded, and so does a storage command with the
-//!   wrong number of tokens whose length token is readable: a data block is never run as
-//!   commands.
+//! - **Meta commands:** an `ms` whose length is unreadable closes the connection; a rejected
+//!   `ms` (and a storage command with the wrong number of tokens whose length is readable)
+//!   has its data block discarded: a data block is never run as commands. `ms I C<token>`
+//!   writes stale only with the token from before the last invalidation (memcached: any
+//!   older token). `mg k` shows a key written with `b` base64-encoded only when read with
+//!   `b`. `me` reports Shoal's slab class and item size.
 //! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
 //!   only values that are 1 to 20 digits (memcached also skips surrounding spaces).
 //! - **Buckets served elsewhere.** A node serves only the buckets its cluster table gives it;
@@ -47,10 +51,12 @@
 //!   answers that one line instead of any values (`exec.rs`). Forwarding to the owner comes
 //!   with routing.
 //! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
-//!   `stats settings`, `stats reset` and other groups answer `ERROR`. `VERSION` reports the
-//!   shoald version.
+//!   `stats settings`, `stats reset` and other groups answer `ERROR` (not yet done).
+//!   `VERSION` reports the shoald version.
 
+mod base64;
 mod exec;
+mod meta;
 mod parse;
 mod session;
 

@@ -17,6 +17,7 @@
 //!   connection; between `max_value` and that bound the block is discarded and the client
 //!   told `SERVER_ERROR object too large for cache`.
 
+use super::meta::{MetaError, MetaRequest};
 use shoal_proto::Limits;
 use std::fmt;
 
@@ -31,12 +32,15 @@ const MAX_TOKENS: usize = 8;
 /// Most digits (after a sign) in a numeric field.
 const MAX_DIGITS: usize = 20;
 
-/// Longest get/gets/gat/gats line: room for `max_batch` keys of `max_key` bytes.
+/// Longest get/gets/gat/gats line: room for `max_batch` keys of `max_key` bytes, and at
+/// least the largest frame the node accepts (about `max_value`: 10,000 keys of 100 bytes fit
+/// the default). The number of keys is not limited, as in memcached.
 pub fn get_line_limit(limits: &Limits) -> usize {
     limits
         .max_batch
         .saturating_mul(limits.max_key.saturating_add(1))
         .saturating_add(64)
+        .max(limits.max_frame)
         .max(MAX_LINE)
 }
 
@@ -81,6 +85,10 @@ impl<'a> Keys<'a> {
 }
 
 /// A decoded command, borrowing keys and data from the input.
+///
+/// Built on the stack for each command and never stored, so the size of the meta variant
+/// (its flag tokens and decoded key inline) costs nothing a box would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextCommand<'a> {
     /// `get <key>*` (`cas: false`) or `gets <key>*` (`cas: true`).
@@ -172,6 +180,10 @@ pub enum TextCommand<'a> {
     Stats(StatsGroup),
     /// `quit`: close the connection.
     Quit,
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `me`).
+    Meta(MetaRequest<'a>),
+    /// `mn`: the meta no-op.
+    MetaNoop,
 }
 
 /// Why a command was rejected.
@@ -190,8 +202,6 @@ pub enum ParseErrorKind {
     BadExptime,
     /// An incr/decr delta that is not an unsigned 64-bit number.
     BadDelta,
-    /// A multi-get with more than `max_batch` keys.
-    TooManyKeys,
     /// Fatal: no `\r\n` right after the declared number of data bytes.
     BadDataChunk,
     /// Fatal: a line over the length limit.
@@ -202,6 +212,8 @@ pub enum ParseErrorKind {
     LengthTooLarge,
     /// Fatal: an HTTP request line; memcached closes without a reply.
     Http,
+    /// A meta command's flags, with memcached's reply for each mistake.
+    Meta(MetaError),
 }
 
 impl ParseErrorKind {
@@ -230,10 +242,10 @@ impl ParseErrorKind {
             }
             ParseErrorKind::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
             ParseErrorKind::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
-            ParseErrorKind::TooManyKeys => b"CLIENT_ERROR too many keys\r\n",
             ParseErrorKind::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             ParseErrorKind::LineTooLong => b"CLIENT_ERROR line too long\r\n",
             ParseErrorKind::Http => b"",
+            ParseErrorKind::Meta(e) => e.reply(),
         }
     }
 }
@@ -252,7 +264,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn fatal(kind: ParseErrorKind) -> Self {
+    pub(super) fn fatal(kind: ParseErrorKind) -> Self {
         Self {
             kind,
             skip: 0,
@@ -260,7 +272,7 @@ impl ParseError {
         }
     }
 
-    fn skip(kind: ParseErrorKind, skip: usize, noreply: bool) -> Self {
+    pub(super) fn skip(kind: ParseErrorKind, skip: usize, noreply: bool) -> Self {
         Self {
             kind,
             skip,
@@ -278,12 +290,12 @@ impl fmt::Display for ParseError {
             ParseErrorKind::BadDeleteFormat => "bad delete command",
             ParseErrorKind::BadExptime => "invalid exptime",
             ParseErrorKind::BadDelta => "invalid numeric delta",
-            ParseErrorKind::TooManyKeys => "too many keys",
             ParseErrorKind::BadDataChunk => "bad data chunk terminator",
             ParseErrorKind::LineTooLong => "line too long",
             ParseErrorKind::BadLength => "bad data length",
             ParseErrorKind::LengthTooLarge => "data length over the limit",
             ParseErrorKind::Http => "HTTP request on the memcached port",
+            ParseErrorKind::Meta(_) => "bad meta command flags",
         })
     }
 }
@@ -328,6 +340,9 @@ pub fn parse<'a>(
             false,
         ));
     };
+    if name.len() == 2 && name[0] == b'm' {
+        return super::meta::parse(input, line, line_len, limits);
+    }
     match name {
         b"get" | b"gets" => {
             let keys = check_keys(rest, limits, line_len, false)?;
@@ -386,15 +401,6 @@ fn parse_line<'a>(
     let cmd = match toks[0] {
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return parse_storage(input, toks, n, line_len, limits);
-        }
-        b"ms" => {
-            // Meta set (not served yet): `ms <key> <datalen> <flags>*`. Its data block is
-            // discarded, never run as commands; an unreadable length closes the connection.
-            let Some(len) = toks.get(2) else {
-                return Err(unknown);
-            };
-            let block = block_len(len, limits).ok_or(ParseError::fatal(K::BadLength))?;
-            return Err(ParseError::skip(K::UnknownCommand, line_len + block, false));
         }
         b"delete" => {
             if !(2..=4).contains(&n) {
@@ -596,8 +602,7 @@ fn first_token(line: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&line[..end], &line[end..]))
 }
 
-/// Checks every key of a multi-key command: at least one (unless `allow_empty`), at most
-/// `max_batch`, all valid.
+/// Checks every key of a multi-key command: at least one (unless `allow_empty`), all valid.
 fn check_keys<'a>(
     rest: &'a [u8],
     limits: &Limits,
@@ -618,18 +623,11 @@ fn check_keys<'a>(
             false,
         ));
     }
-    if count > limits.max_batch {
-        return Err(ParseError::skip(
-            ParseErrorKind::TooManyKeys,
-            line_len,
-            false,
-        ));
-    }
     Ok(Keys { rest })
 }
 
 /// `key` if it is 1..=`max_key` bytes without control characters.
-fn check_key<'a>(key: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
+pub(super) fn check_key<'a>(key: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
     let ok = !key.is_empty()
         && key.len() <= limits.max_key
         && key.iter().all(|&b| b > b' ' && b != 0x7f);
@@ -637,7 +635,7 @@ fn check_key<'a>(key: &'a [u8], limits: &Limits) -> Option<&'a [u8]> {
 }
 
 /// An unsigned decimal with an optional `+`, at most [`MAX_DIGITS`] digits, fitting a `u64`.
-fn parse_u64(t: &[u8]) -> Option<u64> {
+pub(super) fn parse_u64(t: &[u8]) -> Option<u64> {
     let digits = t.strip_prefix(b"+").unwrap_or(t);
     if digits.is_empty() || digits.len() > MAX_DIGITS {
         return None;
@@ -652,7 +650,7 @@ fn parse_u64(t: &[u8]) -> Option<u64> {
 }
 
 /// A signed decimal (optional `+` or `-`) fitting an `i64`.
-fn parse_i64(t: &[u8]) -> Option<i64> {
+pub(super) fn parse_i64(t: &[u8]) -> Option<i64> {
     match t.strip_prefix(b"-") {
         Some(digits) if !digits.starts_with(b"+") => {
             let magnitude = parse_u64(digits)?;
