@@ -48,6 +48,8 @@ wire_table! {
     Join = 0xC5, "JOIN";
     /// Liveness check, answered by the peer listener itself.
     PeerPing = 0xC6, "PEER_PING";
+    /// A voter that is stopping asks the leader to give its vote to another member first.
+    LeaveVoters = 0xC7, "LEAVE_VOTERS";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the
@@ -363,7 +365,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 7);
+        assert_eq!(PEER_OPCODES.len(), 8);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");
@@ -374,7 +376,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xC7), None);
+        assert_eq!(PeerOpcode::from_u8(0xC8), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 

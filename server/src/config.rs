@@ -147,9 +147,10 @@ pub struct Config {
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub raft_heartbeat: Duration,
 
-    /// A follower that hears no leader for this long (up to twice as long, at random)
-    /// starts an election.
-    #[arg(long, default_value = "1000ms", value_parser = parse_duration)]
+    /// A follower that hears no leader for this long (up to twice as long, at random) starts
+    /// an election; a follower that had a leader first waits out that leader's lease (twice
+    /// this), so a dead leader is replaced after 3 to 4 times this.
+    #[arg(long, default_value = "750ms", value_parser = parse_duration)]
     pub raft_election_timeout: Duration,
 
     /// Most client connections at once; more are refused with BUSY.

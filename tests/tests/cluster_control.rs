@@ -315,3 +315,62 @@ fn heartbeats_survive_a_data_path_at_full_cpu() {
         );
     }
 }
+
+#[test]
+fn a_voter_that_stops_gracefully_gives_its_vote_to_another_member_first() {
+    let mut c = Cluster::start(3, &[]);
+    let seed = c.members[0].peer();
+    c.members
+        .push(Member::start("node3", &["--join", seed.as_str()]));
+    assert!(c.wait_settled(4, SETTLE), "{:?}", c.statuses());
+    let roles = |c: &Cluster| -> Vec<Option<RaftRole>> {
+        c.statuses()
+            .into_iter()
+            .map(|s| s.map(|s| s.role))
+            .collect()
+    };
+    assert!(
+        wait_for(SETTLE, || roles(&c).contains(&Some(RaftRole::Learner))),
+        "three voters and a learner: {:?}",
+        roles(&c)
+    );
+    let learner = roles(&c)
+        .iter()
+        .position(|r| *r == Some(RaftRole::Learner))
+        .expect("learner");
+    let leader = c.leader().expect("leader");
+    let stopping = (0..4)
+        .find(|i| *i != learner && *i != leader)
+        .expect("a follower");
+    let status = c.members[stopping].proc.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    // The former learner votes now: the three running members are a leader and two
+    // followers, and the stopped member is draining in the table.
+    let running: Vec<usize> = (0..4).filter(|i| *i != stopping).collect();
+    let voting = || {
+        running.iter().all(|i| {
+            c.members[*i]
+                .status()
+                .is_some_and(|s| matches!(s.role, RaftRole::Leader | RaftRole::Follower))
+        })
+    };
+    assert!(wait_for(SETTLE, voting), "{:?}", roles(&c));
+    let table = c.members[leader].table().expect("table");
+    let draining = table
+        .nodes
+        .iter()
+        .filter(|n| n.state == shoal_proto::cluster::NodeState::Draining)
+        .count();
+    assert_eq!(draining, 1, "{table:?}");
+    // Back again: active, and a learner (three voters are enough).
+    c.members[stopping].proc.restart();
+    assert!(
+        wait_for(SETTLE, || c.members[leader].table().is_some_and(|t| t
+            .nodes
+            .iter()
+            .all(|n| n.state == shoal_proto::cluster::NodeState::Active))),
+        "{:?}",
+        c.members[leader].table()
+    );
+    assert!(c.wait_settled(4, SETTLE), "{:?}", c.statuses());
+}

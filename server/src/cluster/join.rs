@@ -14,7 +14,7 @@
 //! address is that member's machine with a wiped data directory: the old id is removed (its
 //! buckets are handed out again) and the new one added.
 
-use super::state::{ClusterState, Command, NodeAddrs};
+use super::state::{ClusterState, Command, NodeAddrs, NodeState};
 use crate::datadir::{ClusterId, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -98,10 +98,18 @@ pub fn plan_join(state: &ClusterState, req: &JoinRequest) -> JoinPlan {
         addrs: req.addrs.clone(),
     };
     if let Some(member) = state.nodes.get(&req.node) {
-        if member.addrs == req.addrs {
-            return JoinPlan::Commit(Vec::new());
+        let mut commands = Vec::new();
+        if member.addrs != req.addrs {
+            commands.push(add);
         }
-        return JoinPlan::Commit(vec![add]);
+        // It stopped gracefully (and gave its vote away): it is back.
+        if member.state == NodeState::Draining {
+            commands.push(Command::SetNodeState {
+                node: req.node,
+                state: NodeState::Active,
+            });
+        }
+        return JoinPlan::Commit(commands);
     }
     match state.node_at_peer(&req.addrs.peer) {
         Some(old) => JoinPlan::Commit(vec![
@@ -181,6 +189,16 @@ mod tests {
         join(&mut s, req(2, Some(ClusterId([5; 16])), 300));
         assert_eq!(s.nodes.len(), 2);
         assert_eq!(s.nodes[&id(2)].addrs, addrs(300));
+        // A member that stopped gracefully (draining) is active again when it comes back.
+        s.apply(
+            20,
+            &Command::SetNodeState {
+                node: id(2),
+                state: NodeState::Draining,
+            },
+        );
+        join(&mut s, req(2, Some(ClusterId([5; 16])), 300));
+        assert_eq!(s.nodes[&id(2)].state, NodeState::Active);
     }
 
     #[test]

@@ -49,6 +49,27 @@ pub fn desired_voters(
     }
 }
 
+/// The member that should take the vote of `leaving` (a voter that is stopping): the first
+/// active, durable member (in id order) that does not vote yet. `None` when there is none:
+/// the voter then stops without a replacement, and the cluster keeps its majority only if
+/// the other voters are up.
+pub fn replacement_voter(
+    state: &ClusterState,
+    voters: &BTreeSet<NodeId>,
+    leaving: NodeId,
+) -> Option<NodeId> {
+    state
+        .nodes
+        .iter()
+        .find(|(id, m)| {
+            **id != leaving
+                && !voters.contains(id)
+                && m.state == NodeState::Active
+                && m.addrs.durable
+        })
+        .map(|(id, _)| *id)
+}
+
 /// An even spread of every bucket over `owners` (sorted, deduplicated): bucket `b` goes to
 /// `owners[b % n]`, so counts differ by at most one. As compare-and-sets against `state`;
 /// buckets already in place are left out. Empty when there are no owners.
@@ -191,6 +212,24 @@ mod tests {
             desired_voters(&s, &gone).unwrap(),
             [id(1), id(2), id(3)].into()
         );
+    }
+
+    #[test]
+    fn a_stopping_voter_is_replaced_by_an_active_durable_non_voter() {
+        let mut s = state_with(4, 4);
+        for n in 2..=4 {
+            s.apply(
+                10 + u64::from(n),
+                &Command::SetNodeState {
+                    node: id(n),
+                    state: NodeState::Active,
+                },
+            );
+        }
+        let voters: BTreeSet<NodeId> = [id(1), id(2), id(3)].into();
+        assert_eq!(replacement_voter(&s, &voters, id(2)), Some(id(4)));
+        let all: BTreeSet<NodeId> = [id(1), id(2), id(3), id(4)].into();
+        assert_eq!(replacement_voter(&s, &all, id(2)), None);
     }
 
     #[test]

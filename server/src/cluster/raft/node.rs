@@ -5,6 +5,7 @@
 //!  control-plane thread (current-thread runtime)
 //!    PeerServer ── RAFT_* ──► Raft ──► StateMachineStore ──applied──► ClusterView (data path)
 //!               └─ JOIN ────► leader: plan_join, commit AddNode (or Redirect / Refused)
+//!               └─ LEAVE_VOTERS ► leader: a stopping voter's vote goes to another member
 //!    reconciler (leader only, one change at a time):
 //!      raft members not in the state -> removed;  new members -> learners -> active
 //!      voters -> planner::desired_voters;  --initial-nodes reached -> spread;  orphans
@@ -42,6 +43,8 @@ const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_RETRY: Duration = Duration::from_millis(200);
 /// How often the leader's reconciler looks again when nothing told it to.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// How long a stopping voter waits for the leader to give its vote to another member.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the control plane needs to know about its node.
 #[derive(Debug, Clone)]
@@ -209,6 +212,7 @@ async fn run(
     let reconciler = tokio::spawn(node.clone().reconcile_forever());
     let _ = stop.await;
     reconciler.abort();
+    node.leave_voters().await;
     node.shutdown().await;
 }
 
@@ -591,6 +595,79 @@ impl Node {
         }
     }
 
+    /// A voter that stops gracefully asks the leader to give its vote to another member first,
+    /// so the cluster keeps as many voters while it is gone. Best effort, within
+    /// [`LEAVE_TIMEOUT`]: a node that cannot reach the leader stops anyway.
+    async fn leave_voters(&self) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let me = self.me();
+        if !metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == me)
+        {
+            return;
+        }
+        let asked = async {
+            match metrics.current_leader {
+                Some(leader) if leader == me => self.handle_leave(me).await,
+                Some(leader) => {
+                    let client = self
+                        .peers
+                        .member(leader)
+                        .ok_or_else(|| format!("no address for leader {leader}"))?;
+                    let body = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
+                    let reply = client
+                        .call(PeerOpcode::LeaveVoters, body, LEAVE_TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    serde_json::from_slice::<bool>(&reply).map_err(|e| e.to_string())
+                }
+                None => Err("no leader known".to_string()),
+            }
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, asked).await {
+            Ok(Ok(true)) => tracing::info!("another member took this node's vote"),
+            Ok(Ok(false)) => {
+                tracing::info!("no member can take this node's vote; stopping as a voter")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not give this node's vote away"),
+            Err(_) => tracing::warn!("the leader did not take this node's vote in time"),
+        }
+    }
+
+    /// The leader's side of LEAVE_VOTERS: marks `node` draining (no new buckets, no vote)
+    /// and, when another member can vote instead, moves the vote in one membership change.
+    /// `Ok(false)`: nobody can take the vote, and nothing changed.
+    async fn handle_leave(&self, node: NodeId) -> Result<bool, String> {
+        let _one_at_a_time = self.leader_lock.lock().await;
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.me()) {
+            return Err("not the leader".into());
+        }
+        let voters: BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if !voters.contains(&node) {
+            return Ok(true);
+        }
+        let state = self.view.state();
+        let Some(spare) = planner::replacement_voter(&state, &voters, node) else {
+            return Ok(false);
+        };
+        self.write(Command::SetNodeState {
+            node,
+            state: NodeState::Draining,
+        })
+        .await?;
+        let mut want = voters;
+        want.remove(&node);
+        want.insert(spare);
+        tracing::info!(leaving = %node, %spare, "moving a stopping voter's vote");
+        self.change(ChangeMembers::ReplaceAllVoters(want), true)
+            .await?;
+        Ok(true)
+    }
+
     /// The leader's reconciler: until stopped, on every Raft or table change (and every
     /// [`RECONCILE_EVERY`]), makes one change towards the wanted membership and ownership.
     async fn reconcile_forever(self) {
@@ -800,6 +877,23 @@ impl PeerHandler for Service {
                 serve_raft(&self.node.raft, op, &body)
                     .await
                     .map_err(PeerFailure::bad_request)
+            }
+            PeerOpcode::LeaveVoters => {
+                let node: NodeId = serde_json::from_slice(&body).map_err(|e| {
+                    PeerFailure::bad_request(format!("undecodable LEAVE_VOTERS: {e}"))
+                })?;
+                if node != from.node_id {
+                    return Err(PeerFailure::bad_request(
+                        "LEAVE_VOTERS names another node than the connection's",
+                    ));
+                }
+                let replaced = self
+                    .node
+                    .handle_leave(node)
+                    .await
+                    .map_err(PeerFailure::not_ready)?;
+                serde_json::to_vec(&replaced)
+                    .map_err(|e| PeerFailure::new(Status::ServerError, e.to_string()))
             }
             PeerOpcode::Join => {
                 let req: JoinRequest = serde_json::from_slice(&body)
