@@ -93,9 +93,10 @@ impl NodeState {
 }
 
 /// A node's role in Raft, as NODE_STATUS carries it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RaftRole {
     /// Not in a Raft group (yet). (0)
+    #[default]
     None,
     /// Receives the log, does not vote. (1)
     Learner,

@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
+pub use shoal_proto::cluster::RaftRole;
+
 /// This node's view of the cluster, as the data path and the client-facing requests need it:
 /// which buckets it serves (readable without locks on every request), the applied state
 /// behind that (for redirects, TABLE_GET and status), its Raft role, and a watch of the
@@ -53,38 +55,6 @@ struct ClusterViewInner {
     raft: Mutex<RaftStatus>,
     /// The applied table version, for connections that push table-changed notices.
     table_version: watch::Sender<u64>,
-}
-
-/// A node's role in Raft.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RaftRole {
-    /// Not part of a Raft group yet (joining, or before the group started).
-    #[default]
-    None,
-    /// Receives the log, does not vote.
-    Learner,
-    /// Votes, follows the leader.
-    Follower,
-    /// Asking for votes.
-    Candidate,
-    /// The leader.
-    Leader,
-    /// Stopped.
-    Shutdown,
-}
-
-impl RaftRole {
-    /// The name used in status output.
-    pub fn name(self) -> &'static str {
-        match self {
-            RaftRole::None => "none",
-            RaftRole::Learner => "learner",
-            RaftRole::Follower => "follower",
-            RaftRole::Candidate => "candidate",
-            RaftRole::Leader => "leader",
-            RaftRole::Shutdown => "shutdown",
-        }
-    }
 }
 
 /// What Raft reports about this node (from openraft's metrics), for status requests.

@@ -21,7 +21,7 @@
 
 use super::{Output, Session, Shared, Step};
 use crate::cluster::state::{ClusterState, NodeState};
-use crate::cluster::{ClusterView, RaftRole, Redirect};
+use crate::cluster::{ClusterView, Redirect};
 use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
 use crate::persist::PersistError;
@@ -265,7 +265,7 @@ impl NativeSession {
         wire::NodeStatus {
             node_id: cluster.me().0,
             cluster_id: state.cluster_id.map(|c| c.0),
-            role: wire_role(raft.role),
+            role: raft.role,
             term: raft.term,
             last_applied: raft.last_applied,
             leader: raft.leader.map(|l| l.0),
@@ -501,17 +501,6 @@ fn table_view(state: &ClusterState) -> wire::TableView {
                 epoch: b.epoch,
             })
             .collect(),
-    }
-}
-
-fn wire_role(role: RaftRole) -> wire::RaftRole {
-    match role {
-        RaftRole::None => wire::RaftRole::None,
-        RaftRole::Learner => wire::RaftRole::Learner,
-        RaftRole::Follower => wire::RaftRole::Follower,
-        RaftRole::Candidate => wire::RaftRole::Candidate,
-        RaftRole::Leader => wire::RaftRole::Leader,
-        RaftRole::Shutdown => wire::RaftRole::Shutdown,
     }
 }
 
