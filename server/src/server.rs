@@ -272,6 +272,7 @@ pub fn start_cluster(
             },
             buckets,
             replicas: config.replicas,
+            persist: config.persist.into(),
             data_dir: config.data_dir.clone(),
             join: config.join.clone(),
             join_timeout: config.join_timeout,

@@ -24,6 +24,30 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The largest bucket count a cluster can be created with.
 pub const MAX_BUCKETS: u32 = 1 << 16;
 
+/// When nodes write a savefile on their own, cluster-wide (the creator's `--persist`).
+/// Recorded for the graceful-stop and hand-off work; until then each node follows its own
+/// `--persist`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PersistSetting {
+    /// Never at stop.
+    Never,
+    /// At a graceful stop when no peer can take the node's buckets.
+    #[default]
+    OnLastStop,
+    /// At every graceful stop.
+    Always,
+}
+
+impl From<crate::persist::PersistMode> for PersistSetting {
+    fn from(mode: crate::persist::PersistMode) -> Self {
+        match mode {
+            crate::persist::PersistMode::Never => PersistSetting::Never,
+            crate::persist::PersistMode::OnLastStop => PersistSetting::OnLastStop,
+            crate::persist::PersistMode::Always => PersistSetting::Always,
+        }
+    }
+}
+
 /// Cluster-wide settings, fixed or changed through the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -33,6 +57,8 @@ pub struct Settings {
     pub replicas: u32,
     /// While paused, the planner starts no movement.
     pub paused: bool,
+    /// When nodes write a savefile on their own.
+    pub persist: PersistSetting,
 }
 
 impl Default for Settings {
@@ -41,6 +67,7 @@ impl Default for Settings {
             buckets: 1024,
             replicas: 1,
             paused: false,
+            persist: PersistSetting::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::cluster::peer::{
     ClusterSecret, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo, PeerOpcode,
     PeerServer,
 };
-use crate::cluster::state::{Command, NodeAddrs, NodeState, Outcome, Settings};
+use crate::cluster::state::{Command, NodeAddrs, NodeState, Outcome, PersistSetting, Settings};
 use crate::cluster::{planner, ClusterView, RaftRole, RaftStatus};
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
@@ -57,6 +57,8 @@ pub struct ControlPlaneConfig {
     pub buckets: u32,
     /// Backup copies per bucket for a new cluster.
     pub replicas: u32,
+    /// The savefile setting for a new cluster.
+    pub persist: PersistSetting,
     /// The data directory (Raft files, cluster id), if any.
     pub data_dir: Option<PathBuf>,
     /// Seeds to join through; empty = create a cluster (or restart in one).
@@ -362,6 +364,7 @@ impl Node {
                 buckets: self.config.buckets,
                 replicas: self.config.replicas,
                 paused: false,
+                persist: self.config.persist,
             },
             node: me,
             addrs: self.config.addrs.clone(),
