@@ -57,12 +57,6 @@ macro_rules! id128 {
             pub fn generate() -> $name {
                 $name(random_id())
             }
-
-            /// Whether this is the all-zero id, which no generated id is (used on the wire
-            /// for "none").
-            pub fn is_zero(&self) -> bool {
-                self.0 == [0; 16]
-            }
         }
 
         impl serde::Serialize for $name {

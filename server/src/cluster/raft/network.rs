@@ -52,11 +52,6 @@ impl Peers {
         }
     }
 
-    /// This node's peer identity.
-    pub fn identity(&self) -> &PeerIdentity {
-        &self.identity
-    }
-
     /// A client for member `node` at its applied peer address; `None` when the applied state
     /// does not know the node or its address does not parse. A client whose address is out of
     /// date is replaced.
