@@ -171,11 +171,11 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// Runs `shoald` with `args` until it exits (it must not become ready): exit code, standard
-/// error, and how long it ran.
+/// Runs `shoald` with `args` until it exits (it must not become ready, and must exit within
+/// a minute): exit code, standard error, and how long it ran.
 pub fn run_to_exit(args: &[&str]) -> (i32, String, Duration) {
     let started = Instant::now();
-    let out = Command::new(shoal_tests::shoald_binary())
+    let child = Command::new(shoal_tests::shoald_binary())
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -188,8 +188,26 @@ pub fn run_to_exit(args: &[&str]) -> (i32, String, Duration) {
         ])
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run shoald");
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = done_tx.send(());
+        out
+    });
+    if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let out = waiter.join().expect("waiter").expect("output");
+        panic!(
+            "shoald did not exit within 60 s; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = waiter.join().expect("waiter").expect("output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         !stdout.contains("shoald ready"),

@@ -16,7 +16,7 @@
 
 use super::network::{serve_raft, Network, Peers};
 use super::types::{Raft, RaftTiming};
-use super::{open_storage, RaftStoreError, Storage};
+use super::{open_storage, Applied, RaftStoreError, Storage};
 use crate::cluster::identity::{read_cluster_id, write_cluster_id, IdentityError};
 use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
 use crate::cluster::peer::{
@@ -27,6 +27,7 @@ use crate::cluster::state::{Command, NodeAddrs, NodeState, Outcome, PersistSetti
 use crate::cluster::{planner, ClusterView, RaftRole, RaftStatus};
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
+use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, EmptyNode, ServerState};
 use shoal_proto::Status;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +44,8 @@ const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_RETRY: Duration = Duration::from_millis(200);
 /// How often the leader's reconciler looks again when nothing told it to.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// How long Raft may take to shut down before the control plane stops without it.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping voter waits for the leader to give its vote to another member.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -231,6 +234,10 @@ struct Node {
     stop_peer_server: Arc<watch::Sender<bool>>,
     /// When the node started (the --initial-nodes wait counts from here).
     started: Instant,
+    /// The last index the node had committed before this start.
+    committed: Option<u64>,
+    /// The applied state, to wait until `committed` is applied again.
+    replayed: watch::Receiver<Applied>,
 }
 
 impl Node {
@@ -246,10 +253,17 @@ impl Node {
         let (cluster_tx, cluster_rx) = watch::channel(known);
         let identity = PeerIdentity::new(config.node_id, cluster_rx, config.secret.clone());
         let Storage {
-            log,
+            mut log,
             state_machine,
             mut applied,
         } = open_storage(config.data_dir.as_deref()).map_err(StartError::Storage)?;
+        // What this node had committed before it stopped: it serves only once that is applied
+        // again, so a restarted node never answers by an older table than it had.
+        let committed = log
+            .read_committed()
+            .await
+            .map_err(|e| StartError::Raft(format!("cannot read the committed index: {e}")))?
+            .map(|id| id.index);
         let peers = Peers::new(identity.clone(), view.clone());
         let raft_config = config
             .timing
@@ -267,6 +281,7 @@ impl Node {
 
         // Nodes act on applied entries only: the view follows the state machine's watch.
         view.update(applied.borrow_and_update().state.clone());
+        let replayed = applied.clone();
         tokio::spawn({
             let view = view.clone();
             async move {
@@ -293,6 +308,8 @@ impl Node {
             leader_lock: Arc::default(),
             stop_peer_server: Arc::new(stop_tx),
             started: Instant::now(),
+            committed,
+            replayed,
         };
         let server = PeerServer::new(listener, identity, Service { node: node.clone() });
         tokio::spawn(server.run(async move {
@@ -303,8 +320,10 @@ impl Node {
 
     async fn shutdown(&self) {
         let _ = self.stop_peer_server.send(true);
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "Raft did not shut down cleanly");
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Raft did not shut down cleanly"),
+            Err(_) => tracing::warn!("Raft did not shut down within {SHUTDOWN_TIMEOUT:?}"),
         }
     }
 
@@ -331,6 +350,28 @@ impl Node {
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        if let Some(committed) = self.committed {
+            let mut replayed = self.replayed.clone();
+            let caught_up = replayed.wait_for(|a| a.last_applied >= Some(committed));
+            let state = match tokio::time::timeout_at(deadline, caught_up).await {
+                Ok(Ok(applied)) => Some(applied.state.clone()),
+                _ => None,
+            };
+            match state {
+                // The forwarding task may be a step behind; never step the view back.
+                Some(state) => {
+                    if self.view.state().table_version < state.table_version {
+                        self.view.update(state);
+                    }
+                }
+                None => {
+                    return Err(StartError::Raft(format!(
+                        "the Raft log was not replayed up to index {committed} within {:?}",
+                        self.config.join_timeout
+                    )))
+                }
+            }
+        }
         let known = *self.cluster_id.borrow();
         match known {
             Some(cluster) => {
