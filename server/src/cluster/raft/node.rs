@@ -645,12 +645,9 @@ impl Node {
     async fn leave_voters(&self) {
         let metrics = self.raft.metrics().borrow().clone();
         let me = self.me();
-        if !metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == me)
-        {
+        let membership = metrics.membership_config.membership();
+        let others = membership.nodes().any(|(id, _)| *id != me);
+        if !others || !membership.voter_ids().any(|v| v == me) {
             return;
         }
         let asked = async {
