@@ -616,18 +616,8 @@ impl Node {
             JoinPlan::Commit(commands) => commands,
         };
         for cmd in commands {
-            match self.raft.client_write(cmd.clone()).await {
-                Ok(r) if matches!(r.data, Outcome::Done | Outcome::Unchanged) => {}
-                Ok(r) => {
-                    return JoinReply::Retry {
-                        reason: format!("{cmd:?} was not applied: {:?}", r.data),
-                    }
-                }
-                Err(e) => {
-                    return JoinReply::Retry {
-                        reason: format!("cannot commit the join: {e}"),
-                    }
-                }
+            if let Err(reason) = self.write(cmd).await {
+                return JoinReply::Retry { reason };
             }
         }
         tracing::info!(node = %req.node, peer = %req.addrs.peer, "node joined (or announced new addresses)");
