@@ -23,7 +23,9 @@ use crate::cluster::peer::{
     ClusterSecret, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo, PeerOpcode,
     PeerServer,
 };
-use crate::cluster::state::{Command, NodeAddrs, NodeState, Outcome, PersistSetting, Settings};
+use crate::cluster::state::{
+    ClusterState, Command, NodeAddrs, NodeState, Outcome, PersistSetting, Settings,
+};
 use crate::cluster::{planner, ClusterView, RaftRole, RaftStatus};
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
@@ -428,20 +430,33 @@ impl Node {
     }
 
     async fn wait_for_cluster_id(&self, deadline: Instant) -> Result<ClusterId, StartError> {
-        let mut metrics = self.raft.metrics();
+        self.wait_state(deadline, |state| state.cluster_id)
+            .await
+            .ok_or_else(|| {
+                StartError::Raft(
+                    "the Raft log names no cluster: remove the data directory's raft/ folder to \
+                     start afresh"
+                        .into(),
+                )
+            })
+    }
+
+    /// Waits until the applied state the view holds gives `done` an answer, or `deadline`
+    /// passes (`None`). Wakes on every change of the applied table.
+    async fn wait_state<T>(
+        &self,
+        deadline: Instant,
+        mut done: impl FnMut(&ClusterState) -> Option<T>,
+    ) -> Option<T> {
+        // Subscribe before the first look, so a change between the two is not missed.
+        let mut changes = self.view.table_changes();
         loop {
-            if let Some(id) = self.view.cluster_id() {
-                return Ok(id);
+            if let Some(answer) = done(&self.view.state()) {
+                return Some(answer);
             }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
-                _ => {
-                    return Err(StartError::Raft(
-                        "the Raft log names no cluster: remove the data directory's raft/ \
-                         folder to start afresh"
-                            .into(),
-                    ))
-                }
+                _ => return None,
             }
         }
     }
@@ -496,27 +511,26 @@ impl Node {
         };
         self.adopt_cluster(cluster)?;
         tracing::info!(%cluster, node = %self.me(), "accepted; catching up as a learner");
-        let mut metrics = self.raft.metrics();
-        loop {
-            let state = self.view.state();
-            if state.cluster_id == Some(cluster)
-                && state
-                    .nodes
-                    .get(&self.me())
-                    .is_some_and(|m| m.state == NodeState::Active)
-            {
-                tracing::info!(%cluster, node = %self.me(), "joined");
-                return Ok(());
+        let me = self.me();
+        let member = self
+            .wait_state(deadline, |state| {
+                (state.cluster_id == Some(cluster)
+                    && state
+                        .nodes
+                        .get(&me)
+                        .is_some_and(|m| m.state == NodeState::Active))
+                .then_some(())
+            })
+            .await;
+        match member {
+            Some(()) => {
+                tracing::info!(%cluster, node = %me, "joined");
+                Ok(())
             }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    return Err(StartError::Join(format!(
-                        "accepted, but not made a member within {:?}",
-                        self.config.join_timeout
-                    )))
-                }
-            }
+            None => Err(StartError::Join(format!(
+                "accepted, but not made a member within {:?}",
+                self.config.join_timeout
+            ))),
         }
     }
 
