@@ -50,6 +50,9 @@ wire_table! {
     PeerPing = 0xC6, "PEER_PING";
     /// A voter that is stopping asks the leader to give its vote to another member first.
     LeaveVoters = 0xC7, "LEAVE_VOTERS";
+    /// A memcached text command for a bucket the sender does not serve, run by its owner
+    /// ([`ForwardReply`]). Served in the order the connection sent them.
+    Forward = 0xC8, "FORWARD";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the
@@ -103,6 +106,66 @@ pub struct HelloReply {
 pub struct AuthRequest {
     /// The dialer's proof that it holds the secret.
     pub proof: [u8; PROOF_LEN],
+}
+
+/// The FORWARD reply body (status OK). The request body is one complete memcached text
+/// command (its line and, for a storage command, its data block) exactly as a client sent it.
+///
+/// ```text
+///  tag u8 = 0 (EXECUTED)   reply bytes (the rest of the body; empty under noreply)
+///  tag u8 = 1 (NOT_MINE)   bucket u32, epoch u64 (the answering node's epoch of the bucket)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardReply<'a> {
+    /// The command ran; these are its reply bytes, byte for byte what a client gets.
+    Executed(&'a [u8]),
+    /// The answering node does not serve a key of the command (nothing was applied).
+    NotMine {
+        /// The bucket it does not serve.
+        bucket: u32,
+        /// That bucket's epoch in the answering node's applied table.
+        epoch: u64,
+    },
+}
+
+impl ForwardReply<'_> {
+    /// Appends the encoded body.
+    pub fn encode(&self, dst: &mut Vec<u8>) {
+        match self {
+            ForwardReply::Executed(bytes) => {
+                dst.reserve(1 + bytes.len());
+                dst.push(0);
+                dst.extend_from_slice(bytes);
+            }
+            ForwardReply::NotMine { bucket, epoch } => {
+                dst.push(1);
+                dst.extend_from_slice(&bucket.to_be_bytes());
+                dst.extend_from_slice(&epoch.to_be_bytes());
+            }
+        }
+    }
+
+    /// Decodes a body.
+    ///
+    /// # Errors
+    /// `Truncated` for an empty or short body, `BadField` for an unknown tag,
+    /// `TrailingBytes` after a NOT_MINE.
+    pub fn decode(body: &[u8]) -> Result<ForwardReply<'_>, DecodeErrorKind> {
+        let (&tag, rest) = body.split_first().ok_or(DecodeErrorKind::Truncated)?;
+        match tag {
+            0 => Ok(ForwardReply::Executed(rest)),
+            1 => {
+                let mut r = Reader::new(rest);
+                let reply = ForwardReply::NotMine {
+                    bucket: r.u32()?,
+                    epoch: r.u64()?,
+                };
+                r.finish()?;
+                Ok(reply)
+            }
+            _ => Err(DecodeErrorKind::BadField),
+        }
+    }
 }
 
 /// Size of an encoded [`HelloRequest`].
@@ -478,5 +541,38 @@ mod tests {
         unknown_status[4] = 0xff;
         let f = decode_frame(&unknown_status, 1024).unwrap().unwrap();
         assert_eq!(check_reply(&f.header), Err(DecodeErrorKind::UnknownStatus));
+    }
+
+    #[test]
+    fn forward_replies_round_trip_and_bad_bodies_are_refused() {
+        for reply in [
+            ForwardReply::Executed(b"STORED\r\n"),
+            ForwardReply::Executed(b""),
+            ForwardReply::NotMine {
+                bucket: 7,
+                epoch: u64::MAX,
+            },
+        ] {
+            let mut body = Vec::new();
+            reply.encode(&mut body);
+            assert_eq!(ForwardReply::decode(&body), Ok(reply));
+        }
+        assert_eq!(ForwardReply::decode(b""), Err(DecodeErrorKind::Truncated));
+        assert_eq!(ForwardReply::decode(&[2]), Err(DecodeErrorKind::BadField));
+        assert_eq!(
+            ForwardReply::decode(&[1, 0, 0, 0, 1, 0]),
+            Err(DecodeErrorKind::Truncated)
+        );
+        let mut long = Vec::new();
+        ForwardReply::NotMine {
+            bucket: 1,
+            epoch: 2,
+        }
+        .encode(&mut long);
+        long.push(0);
+        assert_eq!(
+            ForwardReply::decode(&long),
+            Err(DecodeErrorKind::TrailingBytes)
+        );
     }
 }

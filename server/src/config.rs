@@ -190,7 +190,14 @@ pub struct Config {
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub max_input_memory: usize,
 
-    /// Replies a connection may have pending (e.g. SAVE) before it stops reading.
+    /// Longest a memcached command for a bucket another node serves may take to be run by
+    /// that node (forwarded over the peer port, retried while the bucket changes owner);
+    /// then the client gets `SERVER_ERROR`.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub forward_timeout: Duration,
+
+    /// Replies a connection may have pending (e.g. SAVE, forwarded commands) before it
+    /// stops reading.
     #[arg(long, default_value_t = 1024)]
     pub max_pending: usize,
 

@@ -351,7 +351,16 @@ pub async fn serve(
         limits,
         flush_at: config.output_buffer,
         input_budget: InputBudget::new(config.max_input_memory),
+        forward_timeout: config.forward_timeout,
     };
+    // Commands other nodes forward run here like any connection's.
+    let runner = shared.clone();
+    keyspace
+        .cluster()
+        .forwarding()
+        .set_runner(Arc::new(move |command: &[u8]| {
+            crate::net::memcache::run_forwarded(&runner, command)
+        }));
     let conn_limits = ConnLimits {
         frame_timeout: config.frame_timeout,
         idle_timeout: (!config.idle_timeout.is_zero()).then_some(config.idle_timeout),

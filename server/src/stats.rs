@@ -219,6 +219,13 @@ counters! {
     text_cmd_flush: Counter as "cmd_flush",
     /// Text protocol: items stored (memcached's `total_items`).
     text_items_stored: Counter as "total_items",
+    /// Text commands sent to the node serving their bucket (forwarded over the peer port).
+    forwarded_out: Counter,
+    /// Text commands other nodes forwarded here and this node ran.
+    forwarded_in: Counter,
+    /// Forwarded text commands answered `SERVER_ERROR` (no owner ran them in time, or one
+    /// may have run them and its reply was lost).
+    forward_errors: Counter,
 }
 
 impl ServerStats {

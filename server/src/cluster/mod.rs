@@ -12,10 +12,12 @@
 //! - [`join`]: the JOIN request and the leader's decision on it, pure.
 //! - [`identity`]: the cluster id file in the data directory.
 //! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
+//! - [`forward`]: memcached commands for buckets served elsewhere, run on their owner.
 //!
 //! Nodes act on applied entries only: everything here reads the applied state through one
 //! `watch` channel, fed by the Raft state machine after each apply.
 
+pub mod forward;
 pub mod identity;
 pub mod join;
 pub mod peer;
@@ -25,7 +27,7 @@ pub mod state;
 
 use crate::datadir::{ClusterId, NodeId};
 use state::ClusterState;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -49,12 +51,16 @@ struct ClusterViewInner {
     buckets: u32,
     /// Bit `b` set: this node is primary of bucket `b`.
     bits: Box<[AtomicU64]>,
+    /// Every bit is set (a lone node): the data path skips per-key checks.
+    all: AtomicBool,
     /// The applied state the bits were computed from.
     state: Mutex<Arc<ClusterState>>,
     /// What Raft last reported about this node.
     raft: Mutex<RaftStatus>,
     /// The applied table version, for connections that push table-changed notices.
     table_version: watch::Sender<u64>,
+    /// Connections to owners and the runner of forwarded commands.
+    forwarding: forward::Forwarding,
 }
 
 /// What Raft reports about this node (from openraft's metrics), for status requests.
@@ -94,9 +100,11 @@ impl ClusterView {
                 me,
                 buckets,
                 bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                all: AtomicBool::new(false),
                 state: Mutex::new(Arc::new(ClusterState::default())),
                 raft: Mutex::new(RaftStatus::default()),
                 table_version: watch::channel(0).0,
+                forwarding: forward::Forwarding::default(),
             }),
         }
     }
@@ -108,6 +116,7 @@ impl ClusterView {
         for word in o.inner.bits.iter() {
             word.store(u64::MAX, Ordering::Relaxed);
         }
+        o.inner.all.store(true, Ordering::Relaxed);
         o
     }
 
@@ -126,6 +135,17 @@ impl ClusterView {
             .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (bucket % 64)) != 0)
     }
 
+    /// Whether this node serves every bucket now (a lone node), so no key needs a check.
+    #[inline]
+    pub fn owns_all(&self) -> bool {
+        self.inner.all.load(Ordering::Acquire)
+    }
+
+    /// Forwarding of commands to the nodes that serve their buckets.
+    pub fn forwarding(&self) -> &forward::Forwarding {
+        &self.inner.forwarding
+    }
+
     /// Takes a newly applied state: serve exactly the buckets it names this node primary of.
     /// Buckets given up are dropped from service before buckets gained are served. A state
     /// with another bucket count than this node's store serves nothing (the join refuses
@@ -140,6 +160,11 @@ impl ClusterView {
                 }
             }
         }
+        let all = state.buckets.len() == self.inner.buckets as usize
+            && state.buckets.iter().all(|b| b.primary == Some(me));
+        if !all {
+            self.inner.all.store(false, Ordering::Release);
+        }
         for (cell, new) in self.inner.bits.iter().zip(&words) {
             cell.fetch_and(*new, Ordering::AcqRel);
         }
@@ -150,6 +175,9 @@ impl ClusterView {
             .unwrap_or_else(PoisonError::into_inner) = state;
         for (cell, new) in self.inner.bits.iter().zip(&words) {
             cell.fetch_or(*new, Ordering::AcqRel);
+        }
+        if all {
+            self.inner.all.store(true, Ordering::Release);
         }
         let version = self.state().table_version;
         self.inner.table_version.send_if_modified(|v| {
@@ -250,6 +278,7 @@ mod tests {
         );
         o.update(Arc::new(s.clone()));
         assert!((0..128).all(|b| o.owns(b)));
+        assert!(o.owns_all());
         assert!(!o.owns(128));
         s.apply(
             2,
@@ -262,6 +291,7 @@ mod tests {
         s.apply(3, &cmd);
         o.update(Arc::new(s));
         assert!(o.owns(0) && !o.owns(1) && o.owns(126) && !o.owns(127));
+        assert!(!o.owns_all());
         assert_eq!(
             o.redirect(1),
             Redirect {
@@ -289,5 +319,6 @@ mod tests {
         o.update(Arc::new(wrong));
         assert!(!(0..128).any(|b| o.owns(b)));
         assert!(ClusterView::everything(128).owns(127));
+        assert!(ClusterView::everything(16).owns_all());
     }
 }

@@ -82,7 +82,8 @@ pub(crate) async fn drive<S: Session>(
 ) {
     let mut conn = Conn {
         input: BytesMut::with_capacity(READ_CHUNK),
-        out: Output::new(session.ordered_replies(), shared.flush_at, READ_CHUNK),
+        out: Output::new(session.ordered_replies(), shared.flush_at, READ_CHUNK)
+            .with_max_pending(limits.max_pending),
         reservation: shared.input_budget.reservation(),
         more: false,
         closing: false,

@@ -87,6 +87,9 @@ pub struct Shared {
     pub flush_at: usize,
     /// Node-wide memory for partially received large requests.
     pub input_budget: InputBudget,
+    /// How long a memcached command for a bucket served elsewhere may take to be run by its
+    /// owner (`--forward-timeout`).
+    pub forward_timeout: std::time::Duration,
 }
 
 impl Shared {

@@ -41,6 +41,8 @@ pub struct Output {
     ordered: bool,
     /// The session stops adding once this many bytes are buffered.
     flush_at: usize,
+    /// The session stops adding once this many replies are pending.
+    max_pending: usize,
 }
 
 impl Output {
@@ -51,7 +53,14 @@ impl Output {
             waiting: VecDeque::new(),
             ordered,
             flush_at,
+            max_pending: usize::MAX,
         }
+    }
+
+    /// The same output, full once `max_pending` replies are pending (at least 1).
+    pub fn with_max_pending(mut self, max_pending: usize) -> Output {
+        self.max_pending = max_pending.max(1);
+        self
     }
 
     /// Bytes buffered, ready or queued behind a pending reply.
@@ -59,9 +68,10 @@ impl Output {
         self.ready.len() + self.waiting.iter().map(|w| w.after.len()).sum::<usize>()
     }
 
-    /// Whether a session must stop adding replies until the driver has written some.
+    /// Whether a session must stop adding replies until the driver has written some (or
+    /// some pending ones completed).
     pub fn is_full(&self) -> bool {
-        self.buffered() >= self.flush_at
+        self.buffered() >= self.flush_at || self.waiting.len() >= self.max_pending
     }
 
     /// Replies still pending.

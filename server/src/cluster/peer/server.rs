@@ -89,6 +89,19 @@ pub trait PeerHandler: Send + Sync + 'static {
         op: PeerOpcode,
         body: Bytes,
     ) -> impl Future<Output = Result<Vec<u8>, PeerFailure>> + Send;
+
+    /// Answers `op` at once when this handler serves it in order (FORWARD: memcached
+    /// commands, whose order on one connection matters): its reply is queued before the
+    /// connection's next request is read. `None` (the default): [`PeerHandler::handle`]
+    /// serves it, concurrently with others.
+    fn handle_in_order(
+        &self,
+        _from: &PeerInfo,
+        _op: PeerOpcode,
+        _body: &[u8],
+    ) -> Option<Result<Vec<u8>, PeerFailure>> {
+        None
+    }
 }
 
 /// The handler of a node whose cluster layer is not running: every request is answered
@@ -496,6 +509,17 @@ impl<H: PeerHandler> Connection<H> {
             if let Err(refusal) = check_allowed(info.joining, op) {
                 tracing::warn!(peer = %info.addr, node = %info.node_id, "refused a peer request: {refusal}");
                 send_refusal(tx, op as u8, refusal.status(), id, &refusal.to_string()).await;
+                continue;
+            }
+            if let Some(result) = self.handler.handle_in_order(info, op, &body) {
+                let mut out = Vec::new();
+                match result {
+                    Ok(reply) => encode_reply(&mut out, op as u8, Status::Ok, id, &reply),
+                    Err(f) => encode_refusal(&mut out, op as u8, f.status, id, &f.message),
+                }
+                if tx.send(out).await.is_err() {
+                    return false;
+                }
                 continue;
             }
             let Ok(permit) = in_flight.clone().acquire_owned().await else {

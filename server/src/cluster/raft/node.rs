@@ -17,6 +17,7 @@
 use super::network::{serve_raft, Network, Peers};
 use super::types::{Raft, RaftTiming};
 use super::{open_storage, Applied, RaftStoreError, Storage};
+use crate::cluster::forward::Executed;
 use crate::cluster::identity::{read_cluster_id, write_cluster_id, IdentityError};
 use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
 use crate::cluster::peer::{
@@ -31,6 +32,7 @@ use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, EmptyNode, ServerState};
+use shoal_proto::peer::ForwardReply;
 use shoal_proto::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -254,6 +256,7 @@ impl Node {
         };
         let (cluster_tx, cluster_rx) = watch::channel(known);
         let identity = PeerIdentity::new(config.node_id, cluster_rx, config.secret.clone());
+        view.forwarding().set_identity(identity.clone());
         let Storage {
             mut log,
             state_machine,
@@ -905,12 +908,37 @@ async fn forward_metrics(raft: Raft, view: ClusterView) {
     }
 }
 
-/// The peer requests a member serves: Raft's, and JOIN.
+/// The peer requests a member serves: Raft's, JOIN, LEAVE_VOTERS, and FORWARD.
 struct Service {
     node: Node,
 }
 
 impl PeerHandler for Service {
+    fn handle_in_order(
+        &self,
+        _from: &PeerInfo,
+        op: PeerOpcode,
+        body: &[u8],
+    ) -> Option<Result<Vec<u8>, PeerFailure>> {
+        if op != PeerOpcode::Forward {
+            return None;
+        }
+        let reply = match self.node.view.forwarding().run_local(body) {
+            Ok(executed) => executed,
+            Err(e) => return Some(Err(PeerFailure::not_ready(e.to_string()))),
+        };
+        let mut out = Vec::new();
+        match &reply {
+            Executed::Reply(bytes) => ForwardReply::Executed(bytes).encode(&mut out),
+            Executed::NotMine { bucket, epoch } => ForwardReply::NotMine {
+                bucket: *bucket,
+                epoch: *epoch,
+            }
+            .encode(&mut out),
+        }
+        Some(Ok(out))
+    }
+
     async fn handle(
         &self,
         from: &PeerInfo,

@@ -55,6 +55,8 @@ pub(super) struct Counts {
     pub frame_too_large: u64,
     pub value_too_large: u64,
     pub unknown_command: u64,
+    pub forwarded_out: u64,
+    pub forwarded_in: u64,
 }
 
 impl Counts {
@@ -76,6 +78,8 @@ impl Counts {
         ServerStats::add(&stats.frame_too_large, c.frame_too_large);
         ServerStats::add(&stats.value_too_large, c.value_too_large);
         ServerStats::add(&stats.unknown_command, c.unknown_command);
+        ServerStats::add(&stats.forwarded_out, c.forwarded_out);
+        ServerStats::add(&stats.forwarded_in, c.forwarded_in);
     }
 }
 
@@ -85,6 +89,12 @@ pub(super) struct Exec<'s> {
     pub counts: &'s mut Counts,
     /// Keys of the current multi-get already answered in earlier calls.
     pub resume: &'s mut usize,
+    /// Running a command another node forwarded: a key of a bucket this node does not
+    /// serve is recorded in `not_mine` (and answered nothing) instead of being answered
+    /// `SERVER_ERROR not my bucket`, so the sender can retry on the owner.
+    pub forwarded: bool,
+    /// The first bucket found not served here while `forwarded`.
+    pub not_mine: Option<Redirect>,
 }
 
 impl Exec<'_> {
@@ -125,7 +135,7 @@ impl Exec<'_> {
             TextCommand::Delete { key, noreply } => {
                 let reply = match self.shared.keyspace.delete(key, None) {
                     Ok(_) => Cow::Borrowed(&b"DELETED\r\n"[..]),
-                    Err(e) => error_reply(self.shared, e),
+                    Err(e) => self.error_reply(e),
                 };
                 reply_unless(noreply, out, &reply);
             }
@@ -141,7 +151,10 @@ impl Exec<'_> {
                         out.extend_from_slice(b"\r\n");
                     }
                 }
-                Err(e) => reply_unless(noreply, out, &error_reply(self.shared, e)),
+                Err(e) => {
+                    let reply = self.error_reply(e);
+                    reply_unless(noreply, out, &reply);
+                }
             },
             TextCommand::Touch {
                 key,
@@ -155,7 +168,7 @@ impl Exec<'_> {
                     .touch(key, Expiry::from_memcached(exptime))
                 {
                     Ok(()) => Cow::Borrowed(&b"TOUCHED\r\n"[..]),
-                    Err(e) => error_reply(self.shared, e),
+                    Err(e) => self.error_reply(e),
                 };
                 reply_unless(noreply, out, &reply);
             }
@@ -202,12 +215,14 @@ impl Exec<'_> {
         touch: Option<Expiry>,
         out: &mut Output,
     ) -> Outcome {
-        let keyspace = &self.shared.keyspace;
+        let shared = self.shared;
+        let keyspace = &shared.keyspace;
         let first = *self.resume;
-        if first == 0 {
+        if first == 0 && !keyspace.cluster().owns_all() {
             if let Some(key) = keys.iter().find(|k| !keyspace.serves(k)) {
                 let redirect = keyspace.cluster().redirect(self.bucket_of(key));
-                out.extend_from_slice(&not_my_bucket(self.shared, &redirect));
+                let reply = self.not_my_bucket(redirect);
+                out.extend_from_slice(&reply);
                 return Outcome::Done;
             }
         }
@@ -227,13 +242,33 @@ impl Exec<'_> {
             };
             if let Err(e) = got {
                 *self.resume = 0;
-                out.extend_from_slice(&error_reply(self.shared, e));
+                let reply = self.error_reply(e);
+                out.extend_from_slice(&reply);
                 return Outcome::Close;
             }
         }
         *self.resume = 0;
         out.extend_from_slice(b"END\r\n");
         Outcome::Done
+    }
+
+    /// The memcached reply for a keyspace error (nothing for a bucket served elsewhere when
+    /// the command was forwarded: see [`Exec::forwarded`]).
+    fn error_reply(&mut self, e: OpError) -> Cow<'static, [u8]> {
+        match e {
+            OpError::NotMyBucket(r) => self.not_my_bucket(r),
+            OpError::Store(e) => Cow::Borrowed(store_error_reply(e)),
+        }
+    }
+
+    /// The reply for a key of a bucket this node does not serve.
+    #[cold]
+    fn not_my_bucket(&mut self, r: Redirect) -> Cow<'static, [u8]> {
+        if self.forwarded {
+            self.not_mine.get_or_insert(r);
+            return Cow::Borrowed(b"");
+        }
+        Cow::Owned(not_my_bucket(self.shared, &r))
     }
 
     /// The bucket of `key`.
@@ -251,7 +286,8 @@ impl Exec<'_> {
         data: &[u8],
     ) -> Cow<'static, [u8]> {
         self.counts.cmd_set += 1;
-        let keyspace = &self.shared.keyspace;
+        let shared = self.shared;
+        let keyspace = &shared.keyspace;
         let mode = match kind {
             StoreKind::Set => WriteMode::Set,
             StoreKind::Add => WriteMode::Add,
@@ -265,7 +301,7 @@ impl Exec<'_> {
                         self.counts.items_stored += 1;
                         Cow::Borrowed(b"STORED\r\n")
                     }
-                    Err(e) => error_reply(self.shared, e),
+                    Err(e) => self.error_reply(e),
                 };
             }
         };
@@ -274,7 +310,7 @@ impl Exec<'_> {
                 self.counts.items_stored += 1;
                 Cow::Borrowed(b"STORED\r\n")
             }
-            Err(e) => error_reply(self.shared, e),
+            Err(e) => self.error_reply(e),
         }
     }
 
@@ -330,14 +366,6 @@ impl Exec<'_> {
             }
         }
         out.extend_from_slice(b"END\r\n");
-    }
-}
-
-/// The memcached reply for a keyspace error.
-fn error_reply(shared: &Shared, e: OpError) -> Cow<'static, [u8]> {
-    match e {
-        OpError::NotMyBucket(r) => Cow::Owned(not_my_bucket(shared, &r)),
-        OpError::Store(e) => Cow::Borrowed(store_error_reply(e)),
     }
 }
 

@@ -56,9 +56,11 @@
 
 mod base64;
 mod exec;
+mod forward;
 mod meta;
 mod parse;
 mod session;
 
 pub use exec::VERSION;
+pub(crate) use forward::run_forwarded;
 pub use session::TextSession;

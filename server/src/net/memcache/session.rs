@@ -6,6 +6,7 @@
 //! I/O (the connection driver in `net/conn.rs` does).
 
 use super::exec::{Counts, Exec, Outcome};
+use super::forward::{self, Chains};
 use super::parse::{parse, request_len, ParseError, ParseErrorKind, TextCommand};
 use crate::net::{Output, Session, Shared, Step};
 
@@ -23,6 +24,8 @@ pub struct TextSession {
     resume: usize,
     /// Counters of the current batch, added to the server's once per `on_input`.
     counts: Counts,
+    /// Forwarded commands in flight, by bucket (their order is kept per bucket).
+    chains: Chains,
 }
 
 impl TextSession {
@@ -33,6 +36,7 @@ impl TextSession {
             swallow: 0,
             resume: 0,
             counts: Counts::default(),
+            chains: Chains::default(),
         }
     }
 
@@ -75,10 +79,29 @@ impl Session for TextSession {
                     if let TextCommand::TooLarge { swallow, .. } = cmd {
                         self.swallow = swallow;
                     }
+                    // A multi-get half answered here is finished here.
+                    let elsewhere = if self.resume == 0 {
+                        forward::route(&self.shared, &cmd)
+                    } else {
+                        None
+                    };
+                    if let Some(route) = elsewhere {
+                        let bytes = &input[pos..pos + used];
+                        forward::defer(&self.shared, &mut self.chains, route, bytes, out);
+                        self.counts.commands += 1;
+                        self.counts.forwarded_out += 1;
+                        pos += used;
+                        if out.is_full() {
+                            break;
+                        }
+                        continue;
+                    }
                     let mut exec = Exec {
                         shared: &self.shared,
                         counts: &mut self.counts,
                         resume: &mut self.resume,
+                        forwarded: false,
+                        not_mine: None,
                     };
                     match exec.run(cmd, out) {
                         Outcome::Done => {

@@ -6,7 +6,7 @@
 //! from the old one. memcached 1.6.18 has no flag that sets a token explicitly (a later
 //! memcached's `E<token>` is answered `CLIENT_ERROR invalid flag` here as in 1.6.18).
 
-use super::{error_reply, push_u64, Exec};
+use super::{push_u64, Exec};
 use crate::keyspace::{Expiry, MetaGetOpts, MetaIncrOpts, OpError, StoreError, WriteMode};
 use crate::net::memcache::base64;
 use crate::net::memcache::meta::{MetaKind, MetaRequest, MetaSetMode};
@@ -93,7 +93,10 @@ impl Exec<'_> {
                     out.extend_from_slice(b"\r\n");
                 }
             }
-            Err(e) => out.extend_from_slice(&error_reply(self.shared, e)),
+            Err(e) => {
+                let reply = self.error_reply(e);
+                out.extend_from_slice(&reply);
+            }
         }
     }
 
@@ -133,7 +136,8 @@ impl Exec<'_> {
             Err(e) => match outcome_code(&e) {
                 Some(code) => (code, 0),
                 None => {
-                    out.extend_from_slice(&error_reply(self.shared, e));
+                    let reply = self.error_reply(e);
+                    out.extend_from_slice(&reply);
                     return;
                 }
             },
@@ -165,7 +169,8 @@ impl Exec<'_> {
             Err(e) => match outcome_code(&e) {
                 Some(code) => code,
                 None => {
-                    out.extend_from_slice(&error_reply(self.shared, e));
+                    let reply = self.error_reply(e);
+                    out.extend_from_slice(&reply);
                     return;
                 }
             },
@@ -195,7 +200,10 @@ impl Exec<'_> {
                         echo_opaque_and_key(req, out);
                         out.extend_from_slice(b"\r\n");
                     }
-                    None => out.extend_from_slice(&error_reply(self.shared, e)),
+                    None => {
+                        let reply = self.error_reply(e);
+                        out.extend_from_slice(&reply);
+                    }
                 }
                 return;
             }
@@ -273,7 +281,10 @@ impl Exec<'_> {
         match hit {
             Ok(Some(())) => {}
             Ok(None) => out.extend_from_slice(b"EN\r\n"),
-            Err(e) => out.extend_from_slice(&error_reply(self.shared, e)),
+            Err(e) => {
+                let reply = self.error_reply(e);
+                out.extend_from_slice(&reply);
+            }
         }
     }
 

@@ -47,6 +47,7 @@ impl Driver {
             limits: Limits::for_value_size(MAX_VALUE),
             flush_at,
             input_budget: InputBudget::new(64 << 20),
+            forward_timeout: std::time::Duration::from_secs(1),
         };
         Driver {
             session: TextSession::new(shared.clone()),

@@ -1,0 +1,371 @@
+//! Forwarding: a memcached text command runs on the node that serves its key.
+//!
+//! memcached clients know nothing of buckets, so any node's memcached port takes commands for
+//! the whole keyspace; a command for a bucket this node does not serve travels to the
+//! bucket's primary as a FORWARD request on the peer port, and the primary's reply bytes go
+//! back to the client unchanged. This module owns both ends of that, and none of the text
+//! protocol (which lives in `net/memcache`):
+//!
+//! - **The sending side:** [`send_once`] makes one attempt at a command: it finds the
+//!   bucket's primary in the applied table and sends the command over one of a few pooled,
+//!   pipelined peer connections to it (or runs it here when the primary is this node), and
+//!   says what happened ([`Attempt`]). [`forward`] is the retry loop for one key, inside a
+//!   deadline; multi-key callers build their own loop from [`send_once`] and
+//!   [`wait_to_retry`].
+//! - **The owning side:** [`Forwarding::run_local`] runs a forwarded command through the
+//!   [`LocalRunner`] the data path installs at start.
+//!
+//! What may be retried: a command that was not applied (the owner answered NOT_MINE, could
+//! not be reached, or was not ready) is sent again once the table changed or after a short
+//! backoff, until the deadline. A command that may have been applied (the connection failed
+//! or the deadline passed after it was sent) is retried only when it is idempotent (a read);
+//! otherwise the client is told it is in doubt. Nothing here ever turns a failure into a
+//! miss or a value.
+
+use super::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
+use super::ClusterView;
+use crate::datadir::NodeId;
+use shoal_proto::peer::ForwardReply;
+use shoal_proto::Status;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Peer connections kept to each owner. A command's connection is picked by its bucket, so
+/// commands for one key always travel in order on one connection.
+const CONNECTIONS_PER_OWNER: usize = 2;
+/// First pause before a retry; it doubles up to [`MAX_BACKOFF`] (a table change ends it
+/// sooner).
+const MIN_BACKOFF: Duration = Duration::from_millis(2);
+/// Longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// How long an owner that could not be reached is not dialled again.
+const DOWN_FOR: Duration = Duration::from_millis(100);
+
+/// Runs one forwarded text command on this node (installed by the data path).
+pub type LocalRunner = Arc<dyn Fn(&[u8]) -> Executed + Send + Sync>;
+
+/// What running a command on its owner gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executed {
+    /// The reply bytes, exactly as the client is to get them (empty under noreply).
+    Reply(Vec<u8>),
+    /// A key's bucket is not served by the node that ran it; nothing was applied.
+    NotMine {
+        /// The bucket.
+        bucket: u32,
+        /// Its epoch in that node's applied table.
+        epoch: u64,
+    },
+}
+
+/// Why a command could not be run on its owner; the text a client sees after
+/// `SERVER_ERROR `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The bucket has no primary in the applied table.
+    NoOwner {
+        /// The bucket.
+        bucket: u32,
+    },
+    /// The owner could not be reached (nothing was sent).
+    Unreachable {
+        /// The owner's peer address.
+        owner: String,
+        /// Why.
+        cause: String,
+    },
+    /// The command was sent but no reply came: it may or may not have been applied.
+    InDoubt {
+        /// The owner's peer address.
+        owner: String,
+        /// What happened.
+        cause: String,
+    },
+    /// The owner (or this node) is not ready to run forwarded commands.
+    NotReady,
+    /// The owner refused or failed the request.
+    Failed {
+        /// What the owner or the transport said.
+        reason: String,
+    },
+    /// The deadline passed before the owner's table and this node's agreed on an owner.
+    Moving {
+        /// The bucket.
+        bucket: u32,
+    },
+}
+
+impl ForwardError {
+    /// Whether the command was certainly not applied.
+    fn not_applied(&self) -> bool {
+        !matches!(self, ForwardError::InDoubt { .. })
+    }
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let clean = |s: &str| s.replace(['\r', '\n'], " ");
+        match self {
+            ForwardError::NoOwner { bucket } => {
+                write!(f, "bucket {bucket} has no owner in the cluster table")
+            }
+            ForwardError::Unreachable { owner, cause } => {
+                write!(f, "owner {owner} unreachable: {}", clean(cause))
+            }
+            ForwardError::InDoubt { owner, cause } => write!(
+                f,
+                "no reply from owner {owner} ({}); the command may have been applied",
+                clean(cause)
+            ),
+            ForwardError::NotReady => f.write_str("owner not ready"),
+            ForwardError::Failed { reason } => write!(f, "forwarding failed: {}", clean(reason)),
+            ForwardError::Moving { bucket } => {
+                write!(f, "bucket {bucket} is changing owner; try again")
+            }
+        }
+    }
+}
+
+/// One attempt's outcome.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The owner ran the command: its reply bytes.
+    Done(Vec<u8>),
+    /// The node asked does not serve this bucket (nothing applied): retry once the tables
+    /// agree.
+    NotMine {
+        /// The bucket.
+        bucket: u32,
+    },
+    /// It failed; `error.not_applied()` tells whether it may be sent again.
+    Failed(ForwardError),
+}
+
+/// The forwarding state of one node: who it is on the peer port, how it runs commands
+/// here, and its connections to owners. Held by the node's [`ClusterView`].
+#[derive(Default)]
+pub struct Forwarding {
+    identity: OnceLock<PeerIdentity>,
+    local: OnceLock<LocalRunner>,
+    owners: Mutex<HashMap<NodeId, Arc<Owner>>>,
+}
+
+impl fmt::Debug for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("dialer", &self.identity.get().is_some())
+            .field("runner", &self.local.get().is_some())
+            .finish()
+    }
+}
+
+/// Connections to one owner.
+struct Owner {
+    addr: SocketAddr,
+    clients: Vec<PeerClient>,
+    /// Not dialled again before this instant (it could not be reached).
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Forwarding {
+    /// Lets this node send commands to owners, as `identity` on the peer port (set once, by
+    /// the control plane).
+    pub fn set_identity(&self, identity: PeerIdentity) {
+        let _ = self.identity.set(identity);
+    }
+
+    /// Lets this node run forwarded commands (set once, by the data path).
+    pub fn set_runner(&self, runner: LocalRunner) {
+        let _ = self.local.set(runner);
+    }
+
+    /// Whether commands can be forwarded from here (a control plane runs and the data path
+    /// serves).
+    pub fn can_send(&self) -> bool {
+        self.identity.get().is_some() && self.local.get().is_some()
+    }
+
+    /// Runs a forwarded command here.
+    ///
+    /// # Errors
+    /// [`ForwardError::NotReady`] until the data path installed its runner.
+    pub fn run_local(&self, command: &[u8]) -> Result<Executed, ForwardError> {
+        let runner = self.local.get().ok_or(ForwardError::NotReady)?;
+        Ok(runner(command))
+    }
+
+    /// The pooled connections to `node` at `addr` (replaced when its address changed).
+    fn owner(&self, node: NodeId, addr: SocketAddr, identity: &PeerIdentity) -> Arc<Owner> {
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = owners.get(&node).filter(|o| o.addr == addr) {
+            return o.clone();
+        }
+        let owner = Arc::new(Owner {
+            addr,
+            clients: (0..CONNECTIONS_PER_OWNER)
+                .map(|_| PeerClient::new(addr, Some(node), identity.clone()))
+                .collect(),
+            down_until: Mutex::new(None),
+        });
+        owners.insert(node, owner.clone());
+        owner
+    }
+}
+
+/// One attempt at `command`, routed by `bucket` (for a multi-key command: the bucket of any
+/// of its keys, all of which the caller found on one owner). Runs it here when this node is
+/// the primary.
+pub async fn send_once(
+    view: &ClusterView,
+    bucket: u32,
+    command: &[u8],
+    deadline: Instant,
+) -> Attempt {
+    let forwarding = view.forwarding();
+    let state = view.state();
+    let Some(primary) = state.bucket(bucket).and_then(|b| b.primary) else {
+        return Attempt::Failed(ForwardError::NoOwner { bucket });
+    };
+    if primary == view.me() {
+        return match forwarding.run_local(command) {
+            Ok(Executed::Reply(bytes)) => Attempt::Done(bytes),
+            Ok(Executed::NotMine { bucket, .. }) => Attempt::NotMine { bucket },
+            Err(e) => Attempt::Failed(e),
+        };
+    }
+    let Some(identity) = forwarding.identity.get() else {
+        return Attempt::Failed(ForwardError::NotReady);
+    };
+    let Some(member) = state.nodes.get(&primary) else {
+        return Attempt::Failed(ForwardError::NoOwner { bucket });
+    };
+    let addr_text = member.addrs.peer.clone();
+    let Ok(addr) = addr_text.parse::<SocketAddr>() else {
+        return Attempt::Failed(ForwardError::Unreachable {
+            owner: addr_text,
+            cause: "not a socket address".into(),
+        });
+    };
+    drop(state);
+    let owner = forwarding.owner(primary, addr, identity);
+    let now = Instant::now();
+    {
+        let down = owner
+            .down_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if down.is_some_and(|until| now < until) {
+            return Attempt::Failed(ForwardError::Unreachable {
+                owner: addr_text,
+                cause: "it did not answer a moment ago".into(),
+            });
+        }
+    }
+    let client = &owner.clients[bucket as usize % owner.clients.len()];
+    let timeout = deadline.saturating_duration_since(now);
+    let result = client
+        .call(PeerOpcode::Forward, command.to_vec(), timeout)
+        .await;
+    let body = match result {
+        Ok(body) => body,
+        Err(e) => {
+            if matches!(e, PeerCallError::Unreachable { .. }) {
+                *owner
+                    .down_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + DOWN_FOR);
+            }
+            return Attempt::Failed(call_error(addr_text, e));
+        }
+    };
+    match ForwardReply::decode(&body) {
+        Ok(ForwardReply::Executed(bytes)) => Attempt::Done(bytes.to_vec()),
+        Ok(ForwardReply::NotMine { bucket, .. }) => Attempt::NotMine { bucket },
+        Err(e) => Attempt::Failed(ForwardError::Failed {
+            reason: format!("undecodable FORWARD reply from {addr_text}: {}", e.as_str()),
+        }),
+    }
+}
+
+/// What a failed peer call means for the command.
+fn call_error(owner: String, e: PeerCallError) -> ForwardError {
+    match e {
+        PeerCallError::Unreachable { cause } => ForwardError::Unreachable { owner, cause },
+        PeerCallError::Refused { reason } => ForwardError::Unreachable {
+            owner,
+            cause: format!("refused: {reason}"),
+        },
+        PeerCallError::Remote {
+            status: Status::NotReady,
+            ..
+        } => ForwardError::NotReady,
+        PeerCallError::Timeout => ForwardError::InDoubt {
+            owner,
+            cause: "deadline passed".into(),
+        },
+        PeerCallError::Closed => ForwardError::InDoubt {
+            owner,
+            cause: "connection lost".into(),
+        },
+        PeerCallError::Remote { status, message } => ForwardError::Failed {
+            reason: format!("{owner} answered {}: {message}", status.name()),
+        },
+        PeerCallError::Protocol { reason } => ForwardError::Failed { reason },
+        PeerCallError::TooLarge { len } => ForwardError::Failed {
+            reason: format!("command of {len} bytes is over the peer frame limit"),
+        },
+    }
+}
+
+/// Waits before attempt number `attempt` (1 for the first retry): until the applied table
+/// changes (`table` was subscribed before the failed attempt) or a backoff passes. Returns
+/// false when the deadline passes first.
+pub async fn wait_to_retry(
+    table: &mut tokio::sync::watch::Receiver<u64>,
+    attempt: u32,
+    deadline: Instant,
+) -> bool {
+    let backoff = MIN_BACKOFF
+        .saturating_mul(1 << attempt.min(16))
+        .min(MAX_BACKOFF);
+    let wake = (Instant::now() + backoff).min(deadline);
+    tokio::select! {
+        _ = table.changed() => {}
+        _ = tokio::time::sleep_until(wake) => {}
+    }
+    Instant::now() < deadline
+}
+
+/// Runs a single-key command on its bucket's owner, retrying within `deadline` as the
+/// module documentation says; `idempotent` commands are also retried after a reply was lost.
+///
+/// # Errors
+/// The last failure once the deadline passed (or at once for a failure that no retry can
+/// fix, such as an in-doubt write).
+pub async fn forward(
+    view: &ClusterView,
+    bucket: u32,
+    command: &[u8],
+    idempotent: bool,
+    deadline: Instant,
+) -> Result<Vec<u8>, ForwardError> {
+    let mut table = view.table_changes();
+    let mut attempt = 0u32;
+    loop {
+        table.mark_unchanged();
+        let error = match send_once(view, bucket, command, deadline).await {
+            Attempt::Done(bytes) => return Ok(bytes),
+            Attempt::NotMine { bucket } => ForwardError::Moving { bucket },
+            Attempt::Failed(e) if e.not_applied() || idempotent => e,
+            Attempt::Failed(e) => return Err(e),
+        };
+        attempt += 1;
+        if !wait_to_retry(&mut table, attempt, deadline).await {
+            return Err(error);
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Text commands for buckets this node does not serve: sent to their owner, answered here.
+//!
+//! memcached clients know nothing of buckets, so the session hands each command whose key
+//! (or any of whose keys) lives in a bucket served elsewhere to this module, which
+//! ([`route`], [`defer`]):
+//!
+//! - sends a single-key command, as the client's bytes, to the bucket's owner through
+//!   `cluster::forward` and relays the owner's reply bytes unchanged;
+//! - splits a multi-get by owner, sends the parts at once (the keys this node serves are read
+//!   here through the same path), and answers the values in the client's key order;
+//! - answers `SERVER_ERROR <reason>` when no owner could run the command within
+//!   `--forward-timeout` (nothing under `noreply`), never a miss or a value it did not read.
+//!
+//! Replies are deferred ([`Output::defer`]): the connection goes on reading and serving, and
+//! memcached's rule that replies leave in request order holds. Commands for one bucket from
+//! one connection are sent in the order they arrived (each waits for the previous one's
+//! reply), so a pipelined `set k ... noreply` followed by `get k` reads what it wrote.
+//!
+//! The owner's side is [`run_forwarded`]: it runs one command as any session would, except
+//! that a key of a bucket it does not serve (the bucket moved, or the sender's table is
+//! behind) makes it answer NOT_MINE and apply nothing, so the sender retries.
+
+use super::exec::{Counts, Exec};
+use super::meta::MetaKind;
+use super::parse::{parse, Keys, TextCommand};
+use crate::cluster::forward::{self, send_once, wait_to_retry, Attempt, Executed, ForwardError};
+use crate::cluster::ClusterView;
+use crate::datadir::NodeId;
+use crate::net::{Output, Shared};
+use crate::stats::ServerStats;
+use std::collections::HashMap;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Where a command goes.
+#[derive(Debug)]
+pub(super) enum Route {
+    /// One key, served elsewhere.
+    One {
+        /// Its bucket.
+        bucket: u32,
+        /// Whether it only reads (so a lost reply may be asked again).
+        idempotent: bool,
+        /// Whether the client wants no reply.
+        noreply: bool,
+    },
+    /// A multi-get with at least one key served elsewhere.
+    Get {
+        /// `get`, `gets`, `gat <exptime>` or `gats <exptime>`: what each part starts with.
+        verb: Vec<u8>,
+        /// The keys, in the client's order.
+        keys: Vec<Vec<u8>>,
+    },
+}
+
+/// Whether `cmd` must run elsewhere, and how; `None`: run it here (every key is served here,
+/// it has no key, or this node cannot forward, in which case it answers `not my bucket`).
+pub(super) fn route(shared: &Shared, cmd: &TextCommand<'_>) -> Option<Route> {
+    let cluster = shared.keyspace.cluster();
+    if cluster.owns_all() {
+        return None;
+    }
+    let buckets = shared.keyspace.buckets();
+    let elsewhere = |key: &[u8]| {
+        let bucket = shoal_proto::hash::bucket_of(key, buckets);
+        (!cluster.owns(bucket)).then_some(bucket)
+    };
+    let one = |key: &[u8], idempotent: bool, noreply: bool| {
+        elsewhere(key).map(|bucket| Route::One {
+            bucket,
+            idempotent,
+            noreply,
+        })
+    };
+    let route = match cmd {
+        TextCommand::Get { keys, cas } => get_route(keys, elsewhere, || {
+            if *cas {
+                b"gets".to_vec()
+            } else {
+                b"get".to_vec()
+            }
+        }),
+        TextCommand::Gat { exptime, keys, cas } => get_route(keys, elsewhere, || {
+            let verb = if *cas { "gats" } else { "gat" };
+            format!("{verb} {exptime}").into_bytes()
+        }),
+        TextCommand::Store { key, noreply, .. }
+        | TextCommand::Delete { key, noreply }
+        | TextCommand::Incr { key, noreply, .. }
+        | TextCommand::Touch { key, noreply, .. } => one(key, false, *noreply),
+        TextCommand::Meta(req) => one(req.key(), req.kind == MetaKind::Get, false),
+        _ => None,
+    }?;
+    cluster.forwarding().can_send().then_some(route)
+}
+
+/// The route of a get-family command: one key goes as it came; several keys, any of them
+/// elsewhere, are split.
+fn get_route(
+    keys: &Keys<'_>,
+    elsewhere: impl Fn(&[u8]) -> Option<u32>,
+    verb: impl FnOnce() -> Vec<u8>,
+) -> Option<Route> {
+    let mut it = keys.iter();
+    let first = it.next()?;
+    if it.next().is_none() {
+        return elsewhere(first).map(|bucket| Route::One {
+            bucket,
+            idempotent: true,
+            noreply: false,
+        });
+    }
+    keys.iter()
+        .any(|k| elsewhere(k).is_some())
+        .then(|| Route::Get {
+            verb: verb(),
+            keys: keys.iter().map(<[u8]>::to_vec).collect(),
+        })
+}
+
+/// Per connection: the last forwarded command of each bucket, which the next one for that
+/// bucket waits for (so they reach the owner in order).
+#[derive(Debug, Default)]
+pub(super) struct Chains {
+    last: HashMap<u32, watch::Receiver<bool>>,
+}
+
+impl Chains {
+    /// Registers a command on `buckets`: returns what it must wait for, and the sender it
+    /// sets (or drops) when done.
+    fn enter(&mut self, buckets: &[u32]) -> (Vec<watch::Receiver<bool>>, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let mut before = Vec::new();
+        for b in buckets {
+            if let Some(prev) = self.last.insert(*b, rx.clone()) {
+                // A bucket named twice by one command: it waits for itself only once.
+                if !prev.same_channel(&rx) && !*prev.borrow() {
+                    before.push(prev);
+                }
+            }
+        }
+        (before, tx)
+    }
+}
+
+/// Hands `cmd` (whose bytes, line and data block, are `bytes`) to a task that runs it on its
+/// owner, and defers its reply on `out`.
+pub(super) fn defer(
+    shared: &Shared,
+    chains: &mut Chains,
+    route: Route,
+    bytes: &[u8],
+    out: &mut Output,
+) {
+    let view = shared.keyspace.cluster().clone();
+    let stats = shared.keyspace.stats().clone();
+    let deadline = Instant::now() + shared.forward_timeout;
+    let buckets: Vec<u32> = match &route {
+        Route::One { bucket, .. } => vec![*bucket],
+        Route::Get { keys, .. } => {
+            let n = shared.keyspace.buckets();
+            keys.iter()
+                .map(|k| shoal_proto::hash::bucket_of(k, n))
+                .collect()
+        }
+    };
+    let (before, done) = chains.enter(&buckets);
+    let command = bytes.to_vec();
+    let task = tokio::spawn(async move {
+        for mut prev in before {
+            let _ = prev.wait_for(|d| *d).await;
+        }
+        let (result, noreply) = match route {
+            Route::One {
+                bucket,
+                idempotent,
+                noreply,
+            } => (
+                forward::forward(&view, bucket, &command, idempotent, deadline).await,
+                noreply,
+            ),
+            Route::Get { verb, keys } => (
+                forward_get(&view, &verb, &keys, &buckets, deadline).await,
+                false,
+            ),
+        };
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                ServerStats::incr(&stats.forward_errors);
+                tracing::debug!(error = %e, "forwarded command failed");
+                if noreply {
+                    Vec::new()
+                } else {
+                    server_error(&e)
+                }
+            }
+        };
+        let _ = done.send(true);
+        reply
+    });
+    out.defer(Box::pin(async move {
+        task.await
+            .unwrap_or_else(|_| b"SERVER_ERROR forwarding failed\r\n".to_vec())
+    }));
+}
+
+fn server_error(e: &ForwardError) -> Vec<u8> {
+    format!("SERVER_ERROR {e}\r\n").into_bytes()
+}
+
+/// A multi-get split by owner: each owner's part is one get of its keys, all sent at once;
+/// parts that reached a node not serving them (the table changed) are split again and
+/// retried until `deadline`. Answers the values in key order, then `END`.
+async fn forward_get(
+    view: &ClusterView,
+    verb: &[u8],
+    keys: &[Vec<u8>],
+    buckets: &[u32],
+    deadline: Instant,
+) -> Result<Vec<u8>, ForwardError> {
+    let mut values: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+    let mut todo: Vec<usize> = (0..keys.len()).collect();
+    let mut table = view.table_changes();
+    let mut attempt = 0u32;
+    loop {
+        table.mark_unchanged();
+        let mut parts: HashMap<Option<NodeId>, Vec<usize>> = HashMap::new();
+        {
+            let state = view.state();
+            for &i in &todo {
+                let owner = state.bucket(buckets[i]).and_then(|b| b.primary);
+                parts.entry(owner).or_default().push(i);
+            }
+        }
+        let mut sent = tokio::task::JoinSet::new();
+        for part in parts.into_values() {
+            let mut command = verb.to_vec();
+            for &i in &part {
+                command.push(b' ');
+                command.extend_from_slice(&keys[i]);
+            }
+            command.extend_from_slice(b"\r\n");
+            let view = view.clone();
+            let bucket = buckets[part[0]];
+            sent.spawn(async move { (send_once(&view, bucket, &command, deadline).await, part) });
+        }
+        let mut retry = Vec::new();
+        let mut last = None;
+        while let Some(joined) = sent.join_next().await {
+            let Ok((attempt, part)) = joined else {
+                return Err(ForwardError::Failed {
+                    reason: "a forwarding task failed".into(),
+                });
+            };
+            match attempt {
+                Attempt::Done(reply) => {
+                    let asked: Vec<&[u8]> = part.iter().map(|&i| keys[i].as_slice()).collect();
+                    let found =
+                        split_values(&reply, &asked).map_err(|reason| ForwardError::Failed {
+                            reason: format!("owner answered: {reason}"),
+                        })?;
+                    for (&i, range) in part.iter().zip(found) {
+                        values[i] = range.map(|r| reply[r].to_vec());
+                    }
+                }
+                Attempt::NotMine { bucket } => {
+                    retry.extend(part);
+                    last = Some(ForwardError::Moving { bucket });
+                }
+                // Reads: every failure may be retried.
+                Attempt::Failed(e) => {
+                    retry.extend(part);
+                    last = Some(e);
+                }
+            }
+        }
+        if retry.is_empty() {
+            let len = values.iter().flatten().map(Vec::len).sum::<usize>() + 5;
+            let mut out = Vec::with_capacity(len);
+            for v in values.iter().flatten() {
+                out.extend_from_slice(v);
+            }
+            out.extend_from_slice(b"END\r\n");
+            return Ok(out);
+        }
+        retry.sort_unstable();
+        todo = retry;
+        attempt += 1;
+        if !wait_to_retry(&mut table, attempt, deadline).await {
+            return Err(last.unwrap_or(ForwardError::NotReady));
+        }
+    }
+}
+
+/// Finds the `VALUE` block of each of `keys` (asked in this order) in a get reply: the byte
+/// range of each block, `None` for a miss. The reply must be values for asked keys, in
+/// order, then `END`; anything else is returned as the reason it is not.
+fn split_values(
+    reply: &[u8],
+    keys: &[&[u8]],
+) -> Result<Vec<Option<std::ops::Range<usize>>>, String> {
+    let mut found = vec![None; keys.len()];
+    let mut next = 0;
+    let mut pos = 0;
+    loop {
+        let rest = &reply[pos..];
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Err("a truncated reply".into());
+        };
+        let line = &rest[..eol];
+        if line == b"END" {
+            return if pos + eol + 2 == reply.len() {
+                Ok(found)
+            } else {
+                Err("bytes after END".into())
+            };
+        }
+        let mut tokens = line.split(|&b| b == b' ');
+        let (Some(b"VALUE"), Some(key), Some(_flags), Some(len)) =
+            (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+        else {
+            return Err(String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned());
+        };
+        let len: usize = std::str::from_utf8(len)
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or("a value length that is not a number")?;
+        let end = (pos + eol + 2)
+            .checked_add(len)
+            .and_then(|e| e.checked_add(2))
+            .filter(|&e| e <= reply.len())
+            .ok_or("a truncated value")?;
+        if &reply[end - 2..end] != b"\r\n" {
+            return Err("a value not followed by CRLF".into());
+        }
+        while next < keys.len() && keys[next] != key {
+            next += 1;
+        }
+        if next == keys.len() {
+            return Err("a value for a key not asked for".into());
+        }
+        found[next] = Some(pos..end);
+        next += 1;
+        pos = end;
+    }
+}
+
+/// Runs one forwarded command (`command`: its line and data block) on this node, as the
+/// owner: the reply bytes, or NOT_MINE when a key's bucket is not served here (nothing
+/// applied).
+pub(crate) fn run_forwarded(shared: &Shared, command: &[u8]) -> Executed {
+    let mut counts = Counts::default();
+    let mut resume = 0;
+    let mut out = Output::new(true, usize::MAX, 256);
+    counts.forwarded_in += 1;
+    let executed = match parse(command, &shared.limits) {
+        Ok(Some((cmd, used))) if used == command.len() && !is_local_only(&cmd) => {
+            let mut exec = Exec {
+                shared,
+                counts: &mut counts,
+                resume: &mut resume,
+                forwarded: true,
+                not_mine: None,
+            };
+            exec.run(cmd, &mut out);
+            match exec.not_mine {
+                Some(r) => Executed::NotMine {
+                    bucket: r.bucket,
+                    epoch: r.epoch,
+                },
+                None => Executed::Reply(std::mem::take(out.ready())),
+            }
+        }
+        Ok(_) => Executed::Reply(b"SERVER_ERROR bad forwarded command\r\n".to_vec()),
+        Err(e) if e.noreply => Executed::Reply(Vec::new()),
+        Err(e) => Executed::Reply(e.kind.reply().to_vec()),
+    };
+    counts.flush_into(shared.keyspace.stats());
+    executed
+}
+
+/// Commands that are never forwarded (they have no key, or affect the connection).
+fn is_local_only(cmd: &TextCommand<'_>) -> bool {
+    !matches!(
+        cmd,
+        TextCommand::Get { .. }
+            | TextCommand::Gat { .. }
+            | TextCommand::Store { .. }
+            | TextCommand::Delete { .. }
+            | TextCommand::Incr { .. }
+            | TextCommand::Touch { .. }
+            | TextCommand::Meta(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_found_in_key_order_and_bad_replies_refused() {
+        let reply = b"VALUE a 0 1\r\nx\r\nVALUE c 5 2 9\r\nyz\r\nEND\r\n";
+        let keys: [&[u8]; 3] = [b"a", b"b", b"c"];
+        let found = split_values(reply, &keys).unwrap();
+        assert_eq!(
+            found[0].clone().map(|r| &reply[r]),
+            Some(&b"VALUE a 0 1\r\nx\r\n"[..])
+        );
+        assert_eq!(found[1], None);
+        assert_eq!(
+            found[2].clone().map(|r| &reply[r]),
+            Some(&b"VALUE c 5 2 9\r\nyz\r\n"[..])
+        );
+        // Repeated keys: each asked once, answered once.
+        let twice = b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n";
+        let found = split_values(twice, &[b"a", b"a"]).unwrap();
+        assert!(found.iter().all(Option::is_some));
+        assert_eq!(split_values(b"END\r\n", &keys).unwrap(), vec![None; 3]);
+        for bad in [
+            &b"SERVER_ERROR out of memory\r\n"[..],
+            b"VALUE a 0 5\r\nx\r\nEND\r\n",
+            b"VALUE a 0 1\r\nxy\r\nEND\r\n",
+            b"VALUE z 0 1\r\nx\r\nEND\r\n",
+            b"VALUE c 0 1\r\nx\r\nVALUE a 0 1\r\nx\r\nEND\r\n",
+            b"VALUE a 0 99999999999999999999999\r\nx\r\nEND\r\n",
+            b"END\r\nEND\r\n",
+            b"END",
+            b"",
+        ] {
+            assert!(
+                split_values(bad, &keys).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_waits_for_the_previous_one_on_its_bucket() {
+        let mut chains = Chains::default();
+        let (before, first) = chains.enter(&[1, 2]);
+        assert!(before.is_empty());
+        let (before, second) = chains.enter(&[2, 3, 3, 2]);
+        assert_eq!(before.len(), 1, "never waits for itself");
+        first.send(true).unwrap();
+        assert!(*before[0].borrow());
+        // Once done, a predecessor is not waited for.
+        let (before, _third) = chains.enter(&[1]);
+        assert!(before.is_empty());
+        drop(second);
+    }
+}

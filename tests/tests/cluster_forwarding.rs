@@ -1,0 +1,378 @@
+//! The memcached port of any node serves the whole keyspace: commands for buckets another
+//! node serves are forwarded to it over the peer port and its reply relayed byte for byte.
+//! Real `shoald` processes on loopback, spoken to over raw text-protocol sockets.
+
+mod cluster_common;
+
+use cluster_common::{Cluster, Member, BUCKETS, SETTLE};
+use shoal_proto::cluster::TableView;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A blocking memcached text connection.
+struct Text {
+    r: BufReader<TcpStream>,
+}
+
+impl Text {
+    fn connect(addr: SocketAddr) -> Text {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        Text {
+            r: BufReader::new(s),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.r.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Writes `bytes` from another thread, so a large pipeline and its replies can cross.
+    fn send_in_background(&mut self, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+        let mut w = self.r.get_ref().try_clone().expect("clone");
+        std::thread::spawn(move || w.write_all(&bytes).expect("write"))
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).expect("read line");
+        assert!(l.ends_with("\r\n"), "connection closed or line cut: {l:?}");
+        l
+    }
+
+    /// The bytes of one `get`-family reply: VALUE blocks up to and including `END`, or a
+    /// single error line.
+    fn get_reply(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            out.extend_from_slice(l.as_bytes());
+            if l == "END\r\n" || l.starts_with("SERVER_ERROR") || l.starts_with("CLIENT_ERROR") {
+                return out;
+            }
+            let len: usize = l
+                .trim_end()
+                .split(' ')
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a VALUE line: {l:?}"));
+            let mut data = vec![0u8; len + 2];
+            self.r.read_exact(&mut data).expect("value");
+            out.extend_from_slice(&data);
+        }
+    }
+
+    /// Sends `command` and reads a one-line reply.
+    fn ask(&mut self, command: &str) -> String {
+        self.send(command.as_bytes());
+        self.line()
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("fwd:{i}")
+}
+
+/// A value of varying length holding every byte value, CRLFs included.
+fn value(i: usize) -> Vec<u8> {
+    (0..(i * 37) % 3000 + 1)
+        .map(|j| ((i * 7 + j * 13) % 256) as u8)
+        .collect()
+}
+
+fn owner(table: &TableView, key: &str) -> usize {
+    let bucket = shoal_proto::hash::bucket_of(key.as_bytes(), BUCKETS);
+    usize::from(table.buckets[bucket as usize].primary)
+}
+
+/// Index of `member` in the table's node list.
+fn index_in(table: &TableView, member: &Member) -> usize {
+    let native = member.native().to_string();
+    table
+        .nodes
+        .iter()
+        .position(|n| n.native == native)
+        .expect("member in the table")
+}
+
+fn mc(member: &Member) -> SocketAddr {
+    member.proc.memcache_addr.expect("memcached port")
+}
+
+/// One `stats` value of the node at `addr`.
+fn stat(addr: SocketAddr, name: &str) -> u64 {
+    let mut c = Text::connect(addr);
+    c.send(b"stats\r\n");
+    let prefix = format!("STAT {name} ");
+    let mut value = None;
+    loop {
+        let l = c.line();
+        if l == "END\r\n" {
+            return value.unwrap_or_else(|| panic!("no stat {name}"));
+        }
+        if let Some(v) = l.strip_prefix(&prefix) {
+            value = v.trim_end().parse().ok();
+        }
+    }
+}
+
+/// Starts 3 nodes, then a 4th that joins after the buckets were spread and so owns none.
+fn four_nodes(extra: &[&str]) -> (Cluster, usize) {
+    let mut c = Cluster::start(3, extra);
+    let seed = c.members[0].peer();
+    let mut args = vec!["--join", seed.as_str()];
+    args.extend_from_slice(extra);
+    c.members.push(Member::start("late", &args));
+    let late = 3;
+    assert!(c.wait_settled(4, SETTLE), "{:?}", c.statuses());
+    let table = c.members[0].table().expect("table");
+    let li = index_in(&table, &c.members[late]);
+    assert_eq!(table.owned_counts()[li], 0, "the late node owns nothing");
+    (c, late)
+}
+
+#[test]
+fn every_node_serves_the_whole_keyspace_byte_exact_even_one_owning_nothing() {
+    let (c, late) = four_nodes(&[]);
+    let table = c.members[0].table().expect("table");
+    const N: usize = 3000;
+    // Written through the node that owns nothing, with a reply per set.
+    let mut w = Text::connect(mc(&c.members[late]));
+    let mut batch = Vec::new();
+    for i in 0..N {
+        let v = value(i);
+        batch.extend_from_slice(format!("set {} {} 0 {}\r\n", key(i), i, v.len()).as_bytes());
+        batch.extend_from_slice(&v);
+        batch.extend_from_slice(b"\r\n");
+    }
+    let feeder = w.send_in_background(batch);
+    for i in 0..N {
+        assert_eq!(w.line(), "STORED\r\n", "set {}", key(i));
+    }
+    feeder.join().expect("feeder");
+    assert_eq!(stat(mc(&c.members[late]), "forwarded_out"), N as u64);
+    // Each item is stored on its owner, and nowhere else.
+    let mut per_node = vec![0u64; table.nodes.len()];
+    for i in 0..N {
+        per_node[owner(&table, &key(i))] += 1;
+    }
+    for m in &c.members {
+        let expected = per_node[index_in(&table, m)];
+        assert_eq!(
+            stat(mc(m), "curr_items"),
+            expected,
+            "items on {}",
+            m.native()
+        );
+    }
+    // Read back through every node: multi-gets of 1,000 keys spanning every owner, in the
+    // order asked, byte for byte; misses stay misses.
+    let mut expected_reply = Vec::new();
+    let mut get = b"get".to_vec();
+    for i in 0..1000 {
+        get.extend_from_slice(format!(" {}", key(i)).as_bytes());
+        let v = value(i);
+        expected_reply
+            .extend_from_slice(format!("VALUE {} {} {}\r\n", key(i), i, v.len()).as_bytes());
+        expected_reply.extend_from_slice(&v);
+        expected_reply.extend_from_slice(b"\r\n");
+        if i % 100 == 99 {
+            get.extend_from_slice(b" fwd:never-set");
+        }
+    }
+    get.extend_from_slice(b"\r\n");
+    expected_reply.extend_from_slice(b"END\r\n");
+    for m in &c.members {
+        let mut r = Text::connect(mc(m));
+        r.send(&get);
+        let got = r.get_reply();
+        assert!(
+            got == expected_reply,
+            "multi-get through {} differs",
+            m.native()
+        );
+        for i in (0..N).step_by(7) {
+            r.send(format!("get {}\r\n", key(i)).as_bytes());
+            let v = value(i);
+            let mut want = format!("VALUE {} {} {}\r\n", key(i), i, v.len()).into_bytes();
+            want.extend_from_slice(&v);
+            want.extend_from_slice(b"\r\nEND\r\n");
+            assert!(
+                r.get_reply() == want,
+                "get {} through {}",
+                key(i),
+                m.native()
+            );
+        }
+    }
+    // The cas unique is the same whichever node answers.
+    let gets = |m: &Member| {
+        let mut r = Text::connect(mc(m));
+        r.send(b"gets fwd:5\r\n");
+        r.get_reply()
+    };
+    let first = gets(&c.members[0]);
+    for m in &c.members[1..] {
+        assert_eq!(gets(m), first);
+    }
+}
+
+/// Runs `script` (commands with `{k}` for the key) once on a key the node does not own and
+/// once directly on the owner with a key of its own; the replies must be the same bytes.
+#[test]
+fn forwarded_commands_answer_exactly_what_the_owner_answers() {
+    let (c, late) = four_nodes(&[]);
+    let table = c.members[0].table().expect("table");
+    let owner_idx = index_in(&table, &c.members[0]);
+    let owned: Vec<String> = (0..)
+        .map(|i| format!("exact:{i}"))
+        .filter(|k| owner(&table, k) == owner_idx)
+        .take(2)
+        .collect();
+    let script = [
+        "get {k}\r\n",
+        "add {k} 5 0 3\r\nabc\r\n",
+        "add {k} 5 0 3\r\nxyz\r\n",
+        "replace {k} 6 0 2\r\nde\r\n",
+        "append {k} 0 0 2\r\nfg\r\n",
+        "prepend {k} 0 0 2\r\nhi\r\n",
+        "gets {k}\r\n",
+        "cas {k} 0 0 1 1\r\nz\r\n",
+        "touch {k} 100\r\n",
+        "gat 0 {k}\r\n",
+        "gats 0 {k}\r\n",
+        "incr {k} 1\r\n",
+        "set {k} 0 0 2\r\n41\r\n",
+        "incr {k} 5\r\n",
+        "decr {k} 100\r\n",
+        "mg {k} v f t c s k\r\n",
+        "ms {k} 3 T0 F9\r\nnew\r\n",
+        "mg {k} v f\r\n",
+        "ma {k} MI D2\r\n",
+        "ms {k} 2\r\n10\r\n",
+        "ma {k} D3 v\r\n",
+        "md {k} q\r\n",
+        "mg {k} v\r\n",
+        "mn\r\n",
+        "delete {k}\r\n",
+        "delete {k}\r\n",
+        "incr {k} 1\r\n",
+        "set {k} 0 0 1 noreply\r\nq\r\nget {k}\r\n",
+    ];
+    let run = |addr: SocketAddr, k: &str| -> Vec<u8> {
+        let mut t = Text::connect(addr);
+        let mut all = Vec::new();
+        for step in script {
+            t.send(step.replace("{k}", k).as_bytes());
+            // Every step ends with a command that answers: collect until its last line.
+            let last_is_get = step.ends_with("get {k}\r\n")
+                || step.starts_with("gets")
+                || step.starts_with("gat");
+            if last_is_get {
+                all.extend_from_slice(&t.get_reply());
+            } else if (step.starts_with("mg") || step.starts_with("ma")) && step.contains(" v") {
+                let l = t.line();
+                all.extend_from_slice(l.as_bytes());
+                if l.starts_with("VA ") {
+                    all.extend_from_slice(t.line().as_bytes());
+                }
+            } else if step.starts_with("md {k} q") {
+                // Quiet success answers nothing; `mn` after it proves the order.
+                t.send(b"mn\r\n");
+                all.extend_from_slice(t.line().as_bytes());
+            } else {
+                all.extend_from_slice(t.line().as_bytes());
+            }
+        }
+        String::from_utf8_lossy(&all).replace(k, "K").into_bytes()
+    };
+    let forwarded = run(mc(&c.members[late]), &owned[0]);
+    let direct = run(mc(&c.members[0]), &owned[1]);
+    assert_eq!(
+        String::from_utf8_lossy(&forwarded),
+        String::from_utf8_lossy(&direct)
+    );
+    assert!(String::from_utf8_lossy(&forwarded).contains("EXISTS\r\n"));
+}
+
+#[test]
+fn pipelined_noreply_writes_are_read_in_order_through_a_forwarding_node() {
+    let (c, late) = four_nodes(&[]);
+    let mut t = Text::connect(mc(&c.members[late]));
+    let mut batch = Vec::new();
+    for i in 0..2000 {
+        let k = format!("order:{}", i % 5);
+        let v = format!("v{i}");
+        batch.extend_from_slice(
+            format!("set {k} 0 0 {} noreply\r\n{v}\r\nget {k}\r\n", v.len()).as_bytes(),
+        );
+    }
+    let feeder = t.send_in_background(batch);
+    for i in 0..2000 {
+        let k = format!("order:{}", i % 5);
+        let v = format!("v{i}");
+        let want = format!("VALUE {k} 0 {}\r\n{v}\r\nEND\r\n", v.len());
+        assert_eq!(String::from_utf8_lossy(&t.get_reply()), want, "step {i}");
+    }
+    feeder.join().expect("feeder");
+}
+
+#[test]
+fn forwarding_to_a_stopped_owner_ends_in_server_error_within_the_deadline() {
+    let mut c = Cluster::start(3, &["--forward-timeout", "300ms"]);
+    let table = c.members[0].table().expect("table");
+    let gone = index_in(&table, &c.members[2]);
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("lost:{i}"))
+        .filter(|k| owner(&table, k) == gone)
+        .take(100)
+        .collect();
+    let local: String = (0..)
+        .map(|i| format!("here:{i}"))
+        .find(|k| owner(&table, k) == index_in(&table, &c.members[0]))
+        .expect("a key of node 0");
+    let mut t = Text::connect(mc(&c.members[0]));
+    assert_eq!(
+        t.ask(&format!("set {} 0 0 1\r\nx\r\n", keys[0])),
+        "STORED\r\n"
+    );
+    c.members[2].proc.kill();
+    let pid = c.members[0].proc.pid().expect("pid");
+    let rss_before = shoal_tests::rss_of(pid).expect("rss");
+    // 10,000 pipelined requests for the stopped node's keys, written from another thread
+    // while this one reads.
+    const N: usize = 10_000;
+    let mut batch = Vec::new();
+    for i in 0..N {
+        let k = &keys[i % keys.len()];
+        if i % 2 == 0 {
+            batch.extend_from_slice(format!("get {k}\r\n").as_bytes());
+        } else {
+            batch.extend_from_slice(format!("set {k} 0 0 1\r\ny\r\n").as_bytes());
+        }
+    }
+    let feeder = t.send_in_background(batch);
+    let started = Instant::now();
+    for i in 0..N {
+        let l = t.line();
+        assert!(l.starts_with("SERVER_ERROR "), "reply {i}: {l:?}");
+    }
+    let took = started.elapsed();
+    feeder.join().expect("feeder");
+    assert_eq!(stat(mc(&c.members[0]), "forward_errors"), N as u64);
+    let rss_after = shoal_tests::rss_of(pid).expect("rss");
+    assert!(
+        rss_after < rss_before + (64 << 20),
+        "forwarding node grew from {rss_before} to {rss_after} bytes"
+    );
+    // A multi-get that includes a key of the stopped node answers the error, no values.
+    let mixed = format!("get {local} {}\r\n", keys[1]);
+    t.send(mixed.as_bytes());
+    assert!(t.get_reply().starts_with(b"SERVER_ERROR "));
+    // The node's own keys are served as before.
+    assert_eq!(t.ask(&format!("set {local} 0 0 1\r\nz\r\n")), "STORED\r\n");
+    eprintln!("10,000 forwarded requests to a stopped owner answered in {took:?}");
+}
