@@ -376,3 +376,170 @@ fn forwarding_to_a_stopped_owner_ends_in_server_error_within_the_deadline() {
     assert_eq!(t.ask(&format!("set {local} 0 0 1\r\nz\r\n")), "STORED\r\n");
     eprintln!("10,000 forwarded requests to a stopped owner answered in {took:?}");
 }
+
+#[test]
+fn forwarded_commands_wait_out_a_change_of_owner_and_run_on_the_new_one() {
+    let mut c = Cluster::start(3, &["--forward-timeout", "30s"]);
+    let table = c.members[0].table().expect("table");
+    let gone = index_in(&table, &c.members[2]);
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("moved:{i}"))
+        .filter(|k| owner(&table, k) == gone)
+        .take(50)
+        .collect();
+    // The owner dies with its data; its buckets get a new owner once the wiped node
+    // rejoins as a new member and the leader removes the old one.
+    c.members[2].proc.kill();
+    for entry in std::fs::read_dir(&c.members[2].dir.0).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).expect("wipe");
+        } else {
+            std::fs::remove_file(path).expect("wipe");
+        }
+    }
+    let mut t = Text::connect(mc(&c.members[0]));
+    let mut batch = Vec::new();
+    for k in &keys {
+        batch.extend_from_slice(format!("set {k} 0 0 3\r\nnew\r\nget {k}\r\n").as_bytes());
+    }
+    t.send(&batch);
+    c.members[2].proc.restart();
+    for k in &keys {
+        assert_eq!(t.line(), "STORED\r\n", "set {k}");
+        let want = format!("VALUE {k} 0 3\r\nnew\r\nEND\r\n");
+        assert_eq!(String::from_utf8_lossy(&t.get_reply()), want);
+    }
+    assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
+    let after = c.members[0].table().expect("table");
+    for k in &keys {
+        let bucket = shoal_proto::hash::bucket_of(k.as_bytes(), BUCKETS) as usize;
+        assert!(after.buckets[bucket].epoch > table.buckets[bucket].epoch);
+    }
+    // Through another node, the writes are there.
+    let mut r = Text::connect(mc(&c.members[1]));
+    for k in &keys {
+        r.send(format!("get {k}\r\n").as_bytes());
+        let want = format!("VALUE {k} 0 3\r\nnew\r\nEND\r\n");
+        assert_eq!(String::from_utf8_lossy(&r.get_reply()), want);
+    }
+}
+
+/// Runs `program` with `args`; `None` (and a SKIPPED line) when it is not installed.
+fn run_tool(program: &str, args: &[&str]) -> Option<std::process::Output> {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) => {
+            println!("SKIPPED: {program} is not available ({e}); CI installs it");
+            None
+        }
+    }
+}
+
+fn succeeded(what: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// pymemcache, the libmemcached tools and libmemcached's conformance checker, each pointed at
+/// one node of a 3-node cluster, see one whole cache: what one node stores another reads,
+/// a 1,000-key multi-get spans every owner, and flush_all empties every node.
+#[test]
+fn memcached_clients_pointed_at_one_node_see_the_whole_cluster() {
+    let c = Cluster::start(3, &[]);
+    let addrs: Vec<String> = c.members.iter().map(|m| mc(m).to_string()).collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../server/tests/pymemcache_compat.py");
+    let script = script.to_str().expect("utf-8 path");
+    let spread = r#"
+import sys
+from pymemcache.client.base import Client
+def client(a):
+    host, port = a.rsplit(":", 1)
+    return Client((host, int(port)), connect_timeout=5, timeout=10)
+w, r = client(sys.argv[1]), client(sys.argv[2])
+items = {f"spread:{i}": (b"v%d" % i) * (i % 50 + 1) for i in range(1000)}
+assert w.set_many(items, noreply=False) == []
+got = r.get_many(list(items) + ["spread:absent"])
+assert got == items, f"{len(got)} of {len(items)} read back"
+assert r.flush_all(noreply=False)
+assert w.get_many(list(items)) == {}, "flush_all through one node empties every node"
+"#;
+    let Some(probe) = run_tool("python3", &["-c", "import pymemcache"]) else {
+        return;
+    };
+    if probe.status.success() {
+        succeeded(
+            "pymemcache_compat.py",
+            &run_tool("python3", &[script, &addrs[1]]).expect("python3"),
+        );
+        succeeded(
+            "pymemcache 1,000 keys",
+            &run_tool("python3", &["-c", spread, &addrs[0], &addrs[2]]).expect("python3"),
+        );
+        for a in &addrs {
+            assert_eq!(stat(a.parse().expect("addr"), "curr_items"), 0, "{a}");
+        }
+    } else {
+        println!("SKIPPED: pymemcache is not installed; CI installs it");
+    }
+    let Some(_) = run_tool("memcstat", &["--help"]) else {
+        return;
+    };
+    let stats = succeeded(
+        "memcstat",
+        &run_tool("memcstat", &[&format!("--servers={}", addrs[2])]).expect("memcstat"),
+    );
+    assert!(stats.contains("version: 1.6.18-shoald-"), "{stats}");
+    let dir = shoald::testing::TempDir::new("memccp");
+    let file = dir.0.join("cluster-greeting");
+    let content = b"hello through the cluster\n\0binary tail";
+    std::fs::write(&file, content).expect("write file");
+    let file = file.to_str().expect("utf-8 path");
+    for (i, a) in addrs.iter().enumerate() {
+        succeeded(
+            "memccp",
+            &run_tool("memccp", &[&format!("--servers={a}"), file]).expect("memccp"),
+        );
+        let reader = &addrs[(i + 1) % addrs.len()];
+        let got = run_tool(
+            "memccat",
+            &[&format!("--servers={reader}"), "cluster-greeting"],
+        )
+        .expect("memccat");
+        succeeded("memccat", &got);
+        let mut want = content.to_vec();
+        want.push(b'\n');
+        assert_eq!(
+            got.stdout, want,
+            "written through {a}, read through {reader}"
+        );
+    }
+    let addr: SocketAddr = addrs[1].parse().expect("addr");
+    let report = succeeded(
+        "memccapable",
+        &run_tool(
+            "memccapable",
+            &[
+                "-a",
+                "-t",
+                "5",
+                "-h",
+                &addr.ip().to_string(),
+                "-p",
+                &addr.port().to_string(),
+            ],
+        )
+        .expect("memccapable"),
+    );
+    assert!(
+        report.contains("All tests passed") && !report.contains("[FAIL]"),
+        "{report}"
+    );
+}

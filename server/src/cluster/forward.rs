@@ -225,11 +225,25 @@ pub async fn send_once(
     command: &[u8],
     deadline: Instant,
 ) -> Attempt {
-    let forwarding = view.forwarding();
     let state = view.state();
     let Some(primary) = state.bucket(bucket).and_then(|b| b.primary) else {
         return Attempt::Failed(ForwardError::NoOwner { bucket });
     };
+    drop(state);
+    send_to(view, primary, bucket, command, deadline).await
+}
+
+/// One attempt at `command` on the member `node` (this node included); `bucket` picks the
+/// connection, so commands for one bucket travel in order.
+pub async fn send_to(
+    view: &ClusterView,
+    node: NodeId,
+    bucket: u32,
+    command: &[u8],
+    deadline: Instant,
+) -> Attempt {
+    let forwarding = view.forwarding();
+    let primary = node;
     if primary == view.me() {
         return match forwarding.run_local(command) {
             Ok(Executed::Reply(bytes)) => Attempt::Done(bytes),
@@ -240,8 +254,11 @@ pub async fn send_once(
     let Some(identity) = forwarding.identity.get() else {
         return Attempt::Failed(ForwardError::NotReady);
     };
+    let state = view.state();
     let Some(member) = state.nodes.get(&primary) else {
-        return Attempt::Failed(ForwardError::NoOwner { bucket });
+        return Attempt::Failed(ForwardError::Failed {
+            reason: format!("node {primary} is not a member"),
+        });
     };
     let addr_text = member.addrs.peer.clone();
     let Ok(addr) = addr_text.parse::<SocketAddr>() else {

@@ -4,12 +4,14 @@
 //! It does not own decoding (`parse.rs`), the input loop (`session.rs`), or the exptime rules
 //! (`keyspace::Expiry`, applied with the node's clock).
 //!
-//! A key of a bucket this node does not serve is answered
-//! `SERVER_ERROR not my bucket (owner ADDR)` (ADDR: the owner's memcached address, else its
-//! native address; `no owner` when the bucket has none) and nothing is applied; under
-//! `noreply` nothing is answered, as for other errors. A multi-get that names such a key is
-//! answered with that one line for the first such key and no values, so a client never takes
-//! a key it could not read for a miss. Forwarding to the owner comes with routing.
+//! Commands for buckets served elsewhere normally never get here (the session forwards them,
+//! `forward.rs`). When one does (this node cannot forward, or the table changed between the
+//! check and the call), it is answered `SERVER_ERROR not my bucket (owner ADDR)` (ADDR: the
+//! owner's memcached address, else its native address; `no owner` when the bucket has none)
+//! and nothing is applied; under `noreply` nothing is answered, as for other errors. A
+//! multi-get that names such a key is answered with that one line and no values, so a client
+//! never takes a key it could not read for a miss. A command run for another node
+//! ([`Exec::forwarded`]) records the bucket instead, so that node retries on the owner.
 
 use super::parse::{Keys, StatsGroup, StoreKind, TextCommand};
 use crate::cluster::Redirect;

@@ -8,6 +8,7 @@
 //!   `cluster::forward` and relays the owner's reply bytes unchanged;
 //! - splits a multi-get by owner, sends the parts at once (the keys this node serves are read
 //!   here through the same path), and answers the values in the client's key order;
+//! - sends `flush_all` to every member, since a client pointed at one node sees one cache;
 //! - answers `SERVER_ERROR <reason>` when no owner could run the command within
 //!   `--forward-timeout` (nothing under `noreply`), never a miss or a value it did not read.
 //!
@@ -23,7 +24,9 @@
 use super::exec::{Counts, Exec};
 use super::meta::MetaKind;
 use super::parse::{parse, Keys, TextCommand};
-use crate::cluster::forward::{self, send_once, wait_to_retry, Attempt, Executed, ForwardError};
+use crate::cluster::forward::{
+    self, send_once, send_to, wait_to_retry, Attempt, Executed, ForwardError,
+};
 use crate::cluster::ClusterView;
 use crate::datadir::NodeId;
 use crate::net::{Output, Shared};
@@ -41,6 +44,11 @@ pub(super) enum Route {
         bucket: u32,
         /// Whether it only reads (so a lost reply may be asked again).
         idempotent: bool,
+        /// Whether the client wants no reply.
+        noreply: bool,
+    },
+    /// `flush_all`: every member flushes.
+    All {
         /// Whether the client wants no reply.
         noreply: bool,
     },
@@ -89,6 +97,7 @@ pub(super) fn route(shared: &Shared, cmd: &TextCommand<'_>) -> Option<Route> {
         | TextCommand::Incr { key, noreply, .. }
         | TextCommand::Touch { key, noreply, .. } => one(key, false, *noreply),
         TextCommand::Meta(req) => one(req.key(), req.kind == MetaKind::Get, false),
+        TextCommand::FlushAll { noreply, .. } => Some(Route::All { noreply: *noreply }),
         _ => None,
     }?;
     cluster.forwarding().can_send().then_some(route)
@@ -157,6 +166,7 @@ pub(super) fn defer(
     let deadline = Instant::now() + shared.forward_timeout;
     let buckets: Vec<u32> = match &route {
         Route::One { bucket, .. } => vec![*bucket],
+        Route::All { .. } => Vec::new(),
         Route::Get { keys, .. } => {
             let n = shared.keyspace.buckets();
             keys.iter()
@@ -183,6 +193,7 @@ pub(super) fn defer(
                 forward_get(&view, &verb, &keys, &buckets, deadline).await,
                 false,
             ),
+            Route::All { noreply } => (broadcast(&view, &command, deadline).await, noreply),
         };
         let reply = match result {
             Ok(reply) => reply,
@@ -207,6 +218,46 @@ pub(super) fn defer(
 
 fn server_error(e: &ForwardError) -> Vec<u8> {
     format!("SERVER_ERROR {e}\r\n").into_bytes()
+}
+
+/// `flush_all` on every member at once (this one included), each retried until `deadline`;
+/// `OK` once all flushed (memcached's reply: a client pointed at one node expects the whole
+/// cache it sees to be flushed).
+async fn broadcast(
+    view: &ClusterView,
+    command: &[u8],
+    deadline: Instant,
+) -> Result<Vec<u8>, ForwardError> {
+    let members: Vec<NodeId> = view.state().nodes.keys().copied().collect();
+    let mut sent = tokio::task::JoinSet::new();
+    for node in members {
+        let view = view.clone();
+        let command = command.to_vec();
+        sent.spawn(async move {
+            let mut table = view.table_changes();
+            let mut attempt = 0;
+            loop {
+                let error = match send_to(&view, node, 0, &command, deadline).await {
+                    Attempt::Done(reply) => return Ok(reply),
+                    Attempt::NotMine { bucket } => ForwardError::Moving { bucket },
+                    Attempt::Failed(e) => e,
+                };
+                attempt += 1;
+                if !wait_to_retry(&mut table, attempt, deadline).await {
+                    return Err(error);
+                }
+            }
+        });
+    }
+    let mut reply = Vec::new();
+    while let Some(joined) = sent.join_next().await {
+        let one = joined.map_err(|_| ForwardError::Failed {
+            reason: "a forwarding task failed".into(),
+        })??;
+        // Every member answers the same (`OK`, or nothing under noreply).
+        reply = one;
+    }
+    Ok(reply)
 }
 
 /// A multi-get split by owner: each owner's part is one get of its keys, all sent at once;
@@ -391,6 +442,7 @@ fn is_local_only(cmd: &TextCommand<'_>) -> bool {
             | TextCommand::Incr { .. }
             | TextCommand::Touch { .. }
             | TextCommand::Meta(_)
+            | TextCommand::FlushAll { .. }
     )
 }
 

@@ -5,11 +5,13 @@
 //!                  (line + data block,          (exptime rules,
 //!                   borrowed, limits checked)    reply strings, counters)
 //!        session.rs: the loop over pipelined commands, flush_at, data-block swallowing
+//!        forward.rs: commands for buckets served elsewhere, sent to their owner (and the
+//!                    owner's side: running a forwarded command)
 //! ```
 //!
 //! This module owns decoding, executing and answering text commands ([`TextSession`]). It
 //! does not own sockets, timeouts or buffer caps (the connection driver in `net/conn.rs`),
-//! nor routing through the cluster.
+//! nor the peer connections forwarded commands travel on (`cluster::forward`).
 //!
 //! Commands: get, gets, gat, gats, set, add, replace, append, prepend, cas, delete, incr,
 //! decr, touch, flush_all, version, verbosity, stats (general and `slabs`), quit, and the meta
@@ -45,11 +47,12 @@
 //!   `b`. `me` reports Shoal's slab class and item size.
 //! - **incr/decr** write plain digits (memcached pads a shrinking decr with spaces) and accept
 //!   only values that are 1 to 20 digits (memcached also skips surrounding spaces).
-//! - **Buckets served elsewhere.** A node serves only the buckets its cluster table gives it;
-//!   a command for a key of another bucket answers `SERVER_ERROR not my bucket (owner ADDR)`
-//!   and changes nothing (silently under `noreply`), and a multi-get naming such a key
-//!   answers that one line instead of any values (`exec.rs`). Forwarding to the owner comes
-//!   with routing.
+//! - **Buckets served elsewhere.** A command for a key of a bucket another node serves is
+//!   forwarded to that node and its reply relayed byte for byte (`forward.rs`); a multi-get
+//!   is split by owner. When no owner runs it within `--forward-timeout` the client gets
+//!   `SERVER_ERROR <reason>` (nothing under `noreply`). A node that cannot forward (no
+//!   control plane, as in some tests) answers `SERVER_ERROR not my bucket (owner ADDR)`
+//!   instead and changes nothing (`exec.rs`).
 //! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
 //!   `stats settings`, `stats reset` and other groups answer `ERROR` (not yet done).
 //!   `VERSION` reports the shoald version.
