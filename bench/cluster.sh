@@ -7,7 +7,8 @@
 #   bench/cluster.sh            # 5 interleaved repetitions, 10 s per run (~8 min)
 #   bench/cluster.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
 #   options: --reps N --duration S --out DIR --no-build --rate R (fixed rate, default 20000)
-#            --pipeline P (closed loop, default 16) --server-cpu N --client-cpu M
+#            --pipeline P (closed loop, default 16) --tasks T (shoal-client tasks, default 64)
+#            --server-cpu N --client-cpu M
 #
 # Per repetition, in an order that alternates:
 #   single:  one shoald (--threads 1). shoal-client's throughput example (native), then
@@ -33,6 +34,7 @@ OUT=""
 BUILD=1
 RATE=20000
 PIPELINE=16
+TASKS=64
 SERVER_CPU=0
 CLIENT_CPU=1
 while [ $# -gt 0 ]; do
@@ -44,9 +46,10 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --rate) RATE=$2; shift ;;
     --pipeline) PIPELINE=$2; shift ;;
+    --tasks) TASKS=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --client-cpu) CLIENT_CPU=$2; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -183,7 +186,7 @@ native_run() {
   local seeds=$1 pids
   pids=$(IFS=,; echo "${PIDS[*]}")
   local line
-  line=$($PIN_CLIENT "$THROUGHPUT" "$seeds" 64 "$DURATION" 1 "$pids")
+  line=$($PIN_CLIENT "$THROUGHPUT" "$seeds" "$TASKS" "$DURATION" 1 "$pids")
   echo "# $line" >&2
   sed -n 's/.*: \([0-9]*\) ops, \([0-9]*\) ops\/s, \([0-9]*\) errors server_cpu_s=\([0-9.]*\) wall_s=\([0-9.]*\).*/{"ops":\1,"ops_per_sec":\2,"errors":\3,"servers_cpu_s":\4,"duration_s":\5,"tool":"shoal-client"}/p' <<<"$line"
 }
@@ -208,7 +211,7 @@ run_setup() { # single|cluster
   stop_servers
 }
 
-echo "# cluster: $REPS reps x $DURATION s; closed loop p$PIPELINE, fixed rate $RATE ops/s; servers on CPU $SERVER_CPU, generators on CPU $CLIENT_CPU; results in $OUT"
+echo "# cluster: $REPS reps x $DURATION s; shoal-client $TASKS tasks, closed loop p$PIPELINE, fixed rate $RATE ops/s; servers on CPU $SERVER_CPU, generators on CPU $CLIENT_CPU; results in $OUT"
 echo "# start: $(uptime)"
 { uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; git -C "$ROOT" rev-parse HEAD; } >"$OUT/machine.txt" 2>&1
 for REP in $(seq "$REPS"); do
@@ -222,7 +225,7 @@ echo
 echo "Medians over $REPS interleaved repetitions (min-max in brackets). Busy cores = servers' CPU"
 echo "seconds per wall second (all nodes summed). Raw records: $OUT/runs.jsonl"
 echo
-jq -r -s --arg rate "rate$RATE" --arg p "p$PIPELINE" '
+jq -r -s --arg tasks "$TASKS" --arg rate "rate$RATE" --arg p "p$PIPELINE" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
               else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def k: if . == null then "-" elif . >= 1e6 then "\(. / 1e4 | round / 100)M"
@@ -231,7 +234,7 @@ jq -r -s --arg rate "rate$RATE" --arg p "p$PIPELINE" '
   def runs(s; w): [.[] | select(.setup == s and .workload == w)];
   def percore: .ops_per_sec / .servers_cpu;
   . as $all
-  | [["native", "native (shoal-client, 64 tasks)"], [$p, "memcached text \($p) (50 conns)"]] as $closed
+  | [["native", "native (shoal-client, \($tasks) tasks)"], [$p, "memcached text \($p) (50 conns)"]] as $closed
   | "| closed loop | one node | 3-node cluster | cluster / one node |",
     "|---|---|---|---|",
     ($closed[] as [$w, $name]
