@@ -270,6 +270,13 @@ impl Conn {
                     // clients are woken once per burst rather than once per connection.
                     first_write = false;
                     tokio::task::yield_now().await;
+                    // Replies that completed meanwhile (forwarded commands answered by
+                    // their owner) leave in the same write.
+                    std::future::poll_fn(|cx| {
+                        let _ = self.out.poll_completed(cx);
+                        std::task::Poll::Ready(())
+                    })
+                    .await;
                 }
                 write(stream, self.out.ready(), self.limits.send_timeout).await?;
             }

@@ -106,24 +106,43 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Most bytes gathered into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
 /// Writes every frame queued on `rx`, in order, until every sender is gone (or a write
 /// fails); then shuts the write half down (FIN).
+///
+/// Frames queued together leave in one write: after the first frame the writer yields once,
+/// so the tasks that are about to queue theirs (a burst of forwarded commands, the replies to
+/// a pipelined batch) do so first, then gathers up to [`WRITE_BATCH`] bytes. One write per
+/// burst instead of one per frame.
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
+    let mut batch = Vec::new();
     while let Some(frame) = rx.recv().await {
-        if wr.write_all(&frame).await.is_err() {
-            return;
-        }
-        // Write whatever else is queued before flushing.
-        while let Ok(more) = rx.try_recv() {
-            if wr.write_all(&more).await.is_err() {
-                return;
+        tokio::task::yield_now().await;
+        let out: &[u8] = match rx.try_recv() {
+            Err(_) => &frame,
+            Ok(second) => {
+                batch.clear();
+                batch.extend_from_slice(&frame);
+                batch.extend_from_slice(&second);
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                &batch
             }
-        }
-        if wr.flush().await.is_err() {
+        };
+        if wr.write_all(out).await.is_err() || wr.flush().await.is_err() {
             return;
+        }
+        if batch.capacity() > 2 * WRITE_BATCH {
+            batch = Vec::new();
         }
     }
     let _ = wr.shutdown().await;
