@@ -379,7 +379,7 @@ impl Client {
                 return Err(err);
             }
             hops += 1;
-            if hops % HOPS_BEFORE_REFETCH == 0 {
+            if hops.is_multiple_of(HOPS_BEFORE_REFETCH) {
                 let seen = self.inner.fetches.load(Ordering::Acquire);
                 self.refetch(seen, None, None, deadline).await;
             } else if !moved {
@@ -851,7 +851,7 @@ impl Client {
                             return Ok(reply);
                         };
                         hops += 1;
-                        if hops % HOPS_BEFORE_REFETCH == 0 {
+                        if hops.is_multiple_of(HOPS_BEFORE_REFETCH) {
                             let seen = self.inner.fetches.load(Ordering::Acquire);
                             self.refetch(seen, None, None, deadline).await;
                         }

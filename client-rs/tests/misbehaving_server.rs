@@ -632,7 +632,7 @@ async fn a_stale_table_costs_at_most_one_redirect_per_moved_bucket_and_converges
     let a = TestServer::start(Mode::Good).await;
     let b = TestServer::start(Mode::Good).await;
     let nodes = [a.addr, b.addr];
-    let moved = |bucket: u32| bucket % 4 == 0;
+    let moved = |bucket: u32| bucket.is_multiple_of(4);
     *a.shared.table.lock().unwrap() = Some(table(5, &nodes, |_| (0, 5)));
     let client = a.client(1_000, 5_000);
     client.set("first", "x", 0, 0).await.unwrap();
