@@ -151,7 +151,29 @@ typedef uint32_t shoal_result;
  * failure on the client by any thread.
  *
  * Each client runs one background thread that drives its connections (replies, keepalive
- * PINGs, server notices); `shoal_client_free` stops and joins it.
+ * PINGs, server notices, table refreshes); `shoal_client_free` stops and joins it.
+ *
+ * Clusters: nothing changes for the caller. The client fetches the cluster's bucket table
+ * from a seed (one seed is enough; more only help when some are down at start), sends each
+ * key's request to its owner, splits `shoal_client_get_many` by owner and returns the
+ * values in order, and keeps working when its seeds later die (it asks any node it knows).
+ * What a caller sees while the cluster changes:
+ * - a bucket moved to another node, or the client's table is out of date: nothing. The old
+ *   owner answers "not my bucket" (nothing was applied), and the client sends the request
+ *   again to the new owner, for every operation, CAS, ADD and INCR included; it refetches
+ *   the table when a node announces a change.
+ * - a node fails: requests for its buckets are tried again within their deadline, on the
+ *   node when it comes back, or on the buckets' new owners once the cluster has given them
+ *   to other nodes (the client refetches the table from another node); if neither happens
+ *   in time the call returns `SHOAL_RESULT_CONNECTION` or `SHOAL_RESULT_TIMEOUT` (nothing
+ *   applied). A non-idempotent request already sent to the failed node returns
+ *   `SHOAL_RESULT_IN_DOUBT` as always. Without replicas the failed node's keys read as
+ *   misses (`SHOAL_RESULT_NOT_FOUND`) on their new owners.
+ * - a call whose deadline passes while its bucket has no owner, or while nodes keep
+ *   redirecting it, returns `SHOAL_RESULT_TIMEOUT`, `SHOAL_RESULT_CONNECTION` or
+ *   `SHOAL_RESULT_UNAVAILABLE` (nothing applied).
+ *
+ * Calls without a key (`shoal_client_ping`, `shoal_client_stats`) go to the seeds.
  */
 typedef struct shoal_client shoal_client;
 
@@ -653,7 +675,8 @@ void shoal_options_free(shoal_options *options);
 /**
  * Adds seed servers: one `"host:port"` address, or several separated by commas
  * (`"10.0.0.1:7400,10.0.0.2:7400"`). Seeds are tried in turn when (re)connecting. The string
- * is copied.
+ * is copied. For a cluster one seed (any member) is enough: the client learns every node
+ * from it; more seeds only help when some are down when the client starts.
  *
  * Returns `SHOAL_RESULT_OK`; `SHOAL_RESULT_NULL_PARAMETER` if an argument is NULL;
  * `SHOAL_RESULT_INVALID_ARGUMENT` if the string is not UTF-8 or an address is empty or has no

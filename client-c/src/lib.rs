@@ -42,6 +42,11 @@
 //!   sent, and idempotent ones (GET, SET, DELETE, TOUCH, ...) lost with their connection, are
 //!   resent within the deadline; ADD, CAS, APPEND, PREPEND, INCR, DECR and conditional DELETE
 //!   are never resent once sent. Every call returns by its deadline.
+//! - **Clusters.** The client routes each key to its owner by the cluster's bucket table,
+//!   which it fetches from any seed and keeps up to date; one seed is enough, and a bucket
+//!   that moves costs no error (the request is redirected and sent again, nothing having been
+//!   applied). See `shoal_client` in the header for what a caller sees during a move or a
+//!   failover.
 //! - **Ownership.** Objects come from `shoal_<noun>_new` (or an operation such as
 //!   `shoal_client_get`) and are freed exactly once with `shoal_<noun>_free`; `_free(NULL)` is
 //!   always fine. Each function's documentation says who owns what it returns. Inputs are

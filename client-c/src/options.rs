@@ -126,7 +126,8 @@ pub unsafe extern "C" fn shoal_options_free(options: *mut shoal_options) {
 
 /// Adds seed servers: one `"host:port"` address, or several separated by commas
 /// (`"10.0.0.1:7400,10.0.0.2:7400"`). Seeds are tried in turn when (re)connecting. The string
-/// is copied.
+/// is copied. For a cluster one seed (any member) is enough: the client learns every node
+/// from it; more seeds only help when some are down when the client starts.
 ///
 /// Returns `SHOAL_RESULT_OK`; `SHOAL_RESULT_NULL_PARAMETER` if an argument is NULL;
 /// `SHOAL_RESULT_INVALID_ARGUMENT` if the string is not UTF-8 or an address is empty or has no

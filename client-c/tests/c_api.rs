@@ -12,6 +12,10 @@
 //! `.ci/run` runs this file once plain (inside `cargo test --workspace`), once with valgrind
 //! and once with ASan.
 
+// The 5-node cluster harness of the workspace tests (real shoald processes).
+#[path = "../../tests/tests/cluster_common/mod.rs"]
+mod cluster_common;
+
 use shoal_tests::ServerProcess;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -319,6 +323,60 @@ fn server_stop_kill_and_restart_cost_at_most_the_call_in_flight() {
     let result = result.expect("a RESULT line");
     assert!(fails.len() <= 3, "{fails:#?}");
     println!("{result}");
+}
+
+/// Key `i`'s value in `routing.c`: `1 + i*7 % 300` bytes, byte `j` = `(i*31 + j*7) & 0xff`.
+fn routing_value(i: u32) -> Vec<u8> {
+    let len = 1 + (i.wrapping_mul(7) % 300) as usize;
+    (0..len)
+        .map(|j| (i.wrapping_mul(31).wrapping_add(j as u32 * 7) & 0xff) as u8)
+        .collect()
+}
+
+/// A 5-node cluster and one seed: 20,000 keys written through `shoal-client` each land on
+/// their bucket's owner (every node holds exactly the keys of the buckets the table gives
+/// it), and `routing.c`, given the same single seed, reads every one back byte for byte
+/// through `libshoal`.
+#[test]
+fn a_c_program_given_one_seed_reads_back_keys_spread_over_a_five_node_cluster() {
+    const KEYS: u32 = 20_000;
+    let exe = compile("tests/c/routing.c");
+    let cluster = cluster_common::Cluster::start(5, &[]);
+    let seed = cluster.members[2].native().to_string();
+    let client = shoal_client::Client::builder()
+        .seed(seed.clone())
+        .deadline(Duration::from_secs(10))
+        .build_blocking()
+        .expect("client");
+    for i in 0..KEYS {
+        client
+            .set(format!("route-{i}"), routing_value(i), 0, i)
+            .expect("set");
+    }
+    let table = cluster.members[0].table().expect("table");
+    let mut want = vec![0u64; table.nodes.len()];
+    for i in 0..KEYS {
+        let buckets = table.buckets.len() as u32;
+        let bucket = shoal_proto::hash::bucket_of(format!("route-{i}").as_bytes(), buckets);
+        want[usize::from(table.buckets[bucket as usize].primary)] += 1;
+    }
+    for m in &cluster.members {
+        let status = m.status().expect("status");
+        let index = table
+            .nodes
+            .iter()
+            .position(|n| n.id == status.node_id)
+            .expect("member in the table");
+        assert_eq!(
+            status.items, want[index],
+            "node {} holds the keys of its buckets",
+            table.nodes[index].native
+        );
+    }
+    assert_eq!(want.iter().sum::<u64>(), u64::from(KEYS));
+    assert!(want.iter().all(|&n| n > 0), "{want:?}");
+    let output = run_ok(&exe, &[&seed, &KEYS.to_string()]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("20000 keys verified"));
 }
 
 /// `install.sh` into a scratch prefix, then the example built with the flags `pkg-config`

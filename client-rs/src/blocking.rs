@@ -253,6 +253,11 @@ impl Client {
         self.inner.announced_table_version()
     }
 
+    /// See [`AsyncClient::table_version`].
+    pub fn table_version(&self) -> u64 {
+        self.inner.table_version()
+    }
+
     /// See [`AsyncClient::ping`].
     ///
     /// # Errors

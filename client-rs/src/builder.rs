@@ -40,9 +40,9 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) connections_per_node: usize,
     pub(crate) buckets: u32,
-    /// The newest table version a server announced (TABLE_CHANGED notice); 0 = none. Each
-    /// client gets its own (see `Client::from_config`); its connections raise it.
-    pub(crate) announced_table: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The TABLE_CHANGED notices this client's connections received. Each client gets its
+    /// own (see `Client::from_config`).
+    pub(crate) table_notices: std::sync::Arc<crate::connection::TableNotices>,
 }
 
 impl Config {
@@ -101,7 +101,7 @@ impl ClientBuilder {
                 limits: Limits::default(),
                 connections_per_node: DEFAULT_CONNECTIONS_PER_NODE,
                 buckets: DEFAULT_BUCKETS,
-                announced_table: Default::default(),
+                table_notices: Default::default(),
             },
         }
     }

@@ -6,13 +6,26 @@
 //!   send again. Nothing reached the server, so this holds for every operation.
 //! - a transient status (`SHUTTING_DOWN`, `BUSY`, `PAUSED`, `LOADING`: nothing was done):
 //!   back off and send again, for every operation.
-//! - `NOT_MY_BUCKET`: update the bucket table (newer epoch only) and send once more, to the
-//!   owner named in the redirect; a second one (or one naming no owner) is returned as
-//!   [`Error::NotMyBucket`]. An MGET entry for a key whose bucket the server does not serve
-//!   fails the call with the same error. (Routing by the whole table comes later.)
+//! - `NOT_MY_BUCKET` (nothing was applied, so this holds for every operation, CAS, ADD and
+//!   INCR included): a redirect whose epoch is newer than the bucket's entry updates that
+//!   entry and the request goes straight to the new owner; an older (or equal) one is ignored
+//!   and the request goes again, after a backoff, where the table says. Every third redirect
+//!   of a call refetches the whole table first. An MGET entry for a key whose bucket the
+//!   server does not serve is handled the same way for that key alone. At the deadline the
+//!   last redirect is returned ([`Error::NotMyBucket`]).
 //! - in doubt ([`Error::InDoubt`]) because the connection failed: send again only if the
 //!   command is idempotent ([`shoal_proto::Command::is_idempotent`]); otherwise the caller
 //!   gets `InDoubt`. A request that timed out is never resent (the server may just be slow).
+//! - an owner that cannot be reached (not sent, or an idempotent request in doubt): refetch
+//!   the table from another node, then go where it says (at once if the owner changed).
+//!
+//! Where requests go: each keyed request to its bucket's primary in the routing table
+//! (`routing.rs`); a bucket without a known owner, and every keyless request, to the seeds.
+//! The table is fetched (TABLE_GET) in the background when the client is first used, when a
+//! connection receives a `TABLE_CHANGED` notice, when a redirect names an epoch newer than
+//! the table, and every [`REFRESH_INTERVAL`]; one fetch runs at a time and callers that want
+//! one while it runs share it. A fetch asks the node that announced the change first, then
+//! the table's members, then the seeds.
 //!
 //! Connections live in per-server [`Node`]s, opened lazily and replaced when they fail.
 
@@ -26,10 +39,22 @@ use shoal_proto::{
     Request, Status, StoreMode, TableView,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How often the client refetches the bucket table when nothing told it to (a safety net for
+/// a lost notice).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Redirects one call follows before it refetches the whole table (then it goes on until its
+/// deadline).
+const HOPS_BEFORE_REFETCH: u32 = 3;
+/// Time budget of one background table fetch (all sources together).
+const FETCH_BUDGET: Duration = Duration::from_secs(5);
+/// Longest wait between background fetches that failed or found an older table than
+/// announced.
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A value read from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +101,25 @@ struct Inner {
     nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
     /// Index of the seed that answered last; tried first.
     seed_cursor: AtomicUsize,
+    /// Serializes table fetches: a caller that wants one while another runs waits for it and
+    /// uses its result instead of fetching again (no thundering herd).
+    fetching: tokio::sync::Mutex<()>,
+    /// Table fetches finished so far (applied or not). A caller that read it before waiting
+    /// for `fetching` and finds it changed knows a fetch completed meanwhile.
+    fetches: AtomicU64,
+    /// Whether the background refresher runs (started by the first call, inside a runtime).
+    refresher_started: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The refresher holds only a `Weak`: wake it so it sees the client is gone and ends.
+        self.config.table_notices.wake.notify_one();
+    }
 }
 
 /// Where a request goes.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 enum Target {
     /// The connected seed (buckets with no known owner).
     Seed,
@@ -197,8 +237,8 @@ impl Client {
     }
 
     pub(crate) fn from_config(mut config: Config) -> Self {
-        // Each client counts the notices its own connections receive.
-        config.announced_table = Default::default();
+        // Each client hears the notices of its own connections only.
+        config.table_notices = Default::default();
         let timeouts = Timeouts {
             request: config.request_timeout,
             deadline: config.deadline,
@@ -208,6 +248,9 @@ impl Client {
                 routing: Mutex::new(RoutingTable::new(config.buckets)),
                 nodes: Mutex::new(HashMap::new()),
                 seed_cursor: AtomicUsize::new(0),
+                fetching: tokio::sync::Mutex::new(()),
+                fetches: AtomicU64::new(0),
+                refresher_started: AtomicBool::new(false),
                 config,
             }),
             timeouts,
@@ -260,77 +303,111 @@ impl Client {
     }
 
     /// Reads many keys; the result has one entry per key, in order (`None` for a miss).
-    /// Batches larger than the `max_batch` limit are split, as are batches the server finds
-    /// too large to answer in one frame.
+    /// The keys are split by owner (one MGET per server, batches of at most the `max_batch`
+    /// limit, halved when the server finds one too large to answer in one frame) and the
+    /// answers put back in order; a key whose owner moved is asked again of its new owner.
     ///
     /// # Errors
-    /// See [`Error`]; the first failing batch's error is returned.
+    /// See [`Error`]; the first failing batch's error is returned, and
+    /// [`Error::NotMyBucket`] when a key was still redirected at the deadline.
     pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Item>>, Error> {
         let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
         for key in &keys {
             self.check_key(key)?;
         }
+        let deadline = Instant::now() + self.timeouts.deadline;
         let mut out: Vec<Option<Item>> = vec![None; keys.len()];
-        // Group by owner so each MGET goes to one server.
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        let mut hops: u32 = 0;
+        loop {
+            // Group by owner so each MGET goes to one server; redirected keys come back to
+            // `pending` and are grouped again by the updated table.
+            let mut redirected: Vec<usize> = Vec::new();
+            let mut moved = false;
+            let mut last_redirect: Option<Error> = None;
+            let mut work = self.group_by_owner(&keys, &pending);
+            while let Some(batch) = work.pop() {
+                let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i]).collect();
+                let call = Call {
+                    opcode: Opcode::MultiGet,
+                    route_key: batch_keys.first().copied(),
+                    idempotent: true,
+                };
+                let target = self.target_of(call.route_key);
+                let reply = self
+                    .call_until(&call, deadline, |buf| {
+                        encode_multi_get(buf, 0, batch_keys.iter().copied());
+                    })
+                    .await?;
+                let got = self.decode(&reply, |r| match (r.status, r.body) {
+                    (Status::Ok, ReplyBody::Values(list)) if list.len() == batch.len() => {
+                        let entries: Vec<Result<Option<Item>, Redirect>> = list
+                            .iter()
+                            .map(|entry| match entry {
+                                MultiGetEntry::Miss => Ok(None),
+                                MultiGetEntry::Hit(f) => Ok(Some(item(&reply, f))),
+                                MultiGetEntry::NotMyBucket(n) => Err(Redirect::from(n)),
+                            })
+                            .collect();
+                        Ok(Some(entries))
+                    }
+                    (Status::ValueTooLarge, _) if batch.len() > 1 => Ok(None),
+                    _ => Err(r),
+                })?;
+                let Some(entries) = got else {
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    work.push(a.to_vec());
+                    work.push(b.to_vec());
+                    continue;
+                };
+                for (&i, entry) in batch.iter().zip(entries) {
+                    match entry {
+                        Ok(found) => out[i] = found,
+                        Err(redirect) => {
+                            let (err, changed) = self.learn(&redirect, keys[i], &target);
+                            moved |= changed;
+                            last_redirect = Some(err);
+                            redirected.push(i);
+                        }
+                    }
+                }
+            }
+            let Some(err) = last_redirect else {
+                return Ok(out);
+            };
+            if Instant::now() >= deadline {
+                return Err(err);
+            }
+            hops += 1;
+            if hops.is_multiple_of(HOPS_BEFORE_REFETCH) {
+                let seen = self.inner.fetches.load(Ordering::Acquire);
+                self.refetch(seen, None, None, deadline).await;
+            } else if !moved {
+                let wake = (Instant::now() + self.inner.config.backoff(hops)).min(deadline);
+                tokio::time::sleep_until(wake).await;
+            }
+            pending = redirected;
+        }
+    }
+
+    /// Indexes of `pending` keys grouped by their owner, in batches of at most `max_batch`.
+    fn group_by_owner(&self, keys: &[&[u8]], pending: &[usize]) -> Vec<Vec<usize>> {
         let mut groups: HashMap<Option<Arc<str>>, Vec<usize>> = HashMap::new();
         {
-            let routing = self.inner.routing.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, key) in keys.iter().enumerate() {
-                groups.entry(routing.owner_of(key)).or_default().push(i);
+            let routing = self.lock_routing();
+            for &i in pending {
+                groups.entry(routing.owner_of(keys[i])).or_default().push(i);
             }
         }
-        let max_batch = self.inner.config.limits.max_batch;
-        let mut work: Vec<Vec<usize>> = groups
+        let max_batch = self.inner.config.limits.max_batch.max(1);
+        groups
             .into_values()
             .flat_map(|idx| {
                 idx.chunks(max_batch)
                     .map(<[usize]>::to_vec)
                     .collect::<Vec<_>>()
             })
-            .collect();
-        while let Some(batch) = work.pop() {
-            let batch_keys: Vec<&[u8]> = batch.iter().map(|&i| keys[i]).collect();
-            let call = Call {
-                opcode: Opcode::MultiGet,
-                route_key: batch_keys.first().copied(),
-                idempotent: true,
-            };
-            let reply = self
-                .call(&call, |buf| {
-                    encode_multi_get(buf, 0, batch_keys.iter().copied());
-                })
-                .await?;
-            let got = self.decode(&reply, |r| match (r.status, r.body) {
-                (Status::Ok, ReplyBody::Values(list)) if list.len() == batch.len() => {
-                    let mut items = Vec::with_capacity(batch.len());
-                    for entry in list.iter() {
-                        match entry {
-                            MultiGetEntry::Miss => items.push(None),
-                            MultiGetEntry::Hit(f) => items.push(Some(item(&reply, f))),
-                            MultiGetEntry::NotMyBucket(n) => {
-                                return Ok(Err(Error::NotMyBucket(Redirect::from(n))))
-                            }
-                        }
-                    }
-                    Ok(Ok(Some(items)))
-                }
-                (Status::ValueTooLarge, _) if batch.len() > 1 => Ok(Ok(None)),
-                _ => Err(r),
-            })??;
-            match got {
-                Some(items) => {
-                    for (&i, entry) in batch.iter().zip(items) {
-                        out[i] = entry;
-                    }
-                }
-                None => {
-                    let (a, b) = batch.split_at(batch.len() / 2);
-                    work.push(a.to_vec());
-                    work.push(b.to_vec());
-                }
-            }
-        }
-        Ok(out)
+            .collect()
     }
 
     /// Stores a value unconditionally; returns its hash. `ttl` in seconds (0 = never expires).
@@ -519,17 +596,22 @@ impl Client {
         })
     }
 
-    /// The whole bucket table of the seed server (TABLE_GET), as it has applied it.
+    /// The whole bucket table of the seed server (TABLE_GET), as it has applied it. The
+    /// client also routes by it (where it is newer than what the client knows).
     ///
     /// # Errors
     /// See [`Error`].
     pub async fn table(&self) -> Result<TableView, Error> {
         let reply = self.command(Command::TableGet).await?;
-        self.decode(&reply, |r| match (r.status, r.body) {
-            (Status::Ok, ReplyBody::Table(t)) => Ok(t.view()),
-            _ => Err(r),
-        })?
-        .map_err(|e| Error::Protocol(format!("invalid table: {}", e.as_str())))
+        let view = self.decode_table(&reply)?;
+        self.lock_routing().apply(&view);
+        Ok(view)
+    }
+
+    /// Version of the bucket table this client routes by: the newest it fetched (0 before
+    /// the first fetch, and against a node that belongs to no cluster).
+    pub fn table_version(&self) -> u64 {
+        self.lock_routing().version()
     }
 
     /// What the seed server says about itself (NODE_STATUS): ids, Raft role, table version,
@@ -547,10 +629,10 @@ impl Client {
     }
 
     /// The newest bucket-table version a server announced to this client (a
-    /// `TABLE_CHANGED` notice on any of its connections); 0 when none did. The client does
-    /// not act on it yet.
+    /// `TABLE_CHANGED` notice on any of its connections); 0 when none did. The client
+    /// fetches that table in the background; [`Client::table_version`] says when it has.
     pub fn announced_table_version(&self) -> u64 {
-        self.inner.config.announced_table.load(Ordering::Relaxed)
+        self.inner.config.table_notices.announced()
     }
 
     /// Round trip to the seed server (connecting first if needed).
@@ -716,19 +798,23 @@ impl Client {
             .await
     }
 
-    /// The retry loop (see the module documentation). `encode` appends the request frame
-    /// (any request id; the connection sets it) and may be called once per attempt.
+    /// The retry loop (see the module documentation), with a deadline from now.
     async fn call(&self, call: &Call<'_>, encode: impl Fn(&mut Vec<u8>)) -> Result<Bytes, Error> {
-        let config = &self.inner.config;
         let deadline = Instant::now() + self.timeouts.deadline;
-        let mut target = match call.route_key {
-            Some(key) => {
-                let routing = self.inner.routing.lock().unwrap_or_else(|e| e.into_inner());
-                routing.owner_of(key).map_or(Target::Seed, Target::Node)
-            }
-            None => Target::Seed,
-        };
-        let mut redirected = false;
+        self.call_until(call, deadline, encode).await
+    }
+
+    /// The retry loop, until `deadline`. `encode` appends the request frame (any request id;
+    /// the connection sets it) and may be called once per attempt.
+    async fn call_until(
+        &self,
+        call: &Call<'_>,
+        deadline: Instant,
+        encode: impl Fn(&mut Vec<u8>),
+    ) -> Result<Bytes, Error> {
+        self.start_refresher();
+        let config = &self.inner.config;
+        let mut hops: u32 = 0;
         let mut retries: u32 = 0;
         let mut last_error: Option<Error> = None;
         loop {
@@ -736,6 +822,7 @@ impl Client {
             if now >= deadline {
                 return Err(last_error.unwrap_or(Error::Timeout));
             }
+            let target = self.target_of(call.route_key);
             let outcome = match self.connection(&target, deadline).await {
                 Ok(conn) => {
                     let mut frame = Vec::with_capacity(64);
@@ -752,12 +839,30 @@ impl Client {
                         .map(|s| u16::from_be_bytes([s[0], s[1]]))
                         .and_then(Status::from_u16)
                         .unwrap_or(Status::Ok);
-                    if status == Status::NotMyBucket && !redirected {
-                        if let Some(owner) = self.follow_redirect(&reply) {
-                            redirected = true;
-                            target = Target::Node(owner);
+                    if status == Status::NotMyBucket {
+                        let learned = match (call.route_key, self.redirect_of(&reply)) {
+                            (Some(key), Some(redirect)) => {
+                                Some(self.learn(&redirect, key, &target))
+                            }
+                            _ => None,
+                        };
+                        // Undecodable, or for a keyless request: the caller decodes it.
+                        let Some((err, moved)) = learned else {
+                            return Ok(reply);
+                        };
+                        hops += 1;
+                        if hops.is_multiple_of(HOPS_BEFORE_REFETCH) {
+                            let seen = self.inner.fetches.load(Ordering::Acquire);
+                            self.refetch(seen, None, None, deadline).await;
+                        }
+                        last_error = Some(err);
+                        if moved || self.target_of(call.route_key) != target {
                             continue;
                         }
+                        retries = retries.saturating_add(1);
+                        let wake = (Instant::now() + config.backoff(retries)).min(deadline);
+                        tokio::time::sleep_until(wake).await;
+                        continue;
                     }
                     if !status.is_transient() {
                         return Ok(reply);
@@ -773,6 +878,14 @@ impl Client {
                 Err(e) => return Err(e),
             };
             last_error = Some(err);
+            if let Target::Node(addr) = &target {
+                // The owner could not be reached: maybe it is gone and the table has moved on.
+                let seen = self.inner.fetches.load(Ordering::Acquire);
+                self.refetch(seen, None, Some(addr), deadline).await;
+                if self.target_of(call.route_key) != target {
+                    continue;
+                }
+            }
             retries = retries.saturating_add(1);
             let pause = config.backoff(retries);
             let wake = (Instant::now() + pause).min(deadline);
@@ -780,16 +893,173 @@ impl Client {
         }
     }
 
-    /// Reads a NOT_MY_BUCKET reply, updates the table, and returns the owner to retry at.
-    fn follow_redirect(&self, reply: &Bytes) -> Option<Arc<str>> {
+    fn lock_routing(&self) -> std::sync::MutexGuard<'_, RoutingTable> {
+        self.inner.routing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where a request with this routing key goes now.
+    fn target_of(&self, route_key: Option<&[u8]>) -> Target {
+        route_key
+            .and_then(|key| self.lock_routing().owner_of(key))
+            .map_or(Target::Seed, Target::Node)
+    }
+
+    /// The redirect in a NOT_MY_BUCKET reply, if it decodes.
+    fn redirect_of(&self, reply: &Bytes) -> Option<Redirect> {
         let decoded = decode_reply(reply, &self.inner.config.limits).ok()??.0;
-        let ReplyBody::Redirect(redirect) = decoded.body else {
-            return None;
+        match decoded.body {
+            ReplyBody::Redirect(r) => Some(Redirect::from(r)),
+            _ => None,
+        }
+    }
+
+    /// Takes in a redirect for `key` that `from` answered: updates the bucket's entry if the
+    /// redirect's epoch is newer, and asks the refresher for the whole table when the epoch
+    /// is newer than the table (or the bucket count differs). Returns the error to report if
+    /// the call ends here, and whether the entry changed.
+    fn learn(&self, redirect: &Redirect, key: &[u8], from: &Target) -> (Error, bool) {
+        let (moved, stale_table) = {
+            let mut routing = self.lock_routing();
+            let same_count = routing.bucket_of(key) == redirect.bucket;
+            let moved = same_count
+                && redirect
+                    .owner_addr
+                    .as_deref()
+                    .is_some_and(|owner| routing.update(redirect.bucket, redirect.epoch, owner));
+            (moved, !same_count || redirect.epoch > routing.version())
         };
-        let owner = redirect.owner_addr()?;
-        let mut routing = self.inner.routing.lock().unwrap_or_else(|e| e.into_inner());
-        routing.update(redirect.bucket, redirect.epoch, owner);
-        Some(Arc::from(owner))
+        if stale_table {
+            let hint = match from {
+                Target::Node(addr) => Some(addr),
+                Target::Seed => None,
+            };
+            self.inner.config.table_notices.wake_for(hint);
+        }
+        (Error::NotMyBucket(redirect.clone()), moved)
+    }
+
+    /// Fetches the bucket table and merges it into the routing table, unless a fetch finished
+    /// since the caller read `seen` from `fetches` (then it waits for that one and uses it).
+    /// Sources, each tried once until one answers: `first`, the table's members, the seeds;
+    /// `avoid` (an owner just found unreachable) is skipped. Returns whether a table arrived.
+    async fn refetch(
+        &self,
+        seen: u64,
+        first: Option<Arc<str>>,
+        avoid: Option<&str>,
+        deadline: Instant,
+    ) -> bool {
+        let Ok(_one_at_a_time) =
+            tokio::time::timeout_at(deadline, self.inner.fetching.lock()).await
+        else {
+            return false;
+        };
+        if self.inner.fetches.load(Ordering::Acquire) != seen {
+            return true;
+        }
+        let mut sources: Vec<Arc<str>> = first.into_iter().collect();
+        {
+            let routing = self.lock_routing();
+            let members = routing.nodes();
+            // Start at a random member so that clients spread their fetches.
+            let start = fastrand::usize(..members.len().max(1));
+            for k in 0..members.len() {
+                sources.push(members[(start + k) % members.len()].clone());
+            }
+        }
+        sources.extend(
+            self.inner
+                .config
+                .seeds
+                .iter()
+                .map(|s| Arc::from(s.as_str())),
+        );
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut got = false;
+        for addr in sources {
+            if Instant::now() >= deadline {
+                break;
+            }
+            if avoid == Some(&*addr) || tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            let Ok(view) = self.fetch_table_from(&addr, deadline).await else {
+                continue;
+            };
+            got = true;
+            let version = {
+                let mut routing = self.lock_routing();
+                routing.apply(&view);
+                routing.version()
+            };
+            if view.buckets.is_empty() {
+                // A node in no cluster: route everything to the seed, unless the client
+                // already knows a cluster (then this node is new or wiped: ask another).
+                if version == 0 {
+                    break;
+                }
+                continue;
+            }
+            // A member that has not applied the announced table yet: ask another.
+            if version >= self.inner.config.table_notices.announced() {
+                break;
+            }
+        }
+        self.inner.fetches.fetch_add(1, Ordering::AcqRel);
+        got
+    }
+
+    /// TABLE_GET on one server, one attempt.
+    async fn fetch_table_from(&self, addr: &str, deadline: Instant) -> Result<TableView, Error> {
+        let conn = self
+            .node(addr)
+            .connection(&self.inner.config, deadline)
+            .await?;
+        let mut frame = Vec::with_capacity(16);
+        Request {
+            id: 0,
+            command: Command::TableGet,
+        }
+        .encode(&mut frame);
+        let timeout = self
+            .timeouts
+            .request
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let reply = conn.request(Opcode::TableGet, frame, timeout).await?;
+        self.decode_table(&reply)
+    }
+
+    fn decode_table(&self, reply: &Bytes) -> Result<TableView, Error> {
+        self.decode(reply, |r| match (r.status, r.body) {
+            (Status::Ok, ReplyBody::Table(t)) => Ok(t.view()),
+            _ => Err(r),
+        })?
+        .map_err(|e| Error::Protocol(format!("invalid table: {}", e.as_str())))
+    }
+
+    /// Starts the background refresher once, from inside the caller's runtime. It fetches
+    /// the table at once, then whenever a notice or a redirect wakes it, and every
+    /// [`REFRESH_INTERVAL`]. It holds the client only weakly and ends once the last clone is
+    /// dropped.
+    fn start_refresher(&self) {
+        if self.inner.refresher_started.load(Ordering::Relaxed)
+            || self.inner.refresher_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.refresher_started.store(false, Ordering::Release);
+            return;
+        };
+        let notices = self.inner.config.table_notices.clone();
+        // The first fetch happens at once.
+        notices.wake.notify_one();
+        runtime.spawn(refresh_loop(
+            Arc::downgrade(&self.inner),
+            notices,
+            self.timeouts,
+        ));
     }
 
     /// A usable connection to `target`; for the seed, each seed address in turn.
@@ -842,6 +1112,44 @@ impl Client {
         });
         nodes.insert(addr, node.clone());
         node
+    }
+}
+
+/// The background refresher (see [`Client::start_refresher`]).
+async fn refresh_loop(
+    inner: Weak<Inner>,
+    notices: Arc<crate::connection::TableNotices>,
+    timeouts: Timeouts,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let wait = if failures == 0 {
+            REFRESH_INTERVAL
+        } else {
+            let shift = (failures - 1).min(6);
+            (Duration::from_millis(100) * (1u32 << shift)).min(FETCH_RETRY_MAX)
+        };
+        tokio::select! {
+            () = notices.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let client = Client { inner, timeouts };
+        let seen = client.inner.fetches.load(Ordering::Acquire);
+        let deadline = Instant::now() + FETCH_BUDGET;
+        client
+            .refetch(seen, notices.announced_by(), None, deadline)
+            .await;
+        // Try again soon only while an announced table is still missing; a server that
+        // cannot answer TABLE_GET (or a cluster that is down) is asked again on the next
+        // notice, redirect or interval.
+        if client.table_version() >= notices.announced() {
+            failures = 0;
+        } else {
+            failures = failures.saturating_add(1);
+        }
     }
 }
 

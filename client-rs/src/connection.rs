@@ -46,6 +46,46 @@ const HELLO_ID: u32 = 1;
 /// What a reply channel carries: the whole reply frame, or why there is none.
 type ReplyResult = Result<Bytes, Error>;
 
+/// The `TABLE_CHANGED` notices a client's connections receive: the newest version announced,
+/// who announced it, and a wake-up for the client's table refresher.
+#[derive(Debug, Default)]
+pub(crate) struct TableNotices {
+    /// The newest table version a server announced; 0 = none.
+    announced: AtomicU64,
+    /// The server that announced it (the first place to fetch that table from).
+    from: Mutex<Option<Arc<str>>>,
+    /// Wakes the refresher (a permit is stored when it is busy, so no notice is missed).
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl TableNotices {
+    /// Records that `from` announced table `version`, and wakes the refresher.
+    pub(crate) fn announce(&self, version: u64, from: &Arc<str>) {
+        if self.announced.fetch_max(version, Ordering::AcqRel) < version {
+            *self.from.lock().unwrap_or_else(|e| e.into_inner()) = Some(from.clone());
+        }
+        self.wake.notify_one();
+    }
+
+    /// Asks the refresher for a fetch (a redirect named a newer epoch), from `from` first.
+    pub(crate) fn wake_for(&self, from: Option<&Arc<str>>) {
+        if let Some(addr) = from {
+            *self.from.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+        }
+        self.wake.notify_one();
+    }
+
+    /// The newest version announced (0 = none).
+    pub(crate) fn announced(&self) -> u64 {
+        self.announced.load(Ordering::Acquire)
+    }
+
+    /// The server that announced the newest version (or whose redirect asked for a fetch).
+    pub(crate) fn announced_by(&self) -> Option<Arc<str>> {
+        self.from.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// A request waiting for its reply.
 struct Pending {
     /// Whether the writer has taken the frame for the socket (so it may have been applied).
@@ -66,8 +106,8 @@ struct State {
 /// What the three tasks and the callers share.
 pub(crate) struct Shared {
     addr: Arc<str>,
-    /// The client's newest announced table version (raised by TABLE_CHANGED notices).
-    announced_table: Arc<AtomicU64>,
+    /// Where TABLE_CHANGED notices go (the client's refresher watches it).
+    notices: Arc<TableNotices>,
     state: Mutex<State>,
     next_id: AtomicU32,
     /// False once the connection failed or the server asked us to go away; the client then
@@ -192,7 +232,7 @@ impl Shared {
                 // Remembered for routing; a notice this client cannot read is ignored.
                 if let Ok(Some((reply, _))) = decode_reply(&frame, &Limits::default()) {
                     if let ReplyBody::TableChanged { version } = reply.body {
-                        self.announced_table.fetch_max(version, Ordering::Relaxed);
+                        self.notices.announce(version, &self.addr);
                     }
                 }
             }
@@ -328,7 +368,7 @@ impl Connection {
         let (dead_tx, dead_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             addr: Arc::from(addr),
-            announced_table: config.announced_table.clone(),
+            notices: config.table_notices.clone(),
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 failed: None,

@@ -64,16 +64,40 @@
 //! (`SHUTTING_DOWN`, `BUSY`, `PAUSED`, `LOADING`). A request that was sent and lost with its
 //! connection is resent only when it is idempotent (GET, SET, DELETE, TOUCH, ...); ADD, CAS,
 //! APPEND, PREPEND, INCR, DECR and conditional DELETE come back as [`Error::InDoubt`] instead.
-//! A request that timed out is never resent. `NOT_MY_BUCKET` updates the bucket table and
-//! sends the request once more, to the owner; if that fails too the call returns
-//! [`Error::NotMyBucket`] with the redirect (nothing was applied).
+//! A request that timed out is never resent. A `NOT_MY_BUCKET` redirect means the request
+//! was not applied, so every operation (CAS, ADD and INCR included) is sent again, to the
+//! owner it names when its epoch is newer than the client's (see Routing); if redirects go
+//! on until the deadline the call returns [`Error::NotMyBucket`] with the last one.
+//!
+//! # Routing
+//!
+//! The client routes each keyed request to its bucket's primary by the cluster's bucket
+//! table ([`TableView`]). Seeds are only for bootstrapping: one seed is enough for a
+//! cluster of any size, and the client keeps working when that seed dies. The table is
+//! fetched (TABLE_GET) in the background when the client is first used (the first calls go
+//! to a seed, which redirects), again when a node announces a change (`TABLE_CHANGED`
+//! notice), when a redirect names an epoch newer than the table, and every 30 s
+//! ([`REFRESH_INTERVAL`]); from the node that announced it, else any member, else the
+//! seeds; one fetch at a time.
+//! - A redirect updates its bucket only when its epoch is newer than the entry's (an older
+//!   one, from a node behind the cluster, is ignored: the request goes again where the table
+//!   says, after a backoff). After 3 redirects in one call the client refetches the table.
+//! - [`Client::get_many`] sends one MGET per owner and puts the answers back in order.
+//! - An owner that cannot be reached: the client refetches the table from another node and
+//!   goes on where it says; a read is sent again, a non-idempotent write that was sent is
+//!   [`Error::InDoubt`] as always.
+//! - Keyless calls ([`Client::ping`], [`Client::stats`], [`Client::table`],
+//!   [`Client::node_status`]) go to the seeds.
+//! - A node that belongs to no cluster answers an empty table: everything then goes to the
+//!   seed, as with a single node.
+//!
+//! [`Client::table_version`] is the version the client routes by, and
+//! [`Client::announced_table_version`] the newest a server announced to it.
 //!
 //! # Cluster
 //!
 //! [`Client::table`] fetches the seed's bucket table ([`TableView`]) and
-//! [`Client::node_status`] what the seed says about itself ([`NodeStatus`]). A server's
-//! `TABLE_CHANGED` notices are counted ([`Client::announced_table_version`]); routing by the
-//! table comes later.
+//! [`Client::node_status`] what the seed says about itself ([`NodeStatus`]).
 //!
 //! # Connections
 //!
@@ -86,7 +110,7 @@
 //! - [`builder`]: settings and defaults.
 //! - `client` ([`Client`]): operations and the retry loop.
 //! - `connection`: one connection's writer, reader and keepalive tasks, and the pending map.
-//! - `routing`: bucket -> server table.
+//! - `routing`: bucket -> server table (no I/O; fetching it is `client`'s).
 //! - [`blocking`]: the blocking client.
 //! - [`error`]: the error type and result codes.
 
@@ -101,7 +125,7 @@ mod routing;
 
 pub use builder::ClientBuilder;
 pub use bytes::Bytes;
-pub use client::{Client, Item};
+pub use client::{Client, Item, REFRESH_INTERVAL};
 pub use error::{Error, ErrorCode, Failure, FailureKind, LimitKind, Redirect};
 pub use shoal_proto::cluster::{NodeState, RaftRole, TableBucket, TableNode, NO_PRIMARY};
 pub use shoal_proto::{Limits, NodeStatus, Status, TableView};

@@ -7,13 +7,15 @@
 #![allow(clippy::unwrap_used)]
 
 use shoal_client::{Client, Error, FailureKind, LimitKind, Limits};
+use shoal_proto::cluster::{NodeState, TableBucket, TableNode};
+use shoal_proto::TableView;
 use shoal_proto::{
     decode_request, hash::value_hash, Command, FrameWriter, Opcode, Reply, ReplyBody, Status,
     StoreMode,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,7 +37,8 @@ enum Mode {
     ResetOnAccept = 4,
     /// Accepts and never answers HELLO.
     StallHello = 5,
-    /// Answers every keyed request with NOT_MY_BUCKET naming `redirect_to`.
+    /// Answers keyed requests with NOT_MY_BUCKET naming `redirect_to` at `redirect_epoch`:
+    /// those of `redirect_buckets` (all when `None`), `redirects_left` times, then as `Good`.
     Redirect = 6,
     /// Answers one request, then sends NOTICE SHUTTING_DOWN and closes.
     NoticeAndClose = 7,
@@ -68,6 +71,14 @@ struct Shared {
     requests: AtomicUsize,
     store: Mutex<Store>,
     redirect_to: Mutex<String>,
+    redirect_epoch: AtomicU64,
+    redirect_buckets: Mutex<Option<HashSet<u32>>>,
+    redirects_left: AtomicUsize,
+    /// Redirects sent, per bucket.
+    redirected: Mutex<HashMap<u32, usize>>,
+    /// What TABLE_GET answers (`UNKNOWN_COMMAND` when `None`); not counted in `requests`.
+    table: Mutex<Option<TableView>>,
+    table_gets: AtomicUsize,
 }
 
 struct TestServer {
@@ -92,6 +103,12 @@ impl TestServer {
             requests: AtomicUsize::new(0),
             store: Mutex::new(HashMap::new()),
             redirect_to: Mutex::new(String::new()),
+            redirect_epoch: AtomicU64::new(7),
+            redirect_buckets: Mutex::new(None),
+            redirects_left: AtomicUsize::new(usize::MAX),
+            redirected: Mutex::new(HashMap::new()),
+            table: Mutex::new(None),
+            table_gets: AtomicUsize::new(0),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -184,6 +201,13 @@ async fn serve(mut stream: TcpStream, s: Arc<Shared>) {
                 then_close = true;
                 continue;
             }
+            if let Command::TableGet = req.command {
+                s.table_gets.fetch_add(1, Ordering::SeqCst);
+                if !(stalled || mode == Mode::Stall) {
+                    answer_table(&s, req.id, &mut out);
+                }
+                continue;
+            }
             s.requests.fetch_add(1, Ordering::SeqCst);
             if stalled || mode == Mode::Stall {
                 stalled = true;
@@ -191,15 +215,17 @@ async fn serve(mut stream: TcpStream, s: Arc<Shared>) {
             }
             let start = out.len();
             match mode {
-                Mode::Redirect if req.command.key().is_some() => {
+                Mode::Redirect if redirects(&s, req.command.key()) => {
                     let owner = s.redirect_to.lock().unwrap().clone();
+                    let bucket = shoal_proto::hash::bucket_of(req.command.key().unwrap(), 1024);
+                    *s.redirected.lock().unwrap().entry(bucket).or_default() += 1;
                     Reply {
                         id: req.id,
                         opcode: req.command.opcode(),
                         status: Status::NotMyBucket,
                         body: ReplyBody::Redirect(shoal_proto::NotMyBucket {
-                            bucket: shoal_proto::hash::bucket_of(req.command.key().unwrap(), 1024),
-                            epoch: 7,
+                            bucket,
+                            epoch: s.redirect_epoch.load(Ordering::SeqCst),
                             owner: [7; 16],
                             addr: owner.as_bytes(),
                         }),
@@ -253,6 +279,74 @@ async fn serve(mut stream: TcpStream, s: Arc<Shared>) {
             return;
         }
     }
+}
+
+/// Whether Redirect mode redirects a request with this key (and uses up one redirect).
+fn redirects(s: &Shared, key: Option<&[u8]>) -> bool {
+    let Some(key) = key else {
+        return false;
+    };
+    let bucket = shoal_proto::hash::bucket_of(key, 1024);
+    let listed = match &*s.redirect_buckets.lock().unwrap() {
+        Some(set) => set.contains(&bucket),
+        None => true,
+    };
+    listed
+        && s.redirects_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+}
+
+fn answer_table(s: &Shared, id: u32, out: &mut Vec<u8>) {
+    match &*s.table.lock().unwrap() {
+        Some(table) => {
+            let mut w = FrameWriter::reply(out, Opcode::TableGet, Status::Ok, id);
+            table.encode(w.buffer());
+        }
+        None => Reply {
+            id,
+            opcode: Opcode::TableGet,
+            status: Status::UnknownCommand,
+            body: ReplyBody::Message(b"test"),
+        }
+        .encode(out),
+    }
+}
+
+/// A table of 1024 buckets at `version` over `nodes`: `owner(bucket)` gives each bucket's
+/// primary (index into `nodes`) and epoch.
+fn table(version: u64, nodes: &[SocketAddr], owner: impl Fn(u32) -> (u16, u64)) -> TableView {
+    TableView {
+        version,
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| TableNode {
+                id: [i as u8 + 1; 16],
+                state: NodeState::Active,
+                native: a.to_string(),
+                memcache: String::new(),
+            })
+            .collect(),
+        buckets: (0..1024)
+            .map(|b| {
+                let (primary, epoch) = owner(b);
+                TableBucket { primary, epoch }
+            })
+            .collect(),
+    }
+}
+
+/// Polls `f` every 5 ms until it holds or `limit` passes.
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    f()
 }
 
 /// A minimal, correct store for the commands the tests use.
@@ -486,7 +580,7 @@ async fn too_large_value_fails_without_touching_the_network() {
 }
 
 #[tokio::test]
-async fn redirect_is_followed_once_and_remembered() {
+async fn redirect_with_a_newer_epoch_is_followed_and_remembered_and_an_older_one_ignored() {
     let owner = TestServer::start(Mode::Good).await;
     let wrong = TestServer::start(Mode::Redirect).await;
     *wrong.shared.redirect_to.lock().unwrap() = owner.addr.to_string();
@@ -500,19 +594,102 @@ async fn redirect_is_followed_once_and_remembered() {
     assert_eq!(wrong.requests(), 1);
     assert_eq!(owner.requests(), 2);
 
-    // A second redirect in a row is reported, not followed forever.
+    // The owner, now behind the cluster, redirects twice at an older epoch: the client does
+    // not believe it, and asks it again until it answers.
     *owner.shared.redirect_to.lock().unwrap() = wrong.addr.to_string();
+    owner.shared.redirect_epoch.store(3, Ordering::SeqCst);
+    owner.shared.redirects_left.store(2, Ordering::SeqCst);
     owner.set_mode(Mode::Redirect);
-    *wrong.shared.redirect_to.lock().unwrap() = owner.addr.to_string();
-    let err = client.get("k").await.unwrap_err();
+    assert_eq!(client.get("k").await.unwrap().unwrap().value, "v");
+    assert_eq!(owner.requests(), 5);
+    assert_eq!(wrong.requests(), 1);
+
+    // Redirects that never end are reported at the deadline.
+    owner
+        .shared
+        .redirects_left
+        .store(usize::MAX, Ordering::SeqCst);
+    let (result, took) = timed(client.get("k")).await;
+    let err = result.unwrap_err();
+    assert!(took < Duration::from_millis(2_000) + SLACK, "{took:?}");
     assert_eq!(err.status(), Some(Status::NotMyBucket));
     match err {
         shoal_client::Error::NotMyBucket(r) => {
-            assert_eq!((r.epoch, r.owner), (7, Some([7; 16])));
-            assert_eq!(r.owner_addr, Some(owner.addr.to_string()));
+            assert_eq!((r.epoch, r.owner), (3, Some([7; 16])));
+            assert_eq!(r.owner_addr, Some(wrong.addr.to_string()));
         }
         other => panic!("expected NotMyBucket, got {other:?}"),
     }
+    assert_eq!(wrong.requests(), 1);
+}
+
+/// Two scripted nodes: the client fetches the table (every bucket on `a`), then a quarter of
+/// the buckets move to `b` without a notice. Each moved bucket costs at most one redirect (the
+/// first one names a newer epoch, so the client refetches the whole table), every key lands
+/// on its owner, and non-idempotent writes are retried after a redirect.
+#[tokio::test]
+async fn a_stale_table_costs_at_most_one_redirect_per_moved_bucket_and_converges() {
+    let a = TestServer::start(Mode::Good).await;
+    let b = TestServer::start(Mode::Good).await;
+    let nodes = [a.addr, b.addr];
+    let moved = |bucket: u32| bucket.is_multiple_of(4);
+    *a.shared.table.lock().unwrap() = Some(table(5, &nodes, |_| (0, 5)));
+    let client = a.client(1_000, 5_000);
+    client.set("first", "x", 0, 0).await.unwrap();
+    assert!(wait_until(Duration::from_secs(5), || client.table_version() == 5).await);
+
+    let after = table(9, &nodes, |bk| if moved(bk) { (1, 9) } else { (0, 5) });
+    *a.shared.table.lock().unwrap() = Some(after.clone());
+    *b.shared.table.lock().unwrap() = Some(after);
+    *a.shared.redirect_to.lock().unwrap() = b.addr.to_string();
+    a.shared.redirect_epoch.store(9, Ordering::SeqCst);
+    *a.shared.redirect_buckets.lock().unwrap() = Some((0..1024).filter(|&bk| moved(bk)).collect());
+    a.set_mode(Mode::Redirect);
+
+    let keys: Vec<String> = (0..400).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        client.set(key, key, 0, 0).await.unwrap();
+    }
+    // INCR (not idempotent) is retried after a redirect: nothing was applied.
+    let counter = (0..)
+        .map(|i| format!("counter-{i}"))
+        .find(|k| moved(shoal_proto::hash::bucket_of(k.as_bytes(), 1024)))
+        .unwrap();
+    assert_eq!(client.incr(&counter, 1, None).await.unwrap(), Some(1));
+
+    let redirected = a.shared.redirected.lock().unwrap().clone();
+    assert!(!redirected.is_empty());
+    assert!(redirected.values().all(|&n| n == 1), "{redirected:?}");
+    assert!(wait_until(Duration::from_secs(5), || client.table_version() == 9).await);
+    let (on_a, on_b) = {
+        let a_store = a.shared.store.lock().unwrap();
+        let b_store = b.shared.store.lock().unwrap();
+        let on_a: Vec<&String> = keys
+            .iter()
+            .filter(|k| a_store.contains_key(k.as_bytes()))
+            .collect();
+        let on_b: Vec<&String> = keys
+            .iter()
+            .filter(|k| b_store.contains_key(k.as_bytes()))
+            .collect();
+        (on_a.len(), on_b.len())
+    };
+    let want_b = keys
+        .iter()
+        .filter(|k| moved(shoal_proto::hash::bucket_of(k.as_bytes(), 1024)))
+        .count();
+    assert_eq!((on_a, on_b), (keys.len() - want_b, want_b));
+
+    // Converged: another pass costs no redirect, and reads come back from the owners.
+    let before = a.shared.redirected.lock().unwrap().values().sum::<usize>();
+    for key in &keys {
+        let item = client.get(key).await.unwrap();
+        assert_eq!(item.unwrap().value, key.as_bytes(), "{key}");
+    }
+    assert_eq!(
+        a.shared.redirected.lock().unwrap().values().sum::<usize>(),
+        before
+    );
 }
 
 #[tokio::test]
