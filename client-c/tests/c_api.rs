@@ -336,7 +336,8 @@ fn routing_value(i: u32) -> Vec<u8> {
 /// A 5-node cluster and one seed: 20,000 keys written through `shoal-client` each land on
 /// their bucket's owner (every node holds exactly the keys of the buckets the table gives
 /// it), and `routing.c`, given the same single seed, reads every one back byte for byte
-/// through `libshoal`.
+/// through `libshoal`, and pymemcache reads every one back through every node's memcached
+/// port (forwarded to the owner when the node does not own it).
 #[test]
 fn a_c_program_given_one_seed_reads_back_keys_spread_over_a_five_node_cluster() {
     const KEYS: u32 = 20_000;
@@ -377,6 +378,42 @@ fn a_c_program_given_one_seed_reads_back_keys_spread_over_a_five_node_cluster() 
     assert!(want.iter().all(|&n| n > 0), "{want:?}");
     let output = run_ok(&exe, &[&seed, &KEYS.to_string()]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("20000 keys verified"));
+    // And through every node's memcached port, with pymemcache (CI installs it).
+    let readback = r#"
+import sys
+from pymemcache.client.base import Client
+keys = int(sys.argv[1])
+def value(i):
+    return bytes(((i * 31 + j * 7) & 0xff) for j in range(1 + (i * 7) % 300))
+for addr in sys.argv[2:]:
+    host, port = addr.rsplit(":", 1)
+    c = Client((host, int(port)), connect_timeout=5, timeout=10)
+    for start in range(0, keys, 1000):
+        names = [f"route-{i}" for i in range(start, min(keys, start + 1000))]
+        got = c.get_many(names)
+        for i, name in zip(range(start, start + len(names)), names):
+            assert got.get(name) == value(i), f"{name} through {addr}"
+print("read back through", len(sys.argv) - 2, "memcached ports")
+"#;
+    let has_pymemcache = Command::new("python3")
+        .args(["-c", "import pymemcache"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pymemcache {
+        println!("SKIPPED: pymemcache is not installed; CI installs it");
+        return;
+    }
+    let mut args = vec!["-c".to_string(), readback.to_string(), KEYS.to_string()];
+    for m in &cluster.members {
+        args.push(m.proc.memcache_addr.expect("memcached port").to_string());
+    }
+    let out = Command::new("python3").args(&args).output().expect("python3");
+    assert!(
+        out.status.success(),
+        "pymemcache read-back failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `install.sh` into a scratch prefix, then the example built with the flags `pkg-config`
