@@ -407,7 +407,10 @@ print("read back through", len(sys.argv) - 2, "memcached ports")
     for m in &cluster.members {
         args.push(m.proc.memcache_addr.expect("memcached port").to_string());
     }
-    let out = Command::new("python3").args(&args).output().expect("python3");
+    let out = Command::new("python3")
+        .args(&args)
+        .output()
+        .expect("python3");
     assert!(
         out.status.success(),
         "pymemcache read-back failed: {}{}",
