@@ -48,6 +48,7 @@ impl Driver {
             flush_at,
             input_budget: InputBudget::new(64 << 20),
             forward_timeout: std::time::Duration::from_secs(1),
+            admin: Default::default(),
         };
         Driver {
             session: TextSession::new(shared.clone()),
