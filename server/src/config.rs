@@ -201,6 +201,11 @@ pub struct Config {
     #[arg(long, default_value_t = 1024)]
     pub max_pending: usize,
 
+    /// Let the memcached `shutdown` command stop the node (gracefully, as SIGTERM does);
+    /// off by default, as memcached's `-A`.
+    #[arg(long)]
+    pub enable_shutdown: bool,
+
     /// Longest a graceful stop may take before remaining connections are dropped.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -389,7 +394,7 @@ impl Config {
              max-connections = {}\nmax-key-size = {}\n\
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
              send-timeout = \"{}ms\"\noutput-buffer = {}\nmax-input-memory = {}\nmax-pending = {}\n\
-             shutdown-timeout = \"{}ms\"\nthreads = {}\n\
+             enable-shutdown = {}\nshutdown-timeout = \"{}ms\"\nthreads = {}\n\
              join = \"{}\"\njoin-timeout = \"{}ms\"\ninitial-nodes = {}\nreplicas = {}\n\
              raft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
              log-level = {:?}\nlog-file = {}\n",
@@ -412,6 +417,7 @@ impl Config {
             self.output_buffer,
             self.max_input_memory,
             self.max_pending,
+            self.enable_shutdown,
             self.shutdown_timeout.as_millis(),
             self.threads,
             self.join

@@ -579,6 +579,12 @@ impl Keyspace {
         self.store.stats()
     }
 
+    /// Limits item memory to about `bytes` on this node (memcached's `cache_memlimit`);
+    /// returns the limit in force. See [`Store::set_memory_limit`].
+    pub fn set_memory_limit(&self, bytes: u64) -> u64 {
+        self.store.set_memory_limit(bytes)
+    }
+
     /// Number of buckets.
     pub fn buckets(&self) -> u32 {
         self.store.buckets()

@@ -28,7 +28,7 @@ use crate::datadir::DataDirError;
 use crate::keyspace::Keyspace;
 use crate::net::conn::ConnLimits;
 use crate::net::listener::Listener;
-use crate::net::memcache::TextSession;
+use crate::net::memcache::{Admin, TextSession};
 use crate::net::native::NativeSession;
 use crate::net::{InputBudget, Shared};
 use crate::persist::{PersistError, Persistence};
@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 /// How often the expiry crawler wakes up.
 const CRAWL_INTERVAL: Duration = Duration::from_millis(500);
@@ -346,12 +346,25 @@ pub async fn serve(
         Arc::new(ServerStats::default()),
         cluster,
     );
+    // The memcached `shutdown` command (with --enable-shutdown) stops the node as the
+    // `shutdown` future does.
+    let stop_command = Arc::new(Notify::new());
+    let listening = listeners.memcache.as_ref().and_then(|l| {
+        use std::os::fd::AsRawFd;
+        Some((l.as_raw_fd(), l.local_addr().ok()?))
+    });
+    let admin = Admin::new(
+        &config,
+        listening,
+        config.enable_shutdown.then(|| stop_command.clone()),
+    );
     let shared = Shared {
         keyspace: keyspace.clone(),
         limits,
         flush_at: config.output_buffer,
         input_budget: InputBudget::new(config.max_input_memory),
         forward_timeout: config.forward_timeout,
+        admin: Arc::new(admin),
     };
     // Commands other nodes forward run here like any connection's.
     let runner = shared.clone();
@@ -414,7 +427,10 @@ pub async fn serve(
         }
     });
 
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = stop_command.notified() => {}
+    }
     let deadline = Instant::now() + config.shutdown_timeout;
     tracing::info!("stopping: no new connections; draining the open ones");
     let _ = stop_tx.send(true);

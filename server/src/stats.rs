@@ -85,6 +85,9 @@ macro_rules! counters {
         pub struct ServerStats {
             /// When the counters were created (server start), for `uptime`.
             pub started: StartTime,
+            /// Each row's value at the last [`reset`], in [`table`] order (empty before the
+            /// first); reports subtract it from counters.
+            pub baseline: std::sync::Mutex<Vec<u64>>,
             $( $(#[doc = $doc])* pub $name: AtomicU64, )*
         }
 
@@ -125,8 +128,8 @@ store_rows! {
     curr_items: Gauge = |s| s.store.items,
     /// Bytes of keys and values stored now.
     bytes: Gauge = |s| s.store.bytes,
-    /// Item memory reserved at start.
-    limit_maxbytes: Gauge = |s| s.store.memory,
+    /// Item memory limit: the memory reserved at start, unless lowered by `cache_memlimit`.
+    limit_maxbytes: Gauge = |s| s.store.memory_limit,
     /// Reads that found their key.
     get_hits: Counter = |s| s.store.hits,
     /// Reads that did not find their key.
@@ -162,9 +165,30 @@ pub fn table() -> impl Iterator<Item = &'static StatDef> {
     SERVER_ROWS.iter().chain(STORE_ROWS.iter())
 }
 
-/// Every statistic's value, in [`table`] order.
+/// Every statistic's value, in [`table`] order: counters since the last [`reset`].
 pub fn report<'a>(sources: &'a Sources<'a>) -> impl Iterator<Item = (&'static StatDef, u64)> + 'a {
-    table().map(move |def| (def, (def.read)(sources)))
+    let baseline = lock(&sources.server.baseline).clone();
+    table().enumerate().map(move |(i, def)| {
+        let value = (def.read)(sources);
+        let since = match def.kind {
+            StatKind::Counter => value.saturating_sub(baseline.get(i).copied().unwrap_or(0)),
+            StatKind::Gauge => value,
+        };
+        (def, since)
+    })
+}
+
+/// Restarts every counter of [`table`] from zero for all readers (memcached's `stats reset`,
+/// which also zeroes `total_connections`, `evictions`, `get_hits` and the like); gauges
+/// (`curr_items`, `bytes`, ...) are levels and stay. The underlying counters keep counting;
+/// reports subtract the values taken here.
+pub fn reset(sources: &Sources<'_>) {
+    let now = table().map(|def| (def.read)(sources)).collect();
+    *lock(&sources.server.baseline) = now;
+}
+
+fn lock(m: &std::sync::Mutex<Vec<u64>>) -> std::sync::MutexGuard<'_, Vec<u64>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 counters! {

@@ -345,6 +345,96 @@ fn cases() -> Vec<Case> {
         case("line too long", &[b'x'; 10_000], b"CLIENT_ERROR line too long\r\n")
             .closes()
             .shoal_only(),
+        // Administrative commands; the ones that change a setting put it back.
+        case(
+            "stats sizes, detail and unknown groups",
+            b"stats sizes\r\nstats sizes extra\r\nstats sizes_disable\r\nstats detail on\r\n\
+              stats detail off\r\nstats detail dump\r\nstats detail\r\nstats detail x\r\nstats bogus\r\n",
+            b"STAT sizes_status disabled\r\nEND\r\nSTAT sizes_status disabled\r\nEND\r\n\
+              STAT sizes_status disabled\r\nOK\r\nOK\r\nEND\r\n\
+              CLIENT_ERROR usage: stats detail on|off|dump\r\n\
+              CLIENT_ERROR usage: stats detail on|off|dump\r\nERROR\r\n",
+        ),
+        case(
+            "stats reset",
+            b"stats reset\r\nstats reset extra\r\n",
+            b"RESET\r\nRESET\r\n",
+        ),
+        case(
+            "stats items counts items per class",
+            b"set a 0 0 1\r\nx\r\nstats items\r\n",
+            b"STORED\r\nSTAT items:1:number 1\r\nSTAT items:1:evicted 0\r\nEND\r\n",
+        )
+        .shoal_only(),
+        case(
+            "stats conns lists the listening socket",
+            b"stats conns\r\n",
+            b"STAT {_}:addr tcp:127.0.0.1:{_}\r\nSTAT {_}:state conn_listening\r\nEND\r\n",
+        )
+        .shoal_only(),
+        case(
+            "cache_memlimit",
+            b"cache_memlimit\r\ncache_memlimit x\r\ncache_memlimit -1\r\ncache_memlimit 7\r\n\
+              cache_memlimit 7 noreply\r\ncache_memlimit 1000000001\r\ncache_memlimit 8 noreply x\r\n\
+              cache_memlimit 8\r\ncache_memlimit 32 noreply\r\ncache_memlimit 64 extra\r\n",
+            b"ERROR\r\nERROR\r\nERROR\r\nMEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n\
+              MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\nERROR\r\nOK\r\nOK\r\n",
+        ),
+        case(
+            "shutdown is off by default",
+            b"shutdown\r\nshutdown graceful\r\nshutdown bogus\r\nget a\r\n",
+            b"ERROR: shutdown not enabled\r\nERROR: shutdown not enabled\r\n\
+              ERROR: shutdown not enabled\r\nEND\r\n",
+        ),
+        case(
+            "slabs",
+            b"slabs automove 1\r\nslabs automove 2 noreply\r\nslabs automove 3\r\nslabs automove\r\n\
+              slabs reassign 1 1\r\nslabs reassign 1 99\r\nslabs reassign -1 2\r\nslabs reassign x 2\r\n\
+              slabs reassign 1\r\nslabs bogus\r\nslabs automove 1\r\n",
+            b"OK\r\nERROR\r\nERROR\r\nSAME src and dst class are identical\r\n\
+              BADCLASS invalid src or dst class id\r\nBADCLASS invalid src or dst class id\r\n\
+              CLIENT_ERROR bad command line format\r\nERROR\r\nERROR\r\nOK\r\n",
+        ),
+        case(
+            "slabs reassign is refused",
+            b"slabs reassign 1 2\r\n",
+            b"NOSPARE source class has no spare pages\r\n",
+        )
+        .shoal_only(),
+        case(
+            "lru",
+            b"lru mode flat\r\nlru mode segmented noreply\r\nlru mode bogus\r\nlru temp_ttl 5\r\n\
+              lru tune 10 20 0.1 2\r\nlru tune 10\r\nlru bogus\r\nlru\r\n",
+            b"OK\r\nERROR\r\nOK\r\nOK\r\nERROR\r\nERROR\r\nERROR\r\n",
+        ),
+        case(
+            "lru_crawler",
+            b"lru_crawler\r\nlru_crawler bogus\r\nlru_crawler sleep 2000000\r\nlru_crawler sleep x\r\n\
+              lru_crawler sleep 100\r\nlru_crawler tocrawl x\r\nlru_crawler tocrawl 5\r\n\
+              lru_crawler crawl\r\nlru_crawler enable extra\r\n",
+            b"ERROR\r\nERROR\r\nCLIENT_ERROR sleep must be one second or less\r\n\
+              CLIENT_ERROR bad command line format\r\nOK\r\nCLIENT_ERROR bad command line format\r\n\
+              OK\r\nERROR\r\nERROR\r\n",
+        ),
+        // memcached answers these bytes once its crawler thread has stopped (not when
+        // pipelined right after `disable`); shoald's is always disabled.
+        case(
+            "lru_crawler is disabled",
+            b"lru_crawler disable\r\nlru_crawler crawl all\r\nlru_crawler metadump all\r\n\
+              lru_crawler metadump 1\r\n",
+            b"OK\r\nCLIENT_ERROR lru crawler disabled\r\nCLIENT_ERROR lru crawler disabled\r\n\
+              CLIENT_ERROR lru crawler disabled\r\n",
+        )
+        .shoal_only(),
+        case(
+            "lru_crawler cannot be enabled",
+            b"lru_crawler enable\r\n",
+            b"ERROR failed to start lru crawler thread\r\n",
+        )
+        .shoal_only(),
+        case("watch bad kind", b"watch bogus\r\n", b"ERROR\r\n"),
+        // Not pipelined: memcached refuses `watch` after other commands in the same read.
+        steps("watch", &[("watch\r\n", "OK\r\n")]),
     ]
 }
 
@@ -752,4 +842,127 @@ fn get_with_ten_thousand_keys_answers_all() {
     assert!(!closed);
     assert_eq!(got.len(), want.len());
     assert!(got == want, "all 10,000 keys answered in order");
+}
+
+/// `stats` lines as (name, value).
+fn stats_of(addr: SocketAddr, command: &str) -> Vec<(String, String)> {
+    let (reply, _) = exchange(
+        addr,
+        format!("{command}\r\nquit\r\n").as_bytes(),
+        usize::MAX,
+    );
+    String::from_utf8(reply)
+        .expect("ascii")
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn stat_value(stats: &[(String, String)], name: &str) -> String {
+    stats
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {name} in {stats:?}"))
+}
+
+#[test]
+fn stats_settings_report_the_node_configuration_and_follow_cache_memlimit() {
+    let config = Config {
+        max_connections: 77,
+        idle_timeout: Duration::from_secs(9),
+        ..Config::default()
+    };
+    let server = TestServer::start(config);
+    let addr = server.memcache_addr.expect("memcached port");
+    let settings = stats_of(addr, "stats settings");
+    for (name, want) in [
+        ("maxbytes", (64u64 << 20).to_string()),
+        ("maxconns", "77".into()),
+        ("tcpport", addr.port().to_string()),
+        ("inter", "127.0.0.1".into()),
+        ("item_size_max", (1u64 << 20).to_string()),
+        ("idle_timeout", "9".into()),
+        ("shutdown_command", "no".into()),
+        ("cas_enabled", "yes".into()),
+        ("growth_factor", "1.25".into()),
+    ] {
+        assert_eq!(stat_value(&settings, name), want, "{name}");
+    }
+    // 4 partitions of 1 MiB pages: 16 MiB is 4 pages each, more than a 1 MiB value needs.
+    let (reply, _) = exchange(addr, b"cache_memlimit 16\r\n", 4);
+    assert_eq!(reply, b"OK\r\n");
+    let limit = (16u64 << 20).to_string();
+    assert_eq!(
+        stat_value(&stats_of(addr, "stats settings"), "maxbytes"),
+        limit
+    );
+    assert_eq!(
+        stat_value(&stats_of(addr, "stats"), "limit_maxbytes"),
+        limit
+    );
+    // Above the memory allocated at start, the limit is that memory.
+    let (reply, _) = exchange(addr, b"cache_memlimit 100000\r\n", 4);
+    assert_eq!(reply, b"OK\r\n");
+    let all = (64u64 << 20).to_string();
+    assert_eq!(stat_value(&stats_of(addr, "stats"), "limit_maxbytes"), all);
+}
+
+#[test]
+fn stats_reset_zeroes_counters_but_not_gauges() {
+    let (_server, addr) = server();
+    let (reply, _) = exchange(addr, b"set a 0 0 1\r\nx\r\nget a\r\nget b\r\n", 36);
+    assert_eq!(reply, b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\nEND\r\n");
+    let before = stats_of(addr, "stats");
+    assert_eq!(stat_value(&before, "get_hits"), "1");
+    assert_eq!(stat_value(&before, "cmd_get"), "2");
+    let (reply, _) = exchange(addr, b"stats reset\r\n", 7);
+    assert_eq!(reply, b"RESET\r\n");
+    let after = stats_of(addr, "stats");
+    for name in [
+        "get_hits",
+        "get_misses",
+        "cmd_get",
+        "cmd_set",
+        "total_items",
+    ] {
+        assert_eq!(stat_value(&after, name), "0", "{name}");
+    }
+    assert_eq!(stat_value(&after, "curr_items"), "1");
+    assert_eq!(
+        stat_value(&after, "limit_maxbytes"),
+        (64u64 << 20).to_string()
+    );
+    // Counting goes on from the reset.
+    let (reply, _) = exchange(addr, b"get a\r\n", 20);
+    assert_eq!(reply, b"VALUE a 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(stat_value(&stats_of(addr, "stats"), "get_hits"), "1");
+}
+
+#[test]
+fn shutdown_command_stops_the_node_when_enabled() {
+    let config = Config {
+        enable_shutdown: true,
+        ..Config::default()
+    };
+    let mut server = TestServer::start(config);
+    let addr = server.memcache_addr.expect("memcached port");
+    assert_eq!(
+        stat_value(&stats_of(addr, "stats settings"), "shutdown_command"),
+        "yes"
+    );
+    let (reply, _) = exchange(addr, b"shutdown bogus\r\n", 36);
+    assert_eq!(reply, b"CLIENT_ERROR invalid shutdown mode\r\n");
+    // No reply, the connection closes, and the node stops on its own.
+    let (reply, closed) = exchange(addr, b"shutdown graceful\r\nget a\r\n", usize::MAX);
+    assert_eq!(reply, b"");
+    assert!(closed);
+    assert!(
+        wait_for(Duration::from_secs(10), || TcpStream::connect(addr)
+            .is_err()),
+        "the node stopped listening"
+    );
+    server.stop().expect("stopped gracefully");
 }

@@ -90,6 +90,9 @@ pub struct Shared {
     /// How long a memcached command for a bucket served elsewhere may take to be run by its
     /// owner (`--forward-timeout`).
     pub forward_timeout: std::time::Duration,
+    /// What memcached's administrative commands report and control (settings, listening
+    /// socket, the `shutdown` switch).
+    pub admin: std::sync::Arc<memcache::Admin>,
 }
 
 impl Shared {
@@ -103,5 +106,18 @@ impl Shared {
             input: &self.input_budget,
         };
         crate::stats::report(&sources).collect()
+    }
+
+    /// `stats reset`: every counter of [`crate::stats::table`] restarts from zero for every
+    /// reader; gauges are untouched.
+    pub(crate) fn reset_stats(&self) {
+        let store = self.keyspace.store_stats();
+        let sources = crate::stats::Sources {
+            server: self.keyspace.stats(),
+            store: &store,
+            buckets: self.keyspace.buckets(),
+            input: &self.input_budget,
+        };
+        crate::stats::reset(&sources);
     }
 }

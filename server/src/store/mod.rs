@@ -601,7 +601,46 @@ impl Store {
             self.lock(part).add_stats(&mut stats);
         }
         stats.pages_free = self.inner.pool.free_pages() as u64;
+        stats.memory_limit = self.memory_limit();
         stats
+    }
+
+    /// Limits item memory to about `bytes` at run time (memcached's `cache_memlimit`), within
+    /// the memory allocated at start, and returns the limit in force, in bytes.
+    ///
+    /// The limit is a share of whole pages per partition: from now on a partition takes a
+    /// page from the pool only while it holds fewer than its share, and otherwise makes room
+    /// by moving pages between its classes and evicting. The share is at least what the
+    /// largest value needs (so every key stays storable); `bytes` at or above the allocated
+    /// memory lifts the limit. Pages a partition already holds above its share stay in use
+    /// (nothing is evicted to shrink it) until `flush_all` returns them to the pool. Pages
+    /// no partition ever took are never touched, so the OS does not commit them.
+    pub fn set_memory_limit(&self, bytes: u64) -> u64 {
+        let cfg = &self.inner.config;
+        let parts = self.inner.partitions.len();
+        let memory = (cfg.pages() * cfg.page_size) as u64;
+        if bytes >= memory {
+            self.inner.pool.set_per_partition(usize::MAX);
+        } else {
+            // As StoreConfig::validate: the largest value fits in half of a partition's
+            // pages but one.
+            let least = (1 + (2 * cfg.max_value).div_ceil(cfg.page_size)).max(2);
+            let share = usize::try_from(bytes / cfg.page_size as u64).unwrap_or(usize::MAX) / parts;
+            self.inner.pool.set_per_partition(share.max(least));
+        }
+        self.memory_limit()
+    }
+
+    /// The item memory limit in force, in bytes (see [`Store::set_memory_limit`]).
+    pub fn memory_limit(&self) -> u64 {
+        let cfg = &self.inner.config;
+        let pages = self
+            .inner
+            .pool
+            .per_partition()
+            .saturating_mul(self.inner.partitions.len())
+            .min(cfg.pages());
+        (pages * cfg.page_size) as u64
     }
 
     /// Items, bytes and sequence number of one bucket (zeros for a bucket out of range).

@@ -54,7 +54,7 @@ use super::item::{
     write_seq, Header, ItemRecord, ItemRef, OwnedItem, PartsCursor, CONT_HEADER, OFF_CONT_HEAD,
     OFF_CONT_NEXT, OFF_HEAD_NEXT, ST_FETCHED, ST_HEAD, ST_REF, ST_STALE, ST_USED, ST_WON,
 };
-use super::slab::{ChunkId, Geometry, PagePool, Slab, NONE};
+use super::slab::{ChunkId, Class, Geometry, PagePool, Slab, NONE};
 use super::stats::{BucketStats, StoreStats};
 use super::{MetaGet, MetaIncr, MetaSeen, SetMode, WriteOk};
 
@@ -749,7 +749,7 @@ impl Partition {
             if self.slab.free_count(class) >= n {
                 return Ok(());
             }
-            if let Some(page) = self.pool.take() {
+            if let Some(page) = self.pool.take(self.slab.page_count()) {
                 self.slab.add_page(page, class);
                 continue;
             }
@@ -1236,6 +1236,18 @@ impl Partition {
         }
     }
 
+    /// Item heads in the pages of `class`.
+    fn count_heads(&self, class: &Class) -> u64 {
+        let mut heads = 0;
+        for &page in &class.pages {
+            for slot in 0..self.slab.page(page).init {
+                let id = self.slab.make_id(page, slot);
+                heads += u64::from(self.slab.checked_head(id).is_some());
+            }
+        }
+        heads
+    }
+
     /// Adds this partition's numbers to `stats`.
     pub(crate) fn add_stats(&self, stats: &mut StoreStats) {
         let c = &self.counters;
@@ -1261,8 +1273,17 @@ impl Partition {
             + self.slab.classes.len() * 128
             + self.scratch.capacity()) as u64;
         stats.pages_used += self.slab.page_count() as u64;
+        let largest = self.slab.classes.len() - 1;
         for (i, class) in self.slab.classes.iter().enumerate() {
             let s = &mut stats.classes[i];
+            // An item below the largest class is one chunk; the largest class also holds
+            // the continuation chunks of long values, so its heads are counted (few chunks:
+            // a page holds only a handful of the largest).
+            s.items += if i == largest {
+                self.count_heads(class)
+            } else {
+                class.used
+            };
             s.pages += class.pages.len() as u64;
             s.chunks += class.pages.len() as u64 * u64::from(class.per_page);
             s.used += class.used;

@@ -14,6 +14,7 @@
 //! This module does not know about keys, buckets or eviction policy; see
 //! [`super::partition`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use super::config::StoreConfig;
@@ -110,6 +111,9 @@ impl Geometry {
 #[derive(Debug)]
 pub(crate) struct PagePool {
     pages: Mutex<Vec<Box<[u8]>>>,
+    /// Most pages one partition may hold (the memory limit, `Store::set_memory_limit`);
+    /// `usize::MAX` (no limit beyond the pool) at start.
+    per_partition: AtomicUsize,
 }
 
 impl PagePool {
@@ -120,10 +124,16 @@ impl PagePool {
             .collect();
         Self {
             pages: Mutex::new(pages),
+            per_partition: AtomicUsize::new(usize::MAX),
         }
     }
 
-    pub(crate) fn take(&self) -> Option<Box<[u8]>> {
+    /// A page for a partition that holds `held` pages, unless it holds its share already
+    /// or the pool is empty.
+    pub(crate) fn take(&self, held: usize) -> Option<Box<[u8]>> {
+        if held >= self.per_partition.load(Ordering::Relaxed) {
+            return None;
+        }
         self.pages
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -135,6 +145,16 @@ impl PagePool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(pages);
+    }
+
+    /// Sets the most pages one partition may take (`usize::MAX`: no limit).
+    pub(crate) fn set_per_partition(&self, pages: usize) {
+        self.per_partition.store(pages, Ordering::Relaxed);
+    }
+
+    /// Most pages one partition may take (`usize::MAX`: no limit).
+    pub(crate) fn per_partition(&self) -> usize {
+        self.per_partition.load(Ordering::Relaxed)
     }
 
     pub(crate) fn free_pages(&self) -> usize {

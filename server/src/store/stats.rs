@@ -12,6 +12,9 @@ pub struct StoreStats {
     pub bytes: u64,
     /// Slab memory in bytes (whole pages of the configured memory).
     pub memory: u64,
+    /// The memory limit in force ([`Store::set_memory_limit`](super::Store::set_memory_limit)):
+    /// `memory` unless lowered at run time.
+    pub memory_limit: u64,
     /// Page size in bytes.
     pub page_size: u64,
     /// Pages in total.
@@ -58,6 +61,9 @@ pub struct ClassStats {
     pub chunks: u64,
     /// Chunks holding items (heads and continuations).
     pub used: u64,
+    /// Items whose first chunk is in the class (items of every bucket held, hidden ones
+    /// included).
+    pub items: u64,
     /// Chunks ready to be handed out without eviction.
     pub free: u64,
     /// Items evicted from the class.

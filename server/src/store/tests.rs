@@ -1036,3 +1036,33 @@ fn evictions_in_a_logged_bucket_are_logged_as_removals() {
     assert_eq!(batch.through, store.bucket_stats(b).seq);
     assert_eq!(bucket_items(&target, b), bucket_items(&store, b));
 }
+
+#[test]
+fn memory_limit_caps_the_pages_partitions_take_and_can_be_lifted() {
+    let (store, _) = small();
+    assert_eq!(store.memory_limit(), 4 << 20);
+    // 64 KiB pages; a partition keeps at least the 8 pages a 200 KiB value needs.
+    let least = 8 * (64 << 10) * store.stats().partitions;
+    assert_eq!(
+        store.set_memory_limit(1 << 10),
+        least,
+        "raised to what max_value needs"
+    );
+    assert_eq!(store.set_memory_limit(3 << 20), 3 << 20);
+    let fill = |store: &Store, prefix: &str| {
+        for i in 0..8000 {
+            let key = format!("{prefix}{i}");
+            store
+                .set(SetMode::Set, key.as_bytes(), &[b'v'; 1000], 0, 0)
+                .expect("a write under the limit evicts instead of failing");
+        }
+    };
+    fill(&store, "a");
+    let s = store.stats();
+    assert_eq!(s.memory_limit, 3 << 20);
+    assert!(s.pages_used <= 48, "{} pages used", s.pages_used);
+    assert!(s.evictions > 0);
+    assert_eq!(store.set_memory_limit(u64::MAX), 4 << 20, "lifted");
+    fill(&store, "b");
+    assert!(store.stats().pages_used > 48);
+}

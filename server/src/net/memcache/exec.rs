@@ -194,6 +194,45 @@ impl Exec<'_> {
             TextCommand::Stats(group) => self.stats(group, out),
             TextCommand::Meta(req) => self.meta(&req, out),
             TextCommand::MetaNoop => out.extend_from_slice(b"MN\r\n"),
+            TextCommand::Fixed(reply) => out.extend_from_slice(reply),
+            TextCommand::CacheMemlimit { megabytes, noreply } => {
+                let reply: &[u8] = if megabytes < 8 {
+                    b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+                } else if megabytes > 1_000_000_000 {
+                    b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+                } else {
+                    // Within the memory allocated at start; `limit_maxbytes` shows the result.
+                    let limit = self.shared.keyspace.set_memory_limit(megabytes << 20);
+                    tracing::info!(requested_mib = megabytes, limit, "cache_memlimit");
+                    b"OK\r\n"
+                };
+                reply_unless(noreply, out, reply);
+            }
+            TextCommand::Shutdown { valid_mode } => match &self.shared.admin.shutdown {
+                None => out.extend_from_slice(b"ERROR: shutdown not enabled\r\n"),
+                Some(_) if !valid_mode => {
+                    out.extend_from_slice(b"CLIENT_ERROR invalid shutdown mode\r\n");
+                }
+                Some(stop) => {
+                    // As memcached: no reply; this connection closes, the node stops
+                    // gracefully as on SIGTERM.
+                    tracing::info!("shutdown command: stopping gracefully");
+                    stop.notify_one();
+                    return Outcome::Close;
+                }
+            },
+            TextCommand::SlabsReassign { src, dst } => {
+                let classes = self.shared.keyspace.store_stats().classes.len() as i64;
+                let valid = |c: i64| (1..=classes).contains(&c);
+                out.extend_from_slice(if !valid(src) || !valid(dst) {
+                    b"BADCLASS invalid src or dst class id\r\n"
+                } else if src == dst {
+                    b"SAME src and dst class are identical\r\n"
+                } else {
+                    // Pages move between classes only by the store's own rebalancing.
+                    b"NOSPARE source class has no spare pages\r\n"
+                });
+            }
             TextCommand::Quit => {
                 self.counts.goodbyes += 1;
                 return Outcome::Close;
@@ -316,9 +355,54 @@ impl Exec<'_> {
         }
     }
 
-    /// `stats` and `stats slabs`.
+    /// The `stats` groups.
     fn stats(&mut self, group: StatsGroup, out: &mut Vec<u8>) {
         match group {
+            StatsGroup::Reset => {
+                // Counters of this batch so far count before the reset, so they go first.
+                self.counts.flush_into(self.shared.keyspace.stats());
+                self.shared.reset_stats();
+                out.extend_from_slice(b"RESET\r\n");
+                return;
+            }
+            StatsGroup::Sizes => out.extend_from_slice(b"STAT sizes_status disabled\r\n"),
+            StatsGroup::Settings => {
+                let s = self.shared.keyspace.store_stats();
+                stat(out, "maxbytes", s.memory_limit);
+                for (name, value) in &self.shared.admin.settings {
+                    stat_str(out, name, value);
+                }
+                if let Some(first) = s.classes.first() {
+                    stat(out, "chunk_size", first.chunk_size);
+                }
+            }
+            StatsGroup::Conns => {
+                // Only the listening socket: no registry of client connections is kept.
+                if let Some((fd, addr)) = self.shared.admin.listening {
+                    let tcp = if addr.is_ipv6() { "tcp6" } else { "tcp" };
+                    let line = format!(
+                        "STAT {fd}:addr {tcp}:{addr}\r\nSTAT {fd}:state conn_listening\r\n"
+                    );
+                    out.extend_from_slice(line.as_bytes());
+                }
+            }
+            StatsGroup::Items => {
+                let s = self.shared.keyspace.store_stats();
+                for (i, class) in s.classes.iter().enumerate() {
+                    if class.items == 0 {
+                        continue;
+                    }
+                    for (name, value) in [("number", class.items), ("evicted", class.evictions)] {
+                        out.extend_from_slice(b"STAT items:");
+                        push_u64(out, i as u64 + 1);
+                        out.push(b':');
+                        out.extend_from_slice(name.as_bytes());
+                        out.push(b' ');
+                        push_u64(out, value);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+            }
             StatsGroup::General => {
                 let keyspace = &self.shared.keyspace;
                 // Counters of this batch so far are not yet in the server's: add them first.

@@ -14,8 +14,10 @@
 //! nor the peer connections forwarded commands travel on (`cluster::forward`).
 //!
 //! Commands: get, gets, gat, gats, set, add, replace, append, prepend, cas, delete, incr,
-//! decr, touch, flush_all, version, verbosity, stats (general and `slabs`), quit, and the meta
-//! commands mg, ms, md, ma, me, mn (`meta.rs` decodes them, `exec/meta.rs` runs them).
+//! decr, touch, flush_all, version, verbosity, stats (general, `slabs`, `items`, `settings`,
+//! `sizes`, `conns`, `reset`, `detail`), cache_memlimit, shutdown, lru_crawler, lru, slabs,
+//! watch, quit, and the meta commands mg, ms, md, ma, me, mn (`meta.rs` decodes them,
+//! `exec/meta.rs` runs them). The administrative ones act on this node only (`admin.rs`).
 //! Replies are byte-for-byte those of memcached 1.6, checked against memcached 1.6.18. The
 //! cas unique is the item's value hash, so writing the same bytes again keeps the same
 //! unique; `md <key> I` gives the item a token derived from the old one.
@@ -53,10 +55,23 @@
 //!   `SERVER_ERROR <reason>` (nothing under `noreply`). A node that cannot forward (no
 //!   control plane, as in some tests) answers `SERVER_ERROR not my bucket (owner ADDR)`
 //!   instead and changes nothing (`exec.rs`).
-//! - **`stats`** reports memcached's main fields plus Shoal's counters; `stats items`,
-//!   `stats settings`, `stats reset` and other groups answer `ERROR` (not yet done).
-//!   `VERSION` reports the shoald version.
+//! - **`stats`** reports memcached's main fields plus Shoal's counters. `stats settings`
+//!   lists only settings shoald has, with its values; `stats items` only `number` and
+//!   `evicted` per class; `stats conns` only the listening socket (no registry of client
+//!   connections); `stats sizes_enable` stays `disabled` (no histogram). `stats reset`
+//!   restarts every counter of the stats table for all readers (native STATS too), not the
+//!   gauges nor the per-class lines. `VERSION` reports the shoald version.
+//! - **Administration.** `cache_memlimit` limits item memory within what was allocated at
+//!   start, by pages per lock partition (at least what the largest value needs); pages
+//!   already in use stay until `flush_all` (`Store::set_memory_limit`). `shutdown` needs
+//!   `--enable-shutdown` and stops the node as SIGTERM does. `lru_crawler` answers as a
+//!   disabled crawler that cannot be enabled (shoald's expiry crawler is not steerable, and
+//!   `metadump` is not implemented); `slabs automove`, `lru`, `stats detail` and `watch` are
+//!   accepted with memcached's replies and no effect (`watch` sends no log lines); `slabs
+//!   reassign` is refused with `NOSPARE` (pages move only by the store's rebalancing). None
+//!   of these is forwarded: each acts on the node asked.
 
+mod admin;
 mod base64;
 mod exec;
 mod forward;
@@ -64,6 +79,7 @@ mod meta;
 mod parse;
 mod session;
 
+pub use admin::Admin;
 pub use exec::VERSION;
 pub(crate) use forward::run_forwarded;
 pub use session::TextSession;

@@ -68,6 +68,16 @@ pub enum StatsGroup {
     General,
     /// `stats slabs`: per slab class memory.
     Slabs,
+    /// `stats items`: per slab class items.
+    Items,
+    /// `stats settings`: the node's settings under memcached's names.
+    Settings,
+    /// `stats sizes`: the item size histogram (not kept: `sizes_status disabled`).
+    Sizes,
+    /// `stats conns`: the listening socket (no registry of client connections is kept).
+    Conns,
+    /// `stats reset`: counters restart from zero.
+    Reset,
 }
 
 /// The keys of a multi-key command: the rest of its line, split on spaces when iterated.
@@ -184,6 +194,29 @@ pub enum TextCommand<'a> {
     Meta(MetaRequest<'a>),
     /// `mn`: the meta no-op.
     MetaNoop,
+    /// A command with a fixed reply: tuning knobs of memcached that shoald accepts without
+    /// effect, and memcached's answers for features shoald does not have (empty under
+    /// `noreply`).
+    Fixed(&'static [u8]),
+    /// `cache_memlimit <megabytes> [noreply]`: limit item memory.
+    CacheMemlimit {
+        /// The new limit in MiB (8 ..= 1,000,000,000, as memcached).
+        megabytes: u64,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `shutdown [graceful]`: stop the node, when `--enable-shutdown` allows it.
+    Shutdown {
+        /// The mode is valid (none or `graceful`).
+        valid_mode: bool,
+    },
+    /// `slabs reassign <src> <dst>`: refused (pages move only by shoald's own rebalancing).
+    SlabsReassign {
+        /// Source class id.
+        src: i64,
+        /// Destination class id.
+        dst: i64,
+    },
 }
 
 /// Why a command was rejected.
@@ -465,9 +498,83 @@ fn parse_line<'a>(
         b"quit" => TextCommand::Quit,
         b"stats" => match toks.get(1).copied() {
             None => TextCommand::Stats(StatsGroup::General),
+            // As memcached, tokens after a group's name are ignored.
             Some(b"slabs") => TextCommand::Stats(StatsGroup::Slabs),
+            Some(b"items") => TextCommand::Stats(StatsGroup::Items),
+            Some(b"settings") => TextCommand::Stats(StatsGroup::Settings),
+            Some(b"sizes") => TextCommand::Stats(StatsGroup::Sizes),
+            Some(b"conns") => TextCommand::Stats(StatsGroup::Conns),
+            Some(b"reset") => TextCommand::Stats(StatsGroup::Reset),
+            // No size histogram is kept, so it stays disabled (memcached: no END here).
+            Some(b"sizes_enable" | b"sizes_disable") => {
+                TextCommand::Fixed(b"STAT sizes_status disabled\r\n")
+            }
+            // No per-prefix statistics are kept: accepted, nothing to dump.
+            Some(b"detail") => TextCommand::Fixed(match toks.get(2).copied() {
+                Some(b"on" | b"off") => b"OK\r\n",
+                Some(b"dump") => b"END\r\n",
+                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            }),
             Some(_) => return Err(unknown),
         },
+        b"cache_memlimit" => {
+            if !(2..=3).contains(&n) {
+                return Err(unknown);
+            }
+            let megabytes = parse_u64(toks[1]).ok_or(unknown)?;
+            TextCommand::CacheMemlimit { megabytes, noreply }
+        }
+        b"shutdown" => TextCommand::Shutdown {
+            valid_mode: n == 1 || (n == 2 && toks[1] == b"graceful"),
+        },
+        b"slabs" => match (toks.get(1).copied(), n) {
+            (Some(b"automove"), 3..) if matches!(toks[2], b"0" | b"1" | b"2") => {
+                fixed(b"OK\r\n", noreply)
+            }
+            (Some(b"reassign"), 4) => TextCommand::SlabsReassign {
+                src: parse_i64(toks[2]).ok_or(fail(K::BadFormat))?,
+                dst: parse_i64(toks[3]).ok_or(fail(K::BadFormat))?,
+            },
+            _ => return Err(unknown),
+        },
+        b"lru" => {
+            let valid = match (toks.get(1).copied(), n) {
+                (Some(b"mode"), 3..=4) => matches!(toks[2], b"flat" | b"segmented"),
+                (Some(b"temp_ttl"), 3..=4) => parse_i64(toks[2]).is_some(),
+                (Some(b"tune"), 6..=7) => toks[2..6].iter().all(|t| is_decimal(t)),
+                _ => false,
+            };
+            if !valid {
+                return Err(unknown);
+            }
+            fixed(b"OK\r\n", noreply)
+        }
+        b"lru_crawler" => TextCommand::Fixed(match (toks.get(1).copied(), n) {
+            // shoald has no LRU crawler of memcached's kind (its expiry crawler is not
+            // steerable), so it reports one that is disabled and cannot be started.
+            (Some(b"enable"), 2) => b"ERROR failed to start lru crawler thread\r\n",
+            (Some(b"disable"), 2) => b"OK\r\n",
+            (Some(b"crawl" | b"metadump"), 3) => b"CLIENT_ERROR lru crawler disabled\r\n",
+            (Some(b"tocrawl"), 3) => match parse_u64(toks[2]) {
+                Some(n) if n <= u64::from(u32::MAX) => b"OK\r\n",
+                _ => b"CLIENT_ERROR bad command line format\r\n",
+            },
+            (Some(b"sleep"), 3) => match parse_u64(toks[2]) {
+                Some(n) if n <= 1_000_000 => b"OK\r\n",
+                Some(n) if n <= u64::from(u32::MAX) => {
+                    b"CLIENT_ERROR sleep must be one second or less\r\n"
+                }
+                _ => b"CLIENT_ERROR bad command line format\r\n",
+            },
+            _ => return Err(unknown),
+        }),
+        b"watch" => {
+            let kinds = &toks[1..toks.len() - usize::from(noreply)];
+            if n > MAX_TOKENS || !kinds.iter().all(|k| WATCH_KINDS.contains(k)) {
+                return Err(unknown);
+            }
+            fixed(b"OK\r\n", noreply)
+        }
         _ => {
             // memcached closes silently when an unknown line ends in an HTTP version.
             if toks.last().is_some_and(|t| t.starts_with(b"HTTP/")) {
@@ -479,7 +586,31 @@ fn parse_line<'a>(
     Ok(Some((cmd, line_len)))
 }
 
-/// `<cmd> <key> <flags> <exptime> <bytes> [<cas unique>] [noreply]` and its data block.
+/// What `watch` may be asked to show (memcached 1.6.18's log types).
+const WATCH_KINDS: &[&[u8]] = &[
+    b"rawcmds",
+    b"fetchers",
+    b"mutations",
+    b"sysevents",
+    b"connevents",
+    b"proxyreqs",
+    b"proxyevents",
+    b"proxyuser",
+    b"deletions",
+];
+
+/// A fixed reply, or none under `noreply`.
+fn fixed(reply: &'static [u8], noreply: bool) -> TextCommand<'static> {
+    TextCommand::Fixed(if noreply { b"" } else { reply })
+}
+
+/// Digits with at most one `.` (the ratios of `lru tune`).
+fn is_decimal(t: &[u8]) -> bool {
+    !t.is_empty()
+        && t.iter().filter(|&&b| b == b'.').count() <= 1
+        && t.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+}
+
 /// The data block (value and `\r\n`) a storage line announces with `len`, when `len` is a
 /// number within what the parser would accept.
 fn block_len(len: &[u8], limits: &Limits) -> Option<usize> {

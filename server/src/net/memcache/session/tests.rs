@@ -48,6 +48,7 @@ impl Driver {
             flush_at,
             input_budget: InputBudget::new(64 << 20),
             forward_timeout: std::time::Duration::from_secs(1),
+            admin: Default::default(),
         };
         Driver {
             session: TextSession::new(shared.clone()),
@@ -329,9 +330,16 @@ fn stats_reports_memcached_fields() {
     let slabs = s(d.send(b"stats slabs\r\n"));
     assert!(slabs.contains(":chunk_size "), "{slabs}");
     assert!(slabs.contains("STAT active_slabs 1\r\n"), "{slabs}");
+    let items = s(d.send(b"stats items\r\n"));
+    assert!(items.contains(":number 1\r\n"), "{items}");
+    assert!(items.ends_with("END\r\n"), "{items}");
+    assert_eq!(s(d.send(b"stats reset\r\n")), "RESET\r\n");
+    let after = s(d.send(b"stats\r\n"));
+    assert!(after.contains("STAT get_hits 0\r\n"), "{after}");
+    assert!(after.contains("STAT curr_items 1\r\n"), "{after}");
     assert_eq!(
-        s(d.send(b"stats items\r\nstats reset\r\n")),
-        "ERROR\r\nERROR\r\n"
+        s(d.send(b"cache_memlimit 7\r\ncache_memlimit 8 noreply\r\nshutdown\r\n")),
+        "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\nERROR: shutdown not enabled\r\n"
     );
 }
 
