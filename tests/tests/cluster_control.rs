@@ -149,14 +149,7 @@ fn a_wiped_data_directory_joins_as_a_new_member_and_the_old_id_is_removed() {
     let mut c = Cluster::start(3, &[]);
     let old_id = c.members[2].status().expect("status").node_id;
     c.members[2].proc.kill();
-    for entry in std::fs::read_dir(&c.members[2].dir.0).expect("dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(path).expect("wipe");
-        } else {
-            std::fs::remove_file(path).expect("wipe");
-        }
-    }
+    c.members[2].wipe();
     c.members[2].proc.restart();
     let new_id = c.members[2].status().expect("status").node_id;
     assert_ne!(new_id, old_id);

@@ -390,14 +390,7 @@ fn forwarded_commands_wait_out_a_change_of_owner_and_run_on_the_new_one() {
     // The owner dies with its data; its buckets get a new owner once the wiped node
     // rejoins as a new member and the leader removes the old one.
     c.members[2].proc.kill();
-    for entry in std::fs::read_dir(&c.members[2].dir.0).expect("dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(path).expect("wipe");
-        } else {
-            std::fs::remove_file(path).expect("wipe");
-        }
-    }
+    c.members[2].wipe();
     let mut t = Text::connect(mc(&c.members[0]));
     let mut batch = Vec::new();
     for k in &keys {

@@ -26,18 +26,6 @@ fn client(seed: &Member) -> Client {
         .expect("client")
 }
 
-/// Empties a member's data directory (it must be stopped).
-fn wipe(m: &Member) {
-    for entry in std::fs::read_dir(&m.dir.0).expect("dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(path).expect("wipe");
-        } else {
-            std::fs::remove_file(path).expect("wipe");
-        }
-    }
-}
-
 /// One seed reaches every node; then the seed dies and the table changes (a sixth node
 /// joins): the client learns the new table from the members it knows, and every key whose
 /// owner is alive works. (The dead seed's own buckets stay unserved until the cluster fails
@@ -172,7 +160,7 @@ fn a_table_change_reaches_a_busy_client_within_a_second_and_no_request_fails() {
     // The table changes: member 2 comes back wiped on the same addresses; the leader removes
     // its old id and gives its buckets to the others.
     c.members[2].proc.kill();
-    wipe(&c.members[2]);
+    c.members[2].wipe();
     c.members[2].proc.restart();
     assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
     let version = c.members[0].status().expect("status").table_version;

@@ -99,25 +99,23 @@ impl Shared {
     /// Every statistic of [`crate::stats::table`] with its value now.
     pub(crate) fn stats(&self) -> Vec<(&'static crate::stats::StatDef, u64)> {
         let store = self.keyspace.store_stats();
-        let sources = crate::stats::Sources {
+        crate::stats::report(&self.sources(&store)).collect()
+    }
+
+    /// Where the statistics are read from, with the store's taken as `store`.
+    fn sources<'a>(&'a self, store: &'a crate::store::StoreStats) -> crate::stats::Sources<'a> {
+        crate::stats::Sources {
             server: self.keyspace.stats(),
-            store: &store,
+            store,
             buckets: self.keyspace.buckets(),
             input: &self.input_budget,
-        };
-        crate::stats::report(&sources).collect()
+        }
     }
 
     /// `stats reset`: every counter of [`crate::stats::table`] restarts from zero for every
     /// reader; gauges are untouched.
     pub(crate) fn reset_stats(&self) {
         let store = self.keyspace.store_stats();
-        let sources = crate::stats::Sources {
-            server: self.keyspace.stats(),
-            store: &store,
-            buckets: self.keyspace.buckets(),
-            input: &self.input_budget,
-        };
-        crate::stats::reset(&sources);
+        crate::stats::reset(&self.sources(&store));
     }
 }

@@ -40,6 +40,19 @@ impl Member {
         }
     }
 
+    /// Empties its data directory (the node must be stopped): restarted, it joins as a new
+    /// member on the same addresses.
+    pub fn wipe(&self) {
+        for entry in std::fs::read_dir(&self.dir.0).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).expect("wipe");
+            } else {
+                std::fs::remove_file(path).expect("wipe");
+            }
+        }
+    }
+
     /// Its peer address.
     pub fn peer(&self) -> String {
         self.proc.peer_addr.expect("peer address").to_string()
