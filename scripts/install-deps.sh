@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Shoal needs on a fresh Debian machine with rustup:
 # toolchain components, the reference servers for side-by-side runs and cross-checks
-# (memcached, redis-server), valgrind for the C client, and pymemcache for the memcached
-# client compatibility test. Safe to run again: it installs only what is missing.
+# (memcached, redis-server), valgrind for the C client, and pymemcache and meta-memcache
+# (a meta-protocol client) for the memcached client compatibility tests. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need_apt=()
@@ -22,5 +22,8 @@ fi
 
 if ! python3 -c 'import pymemcache' >/dev/null 2>&1; then
   python3 -m pip install --quiet pymemcache
+fi
+if ! python3 -c 'import meta_memcache' >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'meta-memcache>=4,<5'
 fi
 echo "dependencies ready"
