@@ -9,9 +9,9 @@
 //! - **The sending side:** [`send_once`] makes one attempt at a command: it finds the
 //!   bucket's primary in the applied table and sends the command over one of a few pooled,
 //!   pipelined peer connections to it (or runs it here when the primary is this node), and
-//!   says what happened ([`Attempt`]). [`forward`] is the retry loop for one key, inside a
-//!   deadline; multi-key callers build their own loop from [`send_once`] and
-//!   [`wait_to_retry`].
+//!   says what happened ([`Attempt`]); [`send_to`] does the same on a named member.
+//!   [`forward`] is the retry loop for one key, inside a deadline; multi-key and all-member
+//!   callers build their own loop from these and [`wait_to_retry`].
 //! - **The owning side:** [`Forwarding::run_local`] runs a forwarded command through the
 //!   [`LocalRunner`] the data path installs at start.
 //!
@@ -243,8 +243,7 @@ pub async fn send_to(
     deadline: Instant,
 ) -> Attempt {
     let forwarding = view.forwarding();
-    let primary = node;
-    if primary == view.me() {
+    if node == view.me() {
         return match forwarding.run_local(command) {
             Ok(Executed::Reply(bytes)) => Attempt::Done(bytes),
             Ok(Executed::NotMine { bucket, .. }) => Attempt::NotMine { bucket },
@@ -255,9 +254,9 @@ pub async fn send_to(
         return Attempt::Failed(ForwardError::NotReady);
     };
     let state = view.state();
-    let Some(member) = state.nodes.get(&primary) else {
+    let Some(member) = state.nodes.get(&node) else {
         return Attempt::Failed(ForwardError::Failed {
-            reason: format!("node {primary} is not a member"),
+            reason: format!("node {node} is not a member"),
         });
     };
     let addr_text = member.addrs.peer.clone();
@@ -268,7 +267,7 @@ pub async fn send_to(
         });
     };
     drop(state);
-    let owner = forwarding.owner(primary, addr, identity);
+    let owner = forwarding.owner(node, addr, identity);
     let now = Instant::now();
     {
         let down = owner
