@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 8);
+        assert_eq!(PEER_OPCODES.len(), 9);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");
@@ -439,7 +439,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xC8), None);
+        assert_eq!(PeerOpcode::from_u8(0xC9), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 
