@@ -88,6 +88,16 @@ fn owner(table: &TableView, key: &str) -> usize {
     usize::from(table.buckets[bucket as usize].primary)
 }
 
+/// The first `n` keys `<prefix>:<i>` whose bucket the table gives to node `node` (an index
+/// into its node list).
+fn keys_owned_by(table: &TableView, node: usize, prefix: &str, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| owner(table, k) == node)
+        .take(n)
+        .collect()
+}
+
 /// Index of `member` in the table's node list.
 fn index_in(table: &TableView, member: &Member) -> usize {
     let native = member.native().to_string();
@@ -227,11 +237,7 @@ fn forwarded_commands_answer_exactly_what_the_owner_answers() {
     let (c, late) = four_nodes(&[]);
     let table = c.members[0].table().expect("table");
     let owner_idx = index_in(&table, &c.members[0]);
-    let owned: Vec<String> = (0..)
-        .map(|i| format!("exact:{i}"))
-        .filter(|k| owner(&table, k) == owner_idx)
-        .take(2)
-        .collect();
+    let owned = keys_owned_by(&table, owner_idx, "exact", 2);
     let script = [
         "get {k}\r\n",
         "add {k} 5 0 3\r\nabc\r\n",
@@ -325,15 +331,8 @@ fn forwarding_to_a_stopped_owner_ends_in_server_error_within_the_deadline() {
     let mut c = Cluster::start(3, &["--forward-timeout", "300ms"]);
     let table = c.members[0].table().expect("table");
     let gone = index_in(&table, &c.members[2]);
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("lost:{i}"))
-        .filter(|k| owner(&table, k) == gone)
-        .take(100)
-        .collect();
-    let local: String = (0..)
-        .map(|i| format!("here:{i}"))
-        .find(|k| owner(&table, k) == index_in(&table, &c.members[0]))
-        .expect("a key of node 0");
+    let keys = keys_owned_by(&table, gone, "lost", 100);
+    let local = keys_owned_by(&table, index_in(&table, &c.members[0]), "here", 1).remove(0);
     let mut t = Text::connect(mc(&c.members[0]));
     assert_eq!(
         t.ask(&format!("set {} 0 0 1\r\nx\r\n", keys[0])),
@@ -382,11 +381,7 @@ fn forwarded_commands_wait_out_a_change_of_owner_and_run_on_the_new_one() {
     let mut c = Cluster::start(3, &["--forward-timeout", "30s"]);
     let table = c.members[0].table().expect("table");
     let gone = index_in(&table, &c.members[2]);
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("moved:{i}"))
-        .filter(|k| owner(&table, k) == gone)
-        .take(50)
-        .collect();
+    let keys = keys_owned_by(&table, gone, "moved", 50);
     // The owner dies with its data; its buckets get a new owner once the wiped node
     // rejoins as a new member and the leader removes the old one.
     c.members[2].proc.kill();
