@@ -171,14 +171,40 @@ impl Backend {
         }
     }
 
-    /// Stores a value (no expiry).
+    /// Stores a value expiring after `ttl` seconds (0: never).
     ///
     /// # Errors
     /// See [`OpError`].
-    pub async fn set(&self, key: &[u8], value: Vec<u8>) -> Result<(), OpError> {
+    pub async fn set(&self, key: &[u8], value: Vec<u8>, ttl: u32) -> Result<(), OpError> {
         match self {
-            Backend::Rust(c) => c.set(key, value, 0, 0).await.map(drop).map_err(Into::into),
+            Backend::Rust(c) => c
+                .set(key, value, ttl, 0)
+                .await
+                .map(drop)
+                .map_err(Into::into),
             Backend::C(c) => c.set(key.to_vec(), value).await,
+        }
+    }
+
+    /// Deletes a key; `false` when it was not there.
+    ///
+    /// # Errors
+    /// See [`OpError`].
+    pub async fn delete(&self, key: &[u8]) -> Result<bool, OpError> {
+        match self {
+            Backend::Rust(c) => c.delete(key).await.map_err(Into::into),
+            Backend::C(_) => Err(OpError::Failed("delete: not in this client".into())),
+        }
+    }
+
+    /// Sets a key's TTL to `ttl` seconds; `false` when it was not there.
+    ///
+    /// # Errors
+    /// See [`OpError`].
+    pub async fn touch(&self, key: &[u8], ttl: u32) -> Result<bool, OpError> {
+        match self {
+            Backend::Rust(c) => c.touch(key, ttl).await.map_err(Into::into),
+            Backend::C(_) => Err(OpError::Failed("touch: not in this client".into())),
         }
     }
 
@@ -186,9 +212,13 @@ impl Backend {
     ///
     /// # Errors
     /// [`OpError::NotStored`] when it is present; see [`OpError`].
-    pub async fn add(&self, key: &[u8], value: Vec<u8>) -> Result<(), OpError> {
+    pub async fn add(&self, key: &[u8], value: Vec<u8>, ttl: u32) -> Result<(), OpError> {
         match self {
-            Backend::Rust(c) => c.add(key, value, 0, 0).await.map(drop).map_err(Into::into),
+            Backend::Rust(c) => c
+                .add(key, value, ttl, 0)
+                .await
+                .map(drop)
+                .map_err(Into::into),
             Backend::C(c) => c.add(key.to_vec(), value).await,
         }
     }
@@ -197,10 +227,16 @@ impl Backend {
     ///
     /// # Errors
     /// [`OpError::Conflict`] or [`OpError::NotFound`]; see [`OpError`].
-    pub async fn cas(&self, key: &[u8], value: Vec<u8>, hash: u64) -> Result<(), OpError> {
+    pub async fn cas(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        hash: u64,
+        ttl: u32,
+    ) -> Result<(), OpError> {
         match self {
             Backend::Rust(c) => c
-                .cas(key, value, hash, 0, 0)
+                .cas(key, value, hash, ttl, 0)
                 .await
                 .map(drop)
                 .map_err(Into::into),

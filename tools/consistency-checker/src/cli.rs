@@ -79,6 +79,19 @@ pub struct Args {
     /// Payload size range in bytes.
     #[arg(long, default_value = "16..256")]
     pub value_size: String,
+    /// Set mode: fraction of writes that delete the key (a deleted key must never come back).
+    #[arg(long, default_value_t = 0.05)]
+    pub delete_fraction: f64,
+    /// Set mode: fraction of keys written with a TTL (each must exist until its TTL runs out
+    /// and be gone after it); 0 for none.
+    #[arg(long, default_value_t = 0.1)]
+    pub ttl_keys: f64,
+    /// TTLs of those keys, drawn from this range (whole seconds).
+    #[arg(long, default_value = "3s..10s")]
+    pub ttl: String,
+    /// Set mode: fraction of writes of keys with a TTL that touch the key (new TTL) instead.
+    #[arg(long, default_value_t = 0.2)]
+    pub touch_fraction: f64,
     /// `set` (one writer per key, sequence numbers) or `cas` (increments via check-and-set).
     #[arg(long, default_value = "set")]
     pub mode: String,
@@ -170,7 +183,14 @@ impl Args {
             "c" => ClientKind::C,
             other => return Err(bad("--client", other)),
         };
-        if !(0.0..=1.0).contains(&self.read_fraction) || !(0.0..=1.0).contains(&self.hot_fraction) {
+        let fractions = [
+            self.read_fraction,
+            self.hot_fraction,
+            self.delete_fraction,
+            self.ttl_keys,
+            self.touch_fraction,
+        ];
+        if !fractions.iter().all(|f| (0.0..=1.0).contains(f)) {
             return Err(bad("fraction", "must be within 0..1"));
         }
         if self.workers == 0 || self.keys == 0 {
@@ -186,6 +206,15 @@ impl Args {
         let dur = |what: &str, v: &str| parse_duration(v).ok_or_else(|| bad(what, v));
         let range =
             |what: &str, v: &str| parse_range(v, parse_duration).ok_or_else(|| bad(what, v));
+        let (ttl_lo, ttl_hi) = range("--ttl", &self.ttl)?;
+        let whole_secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1);
+        let ttl_every = if self.ttl_keys > 0.0 {
+            (1.0 / self.ttl_keys)
+                .round()
+                .clamp(1.0, f64::from(u32::MAX)) as u32
+        } else {
+            0
+        };
         Ok(Config {
             target,
             faults,
@@ -202,6 +231,10 @@ impl Args {
             rate: self.rate.max(0.0),
             value_size: (vmin, vmax),
             mode,
+            delete_fraction: self.delete_fraction,
+            ttl_every,
+            ttl: (whole_secs(ttl_lo), whole_secs(ttl_hi)),
+            touch_fraction: self.touch_fraction,
             client,
             seed,
             request_timeout: dur("--request-timeout", &self.request_timeout)?,

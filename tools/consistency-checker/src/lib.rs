@@ -158,6 +158,14 @@ pub struct Config {
     pub value_size: (usize, usize),
     /// Set or check-and-set.
     pub mode: Mode,
+    /// Fraction of set-mode writes that are deletes.
+    pub delete_fraction: f64,
+    /// Every `ttl_every`-th key is written with a TTL (0: none).
+    pub ttl_every: u32,
+    /// TTL range, seconds.
+    pub ttl: (u32, u32),
+    /// Fraction of writes of keys with a TTL that are touches.
+    pub touch_fraction: f64,
     /// Which client.
     pub client: ClientKind,
     /// Seed.
@@ -188,11 +196,6 @@ pub struct Config {
 pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     let clock = Clock::start();
     let counters = Arc::new(Counters::default());
-    let model = Arc::new(Model::new(
-        config.keys,
-        config.workers,
-        config.mode == Mode::Cas,
-    ));
     let keyspace = Keyspace::new(config.key_prefix.clone(), config.keys, config.hot);
     println!(
         "{} consistency-checker seed={} mode={} client={} keys={} hot={} workers={} rate={} nemesis={}",
@@ -245,6 +248,14 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     };
     let backend = Backend::new(config.client, &settings)?;
     wait_ready(&backend).await?;
+    let buckets = bucket_count(&settings.servers).await;
+    let model = Arc::new(
+        Model::new(config.keys, config.workers, config.mode == Mode::Cas).with_buckets(
+            (0..config.keys)
+                .map(|i| shoal_proto::hash::bucket_of(&keyspace.name(i), buckets))
+                .collect(),
+        ),
+    );
 
     let stop_workers = Arc::new(AtomicBool::new(false));
     let stop_nemesis = Arc::new(AtomicBool::new(false));
@@ -268,6 +279,10 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         value_size: config.value_size,
         mode: config.mode,
         seed: config.seed,
+        delete_fraction: config.delete_fraction,
+        ttl_every: config.ttl_every,
+        ttl: config.ttl,
+        touch_fraction: config.touch_fraction,
     };
     let load_start = clock.elapsed();
     counters.success(load_start);
@@ -349,15 +364,29 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
 
     println!("{} final read of {} keys", timestamp(), config.keys);
     let ready = wait_ready(&backend).await;
-    let final_read = workload::final_read(
+    let mut final_read = workload::final_read(
         &backend,
         &model,
         &keyspace,
         config.mode,
         &counters,
+        clock,
         FINAL_READ_PATIENCE,
     )
     .await;
+    if !stopped_on_violation {
+        let (checked, expired) = workload::final_ttl_check(
+            &backend,
+            &model,
+            &keyspace,
+            &counters,
+            clock,
+            FINAL_READ_PATIENCE,
+        )
+        .await;
+        final_read.ttl_checked = checked;
+        final_read.expired = expired;
+    }
     backend.close().await;
     if let Some(cluster) = cluster.as_mut() {
         let failures = cluster.stop().await;
@@ -377,6 +406,27 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         load_time,
         stopped_on_violation,
     ))
+}
+
+/// The cluster's bucket count, from its table (1 when no table can be had: every key is then
+/// in one bucket, so a crash explains misses on every key).
+async fn bucket_count(servers: &[String]) -> u32 {
+    let client = shoal_client::Client::builder()
+        .seeds(servers.iter().cloned())
+        .deadline(READY_TIMEOUT)
+        .build();
+    let buckets = match client {
+        Ok(c) => {
+            let n = c.table().await.map_or(0, |t| t.buckets.len());
+            c.close().await;
+            n
+        }
+        Err(_) => 0,
+    };
+    u32::try_from(buckets)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(1)
 }
 
 /// Waits until the servers answer a ping.
@@ -411,10 +461,10 @@ fn fault_names(faults: &[Fault]) -> Vec<String> {
 /// Builds the summary and decides the gates.
 ///
 /// Gated under every profile (the Promises table promises none of these in any situation):
-/// stale, lost, corrupt, unexpected, lost increments, unverified keys at the final read, and
-/// node failures. Misses are never gated: a miss is only classified MISS when a crash of the
-/// only copy explains it, which the crash promise allows. In-doubt, noack and errors are
-/// reported. `--require-faults` and `--min-ops-rate` add gates on the run itself.
+/// stale, lost, expired, corrupt, unexpected, lost increments, unverified keys at the final
+/// read, and node failures. Misses are never gated: a miss is only classified MISS when a
+/// crash of the only copy explains it, which the crash promise allows, and ABSENT when a
+/// delete or a TTL explains it. In-doubt, noack and errors are reported. `--require-faults` and `--min-ops-rate` add gates on the run itself.
 fn summarise(
     config: &Config,
     c: &Counters,
@@ -435,6 +485,8 @@ fn summarise(
         ("in_doubt", &c.in_doubt),
         ("noack", &c.noack),
         ("miss", &c.miss),
+        ("absent", &c.absent),
+        ("expired", &c.expired),
         ("stale", &c.stale),
         ("lost", &c.lost),
         ("corrupt", &c.corrupt),
@@ -456,6 +508,7 @@ fn summarise(
     for name in [
         "stale",
         "lost",
+        "expired",
         "corrupt",
         "unexpected",
         "lost_increments",

@@ -38,6 +38,10 @@ pub struct Counters {
     pub noack: AtomicU64,
     /// Misses allowed only by a crash.
     pub miss: AtomicU64,
+    /// Misses explained by a delete or an expired TTL.
+    pub absent: AtomicU64,
+    /// Values read after their TTL had certainly run out (final TTL check).
+    pub expired: AtomicU64,
     /// Reads older than the last acknowledgement, during the run.
     pub stale: AtomicU64,
     /// Acknowledged values missing or older at the final read.
@@ -103,6 +107,8 @@ impl Counters {
             Class::Ok | Class::NeverWritten => None,
             Class::NoAck => Some(&self.noack),
             Class::Miss => Some(&self.miss),
+            Class::Absent => Some(&self.absent),
+            Class::Expired => Some(&self.expired),
             Class::Stale => Some(&self.stale),
             Class::Lost => Some(&self.lost),
             Class::Corrupt(_) => Some(&self.corrupt),
@@ -142,6 +148,7 @@ impl Counters {
         [
             &self.stale,
             &self.lost,
+            &self.expired,
             &self.corrupt,
             &self.unexpected,
             &self.lost_increments,
@@ -173,7 +180,7 @@ pub fn second_line(elapsed: Duration, c: &Counters, prev: &mut [u64; 4]) -> Stri
     let d: Vec<u64> = now.iter().zip(prev.iter()).map(|(a, b)| a - b).collect();
     *prev = now;
     format!(
-        "{:>5}s R {} (err {}) | W {} (err {}) | doubt {} | noack {} | miss {} | lost {} | stale {} | corrupt {} | unexpected {} | faults {}",
+        "{:>5}s R {} (err {}) | W {} (err {}) | doubt {} | noack {} | absent {} | miss {} | lost {} | stale {} | corrupt {} | unexpected {} | faults {}",
         elapsed.as_secs(),
         d[0],
         d[1],
@@ -181,6 +188,7 @@ pub fn second_line(elapsed: Duration, c: &Counters, prev: &mut [u64; 4]) -> Stri
         d[3],
         Counters::get(&c.in_doubt),
         Counters::get(&c.noack),
+        Counters::get(&c.absent),
         Counters::get(&c.miss),
         Counters::get(&c.lost),
         Counters::get(&c.stale),
@@ -272,6 +280,8 @@ pub struct FinalRead {
     pub never_written: u64,
     /// Keys missing because a crash wiped them (kill profile).
     pub miss: u64,
+    /// Keys missing because they were deleted or their TTL ran out.
+    pub absent: u64,
     /// Keys missing or older than their last acknowledged value.
     pub lost: u64,
     /// Keys holding a corrupt value.
@@ -280,7 +290,12 @@ pub struct FinalRead {
     pub unexpected: u64,
     /// Keys that could not be read at all: the verdict is incomplete.
     pub unverified: u64,
-    /// Percentage of keys whose value is allowed (correct, noack, never written, miss).
+    /// Keys with a TTL read again after every TTL had run out.
+    pub ttl_checked: u64,
+    /// Of those, keys still there (EXPIRED, gated).
+    pub expired: u64,
+    /// Percentage of keys whose value is allowed (correct, noack, never written, miss,
+    /// absent).
     pub percent_ok: f64,
 }
 
@@ -293,7 +308,9 @@ impl FinalRead {
             Class::NoAck => self.noack += 1,
             Class::NeverWritten => self.never_written += 1,
             Class::Miss => self.miss += 1,
+            Class::Absent => self.absent += 1,
             Class::Stale | Class::Lost => self.lost += 1,
+            Class::Expired => self.expired += 1,
             Class::Corrupt(_) => self.corrupt += 1,
             Class::Unexpected(_) => self.unexpected += 1,
         }
@@ -301,7 +318,7 @@ impl FinalRead {
 
     /// Fills in `percent_ok`.
     pub fn finish(&mut self) {
-        let ok = self.correct + self.noack + self.never_written + self.miss;
+        let ok = self.correct + self.noack + self.never_written + self.miss + self.absent;
         self.percent_ok = if self.keys == 0 {
             0.0
         } else {

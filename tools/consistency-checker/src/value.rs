@@ -44,6 +44,9 @@ pub enum DecodeError {
     BadLength,
     /// The CRC does not match the bytes.
     BadCrc,
+    /// The value hash the server returned with the value (the check-and-set token, the
+    /// memcached cas unique) is not the hash of the value's bytes.
+    BadHash,
 }
 
 impl DecodeError {
@@ -54,6 +57,7 @@ impl DecodeError {
             Self::BadMagic => "bad magic",
             Self::BadLength => "bad length",
             Self::BadCrc => "bad crc",
+            Self::BadHash => "value hash does not match the value",
         }
     }
 }
@@ -156,16 +160,37 @@ pub struct Expect {
     pub acked: u64,
     /// Highest sequence number sent when the reply arrived: anything higher was never written.
     pub attempted: u64,
-    /// A miss is allowed: nothing acknowledged yet, or a crash may have wiped every
-    /// acknowledged value and no write sent since the crash has been acknowledged.
-    pub miss_ok: bool,
-    /// Whether anything had been acknowledged for this key when the read was sent.
-    pub ever_acked: bool,
+    /// What a miss means for this read.
+    pub miss: Miss,
     /// Sequence numbers whose writes ended in doubt: they may be applied late, even after a
     /// later write was acknowledged, so reading one is never stale.
     pub doubt: Vec<u64>,
     /// This is the final, quiescent read: an older value is LOST, not STALE.
     pub verdict: bool,
+}
+
+impl Expect {
+    /// The window, for violation lines.
+    pub fn describe(&self) -> String {
+        format!(
+            "floor {} acked {} attempted {} miss {:?} doubt {:?}",
+            self.floor, self.acked, self.attempted, self.miss, self.doubt
+        )
+    }
+}
+
+/// What a miss (no value) means for one read, decided by the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Miss {
+    /// Nothing was acknowledged or observed for the key when the read was sent: allowed.
+    #[default]
+    NeverWritten,
+    /// A delete that may be the key's latest write, or a TTL that may have run out: allowed.
+    Absent,
+    /// Allowed only because a crash may have wiped the only copy of the key's bucket.
+    Crash,
+    /// Not allowed: stale during the run, lost at the final read.
+    Violation,
 }
 
 /// Why a value is one that this run never wrote.
@@ -202,6 +227,10 @@ pub enum Class {
     NeverWritten,
     /// A miss allowed only because a crash may have wiped the key. Reported, not a violation.
     Miss,
+    /// A miss explained by a delete or an expired TTL. Allowed, counted.
+    Absent,
+    /// A value read after its TTL had certainly run out (the final TTL check).
+    Expired,
     /// During the run: older than the floor, or a miss where none is allowed.
     Stale,
     /// At the final read: older than the last acknowledged value, or missing.
@@ -217,7 +246,7 @@ impl Class {
     pub fn is_violation(self) -> bool {
         matches!(
             self,
-            Class::Stale | Class::Lost | Class::Corrupt(_) | Class::Unexpected(_)
+            Class::Stale | Class::Lost | Class::Expired | Class::Corrupt(_) | Class::Unexpected(_)
         )
     }
 
@@ -228,6 +257,8 @@ impl Class {
             Class::NoAck => "noack",
             Class::NeverWritten => "never-written",
             Class::Miss => "miss",
+            Class::Absent => "absent",
+            Class::Expired => "EXPIRED",
             Class::Stale => "STALE",
             Class::Lost => "LOST",
             Class::Corrupt(_) => "CORRUPT",
@@ -241,14 +272,12 @@ impl Class {
 pub fn classify(key: &[u8], read: Option<&[u8]>, expect: &Expect) -> (Class, Option<u64>) {
     let bytes = match read {
         None => {
-            let class = if !expect.ever_acked {
-                Class::NeverWritten
-            } else if expect.miss_ok {
-                Class::Miss
-            } else if expect.verdict {
-                Class::Lost
-            } else {
-                Class::Stale
+            let class = match expect.miss {
+                Miss::NeverWritten => Class::NeverWritten,
+                Miss::Absent => Class::Absent,
+                Miss::Crash => Class::Miss,
+                Miss::Violation if expect.verdict => Class::Lost,
+                Miss::Violation => Class::Stale,
             };
             return (class, None);
         }
@@ -301,8 +330,7 @@ mod tests {
             floor: 5,
             acked: 6,
             attempted: 7,
-            miss_ok: false,
-            ever_acked: true,
+            miss: Miss::Violation,
             doubt: vec![3],
             verdict: false,
         }
@@ -427,9 +455,11 @@ mod tests {
         assert_eq!(classify(KEY, None, &e).0, Class::Stale);
         e.verdict = true;
         assert_eq!(classify(KEY, None, &e).0, Class::Lost);
-        e.miss_ok = true;
+        e.miss = Miss::Crash;
         assert_eq!(classify(KEY, None, &e).0, Class::Miss);
-        e.ever_acked = false;
+        e.miss = Miss::Absent;
+        assert_eq!(classify(KEY, None, &e).0, Class::Absent);
+        e.miss = Miss::NeverWritten;
         assert_eq!(classify(KEY, None, &e).0, Class::NeverWritten);
     }
 
@@ -439,7 +469,14 @@ mod tests {
         assert!(Class::Lost.is_violation());
         assert!(Class::Corrupt(DecodeError::BadCrc).is_violation());
         assert!(Class::Unexpected(Unexpected::WrongKey).is_violation());
-        for ok in [Class::Ok, Class::NoAck, Class::Miss, Class::NeverWritten] {
+        assert!(Class::Expired.is_violation());
+        for ok in [
+            Class::Ok,
+            Class::NoAck,
+            Class::Miss,
+            Class::Absent,
+            Class::NeverWritten,
+        ] {
             assert!(!ok.is_violation());
         }
     }

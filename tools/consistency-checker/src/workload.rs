@@ -2,17 +2,19 @@
 //! read against the model, and the final quiescent read that gives the verdict.
 //!
 //! Worker `w` is the only writer of the keys `k` with `k % writers == w` (set mode), so each
-//! key's sequence numbers grow one by one. Every worker reads any key. Half of the operations
-//! (by default) go to the hot set, the first `hot` keys. In check-and-set mode every worker
-//! increments any key with a get / check-and-set loop instead of setting it.
+//! key's writes go one at a time and its sequence numbers grow one by one. A write is a set,
+//! sometimes a delete (`delete_fraction`); every `ttl_every`-th key is set with a TTL and
+//! sometimes touched instead (`touch_fraction`). Every worker reads any key. Half of the
+//! operations (by default) go to the hot set, the first `hot` keys. In check-and-set mode every
+//! worker increments any key with a get / check-and-set loop instead of setting it.
 //!
 //! This module does not decide what a value means ([`value`](crate::value)) or what was
 //! expected ([`model`](crate::model)); it moves bytes between them and the client, and counts.
 
 use crate::backend::{Backend, Got, OpError};
-use crate::model::{Keyspace, Model, WriteOutcome};
+use crate::model::{Keyspace, Model, TouchOutcome, WriteKind, WriteOutcome, TTL_SLACK};
 use crate::report::{Clock, Counters, FinalRead, Latencies};
-use crate::value::{classify, decode, encode, Class};
+use crate::value::{classify, decode, encode, Class, Expect};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +63,22 @@ pub struct WorkloadSpec {
     pub mode: Mode,
     /// Seed of the key and operation choices.
     pub seed: u64,
+    /// Set mode: fraction of writes that delete the key.
+    pub delete_fraction: f64,
+    /// Set mode: every `ttl_every`-th key (`index % ttl_every == ttl_every - 1`) is written
+    /// with a TTL (0: no key is).
+    pub ttl_every: u32,
+    /// TTLs in seconds, drawn uniformly from this range.
+    pub ttl: (u32, u32),
+    /// Set mode: fraction of writes of keys with a TTL that touch the key instead.
+    pub touch_fraction: f64,
+}
+
+impl WorkloadSpec {
+    /// Whether key `index` is written with a TTL.
+    pub fn has_ttl(&self, index: u32) -> bool {
+        self.mode == Mode::Set && self.ttl_every > 0 && index % self.ttl_every == self.ttl_every - 1
+    }
 }
 
 /// What the workers share.
@@ -97,12 +115,17 @@ impl Shared {
             Mode::Set => self.model.finish_read(index, ticket, false),
             Mode::Cas => self.model.finish_counter_read(index, ticket, false),
         };
-        let (class, seq) = classify(key, read.map(|g| g.value.as_slice()), &expect);
-        let detail = format!(
-            "floor {} acked {} attempted {} miss_ok {}",
-            expect.floor, expect.acked, expect.attempted, expect.miss_ok
-        );
-        if self.counters.record(class, key, seq, &detail) && self.stop_on_violation {
+        self.judge(index, key, read, &expect);
+    }
+
+    /// Classifies a read against `expect`, counts it, and raises the key's observed floor
+    /// when the value was allowed.
+    fn judge(&self, index: u32, key: &[u8], read: Option<&Got>, expect: &Expect) {
+        let (class, seq) = classify(key, read.map(|g| g.value.as_slice()), expect);
+        if let (Class::Ok | Class::NoAck, Some(seq)) = (class, seq) {
+            self.model.observe(index, seq);
+        }
+        if self.counters.record(class, key, seq, &expect.describe()) && self.stop_on_violation {
             self.violated.store(true, Ordering::SeqCst);
         }
     }
@@ -148,7 +171,11 @@ pub async fn worker(id: u32, spec: WorkloadSpec, shared: Shared) -> Latencies {
             match w.spec.mode {
                 Mode::Set => {
                     let k = w.owned_key();
-                    w.write(k).await;
+                    if w.spec.has_ttl(k) && w.rng.f64() < w.spec.touch_fraction {
+                        w.touch(k).await;
+                    } else {
+                        w.write(k).await;
+                    }
                 }
                 Mode::Cas => {
                     let k = w.any_key();
@@ -211,9 +238,23 @@ impl Worker {
         self.shared.counters.success(self.shared.clock.elapsed());
     }
 
+    fn now(&self) -> Duration {
+        self.shared.clock.elapsed()
+    }
+
+    /// A TTL for key `index`: 0 unless it is a key with a TTL.
+    fn ttl_for(&mut self, index: u32) -> u32 {
+        if self.spec.has_ttl(index) {
+            let (lo, hi) = self.spec.ttl;
+            self.rng.u32(lo.max(1)..=hi.max(lo).max(1))
+        } else {
+            0
+        }
+    }
+
     async fn read(&mut self, index: u32) {
         let key = self.spec.keyspace.name(index);
-        let ticket = self.shared.model.begin_read(index);
+        let ticket = self.shared.model.begin_read(index, self.now());
         let start = Instant::now();
         match self.shared.backend.get(&key).await {
             Ok(got) => {
@@ -231,10 +272,30 @@ impl Worker {
         if self.shared.model.owner(index) != self.id {
             return;
         }
-        let ticket = self.shared.model.begin_write(index);
-        let value = encode(&key, self.id, ticket.seq, self.payload_len());
+        let kind = if self.rng.f64() < self.spec.delete_fraction {
+            WriteKind::Delete
+        } else {
+            WriteKind::Set {
+                ttl: self.ttl_for(index),
+            }
+        };
+        let ticket = self.shared.model.begin_write(index, kind, self.now());
         let start = Instant::now();
-        let outcome = match self.shared.backend.set(&key, value).await {
+        let result = match kind {
+            WriteKind::Set { ttl } => {
+                let value = encode(&key, self.id, ticket.seq, self.payload_len());
+                self.shared.backend.set(&key, value, ttl).await
+            }
+            // Deleting a key that is not there leaves it absent too.
+            WriteKind::Delete => self.shared.backend.delete(&key).await.map(drop),
+        };
+        let outcome = self.write_outcome(result, start);
+        self.shared.model.finish_write(index, ticket, outcome);
+    }
+
+    /// Counts how a write ended and says what it means for the model.
+    fn write_outcome(&mut self, result: Result<(), OpError>, start: Instant) -> WriteOutcome {
+        match result {
             Ok(()) => {
                 Latencies::record(&mut self.lat.write, start.elapsed());
                 Counters::bump(&self.shared.counters.writes);
@@ -249,8 +310,27 @@ impl Worker {
                 Counters::bump(&self.shared.counters.write_errors);
                 WriteOutcome::Failed
             }
+        }
+    }
+
+    /// Touches a key with a TTL (set mode, its owner only). A touch that finds no key is
+    /// judged like a miss.
+    async fn touch(&mut self, index: u32) {
+        let key = self.spec.keyspace.name(index);
+        let ttl = self.ttl_for(index);
+        let ticket = self.shared.model.begin_touch(index, ttl, self.now());
+        let start = Instant::now();
+        let result = self.shared.backend.touch(&key, ttl).await;
+        let found = matches!(result, Ok(true));
+        let outcome = match self.write_outcome(result.map(drop), start) {
+            WriteOutcome::Acked if found => TouchOutcome::Touched,
+            WriteOutcome::Acked => TouchOutcome::NotFound,
+            WriteOutcome::InDoubt => TouchOutcome::InDoubt,
+            WriteOutcome::Failed => TouchOutcome::Failed,
         };
-        self.shared.model.finish_write(index, ticket, outcome);
+        if let Some(expect) = self.shared.model.finish_touch(index, ticket, outcome) {
+            self.shared.judge(index, &key, None, &expect);
+        }
     }
 
     /// One increment through a get / check-and-set loop (ADD when the key is missing).
@@ -259,7 +339,7 @@ impl Worker {
         let start = Instant::now();
         let c = self.shared.counters.clone();
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let read_ticket = self.shared.model.begin_read(index);
+            let read_ticket = self.shared.model.begin_read(index, self.now());
             let got = match self.shared.backend.get(&key).await {
                 Ok(got) => got,
                 Err(_) => {
@@ -281,8 +361,8 @@ impl Worker {
             let ticket = self.shared.model.begin_increment(index, from);
             let value = encode(&key, self.id, ticket.seq, self.payload_len());
             let result = match hash {
-                None => self.shared.backend.add(&key, value).await,
-                Some(h) => self.shared.backend.cas(&key, value, h).await,
+                None => self.shared.backend.add(&key, value, 0).await,
+                Some(h) => self.shared.backend.cas(&key, value, h, 0).await,
             };
             let (outcome, done) = match result {
                 Ok(()) => {
@@ -313,6 +393,21 @@ impl Worker {
     }
 }
 
+/// Reads `keys` with one multi-get, retrying until `deadline`; `None` when it never worked.
+async fn read_batch(
+    backend: &Backend,
+    keys: &[Vec<u8>],
+    deadline: Instant,
+) -> Option<Vec<Option<Got>>> {
+    loop {
+        match backend.get_many(keys).await {
+            Ok(got) if got.len() == keys.len() => return Some(got),
+            _ if Instant::now() >= deadline => return None,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Reads every key once, after the faults and the workload have stopped, and classifies it
 /// as the verdict. Batches that fail are retried until `patience` runs out; keys that could
 /// not be read are `unverified`.
@@ -322,6 +417,7 @@ pub async fn final_read(
     keyspace: &Keyspace,
     mode: Mode,
     counters: &Counters,
+    clock: Clock,
     patience: Duration,
 ) -> FinalRead {
     let mut result = FinalRead::default();
@@ -329,14 +425,8 @@ pub async fn final_read(
     let deadline = Instant::now() + patience;
     for batch in indices.chunks(FINAL_BATCH) {
         let keys: Vec<Vec<u8>> = batch.iter().map(|&i| keyspace.name(i)).collect();
-        let got = loop {
-            match backend.get_many(&keys).await {
-                Ok(got) if got.len() == keys.len() => break Some(got),
-                _ if Instant::now() >= deadline => break None,
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        let Some(got) = got else {
+        let sent = clock.elapsed();
+        let Some(got) = read_batch(backend, &keys, deadline).await else {
             result.keys += batch.len() as u64;
             result.unverified += batch.len() as u64;
             eprintln!(
@@ -347,7 +437,7 @@ pub async fn final_read(
             continue;
         };
         for ((&index, key), item) in batch.iter().zip(&keys).zip(&got) {
-            let ticket = model.begin_read(index);
+            let ticket = model.begin_read(index, sent);
             let value = item.as_ref().map(|g| g.value.as_slice());
             let expect = match mode {
                 Mode::Set => model.finish_read(index, ticket, true),
@@ -363,16 +453,50 @@ pub async fn final_read(
                     class = Class::Lost;
                 }
             }
-            let detail = format!(
-                "final read; floor {} acked {} attempted {} miss_ok {}",
-                expect.floor, expect.acked, expect.attempted, expect.miss_ok
-            );
+            let detail = format!("final read; {}", expect.describe());
             counters.record(class, key, seq, &detail);
             result.count(class);
         }
     }
     result.finish();
     result
+}
+
+/// After the final read: waits until every TTL sent has run out (plus [`TTL_SLACK`]), then
+/// reads every key whose latest value had a TTL. Each must be gone; a value still there is
+/// EXPIRED. Returns how many keys were checked and how many were still there.
+pub async fn final_ttl_check(
+    backend: &Backend,
+    model: &Model,
+    keyspace: &Keyspace,
+    counters: &Counters,
+    clock: Clock,
+    patience: Duration,
+) -> (u64, u64) {
+    let Some(latest) = model.latest_expiry() else {
+        return (0, 0);
+    };
+    let wait = (latest + TTL_SLACK).saturating_sub(clock.elapsed());
+    tokio::time::sleep(wait).await;
+    let indices: Vec<u32> = (0..keyspace.len()).filter(|&i| model.expires(i)).collect();
+    let (mut checked, mut still_there) = (0, 0);
+    let deadline = Instant::now() + patience;
+    for batch in indices.chunks(FINAL_BATCH) {
+        let keys: Vec<Vec<u8>> = batch.iter().map(|&i| keyspace.name(i)).collect();
+        let Some(got) = read_batch(backend, &keys, deadline).await else {
+            eprintln!("final TTL check: {} keys could not be read", batch.len());
+            continue;
+        };
+        for (key, item) in keys.iter().zip(&got) {
+            checked += 1;
+            if let Some(g) = item {
+                still_there += 1;
+                let seq = decode(&g.value).ok().map(|v| v.seq);
+                counters.record(Class::Expired, key, seq, "every TTL sent had run out");
+            }
+        }
+    }
+    (checked, still_there)
 }
 
 #[cfg(test)]
@@ -389,6 +513,10 @@ mod tests {
             value_size: (1, 8),
             mode: Mode::Set,
             seed: 1,
+            delete_fraction: 0.0,
+            ttl_every: 0,
+            ttl: (1, 1),
+            touch_fraction: 0.0,
         };
         let backend = Backend::new(
             crate::backend::ClientKind::Rust,
