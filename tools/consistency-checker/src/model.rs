@@ -212,7 +212,7 @@ impl KeyState {
     }
 
     fn pending_ttl(&mut self, mark: TtlMark) {
-        if self.ttl_pending.len() >= MAX_DOUBT + 1 {
+        if self.ttl_pending.len() > MAX_DOUBT {
             // Keep the earliest expiries: they are the ones that allow a miss.
             if let Some((at, latest)) = self
                 .ttl_pending
