@@ -122,6 +122,12 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub fault_old_savefile: bool,
 
+    /// Test only (`fault-injection` builds): serve every bucket, whatever the applied bucket
+    /// table says (no NOT_MY_BUCKET, no forwarding).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_ignore_table: bool,
+
     /// Peer addresses (`--peer-listen`) of cluster members to join through, comma
     /// separated, tried in turn. Without it a node creates a new cluster (or, restarted on
     /// its data directory, comes back to the one it belongs to).

@@ -5,13 +5,24 @@
 //! - `--fault-old-savefile`: every start after the first loads the savefile written one stop
 //!   earlier than the latest (it keeps a copy of each savefile it finds), so the node comes
 //!   back with older values than it acknowledged.
+//! - `--fault-ignore-table`: the node serves every bucket whatever the applied bucket table
+//!   says ([`ignore_table`], read by `ClusterView::owns`): native requests for buckets it does
+//!   not own are run here instead of answered `NOT_MY_BUCKET`, memcached commands are run here
+//!   instead of forwarded to the owner.
+//! - SIGUSR1 / SIGUSR2 (a partition): SIGUSR1 cuts the node off from every peer
+//!   ([`cut_peers`]), SIGUSR2 heals it. While cut off, live peer connections (both directions)
+//!   are closed, new incoming ones are dropped at accept and every peer call fails at once as
+//!   `Unreachable`; the client ports keep serving. Healed, the peer clients dial again on
+//!   their next call, so Raft and forwarding resume by themselves.
 //!
 //! Build: `CARGO_TARGET_DIR=target/fault cargo build -p shoald --features fault-injection`.
 
 use crate::config::Config;
 use crate::persist::SAVEFILE;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::LazyLock;
+use tokio::sync::watch;
 
 /// Name of the copy of the previous savefile kept by `--fault-old-savefile`.
 pub const OLD_SAVEFILE: &str = "fault-old-savefile";
@@ -21,9 +32,18 @@ static DROP_EVERY: AtomicU64 = AtomicU64::new(0);
 /// SETs seen, for `DROP_EVERY`.
 static SETS: AtomicU64 = AtomicU64::new(0);
 
+/// Serve every bucket, whatever the applied table says.
+static IGNORE_TABLE: AtomicBool = AtomicBool::new(false);
+/// Whether this node is cut off from its peers; watched, so live peer connections end at once.
+static PEERS_CUT: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::Sender::new(false));
+
 /// Applies the fault settings; called once at start, before the savefile is loaded.
 pub fn install(config: &Config) {
     DROP_EVERY.store(config.fault_drop_writes, Ordering::Relaxed);
+    IGNORE_TABLE.store(config.fault_ignore_table, Ordering::Relaxed);
+    if config.fault_ignore_table {
+        tracing::warn!("FAULT INJECTION: serving every bucket, ignoring the bucket table");
+    }
     if config.fault_drop_writes > 0 {
         tracing::warn!(
             every = config.fault_drop_writes,
@@ -41,6 +61,36 @@ pub fn install(config: &Config) {
 pub fn drop_write() -> bool {
     let every = DROP_EVERY.load(Ordering::Relaxed);
     every > 0 && SETS.fetch_add(1, Ordering::Relaxed) % every == every - 1
+}
+
+/// Whether the node serves every bucket regardless of the applied table
+/// (`--fault-ignore-table`).
+#[inline]
+pub fn ignore_table() -> bool {
+    IGNORE_TABLE.load(Ordering::Relaxed)
+}
+
+/// Cuts this node off from every peer (`true`, SIGUSR1) or heals it (`false`, SIGUSR2).
+pub fn cut_peers(cut: bool) {
+    let changed = PEERS_CUT.send_replace(cut) != cut;
+    match (cut, changed) {
+        (true, true) => tracing::warn!("FAULT INJECTION: peers cut off"),
+        (false, true) => tracing::warn!("FAULT INJECTION: peers healed"),
+        (true, false) => tracing::warn!("FAULT INJECTION: peers already cut off"),
+        (false, false) => tracing::warn!("FAULT INJECTION: peers not cut off; nothing to heal"),
+    }
+}
+
+/// Whether this node is cut off from its peers now.
+pub fn peers_cut() -> bool {
+    *PEERS_CUT.borrow()
+}
+
+/// Completes once this node is cut off from its peers (at once when it is now).
+pub async fn until_peers_cut() {
+    let mut rx = PEERS_CUT.subscribe();
+    // The sender is a static, never dropped, so this ends only when the switch is on.
+    let _ = rx.wait_for(|cut| *cut).await;
 }
 
 /// Puts the previous savefile (if kept) in place of the current one, and keeps the current

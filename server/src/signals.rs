@@ -5,6 +5,9 @@
 //! | SIGTERM, SIGINT  | graceful stop (drain connections, savefile when due, exit 0)     |
 //! | SIGHUP           | reopen the `--log-file` (after logrotate moved it); logged       |
 //! | SIGUSR1, SIGUSR2 | logged and ignored                                               |
+//! | SIGUSR1          | fault-injection builds only: cut the node off from every peer    |
+//! |                  | (a partition; the client ports keep serving); see `fault`        |
+//! | SIGUSR2          | fault-injection builds only: heal that partition                 |
 //! | SIGPIPE          | ignored (the Rust runtime sets this before `main`); a write to a |
 //! |                  | closed pipe or socket is an error of that write only             |
 //! | SIGKILL          | ends the process at once (cannot be caught); no savefile         |
@@ -44,7 +47,7 @@ impl Signals {
 
     /// Handles signals until SIGTERM or SIGINT arrives, then completes (the node then stops
     /// gracefully). SIGHUP reopens the log file through `log`; SIGUSR1 and SIGUSR2 are only
-    /// logged.
+    /// logged (in `fault-injection` builds they cut the node off from its peers and heal it).
     pub async fn until_stop(mut self, log: LogReopener) {
         loop {
             // Biased: signals that arrived together are all handled before the stop.
@@ -61,12 +64,8 @@ impl Signals {
                         tracing::error!(signal = "SIGHUP", cause = %e, "cannot reopen the log file; logging to the previous one");
                     }
                 },
-                Some(()) = self.usr1.recv() => {
-                    tracing::info!(signal = "SIGUSR1", "ignored");
-                }
-                Some(()) = self.usr2.recv() => {
-                    tracing::info!(signal = "SIGUSR2", "ignored");
-                }
+                Some(()) = self.usr1.recv() => user_signal("SIGUSR1"),
+                Some(()) = self.usr2.recv() => user_signal("SIGUSR2"),
                 _ = self.term.recv() => {
                     tracing::info!(signal = "SIGTERM", "stopping gracefully");
                     return;
@@ -78,4 +77,17 @@ impl Signals {
             }
         }
     }
+}
+
+/// SIGUSR1 or SIGUSR2: logged and ignored.
+#[cfg(not(feature = "fault-injection"))]
+fn user_signal(name: &'static str) {
+    tracing::info!(signal = name, "ignored");
+}
+
+/// SIGUSR1 cuts the node off from its peers, SIGUSR2 heals it (`crate::fault`).
+#[cfg(feature = "fault-injection")]
+fn user_signal(name: &'static str) {
+    tracing::info!(signal = name, "fault injection");
+    crate::fault::cut_peers(name == "SIGUSR1");
 }

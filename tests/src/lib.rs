@@ -48,6 +48,35 @@ pub fn shoald_binary() -> PathBuf {
     bin
 }
 
+/// Path of `shoald` built with the test-only `fault-injection` feature: `SHOALD_FAULT_BIN`
+/// when set, else `target/fault/debug/shoald` under the workspace root, built there when
+/// missing (its own target directory, so the normal binary stays free of faults).
+///
+/// # Panics
+/// When the binary is missing and cannot be built.
+pub fn fault_shoald_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHOALD_FAULT_BIN") {
+        return PathBuf::from(path);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("target/fault");
+    let bin = dir.join("debug/shoald");
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &dir)
+            .args(["build", "-p", "shoald", "--bin", "shoald"])
+            .args(["--features", "fault-injection"])
+            .status()
+            .expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the fault-injection shoald failed"
+        );
+    }
+    bin
+}
+
 /// A `shoald` process. Killed (SIGKILL) when dropped if still running.
 pub struct ServerProcess {
     /// Native protocol address.
@@ -56,6 +85,7 @@ pub struct ServerProcess {
     pub memcache_addr: Option<SocketAddr>,
     /// Peer port address.
     pub peer_addr: Option<SocketAddr>,
+    binary: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     /// Standard error lines of the process, collected by a thread.
@@ -70,6 +100,14 @@ impl ServerProcess {
     /// # Panics
     /// When the process does not start or print its ready line within 30 s.
     pub fn start(extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_binary(shoald_binary(), extra)
+    }
+
+    /// [`ServerProcess::start`] with another `shoald` binary (e.g. [`fault_shoald_binary`]).
+    ///
+    /// # Panics
+    /// When the process does not start or print its ready line within 30 s.
+    pub fn start_binary(binary: PathBuf, extra: &[&str]) -> ServerProcess {
         let mut args: Vec<String> = [
             "--listen",
             "127.0.0.1:0",
@@ -88,6 +126,7 @@ impl ServerProcess {
             native_addr: "127.0.0.1:0".parse().expect("addr"),
             memcache_addr: None,
             peer_addr: None,
+            binary,
             args,
             child: None,
             stderr: None,
@@ -97,7 +136,7 @@ impl ServerProcess {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(shoald_binary())
+        let mut child = Command::new(&self.binary)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -30,12 +30,17 @@ pub struct Member {
 impl Member {
     /// Starts a node on a new data directory with `extra` flags.
     pub fn start(name: &str, extra: &[&str]) -> Member {
+        Member::start_binary(name, shoal_tests::shoald_binary(), extra)
+    }
+
+    /// [`Member::start`] with another `shoald` binary.
+    pub fn start_binary(name: &str, binary: PathBuf, extra: &[&str]) -> Member {
         let dir = TempDir::new(name);
         let mut args = vec!["--data-dir".to_string(), dir.arg()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         Member {
-            proc: ServerProcess::start(&refs),
+            proc: ServerProcess::start_binary(binary, &refs),
             dir,
         }
     }
@@ -93,16 +98,27 @@ impl Cluster {
     /// `n` nodes started in one step: the first with `--initial-nodes n`, the others joining
     /// through it; returns once every bucket has a primary.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_nodes(shoal_tests::shoald_binary(), &vec![extra; n])
+    }
+
+    /// [`Cluster::start`] with another `shoald` binary, one node per entry of `extras`, each
+    /// with its own flags.
+    pub fn start_nodes(binary: PathBuf, extras: &[&[&str]]) -> Cluster {
+        let n = extras.len();
         let initial = n.to_string();
         let mut first_args = vec!["--initial-nodes", &initial];
-        first_args.extend_from_slice(extra);
-        let first = Member::start("node0", &first_args);
+        first_args.extend_from_slice(extras[0]);
+        let first = Member::start_binary("node0", binary.clone(), &first_args);
         let seed = first.peer();
         let mut members = vec![first];
-        for i in 1..n {
+        for (i, extra) in extras.iter().enumerate().skip(1) {
             let mut args = vec!["--join", seed.as_str()];
             args.extend_from_slice(extra);
-            members.push(Member::start(&format!("node{i}"), &args));
+            members.push(Member::start_binary(
+                &format!("node{i}"),
+                binary.clone(),
+                &args,
+            ));
         }
         let c = Cluster { members };
         assert!(

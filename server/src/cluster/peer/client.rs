@@ -4,10 +4,14 @@
 //! share it, each with its own request id, and their replies come back in any order. When the
 //! connection fails, the calls in flight fail with [`PeerCallError::Closed`] and the next call
 //! opens a new one. Every call has a deadline that covers connecting and the handshake too.
+//!
+//! In `fault-injection` builds cut off from its peers (SIGUSR1), every call fails at once
+//! with [`PeerCallError::Unreachable`] and the live connection is closed (its calls in flight
+//! fail with [`PeerCallError::Closed`]).
 
 use super::handshake::{new_nonce, DialerHandshake, Local, Verified};
 use super::wire::{write_frames, FrameReader, ReadError, HANDSHAKE_MAX_BODY};
-use super::PeerIdentity;
+use super::{cut, PeerIdentity};
 use crate::datadir::NodeId;
 use bytes::Bytes;
 use shoal_proto::peer::{
@@ -193,6 +197,9 @@ impl PeerClient {
         if body.len() > DEFAULT_MAX_PEER_BODY {
             return Err(PeerCallError::TooLarge { len: body.len() });
         }
+        if cut::now() {
+            return Err(self.cut_off());
+        }
         match tokio::time::timeout(timeout, self.call_inner(op, body)).await {
             Ok(result) => result,
             Err(_) => Err(PeerCallError::Timeout),
@@ -246,7 +253,25 @@ impl PeerClient {
         Ok(conn)
     }
 
+    /// The error of a call while this node is cut off from its peers (fault injection).
+    fn cut_off(&self) -> PeerCallError {
+        PeerCallError::Unreachable {
+            cause: format!(
+                "{}: this node is cut off from its peers (fault injection)",
+                self.inner.addr
+            ),
+        }
+    }
+
+    /// Opens and handshakes a connection; fails as unreachable when this node is cut off
+    /// from its peers meanwhile.
     async fn connect(&self) -> Result<Conn, PeerCallError> {
+        cut::unless_cut(self.open())
+            .await
+            .unwrap_or_else(|| Err(self.cut_off()))
+    }
+
+    async fn open(&self) -> Result<Conn, PeerCallError> {
         let addr = self.inner.addr;
         let stream = TcpStream::connect(addr)
             .await
@@ -267,7 +292,7 @@ impl PeerClient {
         tracing::debug!(peer = %addr, node = %peer.node_id, "connected to a peer");
         reader.max_body = DEFAULT_MAX_PEER_BODY;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        tokio::spawn(write_frames(wr, rx));
+        tokio::spawn(cut::unless_cut(write_frames(wr, rx)));
         let pending = Arc::new(Mutex::new(Pending::default()));
         tokio::spawn(read_replies(reader, pending.clone(), addr));
         Ok(Conn {
@@ -373,29 +398,41 @@ async fn read_replies(
     pending: Arc<Mutex<Pending>>,
     addr: SocketAddr,
 ) {
-    let end = loop {
-        let (header, body) = match reader.next().await {
-            Ok(frame) => frame,
-            Err(e) => break e.to_string(),
-        };
-        let status = match check_reply(&header) {
-            Ok(status) => status,
-            Err(kind) => break kind.as_str().to_string(),
-        };
-        let waiter = match pending.lock() {
-            Ok(mut p) => p.waiting.remove(&header.request_id),
-            Err(_) => break "internal lock poisoned".to_string(),
-        };
-        // No waiter: the call timed out or was dropped; its reply is discarded.
-        if let Some(w) = waiter {
-            let _ = w.send(Ok((status, body)));
-        }
-    };
+    let end = cut::unless_cut(hand_out_replies(&mut reader, &pending))
+        .await
+        .unwrap_or_else(|| "cut off from peers (fault injection)".to_string());
+    drop(reader);
     tracing::debug!(peer = %addr, cause = %end, "peer connection ended");
     if let Ok(mut p) = pending.lock() {
         p.closed = true;
         for (_, w) in p.waiting.drain() {
             let _ = w.send(Err(PeerCallError::Closed));
+        }
+    }
+}
+
+/// Hands each reply read to the call waiting for it, until the connection ends; returns why
+/// it ended.
+async fn hand_out_replies(
+    reader: &mut FrameReader<OwnedReadHalf>,
+    pending: &Mutex<Pending>,
+) -> String {
+    loop {
+        let (header, body) = match reader.next().await {
+            Ok(frame) => frame,
+            Err(e) => return e.to_string(),
+        };
+        let status = match check_reply(&header) {
+            Ok(status) => status,
+            Err(kind) => return kind.as_str().to_string(),
+        };
+        let waiter = match pending.lock() {
+            Ok(mut p) => p.waiting.remove(&header.request_id),
+            Err(_) => return "internal lock poisoned".to_string(),
+        };
+        // No waiter: the call timed out or was dropped; its reply is discarded.
+        if let Some(w) = waiter {
+            let _ = w.send(Ok((status, body)));
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   each request to a [`PeerHandler`].
 //! - [`client`]: [`PeerClient`], one remote node: connects lazily, multiplexes calls by request
 //!   id, reconnects after a failure.
+//! - `cut`: the fault-injection partition switch (SIGUSR1/SIGUSR2 in `fault-injection`
+//!   builds), checked at accept, at every call, and by every live connection.
 //!
 //! The wire format (header, opcodes, bodies) is `shoal_proto::peer`.
 //!
@@ -26,6 +28,7 @@
 //! ```
 
 pub mod client;
+mod cut;
 pub mod handshake;
 pub mod secret;
 pub mod server;

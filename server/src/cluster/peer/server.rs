@@ -8,12 +8,15 @@
 //!  replies of all tasks go through one writer task per connection, matched by request id
 //! ```
 //!
+//! In `fault-injection` builds cut off from its peers (SIGUSR1), the server drops every new
+//! connection at accept and closes every live one.
+//!
 //! Requests on one connection run concurrently, at most [`PeerLimits::max_in_flight`] at a
 //! time: past that, the connection is not read until one finishes.
 
 use super::handshake::{check_allowed, new_nonce, ListenerHandshake, Local, Verified};
 use super::wire::{write_frames, FrameReader, ReadError, HANDSHAKE_MAX_BODY};
-use super::PeerIdentity;
+use super::{cut, PeerIdentity};
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
 use shoal_proto::peer::{
@@ -210,6 +213,11 @@ impl<H: PeerHandler> PeerServer<H> {
                     continue;
                 }
             };
+            if cut::now() {
+                tracing::debug!(peer = %addr, "peer connection dropped: cut off from peers (fault injection)");
+                drop(stream);
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             if conns.len() >= self.limits.max_connections {
                 tracing::warn!(peer = %addr, limit = self.limits.max_connections, "peer connection refused: too many peer connections");
@@ -286,8 +294,14 @@ impl<H: PeerHandler> Connection<H> {
         tracing::info!(peer = %self.addr, node = %info.node_id, joining = info.joining, "peer connected");
         reader.max_body = self.limits.max_body;
         let (tx, rx) = mpsc::channel::<Vec<u8>>(self.limits.max_in_flight.saturating_add(16));
-        let writer = tokio::spawn(write_frames(wr, rx));
-        let close_after_refusal = self.requests(&info, &mut reader, &tx).await;
+        let writer = tokio::spawn(cut::unless_cut(write_frames(wr, rx)));
+        let Some(close_after_refusal) =
+            cut::unless_cut(self.requests(&info, &mut reader, &tx)).await
+        else {
+            // The writer ends by itself; dropping the reader closes the socket.
+            tracing::debug!(peer = %self.addr, node = %info.node_id, "peer connection closed: cut off from peers (fault injection)");
+            return;
+        };
         drop(tx);
         let _ = writer.await;
         if close_after_refusal {
