@@ -452,8 +452,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         &counters,
         &latencies,
         final_read,
-        fault_log,
-        nodes,
+        Cast { fault_log, nodes },
         load_time,
         stopped_on_violation,
     ))
@@ -511,6 +510,14 @@ fn fault_names(faults: &[Fault]) -> Vec<String> {
     names
 }
 
+/// The cluster side of a finished run, for the summary.
+struct Cast {
+    /// Every fault, in order.
+    fault_log: Vec<FaultRecord>,
+    /// The members' native addresses at the end.
+    nodes: Vec<String>,
+}
+
 /// Builds the summary and decides the gates.
 ///
 /// Gated under every profile (the Promises table promises none of these in any situation):
@@ -523,8 +530,7 @@ fn summarise(
     c: &Counters,
     lat: &Latencies,
     final_read: report::FinalRead,
-    fault_log: Vec<FaultRecord>,
-    nodes: Vec<String>,
+    cast: Cast,
     load_time: Duration,
     stopped_on_violation: bool,
 ) -> Summary {
@@ -551,6 +557,7 @@ fn summarise(
     }
     let secs = load_time.as_secs_f64().max(1e-9);
     let ops_per_s = ((get(&c.reads) + get(&c.writes)) as f64 / secs).round();
+    let Cast { fault_log, nodes } = cast;
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     for f in &fault_log {
         *faults.entry(f.kind.clone()).or_default() += 1;
