@@ -21,9 +21,19 @@ pub struct Args {
     /// nemesis. Without it, the checker starts its own nodes.
     #[arg(long, value_delimiter = ',')]
     pub servers: Vec<String>,
-    /// Nodes to start (own cluster only).
+    /// Nodes to start, formed into one cluster (own cluster only).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Copies of each bucket besides its primary (`--replicas` of the node that creates the
+    /// cluster). With 0, a kill loses the killed node's buckets.
+    #[arg(long, default_value_t = 0)]
+    pub replicas: u32,
+    /// Most live nodes: `join` faults stop there (default: `--nodes` + 2).
+    #[arg(long)]
+    pub max_nodes: Option<usize>,
+    /// Most faults (so nodes affected) at once; above 1, faults overlap.
+    #[arg(long, default_value_t = 1)]
+    pub max_down: usize,
     /// The `shoald` binary (default: `shoald` next to this executable, else on the PATH).
     #[arg(long)]
     pub shoald: Option<PathBuf>,
@@ -39,8 +49,9 @@ pub struct Args {
     /// Keep the data directories and node logs at the end.
     #[arg(long)]
     pub keep_data: bool,
-    /// Faults to inject, comma-separated: graceful, kill, pause, full-restart (or none). Each
-    /// fault is drawn with equal chance; name one twice to make it twice as likely.
+    /// Faults to inject, comma-separated: graceful, kill, pause, join, drain, leader,
+    /// full-stop (or full-restart), partition (or none). Each fault is drawn with equal
+    /// chance; name one twice to make it twice as likely.
     #[arg(long, default_value = "graceful", value_delimiter = ',')]
     pub nemesis: Vec<String>,
     /// Time between faults, drawn from this range.
@@ -49,7 +60,10 @@ pub struct Args {
     /// Length of a pause fault, drawn from this range.
     #[arg(long, default_value = "1s..5s")]
     pub pause: String,
-    /// Time the nodes stay down in a full restart.
+    /// Length of a partition fault, drawn from this range.
+    #[arg(long, default_value = "2s..6s")]
+    pub partition: String,
+    /// Time the nodes stay down in a full stop.
     #[arg(long, default_value = "1s")]
     pub full_stop_wait: String,
     /// How long a graceful stop may take before the node is killed (a node failure).
@@ -125,6 +139,9 @@ pub struct Args {
     /// No per-second lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Period of the one-line summary so far (counts, faults, ops/s), for long runs.
+    #[arg(long, default_value = "1h")]
+    pub report_every: String,
 }
 
 impl Args {
@@ -157,9 +174,15 @@ impl Args {
             let shoald = self.shoald.clone().unwrap_or_else(default_shoald);
             let mut node_args = vec!["--memory".to_string(), self.memory.clone()];
             node_args.extend(self.shoald_args.iter().cloned());
+            let max_nodes = self.max_nodes.unwrap_or(self.nodes + 2);
+            if max_nodes < self.nodes {
+                return Err(bad("--max-nodes", "below --nodes"));
+            }
             Target::Own {
                 shoald,
                 nodes: self.nodes,
+                replicas: self.replicas,
+                max_nodes,
                 node_args,
                 work_dir: self.work_dir.clone().unwrap_or_else(std::env::temp_dir),
                 keep: self.keep_data,
@@ -193,6 +216,9 @@ impl Args {
         if !fractions.iter().all(|f| (0.0..=1.0).contains(f)) {
             return Err(bad("fraction", "must be within 0..1"));
         }
+        if self.max_down == 0 || self.max_down >= crate::availability::MAX_WINDOWS / 2 {
+            return Err(bad("--max-down", "must be within 1..=31"));
+        }
         if self.workers == 0 || self.keys == 0 {
             return Err(bad("--workers/--keys", "must be at least 1"));
         }
@@ -220,6 +246,8 @@ impl Args {
             faults,
             interval: range("--interval", &self.interval)?,
             pause: range("--pause", &self.pause)?,
+            partition: range("--partition", &self.partition)?,
+            max_down: self.max_down,
             full_stop_wait: dur("--full-stop-wait", &self.full_stop_wait)?,
             stop_timeout: dur("--stop-timeout", &self.stop_timeout)?,
             duration: dur("--duration", &self.duration)?,
@@ -244,6 +272,7 @@ impl Args {
             min_ops_rate: self.min_ops_rate,
             key_prefix: prefix,
             quiet: self.quiet,
+            report_every: dur("--report-every", &self.report_every)?,
         })
     }
 }
@@ -325,18 +354,34 @@ mod tests {
         let args = Args::parse_from([
             "cc",
             "--nemesis",
-            "graceful,full-restart",
+            "graceful,full-restart,leader,join",
             "--require-faults",
-            "graceful=10,full-restart=2",
+            "graceful=10,full-stop=2",
+            "--nodes",
+            "3",
             "--seed",
             "7",
         ]);
         let c = args.into_config().unwrap();
-        assert_eq!(c.faults, vec![Fault::Graceful, Fault::FullRestart]);
+        assert_eq!(
+            c.faults,
+            vec![Fault::Graceful, Fault::FullStop, Fault::Leader, Fault::Join]
+        );
         assert_eq!(
             c.require_faults,
-            vec![(Fault::Graceful, 10), (Fault::FullRestart, 2)]
+            vec![(Fault::Graceful, 10), (Fault::FullStop, 2)]
         );
+        assert!(matches!(
+            c.target,
+            Target::Own {
+                nodes: 3,
+                replicas: 0,
+                max_nodes: 5,
+                ..
+            }
+        ));
+        assert_eq!(c.max_down, 1);
+        assert_eq!(c.report_every, Duration::from_secs(3600));
         assert_eq!(c.seed, 7);
         let bad = Args::parse_from(["cc", "--nemesis", "reboot"]).into_config();
         assert!(matches!(bad, Err(CheckerError::Config(_))));

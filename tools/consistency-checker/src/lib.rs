@@ -7,34 +7,44 @@
 //!   workers (workload.rs) ──get/set/cas──► Backend (backend.rs: Rust client | libshoal)
 //!      │  begin/finish ▲                          │
 //!      ▼               │ classify (value.rs)      ▼
-//!   Model (model.rs) ──┘                    shoald nodes ◄── nemesis (nemesis.rs)
-//!      ▲                                          SIGTERM / SIGKILL / SIGSTOP / full restart
-//!      └─ crash() ◄───────────────────────────────┘
-//!   Counters ──► per-second line, JSON Summary and gates (report.rs)
+//!   Model (model.rs) ──┘                    one shoald cluster ◄── nemesis (nemesis/)
+//!      ▲                                   ▲   SIGTERM / SIGKILL / SIGSTOP / join / drain /
+//!      │                    TABLE_GET,     │   leader / full stop / partition
+//!      │                    NODE_STATUS ── control.rs
+//!      └─ crash(buckets) ◄────────────────────────┘
+//!   workers ── success(bucket) ──► Availability (availability.rs) ◄── a window per fault
+//!   Counters ──► per-second line, periodic summary, JSON Summary and gates (report.rs)
 //! ```
 //!
 //! # Layout
 //! - [`value`]: the value encoding and the classification of one read.
 //! - [`model`]: per-key expectations (acknowledged, attempted, in doubt, crash epochs).
 //! - [`workload`]: the workers and the final read.
-//! - [`nemesis`]: `shoald` processes and fault injection.
+//! - [`nemesis`]: `shoald` processes (`nemesis::process`) and fault injection
+//!   (`nemesis::faults`, scheduled in `nemesis`).
+//! - [`control`]: the cluster's table, bucket count and Raft leader, for the nemesis.
+//! - [`availability`]: per-fault unavailability windows over the faulted buckets.
 //! - [`backend`] and `client_c`: the Rust client and libshoal behind one interface.
 //! - [`report`]: counters, per-second lines, latency, the summary and its gates.
 //! - [`cli`]: command-line options.
 
 #![deny(unsafe_code)]
 
+pub mod availability;
 pub mod backend;
 pub mod cli;
 #[allow(unsafe_code)]
 pub mod client_c;
+pub mod control;
 pub mod model;
 pub mod nemesis;
 pub mod report;
 pub mod value;
 pub mod workload;
 
+use availability::Availability;
 use backend::{Backend, ClientKind, ClientSettings};
+use control::Control;
 use model::{Keyspace, Model};
 use nemesis::{Cluster, ClusterSpec, Fault, NemesisContext, NemesisSpec};
 use report::{timestamp, Clock, Counters, FaultRecord, Latencies, Percentiles, Summary};
@@ -47,6 +57,9 @@ use workload::{Mode, Shared, WorkloadSpec};
 
 /// How long the final read keeps retrying keys it could not read.
 pub const FINAL_READ_PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long the servers may take to give a first table (external servers: their bucket count).
+pub const TABLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the cluster may take to answer a first ping.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,8 +125,12 @@ pub enum Target {
     Own {
         /// The `shoald` binary.
         shoald: PathBuf,
-        /// Number of nodes.
+        /// Number of nodes to start with.
         nodes: usize,
+        /// Copies of each bucket besides its primary.
+        replicas: u32,
+        /// Most live nodes (joins stop there).
+        max_nodes: usize,
         /// Extra arguments for every node.
         node_args: Vec<String>,
         /// Where to create the temporary directory.
@@ -136,7 +153,11 @@ pub struct Config {
     pub interval: (Duration, Duration),
     /// Length of pauses.
     pub pause: (Duration, Duration),
-    /// Time down in a full restart.
+    /// Length of partitions.
+    pub partition: (Duration, Duration),
+    /// Most faults at once.
+    pub max_down: usize,
+    /// Time down in a full stop.
     pub full_stop_wait: Duration,
     /// Limit for a graceful stop.
     pub stop_timeout: Duration,
@@ -184,6 +205,8 @@ pub struct Config {
     pub key_prefix: String,
     /// No per-second lines.
     pub quiet: bool,
+    /// Period of the summary-so-far line.
+    pub report_every: Duration,
 }
 
 /// Runs one check: start (or connect to) the servers, load them while the nemesis works,
@@ -210,10 +233,13 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         fault_names(&config.faults).join(","),
     );
 
-    let (cluster, servers, kill_loses_data) = match &config.target {
+    let control = Arc::new(Control::new());
+    let (cluster, servers, replicas, max_nodes) = match &config.target {
         Target::Own {
             shoald,
             nodes,
+            replicas,
+            max_nodes,
             node_args,
             work_dir,
             keep,
@@ -221,34 +247,32 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
             let spec = ClusterSpec {
                 shoald: shoald.clone(),
                 nodes: *nodes,
+                replicas: *replicas,
                 root: work_dir.clone(),
                 keep: *keep,
                 args: node_args.clone(),
                 stop_timeout: config.stop_timeout,
             };
-            let cluster = Cluster::start(spec).await?;
+            let cluster = Cluster::start(spec, &control).await?;
             let addrs = cluster.addrs();
             println!(
-                "{} started {} node(s) at {} in {}",
+                "{} started a cluster of {} node(s) (replicas {}) at {} in {}",
                 timestamp(),
                 nodes,
+                replicas,
                 addrs.join(","),
                 cluster.dir().display()
             );
-            // Until clustering lands there are no replicas: a kill loses the node's data.
-            (Some(cluster), addrs, true)
+            (Some(cluster), addrs, *replicas, *max_nodes)
         }
-        Target::External(servers) => (None, servers.clone(), false),
+        Target::External(servers) => (None, servers.clone(), 0, 0),
     };
-
-    let settings = ClientSettings {
-        servers,
-        request_timeout: config.request_timeout,
-        deadline: config.deadline,
-    };
-    let backend = Backend::new(config.client, &settings)?;
-    wait_ready(&backend).await?;
-    let buckets = bucket_count(&settings.servers).await;
+    // The bucket count: keys map to buckets with `shoal_proto::hash::bucket_of(key, buckets)`
+    // (for the model's per-bucket crashes and the per-fault unavailability).
+    let buckets = bucket_count(&control, &servers).await?;
+    // Shared with the nemesis (which opens a window per fault) and the workers (which report
+    // every success).
+    let availability = Arc::new(Availability::new(buckets));
     let model = Arc::new(
         Model::new(config.keys, config.workers, config.mode == Mode::Cas).with_buckets(
             (0..config.keys)
@@ -256,6 +280,20 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
                 .collect(),
         ),
     );
+    // A crash explains misses only in the buckets whose only copy it lost.
+    let crash: nemesis::CrashFn = {
+        let model = model.clone();
+        Arc::new(move |lost: &[u32]| model.crash_buckets(lost))
+    };
+
+    let settings_servers = servers.clone();
+    let settings = ClientSettings {
+        servers,
+        request_timeout: config.request_timeout,
+        deadline: config.deadline,
+    };
+    let backend = Backend::new(config.client, &settings)?;
+    wait_ready(&backend).await?;
 
     let stop_workers = Arc::new(AtomicBool::new(false));
     let stop_nemesis = Arc::new(AtomicBool::new(false));
@@ -269,6 +307,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         violated: violated.clone(),
         stop_on_violation: config.stop_on_violation,
         mode: config.mode,
+        availability: availability.clone(),
     };
     let spec = WorkloadSpec {
         keyspace: keyspace.clone(),
@@ -289,17 +328,22 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     let workers: Vec<_> = (0..config.workers)
         .map(|id| tokio::spawn(workload::worker(id, spec.clone(), shared.clone())))
         .collect();
-    let nemesis = cluster.map(|cluster| {
+    let mut nemesis = cluster.map(|cluster| {
         let spec = NemesisSpec {
             faults: config.faults.clone(),
             interval: config.interval,
             pause: config.pause,
+            partition: config.partition,
             full_stop_wait: config.full_stop_wait,
             seed: config.seed,
-            kill_loses_data,
+            replicas,
+            max_down: config.max_down,
+            max_nodes,
         };
         let ctx = NemesisContext {
-            model: model.clone(),
+            crash,
+            availability: availability.clone(),
+            control: control.clone(),
             counters: counters.clone(),
             clock,
             stop: stop_nemesis.clone(),
@@ -323,9 +367,34 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         })
     });
 
-    // The loaded run: until the duration is over or (when asked) the first violation.
+    let periodic = {
+        let counters = counters.clone();
+        let stop = stop_workers.clone();
+        let every = config.report_every.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let now = clock.elapsed();
+                println!(
+                    "{}",
+                    report::period_line(now, now.saturating_sub(load_start), &counters)
+                );
+            }
+        })
+    };
+
+    // The loaded run: until the duration is over, (when asked) the first violation, or the
+    // nemesis gave up (a fault could not be done).
     let end = tokio::time::Instant::now() + config.duration;
-    while tokio::time::Instant::now() < end && !violated.load(Ordering::SeqCst) {
+    while tokio::time::Instant::now() < end
+        && !violated.load(Ordering::SeqCst)
+        && !nemesis.as_ref().is_some_and(|n| n.is_finished())
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stopped_on_violation = violated.load(Ordering::SeqCst);
@@ -336,7 +405,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     // Faults stop first (the nemesis finishes its current fault and revives every node), then
     // the load; then the quiescent final read.
     stop_nemesis.store(true, Ordering::SeqCst);
-    let (mut cluster, fault_log, nemesis_result) = match nemesis {
+    let (mut cluster, fault_log, nemesis_result) = match nemesis.take() {
         Some(handle) => match handle.await {
             Ok((cluster, log, result)) => (Some(cluster), log, result),
             Err(e) => (
@@ -359,6 +428,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     if let Some(r) = reporter {
         let _ = r.await;
     }
+    periodic.abort();
     counters.close_gap(load_end);
     nemesis_result?;
 
@@ -388,6 +458,10 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         final_read.expired = expired;
     }
     backend.close().await;
+    control.close().await;
+    let nodes = cluster
+        .as_ref()
+        .map_or_else(|| settings_servers.clone(), Cluster::addrs);
     if let Some(cluster) = cluster.as_mut() {
         let failures = cluster.stop().await;
         counters
@@ -402,31 +476,33 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         &counters,
         &latencies,
         final_read,
-        fault_log,
+        Cast { fault_log, nodes },
         load_time,
         stopped_on_violation,
     ))
 }
 
-/// The cluster's bucket count, from its table (1 when no table can be had: every key is then
-/// in one bucket, so a crash explains misses on every key).
-async fn bucket_count(servers: &[String]) -> u32 {
-    let client = shoal_client::Client::builder()
-        .seeds(servers.iter().cloned())
-        .deadline(READY_TIMEOUT)
-        .build();
-    let buckets = match client {
-        Ok(c) => {
-            let n = c.table().await.map_or(0, |t| t.buckets.len());
-            c.close().await;
-            n
+/// The servers' bucket count, from the first of `servers` that gives its table.
+async fn bucket_count(control: &Control, servers: &[String]) -> Result<u32, CheckerError> {
+    let deadline = tokio::time::Instant::now() + TABLE_TIMEOUT;
+    loop {
+        match control.bucket_count(servers).await {
+            Ok(n) if n > 0 => return Ok(n),
+            Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(_) => {
+                return Err(CheckerError::Client(format!(
+                    "the servers' table had no buckets within {TABLE_TIMEOUT:?}"
+                )))
+            }
+            Err(e) => {
+                return Err(CheckerError::Client(format!(
+                    "no table within {TABLE_TIMEOUT:?}: {e}"
+                )))
+            }
         }
-        Err(_) => 0,
-    };
-    u32::try_from(buckets)
-        .ok()
-        .filter(|n| n.is_power_of_two())
-        .unwrap_or(1)
+    }
 }
 
 /// Waits until the servers answer a ping.
@@ -458,6 +534,14 @@ fn fault_names(faults: &[Fault]) -> Vec<String> {
     names
 }
 
+/// The cluster side of a finished run, for the summary.
+struct Cast {
+    /// Every fault, in order.
+    fault_log: Vec<FaultRecord>,
+    /// The members' native addresses at the end.
+    nodes: Vec<String>,
+}
+
 /// Builds the summary and decides the gates.
 ///
 /// Gated under every profile (the Promises table promises none of these in any situation):
@@ -470,7 +554,7 @@ fn summarise(
     c: &Counters,
     lat: &Latencies,
     final_read: report::FinalRead,
-    fault_log: Vec<FaultRecord>,
+    cast: Cast,
     load_time: Duration,
     stopped_on_violation: bool,
 ) -> Summary {
@@ -499,6 +583,7 @@ fn summarise(
     }
     let secs = load_time.as_secs_f64().max(1e-9);
     let ops_per_s = ((get(&c.reads) + get(&c.writes)) as f64 / secs).round();
+    let Cast { fault_log, nodes } = cast;
     let mut faults: BTreeMap<String, u64> = BTreeMap::new();
     for f in &fault_log {
         *faults.entry(f.kind.clone()).or_default() += 1;
@@ -541,6 +626,7 @@ fn summarise(
         client: config.client.as_str().into(),
         mode: config.mode.as_str().into(),
         nemesis: fault_names(&config.faults),
+        nodes,
         seed: config.seed,
         duration_s: (secs * 1000.0).round() / 1000.0,
         ops_per_s,

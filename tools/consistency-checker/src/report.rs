@@ -198,6 +198,33 @@ pub fn second_line(elapsed: Duration, c: &Counters, prev: &mut [u64; 4]) -> Stri
     )
 }
 
+/// Formats the periodic summary line (`--report-every`): totals so far, faults so far, and
+/// the average operations per second since the load began (`load` is its length so far).
+pub fn period_line(elapsed: Duration, load: Duration, c: &Counters) -> String {
+    let get = Counters::get;
+    let ops = get(&c.reads) + get(&c.writes);
+    let rate = ops as f64 / load.as_secs_f64().max(1e-9);
+    format!(
+        "{} {:>8.0}s summary so far: reads {} (err {}) writes {} (err {}) doubt {} noack {} miss {} stale {} lost {} corrupt {} unexpected {} node_failures {} faults {} ops/s {:.0}",
+        timestamp(),
+        elapsed.as_secs_f64(),
+        get(&c.reads),
+        get(&c.read_errors),
+        get(&c.writes),
+        get(&c.write_errors),
+        get(&c.in_doubt),
+        get(&c.noack),
+        get(&c.miss),
+        get(&c.stale),
+        get(&c.lost),
+        get(&c.corrupt),
+        get(&c.unexpected),
+        get(&c.node_failures),
+        get(&c.faults),
+        rate,
+    )
+}
+
 /// Latency histograms of one worker (microseconds).
 #[derive(Debug, Clone)]
 pub struct Latencies {
@@ -332,12 +359,23 @@ impl FinalRead {
 pub struct FaultRecord {
     /// Seconds since the run started.
     pub at_s: f64,
-    /// Fault kind (`graceful`, `kill`, `pause`, `full-restart`).
+    /// Fault kind (`graceful`, `kill`, `pause`, `join`, `drain`, `leader`, `full-stop`,
+    /// `partition`).
     pub kind: String,
     /// Node index (`None` for whole-cluster faults).
     pub node: Option<usize>,
+    /// The node's native address (`None` for whole-cluster faults).
+    pub addr: Option<String>,
+    /// Buckets the fault touched: the node's (as primary), every bucket for a full stop,
+    /// none for a join.
+    pub buckets: u32,
     /// How long the fault took, until the node(s) served again, in seconds.
     pub took_s: f64,
+    /// Longest stretch from the fault's start without a successful read on its buckets,
+    /// until the next fault began or the load ended (`None`: no buckets, nothing measured).
+    pub unavailable_read_ms: Option<u64>,
+    /// The same for writes.
+    pub unavailable_write_ms: Option<u64>,
 }
 
 /// The final JSON summary.
@@ -353,6 +391,9 @@ pub struct Summary {
     pub mode: String,
     /// Nemesis faults enabled.
     pub nemesis: Vec<String>,
+    /// Native addresses of the cluster's members at the end (the servers given, for
+    /// `--servers`).
+    pub nodes: Vec<String>,
     /// Seed of the nemesis and the workload.
     pub seed: u64,
     /// Length of the loaded run, in seconds.
@@ -427,6 +468,17 @@ mod tests {
         assert_eq!(c.max_unavailability(), Duration::from_millis(490));
         c.close_gap(Duration::from_millis(2000));
         assert_eq!(c.max_unavailability(), Duration::from_millis(1400));
+    }
+
+    #[test]
+    fn the_period_line_says_totals_and_rate() {
+        let c = Counters::default();
+        c.reads.store(300, Ordering::Relaxed);
+        c.writes.store(100, Ordering::Relaxed);
+        c.faults.store(2, Ordering::Relaxed);
+        let line = period_line(Duration::from_secs(12), Duration::from_secs(10), &c);
+        assert!(line.contains("reads 300 (err 0) writes 100"), "{line}");
+        assert!(line.contains("faults 2 ops/s 40"), "{line}");
     }
 
     #[test]

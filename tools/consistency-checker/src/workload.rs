@@ -11,6 +11,7 @@
 //! This module does not decide what a value means ([`value`](crate::value)) or what was
 //! expected ([`model`](crate::model)); it moves bytes between them and the client, and counts.
 
+use crate::availability::Availability;
 use crate::backend::{Backend, Got, OpError};
 use crate::model::{Keyspace, Model, TouchOutcome, WriteKind, WriteOutcome, TTL_SLACK};
 use crate::report::{Clock, Counters, FinalRead, Latencies};
@@ -100,6 +101,8 @@ pub struct Shared {
     pub stop_on_violation: bool,
     /// Set or check-and-set (which expectation a read is held to).
     pub mode: Mode,
+    /// Per-fault unavailability: told of every success, by bucket.
+    pub availability: Arc<Availability>,
 }
 
 impl Shared {
@@ -234,8 +237,12 @@ impl Worker {
         self.rng.usize(lo..=hi.max(lo))
     }
 
-    fn success(&self) {
-        self.shared.counters.success(self.shared.clock.elapsed());
+    /// Records a successful read or write of key `index` (for the unavailability measures).
+    fn success(&self, index: u32, write: bool) {
+        let now = self.shared.clock.elapsed();
+        self.shared.counters.success(now);
+        let bucket = self.shared.model.bucket(index);
+        self.shared.availability.success(bucket, write, now);
     }
 
     fn now(&self) -> Duration {
@@ -260,7 +267,7 @@ impl Worker {
             Ok(got) => {
                 Latencies::record(&mut self.lat.read, start.elapsed());
                 Counters::bump(&self.shared.counters.reads);
-                self.success();
+                self.success(index, false);
                 self.shared.check(index, &key, got.as_ref(), ticket);
             }
             Err(_) => Counters::bump(&self.shared.counters.read_errors),
@@ -289,17 +296,22 @@ impl Worker {
             // Deleting a key that is not there leaves it absent too.
             WriteKind::Delete => self.shared.backend.delete(&key).await.map(drop),
         };
-        let outcome = self.write_outcome(result, start);
+        let outcome = self.write_outcome(index, result, start);
         self.shared.model.finish_write(index, ticket, outcome);
     }
 
     /// Counts how a write ended and says what it means for the model.
-    fn write_outcome(&mut self, result: Result<(), OpError>, start: Instant) -> WriteOutcome {
+    fn write_outcome(
+        &mut self,
+        index: u32,
+        result: Result<(), OpError>,
+        start: Instant,
+    ) -> WriteOutcome {
         match result {
             Ok(()) => {
                 Latencies::record(&mut self.lat.write, start.elapsed());
                 Counters::bump(&self.shared.counters.writes);
-                self.success();
+                self.success(index, true);
                 WriteOutcome::Acked
             }
             Err(OpError::InDoubt(_)) => {
@@ -322,7 +334,7 @@ impl Worker {
         let start = Instant::now();
         let result = self.shared.backend.touch(&key, ttl).await;
         let found = matches!(result, Ok(true));
-        let outcome = match self.write_outcome(result.map(drop), start) {
+        let outcome = match self.write_outcome(index, result.map(drop), start) {
             WriteOutcome::Acked if found => TouchOutcome::Touched,
             WriteOutcome::Acked => TouchOutcome::NotFound,
             WriteOutcome::InDoubt => TouchOutcome::InDoubt,
@@ -348,7 +360,7 @@ impl Worker {
                 }
             };
             Counters::bump(&c.reads);
-            self.success();
+            self.success(index, false);
             self.shared.check(index, &key, got.as_ref(), read_ticket);
             let (from, hash) = match &got {
                 None => (0, None),
@@ -368,7 +380,7 @@ impl Worker {
                 Ok(()) => {
                     Latencies::record(&mut self.lat.write, start.elapsed());
                     Counters::bump(&c.writes);
-                    self.success();
+                    self.success(index, true);
                     (WriteOutcome::Acked, true)
                 }
                 Err(OpError::Conflict | OpError::NotStored | OpError::NotFound) => {
@@ -538,6 +550,7 @@ mod tests {
                 violated: Arc::default(),
                 stop_on_violation: false,
                 mode: Mode::Set,
+                availability: Arc::new(Availability::new(1)),
             },
             rng: fastrand::Rng::with_seed(u64::from(id)),
             lat: Latencies::new(),

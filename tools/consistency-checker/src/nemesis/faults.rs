@@ -1,0 +1,215 @@
+//! Doing one fault: what each [`Fault`] does to the node(s) it was given, from the first
+//! signal until the node(s) serve again, and what it tells the model.
+//!
+//! The scheduler (`nemesis/mod.rs`) decides the fault, its target and the table read just
+//! before it ([`Plan`]); this module only acts on them, so faults on different nodes can run
+//! at once.
+
+use super::process::{ClusterSpec, Node, Stopped, FORM_TIMEOUT};
+use super::{between, Fault, NemesisContext, NemesisSpec};
+use crate::control::buckets_of;
+use crate::report::{timestamp, Counters};
+use crate::CheckerError;
+use shoal_client::TableView;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The line a `fault-injection` build logs when SIGUSR1 cuts it off from its peers.
+pub const CUT_LINE: &str = "FAULT INJECTION: peers cut off";
+
+/// The line it logs when SIGUSR2 heals the cut.
+pub const HEALED_LINE: &str = "FAULT INJECTION: peers healed";
+
+/// How long after the signal the partition's log line may take.
+pub const PARTITION_LOG_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One fault, decided.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The kind.
+    pub fault: Fault,
+    /// The node(s) it works on: one, every live node for a full stop, the new node for a
+    /// join.
+    pub nodes: Vec<Arc<Node>>,
+    /// The buckets whose primary was the target (every bucket for a full stop, none for a
+    /// join), from `table`.
+    pub buckets: Vec<u32>,
+    /// The table read just before the fault (`None` when no member answered).
+    pub table: Option<TableView>,
+    /// Seed of the fault's own choices (pause length, the leader's stop or kill).
+    pub seed: u64,
+    /// The live native addresses, to check that the cluster forms again.
+    pub addrs: Vec<String>,
+}
+
+/// Does `plan`'s fault and brings its node(s) back (except a drain).
+///
+/// # Errors
+/// When a node does not start again, the cluster does not form again after a full stop,
+/// or a partition is asked of a `shoald` without the `fault-injection` feature.
+pub async fn execute(
+    plan: &Plan,
+    cspec: &ClusterSpec,
+    spec: &NemesisSpec,
+    ctx: &NemesisContext,
+) -> Result<(), CheckerError> {
+    let mut rng = fastrand::Rng::with_seed(plan.seed);
+    let Some(node) = plan.nodes.first() else {
+        return Ok(());
+    };
+    match plan.fault {
+        Fault::Graceful => {
+            let stopped = node.stop_gracefully(cspec.stop_timeout).await;
+            note_stop(ctx, spec, node, stopped, &plan.buckets);
+            node.start(cspec).await
+        }
+        Fault::Kill => kill(node, plan, cspec, spec, ctx).await,
+        Fault::Leader => {
+            if rng.bool() {
+                println!("{} fault leader: kill", timestamp());
+                kill(node, plan, cspec, spec, ctx).await
+            } else {
+                println!("{} fault leader: graceful stop", timestamp());
+                let stopped = node.stop_gracefully(cspec.stop_timeout).await;
+                note_stop(ctx, spec, node, stopped, &plan.buckets);
+                node.start(cspec).await
+            }
+        }
+        Fault::Pause => {
+            node.signal("STOP").await;
+            tokio::time::sleep(between(&mut rng, spec.pause)).await;
+            node.signal("CONT").await;
+            Ok(())
+        }
+        Fault::Join => node.start(cspec).await,
+        Fault::Drain => {
+            let stopped = node.stop_gracefully(cspec.stop_timeout).await;
+            note_stop(ctx, spec, node, stopped, &plan.buckets);
+            node.set_left();
+            Ok(())
+        }
+        Fault::FullStop => full_stop(plan, cspec, spec, ctx).await,
+        Fault::Partition => partition(node, &mut rng, spec).await,
+    }
+}
+
+/// SIGKILL, tell the model which buckets lost their only copy, start again.
+async fn kill(
+    node: &Node,
+    plan: &Plan,
+    cspec: &ClusterSpec,
+    spec: &NemesisSpec,
+    ctx: &NemesisContext,
+) -> Result<(), CheckerError> {
+    node.kill().await;
+    (ctx.crash)(&lost(spec, &plan.buckets));
+    node.start(cspec).await
+}
+
+/// Stops every node gracefully (in index order), waits, starts them all at once (a member
+/// may wait for the others to serve), and waits until every bucket has a primary again.
+async fn full_stop(
+    plan: &Plan,
+    cspec: &ClusterSpec,
+    spec: &NemesisSpec,
+    ctx: &NemesisContext,
+) -> Result<(), CheckerError> {
+    for node in &plan.nodes {
+        let stopped = node.stop_gracefully(cspec.stop_timeout).await;
+        let buckets = match (&plan.table, node.addr()) {
+            (Some(t), Some(a)) => buckets_of(t, &a.to_string()),
+            _ => plan.buckets.clone(),
+        };
+        note_stop(ctx, spec, node, stopped, &buckets);
+    }
+    tokio::time::sleep(spec.full_stop_wait).await;
+    let mut starts = tokio::task::JoinSet::new();
+    for node in &plan.nodes {
+        let (node, cspec) = (node.clone(), cspec.clone());
+        starts.spawn(async move { node.start(&cspec).await });
+    }
+    while let Some(started) = starts.join_next().await {
+        started.map_err(|e| CheckerError::Node(format!("start task: {e}")))??;
+    }
+    ctx.control
+        .wait_formed(&plan.addrs, plan.nodes.len(), FORM_TIMEOUT)
+        .await
+        .map(|_| ())
+        .map_err(|e| CheckerError::Node(format!("after a full stop, the cluster {e}")))
+}
+
+/// SIGUSR1 (cut), wait, SIGUSR2 (heal); each must show in the node's log.
+async fn partition(
+    node: &Node,
+    rng: &mut fastrand::Rng,
+    spec: &NemesisSpec,
+) -> Result<(), CheckerError> {
+    let from = node.log_len();
+    node.signal("USR1").await;
+    if !node
+        .wait_for_log(CUT_LINE, from, PARTITION_LOG_TIMEOUT)
+        .await
+    {
+        node.signal("USR2").await;
+        return Err(CheckerError::Node(format!(
+            "partition needs a shoald built with --features fault-injection \
+             (node {} did not log {CUT_LINE:?} within {PARTITION_LOG_TIMEOUT:?} of SIGUSR1; log: {})",
+            node.index,
+            node.log().display()
+        )));
+    }
+    tokio::time::sleep(between(rng, spec.partition)).await;
+    let from = node.log_len();
+    node.signal("USR2").await;
+    if !node
+        .wait_for_log(HEALED_LINE, from, PARTITION_LOG_TIMEOUT)
+        .await
+    {
+        return Err(CheckerError::Node(format!(
+            "node {} did not log {HEALED_LINE:?} within {PARTITION_LOG_TIMEOUT:?} of SIGUSR2 (log: {})",
+            node.index,
+            node.log().display()
+        )));
+    }
+    Ok(())
+}
+
+/// The buckets whose only copy a crash of their primary loses: all of them without
+/// replicas, none with.
+pub fn lost(spec: &NemesisSpec, buckets: &[u32]) -> Vec<u32> {
+    if spec.replicas == 0 {
+        buckets.to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Counts a graceful stop that was not clean as a node failure (and a crash of `buckets`
+/// when it had to be killed).
+pub fn note_stop(
+    ctx: &NemesisContext,
+    spec: &NemesisSpec,
+    node: &Node,
+    stopped: Stopped,
+    buckets: &[u32],
+) {
+    let index = node.index;
+    match stopped {
+        Stopped::Clean => {}
+        Stopped::BadExit(status) => {
+            Counters::bump(&ctx.counters.node_failures);
+            eprintln!(
+                "{} NODE FAILURE node {index} exited with {status} on a graceful stop",
+                timestamp()
+            );
+        }
+        Stopped::Killed => {
+            Counters::bump(&ctx.counters.node_failures);
+            (ctx.crash)(&lost(spec, buckets));
+            eprintln!(
+                "{} NODE FAILURE node {index} did not stop in time and was killed",
+                timestamp()
+            );
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Short runs against a real three-node cluster: the checker forms it, runs the load, and
+//! passes a cluster that keeps its promises under each fault the nemesis injects; a
+//! partition asked of a `shoald` without the `fault-injection` feature fails with a clear
+//! error. (Wall time: about a minute for the file.)
+
+mod common;
+
+use common::{check, shoald};
+
+fn cluster_args<'a>(shoald: &'a str, nemesis: &'a str, duration: &'a str) -> Vec<&'a str> {
+    vec![
+        "--shoald",
+        shoald,
+        "--nodes",
+        "3",
+        "--nemesis",
+        nemesis,
+        "--interval",
+        "1s..2s",
+        "--pause",
+        "300ms..800ms",
+        "--full-stop-wait",
+        "300ms",
+        "--duration",
+        duration,
+        "--keys",
+        "2000",
+        "--hot",
+        "200",
+        "--seed",
+        "42",
+    ]
+}
+
+#[test]
+fn three_nodes_without_faults_pass_and_read_back_everything() {
+    let bin = shoald();
+    let s = check(&cluster_args(bin.to_str().expect("utf-8"), "none", "10s"));
+    assert!(s.passed(), "{s:?}");
+    assert_eq!(s.nodes.len(), 3, "{s:?}");
+    assert_eq!(s.counts["faults"], 0);
+    assert!(s.final_read.correct > 1000, "{s:?}");
+    assert_eq!(s.final_read.percent_ok, 100.0);
+}
+
+#[test]
+fn kills_and_pauses_of_members_pass() {
+    let bin = shoald();
+    let s = check(&cluster_args(
+        bin.to_str().expect("utf-8"),
+        "kill,pause",
+        "10s",
+    ));
+    assert!(s.passed(), "{s:?}");
+    assert!(s.counts["faults"] >= 2, "{s:?}");
+    for name in ["stale", "lost", "corrupt", "unexpected"] {
+        assert_eq!(s.counts[name], 0, "{name}: {s:?}");
+    }
+    for f in &s.fault_log {
+        assert!(f.node.is_some() && f.addr.is_some(), "{f:?}");
+        assert!(f.buckets > 0, "a member owns buckets: {f:?}");
+        assert!(f.unavailable_read_ms.is_some(), "{f:?}");
+    }
+}
+
+#[test]
+fn restarts_leader_faults_joins_and_full_stops_pass() {
+    let bin = shoald();
+    let mut args = cluster_args(
+        bin.to_str().expect("utf-8"),
+        "graceful,leader,join,full-stop",
+        "15s",
+    );
+    args.extend(["--require-faults", "graceful=1,leader=1,join=1,full-stop=1"]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    assert!(s.nodes.len() > 3, "a join adds a member: {s:?}");
+    let join = s
+        .fault_log
+        .iter()
+        .find(|f| f.kind == "join")
+        .expect("a join");
+    assert_eq!(join.buckets, 0, "a new member owns no buckets: {join:?}");
+    let full = s
+        .fault_log
+        .iter()
+        .find(|f| f.kind == "full-stop")
+        .expect("a full stop");
+    assert_eq!(full.node, None);
+    assert_eq!(full.buckets, 1024);
+}
+
+#[test]
+fn a_partition_needs_a_fault_injection_build() {
+    let bin = shoald();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_consistency-checker"))
+        .args(cluster_args(
+            bin.to_str().expect("utf-8"),
+            "partition",
+            "20s",
+        ))
+        .args(["--nodes", "2", "--interval", "500ms", "--quiet"])
+        .output()
+        .expect("run the checker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("partition needs a shoald built with --features fault-injection"),
+        "{stderr}"
+    );
+}
