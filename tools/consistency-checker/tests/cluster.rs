@@ -1,11 +1,11 @@
 //! Short runs against a real three-node cluster: the checker forms it, runs the load, and
 //! passes a cluster that keeps its promises under each fault the nemesis injects; a
-//! partition asked of a `shoald` without the `fault-injection` feature fails with a clear
-//! error. (Wall time: about a minute for the file.)
+//! partition (with a `fault-injection` build) loses nothing, and one asked of a `shoald`
+//! without that feature fails with a clear error. (Wall time: about a minute for the file.)
 
 mod common;
 
-use common::{check, shoald};
+use common::{check, fault_shoald, shoald};
 
 fn cluster_args<'a>(shoald: &'a str, nemesis: &'a str, duration: &'a str) -> Vec<&'a str> {
     vec![
@@ -56,6 +56,11 @@ fn kills_and_pauses_of_members_pass() {
     for name in ["stale", "lost", "corrupt", "unexpected"] {
         assert_eq!(s.counts[name], 0, "{name}: {s:?}");
     }
+    if s.faults.get("kill").copied().unwrap_or(0) > 0 {
+        // Only keys of the killed node's buckets may miss (the model holds every other key
+        // to its floor, so a miss elsewhere would be stale).
+        assert!(s.counts["miss"] > 0, "a kill with replicas 0 costs misses: {s:?}");
+    }
     for f in &s.fault_log {
         assert!(f.node.is_some() && f.addr.is_some(), "{f:?}");
         assert!(f.buckets > 0, "a member owns buckets: {f:?}");
@@ -88,6 +93,21 @@ fn restarts_leader_faults_joins_and_full_stops_pass() {
         .expect("a full stop");
     assert_eq!(full.node, None);
     assert_eq!(full.buckets, 1024);
+}
+
+#[test]
+fn partitions_of_a_member_lose_nothing() {
+    let bin = fault_shoald();
+    let mut args = cluster_args(bin.to_str().expect("utf-8"), "partition", "10s");
+    args.extend([
+        "--partition",
+        "1s..2s",
+        "--require-faults",
+        "partition=2",
+    ]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    assert_eq!(s.counts["miss"], 0, "a partition wipes nothing: {s:?}");
 }
 
 #[test]

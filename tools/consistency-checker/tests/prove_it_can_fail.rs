@@ -1,81 +1,103 @@
-//! The checker must prove it can fail (reliability.md R22): against a node built with the
-//! `fault-injection` feature it must report what that node breaks, every time. Each case runs
-//! `CC_RUNS` times (default 10). The dropping node gets a fixed 5 s run, so that the final read
-//! finds the keys whose last write was dropped (about one in 200 of the keys written); the
-//! old-savefile node's runs stop at the first violation (after the second restart).
+//! The checker must prove it can fail (reliability.md R22): against nodes built with the
+//! `fault-injection` feature it must report what those nodes break, every time, with the
+//! counter that names the broken promise. Each case runs a 3-node cluster (`replicas = 0`)
+//! `CC_RUNS` times (default 10), each run at most 10 s of load and stopped at the first
+//! violation:
+//!
+//! - nodes that acknowledge one SET in 200 without storing it: **stale** (a later read finds
+//!   the older value) or **lost** (the final read does);
+//! - nodes that ignore the bucket table and serve every bucket themselves, driven through
+//!   their memcached ports (a write through one node lands there instead of on the owner):
+//!   **stale**;
+//! - nodes that load the savefile from one stop earlier than the latest after a graceful
+//!   restart: **stale**.
 
 mod common;
 
 use common::{check, fault_shoald, runs};
+use shoal_consistency_checker::report::Summary;
 
-#[test]
-fn a_node_that_drops_acknowledged_writes_is_reported_lost_every_time() {
+/// Runs one case `runs()` times with `extra` options and checks each summary with `caught`.
+fn every_run(name: &str, seed_base: u32, extra: &[&str], caught: impl Fn(&Summary) -> u64) {
     let shoald = fault_shoald();
     for run in 0..runs() {
-        let seed = (1000 + run).to_string();
-        let s = check(&[
+        let seed = (seed_base + run).to_string();
+        let mut args = vec![
             "--shoald",
             shoald.to_str().expect("utf-8 path"),
-            "--shoald-arg=--fault-drop-writes=200",
-            "--nemesis",
-            "none",
+            "--nodes",
+            "3",
+            "--replicas",
+            "0",
             "--duration",
-            "5s",
+            "10s",
             "--keys",
             "2000",
             "--hot",
             "200",
+            "--ttl-keys",
+            "0",
+            "--stop-on-violation",
             "--seed",
             &seed,
-        ]);
-        let lost = s.counts["lost"];
+        ];
+        args.extend_from_slice(extra);
+        let s = check(&args);
+        let found = caught(&s);
         println!(
-            "run {run}: lost {lost} stale {} after {:.1}s",
-            s.counts["stale"], s.duration_s
+            "{name} run {run}: caught {found} (stale {} lost {}) after {:.1}s, {} faults",
+            s.counts["stale"], s.counts["lost"], s.duration_s, s.counts["faults"]
         );
-        assert!(
-            lost > 0,
-            "run {run} (seed {seed}) missed the dropped writes: {s:?}"
-        );
-        assert!(s.duration_s < 60.0);
+        assert!(found > 0, "{name} run {run} (seed {seed}) was not caught: {s:?}");
         assert!(!s.passed());
-        assert_eq!(s.counts["corrupt"] + s.counts["unexpected"], 0);
+        assert_eq!(
+            s.counts["corrupt"] + s.counts["unexpected"],
+            0,
+            "{name} run {run}: {s:?}"
+        );
     }
 }
 
 #[test]
-fn a_node_that_restores_an_old_savefile_is_reported_stale_every_time() {
-    let shoald = fault_shoald();
-    for run in 0..runs() {
-        let seed = (2000 + run).to_string();
-        let s = check(&[
-            "--shoald",
-            shoald.to_str().expect("utf-8 path"),
+fn nodes_that_drop_acknowledged_writes_are_reported_every_time() {
+    every_run(
+        "drop-writes",
+        1000,
+        &["--shoald-arg=--fault-drop-writes=200", "--nemesis", "none"],
+        |s| s.counts["stale"] + s.counts["lost"],
+    );
+}
+
+#[test]
+fn nodes_that_serve_buckets_they_do_not_own_are_reported_stale_every_time() {
+    every_run(
+        "ignore-table",
+        2000,
+        &[
+            "--shoald-arg=--fault-ignore-table",
+            "--client",
+            "memcache",
+            "--nemesis",
+            "none",
+        ],
+        |s| s.counts["stale"],
+    );
+}
+
+#[test]
+fn nodes_that_restore_an_old_savefile_are_reported_stale_every_time() {
+    every_run(
+        "old-savefile",
+        3000,
+        &[
             "--shoald-arg=--fault-old-savefile",
             "--nemesis",
             "graceful",
             "--interval",
-            "1s..2s",
+            "500ms..1s",
             "--duration",
             "60s",
-            "--keys",
-            "2000",
-            "--hot",
-            "200",
-            "--stop-on-violation",
-            "--seed",
-            &seed,
-        ]);
-        let stale = s.counts["stale"];
-        println!(
-            "run {run}: stale {stale} lost {} after {:.1}s, {} faults",
-            s.counts["lost"], s.duration_s, s.counts["faults"]
-        );
-        assert!(
-            stale > 0,
-            "run {run} (seed {seed}) missed the old savefile: {s:?}"
-        );
-        assert!(!s.passed());
-        assert_eq!(s.counts["corrupt"] + s.counts["unexpected"], 0);
-    }
+        ],
+        |s| s.counts["stale"],
+    );
 }
