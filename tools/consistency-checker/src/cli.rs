@@ -63,6 +63,11 @@ pub struct Args {
     /// Length of a partition fault, drawn from this range.
     #[arg(long, default_value = "2s..6s")]
     pub partition: String,
+    /// How long a node stopped (graceful, leader) or killed (kill, leader) stays down before
+    /// it starts again, drawn from this range: long enough and a killed leader's peers elect
+    /// another.
+    #[arg(long, default_value = "0s..2s")]
+    pub down: String,
     /// Time the nodes stay down in a full stop.
     #[arg(long, default_value = "1s")]
     pub full_stop_wait: String,
@@ -101,7 +106,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1)]
     pub ttl_keys: f64,
     /// TTLs of those keys, drawn from this range (whole seconds).
-    #[arg(long, default_value = "3s..10s")]
+    #[arg(long, default_value = "3s..8s")]
     pub ttl: String,
     /// Set mode: fraction of writes of keys with a TTL that touch the key (new TTL) instead.
     #[arg(long, default_value_t = 0.2)]
@@ -247,6 +252,7 @@ impl Args {
             interval: range("--interval", &self.interval)?,
             pause: range("--pause", &self.pause)?,
             partition: range("--partition", &self.partition)?,
+            down: range("--down", &self.down)?,
             max_down: self.max_down,
             full_stop_wait: dur("--full-stop-wait", &self.full_stop_wait)?,
             stop_timeout: dur("--stop-timeout", &self.stop_timeout)?,

@@ -155,6 +155,8 @@ pub struct Config {
     pub pause: (Duration, Duration),
     /// Length of partitions.
     pub partition: (Duration, Duration),
+    /// How long a stopped or killed node stays down.
+    pub down: (Duration, Duration),
     /// Most faults at once.
     pub max_down: usize,
     /// Time down in a full stop.
@@ -334,6 +336,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
             interval: config.interval,
             pause: config.pause,
             partition: config.partition,
+            down: config.down,
             full_stop_wait: config.full_stop_wait,
             seed: config.seed,
             replicas,

@@ -21,6 +21,8 @@ fn cluster_args<'a>(shoald: &'a str, nemesis: &'a str, duration: &'a str) -> Vec
         "300ms..800ms",
         "--full-stop-wait",
         "300ms",
+        "--down",
+        "0s..500ms",
         "--duration",
         duration,
         "--keys",

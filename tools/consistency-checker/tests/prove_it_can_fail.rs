@@ -95,6 +95,8 @@ fn nodes_that_restore_an_old_savefile_are_reported_stale_every_time() {
             "graceful",
             "--interval",
             "500ms..1s",
+            "--down",
+            "0s",
             "--duration",
             "60s",
         ],

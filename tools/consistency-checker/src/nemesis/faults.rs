@@ -58,21 +58,15 @@ pub async fn execute(
         return Ok(());
     };
     match plan.fault {
-        Fault::Graceful => {
-            let stopped = node.stop_gracefully(cspec.stop_timeout).await;
-            note_stop(ctx, spec, node, stopped, &plan.buckets);
-            node.start(cspec).await
-        }
-        Fault::Kill => kill(node, plan, cspec, spec, ctx).await,
+        Fault::Graceful => graceful(node, plan, cspec, spec, ctx, &mut rng).await,
+        Fault::Kill => kill(node, plan, cspec, spec, ctx, &mut rng).await,
         Fault::Leader => {
             if rng.bool() {
                 println!("{} fault leader: kill", timestamp());
-                kill(node, plan, cspec, spec, ctx).await
+                kill(node, plan, cspec, spec, ctx, &mut rng).await
             } else {
                 println!("{} fault leader: graceful stop", timestamp());
-                let stopped = node.stop_gracefully(cspec.stop_timeout).await;
-                note_stop(ctx, spec, node, stopped, &plan.buckets);
-                node.start(cspec).await
+                graceful(node, plan, cspec, spec, ctx, &mut rng).await
             }
         }
         Fault::Pause => {
@@ -93,16 +87,34 @@ pub async fn execute(
     }
 }
 
-/// SIGKILL, tell the model which buckets lost their only copy, start again.
+/// SIGTERM, wait for the exit, stay down for `--down`, start again.
+async fn graceful(
+    node: &Node,
+    plan: &Plan,
+    cspec: &ClusterSpec,
+    spec: &NemesisSpec,
+    ctx: &NemesisContext,
+    rng: &mut fastrand::Rng,
+) -> Result<(), CheckerError> {
+    let stopped = node.stop_gracefully(cspec.stop_timeout).await;
+    note_stop(ctx, spec, node, stopped, &plan.buckets);
+    tokio::time::sleep(between(rng, spec.down)).await;
+    node.start(cspec).await
+}
+
+/// SIGKILL, tell the model which buckets lost their only copy, stay down for `--down`,
+/// start again.
 async fn kill(
     node: &Node,
     plan: &Plan,
     cspec: &ClusterSpec,
     spec: &NemesisSpec,
     ctx: &NemesisContext,
+    rng: &mut fastrand::Rng,
 ) -> Result<(), CheckerError> {
     node.kill().await;
     (ctx.crash)(&lost(spec, &plan.buckets));
+    tokio::time::sleep(between(rng, spec.down)).await;
     node.start(cspec).await
 }
 

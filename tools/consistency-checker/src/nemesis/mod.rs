@@ -111,6 +111,8 @@ pub struct NemesisSpec {
     pub pause: (Duration, Duration),
     /// Length of a partition, drawn uniformly from this range.
     pub partition: (Duration, Duration),
+    /// How long a stopped or killed node stays down before it starts again.
+    pub down: (Duration, Duration),
     /// Time every node stays down in a full stop.
     pub full_stop_wait: Duration,
     /// Seed of the fault schedule.

@@ -64,10 +64,12 @@ pub fn fault_shoald() -> PathBuf {
     bin
 }
 
-/// Runs the checker with `args` (as on its command line) and returns its summary.
+/// Runs the checker with `args` (as on its command line, after `--quiet --ttl 3s..4s`, which
+/// they may override) and returns its summary.
 pub fn check(args: &[&str]) -> Summary {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut argv = vec!["consistency-checker", "--quiet"];
+    // Short TTLs: the final TTL check waits until every TTL has run out.
+    let mut argv = vec!["consistency-checker", "--quiet", "--ttl", "3s..4s"];
     argv.extend_from_slice(args);
     let config = <Args as clap::Parser>::try_parse_from(argv)
         .expect("valid options")
