@@ -9,7 +9,7 @@
 //! crawler.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of time for the store.
 pub trait Clock: Send + Sync + 'static {
@@ -20,17 +20,27 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The real clock: [`Instant`] for [`Clock::now`], [`SystemTime`] for [`Clock::wall`].
+///
+/// Its seconds tick in phase with the wall clock's: [`Clock::now`] counts from the last whole
+/// unix second before the clock was made, not from the moment it was made. So an expiry
+/// turned into unix seconds and back (a savefile written by one process and loaded by the
+/// next, a bucket sent to a peer) lands on the same second boundary, instead of drifting by
+/// up to a second each way at every conversion.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     start: Instant,
+    /// How far into its unix second the wall clock was at `start`.
+    phase: Duration,
 }
 
 impl SystemClock {
-    /// A clock whose [`Clock::now`] counts from this call.
+    /// A clock whose [`Clock::now`] counts from the unix second this call falls in.
     pub fn new() -> Self {
-        Self {
-            start: Instant::now(),
-        }
+        let start = Instant::now();
+        let phase = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(Duration::ZERO, |d| Duration::from_nanos(u64::from(d.subsec_nanos())));
+        Self { start, phase }
     }
 }
 
@@ -42,7 +52,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> u32 {
-        u32::try_from(self.start.elapsed().as_secs()).unwrap_or(u32::MAX)
+        u32::try_from((self.start.elapsed() + self.phase).as_secs()).unwrap_or(u32::MAX)
     }
 
     fn wall(&self) -> u64 {
@@ -107,5 +117,29 @@ mod tests {
         let clock = SystemClock::new();
         assert!(clock.now() <= 1);
         assert!(clock.wall() > 1_600_000_000);
+    }
+
+    #[test]
+    fn system_clock_seconds_tick_with_the_wall_clock() {
+        // wall - now stays the same while both tick on the same boundaries. Sampled only well
+        // inside a wall-clock second (the two reads of a pair are a few ns apart), over more
+        // than one boundary.
+        let clock = SystemClock::new();
+        let inside = || {
+            let frac = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_millis());
+            (100..900).contains(&frac)
+        };
+        let mut offset = None;
+        let deadline = Instant::now() + Duration::from_millis(2100);
+        while Instant::now() < deadline {
+            if !inside() {
+                continue;
+            }
+            let o = clock.wall() - u64::from(clock.now());
+            assert_eq!(*offset.get_or_insert(o), o);
+        }
+        assert!(offset.is_some());
     }
 }
