@@ -18,7 +18,8 @@
 //! - [`model`]: per-key expectations (acknowledged, attempted, in doubt, crash epochs).
 //! - [`workload`]: the workers and the final read.
 //! - [`nemesis`]: `shoald` processes and fault injection.
-//! - [`backend`] and `client_c`: the Rust client and libshoal behind one interface.
+//! - [`backend`], `client_c` and [`memcache`]: the Rust client, libshoal and a memcached
+//!   text-protocol client behind one interface.
 //! - [`report`]: counters, per-second lines, latency, the summary and its gates.
 //! - [`cli`]: command-line options.
 
@@ -28,6 +29,7 @@ pub mod backend;
 pub mod cli;
 #[allow(unsafe_code)]
 pub mod client_c;
+pub mod memcache;
 pub mod model;
 pub mod nemesis;
 pub mod report;
@@ -160,6 +162,8 @@ pub struct Config {
     pub mode: Mode,
     /// Which client.
     pub client: ClientKind,
+    /// Memcached addresses of external servers (`--client memcache`; own nodes report theirs).
+    pub memcache_servers: Vec<String>,
     /// Seed.
     pub seed: u64,
     /// Client request timeout.
@@ -207,7 +211,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         fault_names(&config.faults).join(","),
     );
 
-    let (cluster, servers, kill_loses_data) = match &config.target {
+    let (cluster, servers, memcache_servers, kill_loses_data) = match &config.target {
         Target::Own {
             shoald,
             nodes,
@@ -233,13 +237,20 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
                 cluster.dir().display()
             );
             // Until clustering lands there are no replicas: a kill loses the node's data.
-            (Some(cluster), addrs, true)
+            let memcache = cluster.memcache_addrs();
+            (Some(cluster), addrs, memcache, true)
         }
-        Target::External(servers) => (None, servers.clone(), false),
+        Target::External(servers) => (
+            None,
+            servers.clone(),
+            config.memcache_servers.clone(),
+            false,
+        ),
     };
 
     let settings = ClientSettings {
         servers,
+        memcache_servers,
         request_timeout: config.request_timeout,
         deadline: config.deadline,
     };

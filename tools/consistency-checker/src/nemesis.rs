@@ -3,7 +3,7 @@
 //! them at random intervals drawn from a seed.
 //!
 //! ```text
-//!  Cluster ── Node 0: shoald --listen 127.0.0.1:P0 --memcache-listen off --peer-listen 127.0.0.1:0 --data-dir DIR/node-0
+//!  Cluster ── Node 0: shoald --listen 127.0.0.1:P0 --memcache-listen 127.0.0.1:M0 --peer-listen 127.0.0.1:0 --data-dir DIR/node-0
 //!          ├─ Node 1: ...                                     (stderr -> DIR/node-1.log)
 //!          └─ TempDir guard: kills leftover processes and removes DIR when dropped
 //! ```
@@ -100,6 +100,8 @@ pub struct Node {
     data_dir: PathBuf,
     log: PathBuf,
     addr: Option<SocketAddr>,
+    /// The memcached address (known once started; kept across restarts like `addr`).
+    memcache_addr: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -118,6 +120,11 @@ impl Node {
     /// The native protocol address (known once started).
     pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// The memcached text protocol address (known once started).
+    pub fn memcache_addr(&self) -> Option<SocketAddr> {
+        self.memcache_addr
     }
 
     /// The process id, while running.
@@ -150,6 +157,9 @@ impl Node {
         let listen = self
             .addr
             .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+        let memcache_listen = self
+            .memcache_addr
+            .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,7 +170,7 @@ impl Node {
             "--listen",
             &listen,
             "--memcache-listen",
-            "off",
+            &memcache_listen,
             "--peer-listen",
             "127.0.0.1:0",
             "--log-level",
@@ -204,6 +214,7 @@ impl Node {
         let ready = ReadyLine::parse(&line)
             .map_err(|e| CheckerError::Node(format!("unreadable ready line {line:?}: {e}")))?;
         self.addr = Some(ready.native);
+        self.memcache_addr = ready.memcache;
         // Keep draining stdout so the node never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
@@ -290,6 +301,7 @@ impl Cluster {
                 data_dir,
                 log: dir.path.join(format!("node-{index}.log")),
                 addr: None,
+                memcache_addr: None,
                 child: None,
             });
         }
@@ -305,6 +317,14 @@ impl Cluster {
         self.nodes
             .iter()
             .filter_map(|n| n.addr().map(|a| a.to_string()))
+            .collect()
+    }
+
+    /// The nodes' memcached addresses.
+    pub fn memcache_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.memcache_addr().map(|a| a.to_string()))
             .collect()
     }
 

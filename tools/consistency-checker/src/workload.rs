@@ -234,7 +234,7 @@ impl Worker {
         let ticket = self.shared.model.begin_write(index);
         let value = encode(&key, self.id, ticket.seq, self.payload_len());
         let start = Instant::now();
-        let outcome = match self.shared.backend.set(&key, value).await {
+        let outcome = match self.shared.backend.set(&key, value, 0).await {
             Ok(()) => {
                 Latencies::record(&mut self.lat.write, start.elapsed());
                 Counters::bump(&self.shared.counters.writes);
@@ -281,8 +281,8 @@ impl Worker {
             let ticket = self.shared.model.begin_increment(index, from);
             let value = encode(&key, self.id, ticket.seq, self.payload_len());
             let result = match hash {
-                None => self.shared.backend.add(&key, value).await,
-                Some(h) => self.shared.backend.cas(&key, value, h).await,
+                None => self.shared.backend.add(&key, value, 0).await,
+                Some(h) => self.shared.backend.cas(&key, value, h, 0).await,
             };
             let (outcome, done) = match result {
                 Ok(()) => {
@@ -394,6 +394,7 @@ mod tests {
             crate::backend::ClientKind::Rust,
             &crate::backend::ClientSettings {
                 servers: vec!["127.0.0.1:1".into()],
+                memcache_servers: Vec::new(),
                 request_timeout: Duration::from_millis(10),
                 deadline: Duration::from_millis(10),
             },
