@@ -824,6 +824,37 @@ pub unsafe extern "C" fn shoal_client_stats(
     })
 }
 
+/// Writes what the client's routing has done since it was created: the number of "not my
+/// bucket" redirects it followed (each one sent a request again, to the bucket's new owner or
+/// where its table says) to `*out_redirects`, and the number of bucket tables it fetched
+/// from the cluster to `*out_table_fetches`. Either pointer may be NULL (that count is not
+/// written). No network I/O. Against one node that belongs to no cluster both stay 0; a
+/// client that routes well shows about one redirect per bucket that moved.
+///
+/// Returns `SHOAL_RESULT_OK`, or `SHOAL_RESULT_NULL_PARAMETER` if `client` is NULL.
+///
+/// Thread safety: may run at the same time as other calls on the same client.
+///
+/// # Safety
+/// `client` is NULL or live; `out_redirects` and `out_table_fetches` are each NULL or valid
+/// for writing one `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn shoal_client_routing_stats(
+    client: *mut shoal_client,
+    out_redirects: *mut u64,
+    out_table_fetches: *mut u64,
+) -> shoal_result {
+    call!(client, |c| {
+        let stats = c.client.routing_stats();
+        // SAFETY: this function's contract on both out-pointers.
+        unsafe {
+            write_optional(out_redirects, stats.redirects);
+            write_optional(out_table_fetches, stats.table_fetches);
+        }
+        Ok(())
+    })
+}
+
 /// Writes the detail of the most recent call on `client` that did not return
 /// `SHOAL_RESULT_OK` (for example `not sent: connect failed (127.0.0.1:7400): Connection
 /// refused`) into `buf` of `len` bytes, NUL-terminated and cut to fit, and the number of bytes

@@ -258,6 +258,11 @@ impl Client {
         self.inner.table_version()
     }
 
+    /// See [`AsyncClient::routing_stats`].
+    pub fn routing_stats(&self) -> crate::client::RoutingStats {
+        self.inner.routing_stats()
+    }
+
     /// See [`AsyncClient::ping`].
     ///
     /// # Errors

@@ -67,6 +67,18 @@ pub struct Item {
     pub hash: u64,
 }
 
+/// What a client's routing has done so far ([`Client::routing_stats`]): counters since the
+/// client was built, shared by its clones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoutingStats {
+    /// `NOT_MY_BUCKET` replies (and MGET entries) the client followed: each one sent its
+    /// request again, to the owner it named or where the table says.
+    pub redirects: u64,
+    /// Bucket tables fetched (`TABLE_GET` answered with a table): by the background
+    /// refresher, by refetches after redirects or unreachable owners, and by [`Client::table`].
+    pub table_fetches: u64,
+}
+
 /// Timeouts of the calls made through one [`Client`] handle.
 #[derive(Debug, Clone, Copy)]
 struct Timeouts {
@@ -109,6 +121,10 @@ struct Inner {
     fetches: AtomicU64,
     /// Whether the background refresher runs (started by the first call, inside a runtime).
     refresher_started: AtomicBool,
+    /// Redirects followed ([`RoutingStats::redirects`]).
+    redirects: AtomicU64,
+    /// Tables fetched ([`RoutingStats::table_fetches`]).
+    table_fetches: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -251,6 +267,8 @@ impl Client {
                 fetching: tokio::sync::Mutex::new(()),
                 fetches: AtomicU64::new(0),
                 refresher_started: AtomicBool::new(false),
+                redirects: AtomicU64::new(0),
+                table_fetches: AtomicU64::new(0),
                 config,
             }),
             timeouts,
@@ -614,6 +632,16 @@ impl Client {
         self.lock_routing().version()
     }
 
+    /// Redirects followed and bucket tables fetched since the client was built (all clones
+    /// together). A client that routes well shows few redirects: about one per bucket that
+    /// moved, plus the first calls before the first table arrives.
+    pub fn routing_stats(&self) -> RoutingStats {
+        RoutingStats {
+            redirects: self.inner.redirects.load(Ordering::Relaxed),
+            table_fetches: self.inner.table_fetches.load(Ordering::Relaxed),
+        }
+    }
+
     /// What the seed server says about itself (NODE_STATUS): ids, Raft role, table version,
     /// memory, its wall clock.
     ///
@@ -918,6 +946,7 @@ impl Client {
     /// is newer than the table (or the bucket count differs). Returns the error to report if
     /// the call ends here, and whether the entry changed.
     fn learn(&self, redirect: &Redirect, key: &[u8], from: &Target) -> (Error, bool) {
+        self.inner.redirects.fetch_add(1, Ordering::Relaxed);
         let (moved, stale_table) = {
             let mut routing = self.lock_routing();
             let same_count = routing.bucket_of(key) == redirect.bucket;
@@ -1030,12 +1059,16 @@ impl Client {
         self.decode_table(&reply)
     }
 
+    /// Decodes a TABLE_GET reply, counting a table that arrived.
     fn decode_table(&self, reply: &Bytes) -> Result<TableView, Error> {
-        self.decode(reply, |r| match (r.status, r.body) {
-            (Status::Ok, ReplyBody::Table(t)) => Ok(t.view()),
-            _ => Err(r),
-        })?
-        .map_err(|e| Error::Protocol(format!("invalid table: {}", e.as_str())))
+        let view = self
+            .decode(reply, |r| match (r.status, r.body) {
+                (Status::Ok, ReplyBody::Table(t)) => Ok(t.view()),
+                _ => Err(r),
+            })?
+            .map_err(|e| Error::Protocol(format!("invalid table: {}", e.as_str())))?;
+        self.inner.table_fetches.fetch_add(1, Ordering::Relaxed);
+        Ok(view)
     }
 
     /// Starts the background refresher once, from inside the caller's runtime. It fetches

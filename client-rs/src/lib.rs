@@ -93,6 +93,8 @@
 //!
 //! [`Client::table_version`] is the version the client routes by, and
 //! [`Client::announced_table_version`] the newest a server announced to it.
+//! [`Client::routing_stats`] counts the redirects followed and the tables fetched
+//! ([`RoutingStats`]).
 //!
 //! # Cluster
 //!
@@ -125,7 +127,7 @@ mod routing;
 
 pub use builder::ClientBuilder;
 pub use bytes::Bytes;
-pub use client::{Client, Item, REFRESH_INTERVAL};
+pub use client::{Client, Item, RoutingStats, REFRESH_INTERVAL};
 pub use error::{Error, ErrorCode, Failure, FailureKind, LimitKind, Redirect};
 pub use shoal_proto::cluster::{NodeState, RaftRole, TableBucket, TableNode, NO_PRIMARY};
 pub use shoal_proto::{Limits, NodeStatus, Status, TableView};

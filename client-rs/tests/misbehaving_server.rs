@@ -6,7 +6,7 @@
 // The test server's helpers panic on setup failures, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-use shoal_client::{Client, Error, FailureKind, LimitKind, Limits};
+use shoal_client::{Client, Error, FailureKind, LimitKind, Limits, RoutingStats};
 use shoal_proto::cluster::{NodeState, TableBucket, TableNode};
 use shoal_proto::TableView;
 use shoal_proto::{
@@ -621,6 +621,40 @@ async fn redirect_with_a_newer_epoch_is_followed_and_remembered_and_an_older_one
         other => panic!("expected NotMyBucket, got {other:?}"),
     }
     assert_eq!(wrong.requests(), 1);
+}
+
+/// `routing_stats` counts every NOT_MY_BUCKET reply the client follows (believed or not) and
+/// every bucket table that arrives; an answer without a table is not a fetch.
+#[tokio::test]
+async fn routing_stats_count_each_redirect_followed_and_each_table_fetched() {
+    let owner = TestServer::start(Mode::Good).await;
+    let wrong = TestServer::start(Mode::Redirect).await;
+    *wrong.shared.redirect_to.lock().unwrap() = owner.addr.to_string();
+    let client = wrong.client(1_000, 2_000);
+    assert_eq!(client.routing_stats(), RoutingStats::default());
+
+    client.set("k", "v", 0, 0).await.unwrap();
+    assert_eq!(client.routing_stats().redirects, 1);
+    // The key now goes straight to its owner: no redirect.
+    assert!(client.get("k").await.unwrap().is_some());
+    assert_eq!(client.routing_stats().redirects, 1);
+    // Two redirects at an older epoch are followed too (the request goes again).
+    *owner.shared.redirect_to.lock().unwrap() = wrong.addr.to_string();
+    owner.shared.redirect_epoch.store(3, Ordering::SeqCst);
+    owner.shared.redirects_left.store(2, Ordering::SeqCst);
+    owner.set_mode(Mode::Redirect);
+    assert!(client.get("k").await.unwrap().is_some());
+    assert_eq!(client.routing_stats().redirects, 3);
+    // Neither server has a table to give (UNKNOWN_COMMAND): nothing was fetched.
+    assert_eq!(client.routing_stats().table_fetches, 0);
+
+    *wrong.shared.table.lock().unwrap() = Some(table(5, &[owner.addr], |_| (0, 9)));
+    client.table().await.unwrap();
+    let stats = client.routing_stats();
+    assert!(stats.table_fetches >= 1, "{stats:?}");
+    assert_eq!(stats.redirects, 3);
+    // Clones share the counters.
+    assert_eq!(client.clone().routing_stats(), client.routing_stats());
 }
 
 /// Two scripted nodes: the client fetches the table (every bucket on `a`), then a quarter of

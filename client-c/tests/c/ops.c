@@ -112,6 +112,14 @@ static void test_reads_and_writes(shoal_client *c) {
     OK(shoal_client_connect(c));
     OK(shoal_client_ping(c));
 
+    /* Routing counters: written on OK, each out-pointer optional; one node never redirects. */
+    uint64_t redirects = UINT64_MAX, fetches = UINT64_MAX;
+    EXPECT(shoal_client_routing_stats(NULL, &redirects, &fetches), SHOAL_RESULT_NULL_PARAMETER);
+    CHECK(redirects == UINT64_MAX && fetches == UINT64_MAX);
+    OK(shoal_client_routing_stats(c, NULL, NULL));
+    OK(shoal_client_routing_stats(c, &redirects, &fetches));
+    CHECK(redirects == 0 && fetches != UINT64_MAX);
+
     /* set / get, flags, hash. */
     OK(shoal_client_set(c, LIT("greeting"), LIT("hello"), 0, 42, &hash));
     CHECK(hash != 0);

@@ -5,6 +5,7 @@
  *
  * Key i is "route-<i>"; its value is value_len(i) bytes, byte j = (i * 31 + j * 7) & 0xff
  * (NUL bytes included), flags i. tests/c_api.rs writes the same through shoal-client.
+ * At the end, shoal_client_routing_stats must show at least one table fetched.
  *
  * usage: routing <seeds> <count> */
 #include "common.h"
@@ -70,6 +71,13 @@ int main(int argc, char **argv) {
             shoal_value_free(values[k]);
         }
     }
+
+    /* The client fetched the cluster's table (the first calls may have been redirected). */
+    uint64_t redirects = 0, fetches = 0;
+    OK(shoal_client_routing_stats(client, &redirects, &fetches));
+    CHECK(fetches >= 1);
+    printf("routing: %llu redirects, %llu tables fetched\n", (unsigned long long)redirects,
+           (unsigned long long)fetches);
 
     shoal_client_free(client);
     printf("routing: %u keys verified\n", (unsigned)count);

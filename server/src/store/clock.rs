@@ -39,7 +39,9 @@ impl SystemClock {
         let start = Instant::now();
         let phase = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(Duration::ZERO, |d| Duration::from_nanos(u64::from(d.subsec_nanos())));
+            .map_or(Duration::ZERO, |d| {
+                Duration::from_nanos(u64::from(d.subsec_nanos()))
+            });
         Self { start, phase }
     }
 }

@@ -1,12 +1,16 @@
-//! The client the checker drives: the Rust client (`shoal-client`), or libshoal through its
-//! C ABI ([`client_c`](crate::client_c)). Both are reduced to the five calls the workload
-//! needs, and every error to what it says about the request's fate ([`OpError`]).
+//! The client the checker drives: the Rust client (`shoal-client`), libshoal through its
+//! C ABI ([`client_c`](crate::client_c)), or a memcached text-protocol client of the nodes'
+//! memcached ports ([`memcache`](crate::memcache)). All are reduced to the same few calls
+//! (reads, set/add/cas with a ttl, delete, touch, ping, routing counters), and every error to
+//! what it says about the request's fate ([`OpError`]).
 //!
 //! This module does not retry: the clients do their own retrying within their deadlines, and
 //! what they give up on is what the checker counts.
 
 use shoal_client::{Client, Error, Status};
 use std::time::Duration;
+
+pub use shoal_client::RoutingStats;
 
 /// A value read back with its check-and-set token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +19,12 @@ pub struct Got {
     pub value: Vec<u8>,
     /// The value hash (check-and-set token).
     pub hash: u64,
+}
+
+/// Whether `got.hash` is the hash of `got.value` (`shoal_proto::hash::value_hash`): what every
+/// client kind must return as the check-and-set token (the memcached port as its cas unique).
+pub fn hash_matches(got: &Got) -> bool {
+    got.hash == shoal_proto::hash::value_hash(&got.value)
 }
 
 /// How a call failed, sorted by what it says about the request's fate.
@@ -68,36 +78,43 @@ pub enum ClientKind {
     Rust,
     /// libshoal (`shoal-client-c`) through its C ABI, on blocking threads.
     C,
+    /// The memcached text protocol, against the nodes' memcached ports.
+    Memcache,
 }
 
 impl ClientKind {
-    /// `rust` or `c`.
+    /// `rust`, `c` or `memcache`.
     pub fn as_str(self) -> &'static str {
         match self {
             ClientKind::Rust => "rust",
             ClientKind::C => "c",
+            ClientKind::Memcache => "memcache",
         }
     }
 }
 
-/// Settings shared by both clients.
+/// Settings shared by every client kind.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
-    /// Server addresses (`host:port`), tried in turn.
+    /// Server addresses (`host:port`, native protocol), tried in turn.
     pub servers: Vec<String>,
+    /// The nodes' memcached addresses (`host:port`), for [`ClientKind::Memcache`] only.
+    pub memcache_servers: Vec<String>,
     /// Per-request timeout.
     pub request_timeout: Duration,
     /// Whole-call deadline, retries included.
     pub deadline: Duration,
 }
 
-/// A connected client of either kind. Cheap to clone.
+/// A connected client of any kind. Cheap to clone.
 #[derive(Clone)]
 pub enum Backend {
     /// The Rust client.
     Rust(Client),
     /// libshoal.
     C(crate::client_c::CClient),
+    /// The memcached text protocol.
+    Memcache(crate::memcache::McClient),
 }
 
 impl std::fmt::Debug for Backend {
@@ -105,6 +122,7 @@ impl std::fmt::Debug for Backend {
         match self {
             Backend::Rust(_) => f.write_str("Backend::Rust"),
             Backend::C(_) => f.write_str("Backend::C"),
+            Backend::Memcache(_) => f.write_str("Backend::Memcache"),
         }
     }
 }
@@ -127,6 +145,9 @@ impl Backend {
                 Ok(Backend::Rust(client))
             }
             ClientKind::C => Ok(Backend::C(crate::client_c::CClient::new(settings)?)),
+            ClientKind::Memcache => {
+                Ok(Backend::Memcache(crate::memcache::McClient::new(settings)?))
+            }
         }
     }
 
@@ -141,6 +162,7 @@ impl Backend {
                 hash: item.hash,
             })),
             Backend::C(c) => c.get(key.to_vec()).await,
+            Backend::Memcache(c) => c.get(key).await,
         }
     }
 
@@ -168,10 +190,11 @@ impl Backend {
                 }
                 Ok(out)
             }
+            Backend::Memcache(c) => c.get_many(keys).await,
         }
     }
 
-    /// Stores a value expiring after `ttl` seconds (0: never).
+    /// Stores a value; `ttl` in seconds (0 = no expiry).
     ///
     /// # Errors
     /// See [`OpError`].
@@ -182,33 +205,12 @@ impl Backend {
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Backend::C(c) => c.set(key.to_vec(), value).await,
+            Backend::C(c) => c.set(key.to_vec(), value, ttl).await,
+            Backend::Memcache(c) => c.set(key, &value, ttl).await,
         }
     }
 
-    /// Deletes a key; `false` when it was not there.
-    ///
-    /// # Errors
-    /// See [`OpError`].
-    pub async fn delete(&self, key: &[u8]) -> Result<bool, OpError> {
-        match self {
-            Backend::Rust(c) => c.delete(key).await.map_err(Into::into),
-            Backend::C(_) => Err(OpError::Failed("delete: not in this client".into())),
-        }
-    }
-
-    /// Sets a key's TTL to `ttl` seconds; `false` when it was not there.
-    ///
-    /// # Errors
-    /// See [`OpError`].
-    pub async fn touch(&self, key: &[u8], ttl: u32) -> Result<bool, OpError> {
-        match self {
-            Backend::Rust(c) => c.touch(key, ttl).await.map_err(Into::into),
-            Backend::C(_) => Err(OpError::Failed("touch: not in this client".into())),
-        }
-    }
-
-    /// Stores a value only if the key is absent.
+    /// Stores a value only if the key is absent; `ttl` as for [`Backend::set`].
     ///
     /// # Errors
     /// [`OpError::NotStored`] when it is present; see [`OpError`].
@@ -219,11 +221,12 @@ impl Backend {
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Backend::C(c) => c.add(key.to_vec(), value).await,
+            Backend::C(c) => c.add(key.to_vec(), value, ttl).await,
+            Backend::Memcache(c) => c.add(key, &value, ttl).await,
         }
     }
 
-    /// Check-and-set against `hash`.
+    /// Check-and-set against `hash`; `ttl` as for [`Backend::set`].
     ///
     /// # Errors
     /// [`OpError::Conflict`] or [`OpError::NotFound`]; see [`OpError`].
@@ -240,7 +243,43 @@ impl Backend {
                 .await
                 .map(drop)
                 .map_err(Into::into),
-            Backend::C(c) => c.cas(key.to_vec(), value, hash).await,
+            Backend::C(c) => c.cas(key.to_vec(), value, hash, ttl).await,
+            Backend::Memcache(c) => c.cas(key, &value, hash, ttl).await,
+        }
+    }
+
+    /// Deletes a key: `true` when it was deleted, `false` when it was not there.
+    ///
+    /// # Errors
+    /// See [`OpError`].
+    pub async fn delete(&self, key: &[u8]) -> Result<bool, OpError> {
+        match self {
+            Backend::Rust(c) => c.delete(key).await.map_err(Into::into),
+            Backend::C(c) => c.delete(key.to_vec()).await,
+            Backend::Memcache(c) => c.delete(key).await,
+        }
+    }
+
+    /// Sets a key's time to live (seconds, 0 = none): `true` when touched, `false` when not
+    /// found.
+    ///
+    /// # Errors
+    /// See [`OpError`].
+    pub async fn touch(&self, key: &[u8], ttl: u32) -> Result<bool, OpError> {
+        match self {
+            Backend::Rust(c) => c.touch(key, ttl).await.map_err(Into::into),
+            Backend::C(c) => c.touch(key.to_vec(), ttl).await,
+            Backend::Memcache(c) => c.touch(key, ttl).await,
+        }
+    }
+
+    /// Redirects the client followed and bucket tables it fetched so far (zero for the
+    /// memcached client, which leaves routing to the nodes).
+    pub fn routing_stats(&self) -> RoutingStats {
+        match self {
+            Backend::Rust(c) => c.routing_stats(),
+            Backend::C(c) => c.routing_stats(),
+            Backend::Memcache(_) => RoutingStats::default(),
         }
     }
 
@@ -252,13 +291,39 @@ impl Backend {
         match self {
             Backend::Rust(c) => c.ping().await.map_err(Into::into),
             Backend::C(c) => c.ping().await,
+            Backend::Memcache(c) => c.ping().await,
         }
     }
 
     /// Closes connections.
     pub async fn close(&self) {
-        if let Backend::Rust(c) = self {
-            c.close().await;
+        match self {
+            Backend::Rust(c) => c.close().await,
+            Backend::C(_) => {}
+            Backend::Memcache(c) => c.close(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_matches_only_its_own_value() {
+        let value = b"SCC1 some value".to_vec();
+        let hash = shoal_proto::hash::value_hash(&value);
+        assert!(hash_matches(&Got {
+            value: value.clone(),
+            hash
+        }));
+        assert!(!hash_matches(&Got {
+            value: value.clone(),
+            hash: hash ^ 1
+        }));
+        assert!(!hash_matches(&Got {
+            value: b"other".to_vec(),
+            hash
+        }));
     }
 }

@@ -21,6 +21,11 @@ pub struct Args {
     /// nemesis. Without it, the checker starts its own nodes.
     #[arg(long, value_delimiter = ',')]
     pub servers: Vec<String>,
+    /// The memcached addresses (comma-separated `host:port`) of the servers given with
+    /// `--servers`, for `--client memcache` (required then). The checker's own nodes report
+    /// theirs.
+    #[arg(long, value_delimiter = ',')]
+    pub memcache_servers: Vec<String>,
     /// Nodes to start, formed into one cluster (own cluster only).
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
@@ -114,7 +119,8 @@ pub struct Args {
     /// `set` (one writer per key, sequence numbers) or `cas` (increments via check-and-set).
     #[arg(long, default_value = "set")]
     pub mode: String,
-    /// `rust` (shoal-client) or `c` (libshoal through its C ABI).
+    /// `rust` (shoal-client), `c` (libshoal through its C ABI) or `memcache` (the memcached
+    /// text protocol, against the nodes' memcached ports).
     #[arg(long, default_value = "rust")]
     pub client: String,
     /// Seed of the nemesis and the workload (default: random, printed).
@@ -209,8 +215,22 @@ impl Args {
         let client = match self.client.as_str() {
             "rust" => ClientKind::Rust,
             "c" => ClientKind::C,
+            "memcache" => ClientKind::Memcache,
             other => return Err(bad("--client", other)),
         };
+        match (&target, client, self.memcache_servers.is_empty()) {
+            (Target::External(_), ClientKind::Memcache, true) => {
+                return Err(CheckerError::Config(
+                    "--client memcache with --servers needs --memcache-servers".into(),
+                ))
+            }
+            (Target::Own { .. }, _, false) => {
+                return Err(CheckerError::Config(
+                    "--memcache-servers goes with --servers (own nodes report theirs)".into(),
+                ))
+            }
+            _ => {}
+        }
         let fractions = [
             self.read_fraction,
             self.hot_fraction,
@@ -270,6 +290,7 @@ impl Args {
             ttl: (whole_secs(ttl_lo), whole_secs(ttl_hi)),
             touch_fraction: self.touch_fraction,
             client,
+            memcache_servers: self.memcache_servers.clone(),
             seed,
             request_timeout: dur("--request-timeout", &self.request_timeout)?,
             deadline: dur("--deadline", &self.deadline)?,
@@ -391,5 +412,24 @@ mod tests {
         assert_eq!(c.seed, 7);
         let bad = Args::parse_from(["cc", "--nemesis", "reboot"]).into_config();
         assert!(matches!(bad, Err(CheckerError::Config(_))));
+    }
+
+    #[test]
+    fn the_memcache_client_needs_memcached_addresses_for_external_servers() {
+        let own = Args::parse_from(["cc", "--client", "memcache"]).into_config();
+        assert_eq!(own.unwrap().client, ClientKind::Memcache);
+        let external = ["cc", "--servers", "h:7400", "--nemesis", "none", "--client"];
+        let missing = Args::parse_from(external.iter().chain(&["memcache"])).into_config();
+        assert!(matches!(missing, Err(CheckerError::Config(_))));
+        let given = Args::parse_from(external.iter().chain(&[
+            "memcache",
+            "--memcache-servers",
+            "h:11211,i:11211",
+        ]))
+        .into_config()
+        .unwrap();
+        assert_eq!(given.memcache_servers, ["h:11211", "i:11211"]);
+        let stray = Args::parse_from(["cc", "--memcache-servers", "h:11211"]).into_config();
+        assert!(matches!(stray, Err(CheckerError::Config(_))));
     }
 }

@@ -12,7 +12,7 @@
 //! are in doubt; `EXISTS`, `NOT_STORED`, `NOT_FOUND` are definite answers; the rest were not
 //! applied.
 
-use crate::backend::{ClientSettings, Got, OpError};
+use crate::backend::{ClientSettings, Got, OpError, RoutingStats};
 use shoal::{shoal_client, shoal_options, shoal_result, shoal_value};
 use std::ffi::CString;
 use std::ptr;
@@ -179,11 +179,11 @@ impl CClient {
         .await
     }
 
-    /// Stores a value.
+    /// Stores a value (`ttl` in seconds, 0 = none).
     ///
     /// # Errors
     /// See [`OpError`].
-    pub async fn set(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), OpError> {
+    pub async fn set(&self, key: Vec<u8>, value: Vec<u8>, ttl: u32) -> Result<(), OpError> {
         self.blocking(move |client| {
             let mut hash = 0u64;
             // SAFETY: live client; key and value valid for their lengths; `hash` writable.
@@ -194,7 +194,7 @@ impl CClient {
                     key.len(),
                     value.as_ptr(),
                     value.len(),
-                    0,
+                    ttl,
                     0,
                     &mut hash,
                 )
@@ -203,11 +203,11 @@ impl CClient {
         .await
     }
 
-    /// Stores a value if the key is absent.
+    /// Stores a value if the key is absent (`ttl` in seconds, 0 = none).
     ///
     /// # Errors
     /// See [`OpError`].
-    pub async fn add(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), OpError> {
+    pub async fn add(&self, key: Vec<u8>, value: Vec<u8>, ttl: u32) -> Result<(), OpError> {
         self.blocking(move |client| {
             let mut hash = 0u64;
             // SAFETY: as in `set`.
@@ -218,7 +218,7 @@ impl CClient {
                     key.len(),
                     value.as_ptr(),
                     value.len(),
-                    0,
+                    ttl,
                     0,
                     &mut hash,
                 )
@@ -227,11 +227,17 @@ impl CClient {
         .await
     }
 
-    /// Check-and-set against `expected`.
+    /// Check-and-set against `expected` (`ttl` in seconds, 0 = none).
     ///
     /// # Errors
     /// See [`OpError`].
-    pub async fn cas(&self, key: Vec<u8>, value: Vec<u8>, expected: u64) -> Result<(), OpError> {
+    pub async fn cas(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expected: u64,
+        ttl: u32,
+    ) -> Result<(), OpError> {
         self.blocking(move |client| {
             let mut hash = 0u64;
             // SAFETY: as in `set`.
@@ -243,12 +249,64 @@ impl CClient {
                     value.as_ptr(),
                     value.len(),
                     expected,
-                    0,
+                    ttl,
                     0,
                     &mut hash,
                 )
             })
         })
         .await
+    }
+
+    /// Deletes a key: `true` when deleted, `false` when it was not there (`NOT_FOUND`).
+    ///
+    /// # Errors
+    /// See [`OpError`].
+    pub async fn delete(&self, key: Vec<u8>) -> Result<bool, OpError> {
+        self.blocking(move |client| {
+            // SAFETY: a live client (held by the Arc); `key` valid for its length.
+            let r = unsafe { shoal::shoal_client_delete(client, key.as_ptr(), key.len()) };
+            found(r)
+        })
+        .await
+    }
+
+    /// Sets a key's time to live: `true` when touched, `false` when not found.
+    ///
+    /// # Errors
+    /// See [`OpError`].
+    pub async fn touch(&self, key: Vec<u8>, ttl: u32) -> Result<bool, OpError> {
+        self.blocking(move |client| {
+            // SAFETY: a live client (held by the Arc); `key` valid for its length.
+            let r = unsafe { shoal::shoal_client_touch(client, key.as_ptr(), key.len(), ttl) };
+            found(r)
+        })
+        .await
+    }
+
+    /// libshoal's routing counters (`shoal_client_routing_stats`; zeros if it refuses).
+    pub fn routing_stats(&self) -> RoutingStats {
+        let (mut redirects, mut table_fetches) = (0u64, 0u64);
+        // SAFETY: a live client (held by `self`); both out-pointers valid for one `u64`. The
+        // call does no I/O, so it runs on the caller's thread.
+        let r = unsafe {
+            shoal::shoal_client_routing_stats(self.handle.0, &mut redirects, &mut table_fetches)
+        };
+        if r != shoal_result::Ok {
+            return RoutingStats::default();
+        }
+        RoutingStats {
+            redirects,
+            table_fetches,
+        }
+    }
+}
+
+/// OK as `true`, `NOT_FOUND` as `false`, anything else as an error.
+fn found(result: shoal_result) -> Result<bool, OpError> {
+    match result {
+        shoal_result::Ok => Ok(true),
+        shoal_result::NotFound => Ok(false),
+        other => Err(op_error(other)),
     }
 }

@@ -24,7 +24,8 @@
 //!   (`nemesis::faults`, scheduled in `nemesis`).
 //! - [`control`]: the cluster's table, bucket count and Raft leader, for the nemesis.
 //! - [`availability`]: per-fault unavailability windows over the faulted buckets.
-//! - [`backend`] and `client_c`: the Rust client and libshoal behind one interface.
+//! - [`backend`], `client_c` and [`memcache`]: the Rust client, libshoal and a memcached
+//!   text-protocol client behind one interface.
 //! - [`report`]: counters, per-second lines, latency, the summary and its gates.
 //! - [`cli`]: command-line options.
 
@@ -36,6 +37,7 @@ pub mod cli;
 #[allow(unsafe_code)]
 pub mod client_c;
 pub mod control;
+pub mod memcache;
 pub mod model;
 pub mod nemesis;
 pub mod report;
@@ -191,6 +193,8 @@ pub struct Config {
     pub touch_fraction: f64,
     /// Which client.
     pub client: ClientKind,
+    /// Memcached addresses of external servers (`--client memcache`; own nodes report theirs).
+    pub memcache_servers: Vec<String>,
     /// Seed.
     pub seed: u64,
     /// Client request timeout.
@@ -236,7 +240,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     );
 
     let control = Arc::new(Control::new());
-    let (cluster, servers, replicas, max_nodes) = match &config.target {
+    let (cluster, servers, memcache_servers, replicas, max_nodes) = match &config.target {
         Target::Own {
             shoald,
             nodes,
@@ -265,9 +269,10 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
                 addrs.join(","),
                 cluster.dir().display()
             );
-            (Some(cluster), addrs, *replicas, *max_nodes)
+            let memcache = cluster.memcache_addrs();
+            (Some(cluster), addrs, memcache, *replicas, *max_nodes)
         }
-        Target::External(servers) => (None, servers.clone(), 0, 0),
+        Target::External(servers) => (None, servers.clone(), config.memcache_servers.clone(), 0, 0),
     };
     // The bucket count: keys map to buckets with `shoal_proto::hash::bucket_of(key, buckets)`
     // (for the model's per-bucket crashes and the per-fault unavailability).
@@ -291,6 +296,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     let settings_servers = servers.clone();
     let settings = ClientSettings {
         servers,
+        memcache_servers,
         request_timeout: config.request_timeout,
         deadline: config.deadline,
     };
@@ -343,8 +349,13 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
             max_down: config.max_down,
             max_nodes,
         };
+        let routing: nemesis::RoutingFn = {
+            let backend = backend.clone();
+            Arc::new(move || backend.routing_stats())
+        };
         let ctx = NemesisContext {
             crash,
+            routing,
             availability: availability.clone(),
             control: control.clone(),
             counters: counters.clone(),
@@ -460,6 +471,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         final_read.ttl_checked = checked;
         final_read.expired = expired;
     }
+    let routing = backend.routing_stats();
     backend.close().await;
     control.close().await;
     let nodes = cluster
@@ -474,7 +486,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     drop(cluster);
     ready?;
 
-    Ok(summarise(
+    let mut summary = summarise(
         &config,
         &counters,
         &latencies,
@@ -482,7 +494,13 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         Cast { fault_log, nodes },
         load_time,
         stopped_on_violation,
-    ))
+    );
+    // What the routed clients saw of the cluster's changes (0 for memcached clients).
+    summary.counts.insert("redirects", routing.redirects);
+    summary
+        .counts
+        .insert("table_fetches", routing.table_fetches);
+    Ok(summary)
 }
 
 /// The servers' bucket count, from the first of `servers` that gives its table.

@@ -376,6 +376,10 @@ pub struct FaultRecord {
     pub unavailable_read_ms: Option<u64>,
     /// The same for writes.
     pub unavailable_write_ms: Option<u64>,
+    /// Redirects the clients followed in the same window (`None`: nothing measured).
+    pub redirects: Option<u64>,
+    /// Bucket tables the clients fetched in the same window.
+    pub table_fetches: Option<u64>,
 }
 
 /// The final JSON summary.

@@ -12,10 +12,10 @@
 //! expected ([`model`](crate::model)); it moves bytes between them and the client, and counts.
 
 use crate::availability::Availability;
-use crate::backend::{Backend, Got, OpError};
+use crate::backend::{hash_matches, Backend, Got, OpError};
 use crate::model::{Keyspace, Model, TouchOutcome, WriteKind, WriteOutcome, TTL_SLACK};
 use crate::report::{Clock, Counters, FinalRead, Latencies};
-use crate::value::{classify, decode, encode, Class, Expect};
+use crate::value::{classify, decode, encode, Class, DecodeError, Expect};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,7 +124,10 @@ impl Shared {
     /// Classifies a read against `expect`, counts it, and raises the key's observed floor
     /// when the value was allowed.
     fn judge(&self, index: u32, key: &[u8], read: Option<&Got>, expect: &Expect) {
-        let (class, seq) = classify(key, read.map(|g| g.value.as_slice()), expect);
+        let (class, seq) = match read {
+            Some(got) if !hash_matches(got) => (Class::Corrupt(DecodeError::BadHash), None),
+            _ => classify(key, read.map(|g| g.value.as_slice()), expect),
+        };
         if let (Class::Ok | Class::NoAck, Some(seq)) = (class, seq) {
             self.model.observe(index, seq);
         }
@@ -455,7 +458,10 @@ pub async fn final_read(
                 Mode::Set => model.finish_read(index, ticket, true),
                 Mode::Cas => model.finish_counter_read(index, ticket, true),
             };
-            let (mut class, seq) = classify(key, value, &expect);
+            let (mut class, seq) = match item {
+                Some(got) if !hash_matches(got) => (Class::Corrupt(DecodeError::BadHash), None),
+                _ => classify(key, value, &expect),
+            };
             if mode == Mode::Cas && matches!(class, Class::Ok | Class::NoAck | Class::Miss) {
                 let verdict = model.counter_verdict(index, seq.unwrap_or(0));
                 if verdict.lost > 0 {
@@ -534,6 +540,7 @@ mod tests {
             crate::backend::ClientKind::Rust,
             &crate::backend::ClientSettings {
                 servers: vec!["127.0.0.1:1".into()],
+                memcache_servers: Vec::new(),
                 request_timeout: Duration::from_millis(10),
                 deadline: Duration::from_millis(10),
             },

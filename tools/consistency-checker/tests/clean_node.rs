@@ -95,3 +95,14 @@ fn the_c_client_passes_restarts_and_kills() {
     assert_eq!(s.client, "c");
     assert!(s.counts["writes"] > 1000, "{s:?}");
 }
+
+#[test]
+fn the_memcache_client_passes_restarts_and_kills() {
+    let bin = shoald();
+    let mut args = base(bin.to_str().expect("utf-8"), "graceful,kill");
+    args.extend(["--client", "memcache"]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    assert_eq!(s.client, "memcache");
+    assert!(s.counts["writes"] > 1000, "{s:?}");
+}

@@ -61,7 +61,10 @@ fn kills_and_pauses_of_members_pass() {
     if s.faults.get("kill").copied().unwrap_or(0) > 0 {
         // Only keys of the killed node's buckets may miss (the model holds every other key
         // to its floor, so a miss elsewhere would be stale).
-        assert!(s.counts["miss"] > 0, "a kill with replicas 0 costs misses: {s:?}");
+        assert!(
+            s.counts["miss"] > 0,
+            "a kill with replicas 0 costs misses: {s:?}"
+        );
     }
     for f in &s.fault_log {
         assert!(f.node.is_some() && f.addr.is_some(), "{f:?}");
@@ -101,12 +104,7 @@ fn restarts_leader_faults_joins_and_full_stops_pass() {
 fn partitions_of_a_member_lose_nothing() {
     let bin = fault_shoald();
     let mut args = cluster_args(bin.to_str().expect("utf-8"), "partition", "10s");
-    args.extend([
-        "--partition",
-        "1s..2s",
-        "--require-faults",
-        "partition=2",
-    ]);
+    args.extend(["--partition", "1s..2s", "--require-faults", "partition=2"]);
     let s = check(&args);
     assert!(s.passed(), "{s:?}");
     assert_eq!(s.counts["miss"], 0, "a partition wipes nothing: {s:?}");

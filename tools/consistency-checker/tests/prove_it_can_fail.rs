@@ -48,7 +48,10 @@ fn every_run(name: &str, seed_base: u32, extra: &[&str], caught: impl Fn(&Summar
             "{name} run {run}: caught {found} (stale {} lost {}) after {:.1}s, {} faults",
             s.counts["stale"], s.counts["lost"], s.duration_s, s.counts["faults"]
         );
-        assert!(found > 0, "{name} run {run} (seed {seed}) was not caught: {s:?}");
+        assert!(
+            found > 0,
+            "{name} run {run} (seed {seed}) was not caught: {s:?}"
+        );
         assert!(!s.passed());
         assert_eq!(
             s.counts["corrupt"] + s.counts["unexpected"],

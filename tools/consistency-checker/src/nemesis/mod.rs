@@ -32,6 +32,7 @@ use crate::control::{all_buckets, buckets_of, Control};
 use crate::report::{timestamp, Clock, Counters, FaultRecord};
 use crate::CheckerError;
 use faults::Plan;
+use shoal_client::RoutingStats;
 use shoal_client::TableView;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -129,11 +130,16 @@ pub struct NemesisSpec {
 /// was lost).
 pub type CrashFn = Arc<dyn Fn(&[u32]) + Send + Sync>;
 
+/// Reads the clients' routing counters so far (redirects followed, tables fetched).
+pub type RoutingFn = Arc<dyn Fn() -> RoutingStats + Send + Sync>;
+
 /// Everything the nemesis shares with the rest of the run.
 #[derive(Clone)]
 pub struct NemesisContext {
     /// Tells the model which buckets lost their only copy.
     pub crash: CrashFn,
+    /// The clients' routing counters, read when a fault's window opens and closes.
+    pub routing: RoutingFn,
     /// Per-fault unavailability windows (the workers report successes to it).
     pub availability: Arc<Availability>,
     /// The cluster's table and leader.
@@ -162,6 +168,8 @@ struct Window {
     record: usize,
     id: WindowId,
     ended: bool,
+    /// The clients' routing counters when it opened.
+    routing: RoutingStats,
 }
 
 /// What a fault task gives back.
@@ -358,6 +366,7 @@ impl Scheduler {
                     record,
                     id,
                     ended: false,
+                    routing: (self.ctx.routing)(),
                 });
             }
         }
@@ -383,6 +392,8 @@ impl Scheduler {
             took_s: 0.0,
             unavailable_read_ms: None,
             unavailable_write_ms: None,
+            redirects: None,
+            table_fetches: None,
         });
         record
     }
@@ -395,17 +406,24 @@ impl Scheduler {
         self.windows = keep;
         for w in close {
             let u = self.ctx.availability.close(w.id, now);
+            let routing = (self.ctx.routing)();
             let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             let r = &mut self.log[w.record];
             r.unavailable_read_ms = Some(ms(u.read));
             r.unavailable_write_ms = Some(ms(u.write));
+            r.redirects = Some(routing.redirects.saturating_sub(w.routing.redirects));
+            r.table_fetches = Some(
+                routing
+                    .table_fetches
+                    .saturating_sub(w.routing.table_fetches),
+            );
             let who = match (r.node, &r.addr) {
                 (Some(i), Some(a)) => format!("node {i} ({a})"),
                 (Some(i), None) => format!("node {i}"),
                 _ => "all nodes".to_string(),
             };
             println!(
-                "{} {:>8.3}s fault {} {who} at {:.3}s: {} buckets, longest without a read {} ms, without a write {} ms",
+                "{} {:>8.3}s fault {} {who} at {:.3}s: {} buckets, longest without a read {} ms, without a write {} ms; clients followed {} redirects, fetched {} tables",
                 timestamp(),
                 now.as_secs_f64(),
                 r.kind,
@@ -413,6 +431,8 @@ impl Scheduler {
                 r.buckets,
                 ms(u.read),
                 ms(u.write),
+                r.redirects.unwrap_or(0),
+                r.table_fetches.unwrap_or(0),
             );
         }
     }

@@ -402,6 +402,13 @@ impl Cluster {
             .collect()
     }
 
+    /// The memcached addresses of the nodes that have not left.
+    pub fn memcache_addrs(&self) -> Vec<String> {
+        self.live()
+            .filter_map(|n| n.memcache_addr().map(|a| a.to_string()))
+            .collect()
+    }
+
     /// The temporary directory.
     pub fn dir(&self) -> &Path {
         &self.dir.path
