@@ -434,6 +434,9 @@ pub async fn serve(
     let deadline = Instant::now() + config.shutdown_timeout;
     tracing::info!("stopping: no new connections; draining the open ones");
     let _ = stop_tx.send(true);
+    // Commands other nodes forward are refused from here on (their senders retry or answer
+    // an error; none is applied after the savefile's snapshot).
+    shared.keyspace.cluster().forwarding().stop_running();
     for task in accept_tasks {
         let _ = task.await;
     }

@@ -30,7 +30,7 @@ use shoal_proto::Status;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -151,6 +151,9 @@ pub enum Attempt {
 pub struct Forwarding {
     identity: OnceLock<PeerIdentity>,
     local: OnceLock<LocalRunner>,
+    /// Set when the node stops: forwarded commands are refused from then on. Commands run
+    /// under the read lock, so setting it (the write lock) waits for the ones running.
+    stopped: RwLock<bool>,
     owners: Mutex<HashMap<NodeId, Arc<Owner>>>,
 }
 
@@ -192,10 +195,22 @@ impl Forwarding {
     /// Runs a forwarded command here.
     ///
     /// # Errors
-    /// [`ForwardError::NotReady`] until the data path installed its runner.
+    /// [`ForwardError::NotReady`] until the data path installed its runner, and from
+    /// [`Forwarding::stop_running`] on (nothing applied: the sender may try again elsewhere).
     pub fn run_local(&self, command: &[u8]) -> Result<Executed, ForwardError> {
+        let stopped = self.stopped.read().unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return Err(ForwardError::NotReady);
+        }
         let runner = self.local.get().ok_or(ForwardError::NotReady)?;
         Ok(runner(command))
+    }
+
+    /// Refuses forwarded commands from now on, once the ones running have finished: called
+    /// when the node starts to stop, so that nothing is applied after its connections have
+    /// drained and its savefile is being written.
+    pub fn stop_running(&self) {
+        *self.stopped.write().unwrap_or_else(PoisonError::into_inner) = true;
     }
 
     /// The pooled connections to `node` at `addr` (replaced when its address changed).
@@ -383,5 +398,35 @@ pub async fn forward(
         if !wait_to_retry(&mut table, attempt, deadline).await {
             return Err(error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn a_stopping_node_refuses_forwarded_commands_without_running_them() {
+        let forwarding = Forwarding::default();
+        assert!(matches!(
+            forwarding.run_local(b"get k\r\n"),
+            Err(ForwardError::NotReady)
+        ));
+        let ran = Arc::new(AtomicU32::new(0));
+        let counter = ran.clone();
+        forwarding.set_runner(Arc::new(move |_: &[u8]| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Executed::Reply(b"END\r\n".to_vec())
+        }));
+        assert!(matches!(
+            forwarding.run_local(b"get k\r\n"),
+            Ok(Executed::Reply(_))
+        ));
+        forwarding.stop_running();
+        let refused = forwarding.run_local(b"set k 0 0 1\r\nx\r\n");
+        assert!(matches!(refused, Err(ForwardError::NotReady)));
+        assert!(refused.is_err_and(|e| e.not_applied()));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
     }
 }

@@ -211,8 +211,9 @@ pub(super) fn defer(
         reply
     });
     out.defer(Box::pin(async move {
-        task.await
-            .unwrap_or_else(|_| b"SERVER_ERROR forwarding failed\r\n".to_vec())
+        task.await.unwrap_or_else(|_| {
+            b"SERVER_ERROR forwarding failed; the command may have been applied\r\n".to_vec()
+        })
     }));
 }
 
