@@ -146,6 +146,9 @@ pub struct ReadTicket {
     crash_miss: bool,
     seen: bool,
     sent: Duration,
+    /// The earliest expiry that could be in force when the read was sent (a later write
+    /// may replace it before the reply comes, but the server may have read the key first).
+    expiry: Option<Duration>,
 }
 
 /// One TTL that may decide when the key expires: when it runs out at the earliest.
@@ -448,6 +451,7 @@ impl Model {
             crash_miss: k.crash_miss,
             seen: k.ever_acked || k.observed > 0,
             sent: now,
+            expiry: k.earliest_expiry(),
         }
     }
 
@@ -463,7 +467,11 @@ impl Model {
         if !ticket.seen {
             Miss::NeverWritten
         } else if k.deleted_since(ticket.floor)
-            || k.earliest_expiry()
+            || ticket
+                .expiry
+                .into_iter()
+                .chain(k.earliest_expiry())
+                .min()
                 .is_some_and(|e| ticket.sent + TTL_SLACK >= e)
         {
             Miss::Absent
@@ -724,6 +732,22 @@ mod tests {
         set(&m, WriteOutcome::Acked);
         assert!(!m.expires(K));
         assert_eq!(read_at(&m, None, secs(100)), Class::Stale);
+    }
+
+    #[test]
+    fn a_read_sent_before_a_new_ttl_may_still_see_the_old_one_run_out() {
+        let m = Model::new(10, 4, false);
+        let t = m.begin_write(K, WriteKind::Set { ttl: 3 }, secs(0));
+        m.finish_write(K, t, WriteOutcome::Acked);
+        // Sent at 2 s, when the value may expire at 3 s; a write with a long TTL is acked
+        // while the read is in flight, but the server may have read the key first.
+        let r = m.begin_read(K, secs(2));
+        let t = m.begin_write(K, WriteKind::Set { ttl: 8 }, secs(2));
+        m.finish_write(K, t, WriteOutcome::Acked);
+        let e = m.finish_read(K, r, false);
+        assert_eq!(classify(b"k", None, &e).0, Class::Absent);
+        // A read sent after that is held to the new TTL.
+        assert_eq!(read_at(&m, None, secs(3)), Class::Stale);
     }
 
     #[test]
