@@ -401,6 +401,7 @@ impl Model {
         index: u32,
         ticket: TouchTicket,
         outcome: TouchOutcome,
+        now: Duration,
     ) -> Option<Expect> {
         let settle = match outcome {
             TouchOutcome::Touched => WriteOutcome::Acked,
@@ -408,7 +409,8 @@ impl Model {
             TouchOutcome::NotFound | TouchOutcome::Failed => WriteOutcome::Failed,
         };
         self.key(index).settle_ttl(ticket.id, settle);
-        (outcome == TouchOutcome::NotFound).then(|| self.finish_read(index, ticket.read, false))
+        (outcome == TouchOutcome::NotFound)
+            .then(|| self.finish_read(index, ticket.read, false, now))
     }
 
     /// Registers an increment of key `index` from counter value `from` (check-and-set mode).
@@ -462,8 +464,10 @@ impl Model {
         k.observed = k.observed.max(seq);
     }
 
-    /// What a miss means for a read sent with `ticket`, as the key is now.
-    fn miss_rule(k: &KeyState, ticket: &ReadTicket) -> Miss {
+    /// What a miss means for a read sent with `ticket` and answered at `now`, as the key is
+    /// now. A TTL may run out at any moment until the reply (a paused or restarting node
+    /// reads the key late), so expiry is judged at `now`.
+    fn miss_rule(k: &KeyState, ticket: &ReadTicket, now: Duration) -> Miss {
         if !ticket.seen {
             Miss::NeverWritten
         } else if k.deleted_since(ticket.floor)
@@ -472,7 +476,7 @@ impl Model {
                 .into_iter()
                 .chain(k.earliest_expiry())
                 .min()
-                .is_some_and(|e| ticket.sent + TTL_SLACK >= e)
+                .is_some_and(|e| now.max(ticket.sent) + TTL_SLACK >= e)
         {
             Miss::Absent
         } else if ticket.crash_miss || k.crash_miss {
@@ -482,9 +486,15 @@ impl Model {
         }
     }
 
-    /// Call when the reply to a read arrives: what the value must be (set mode).
+    /// Call when the reply to a read arrives, at `now`: what the value must be (set mode).
     /// `verdict` marks the final, quiescent read.
-    pub fn finish_read(&self, index: u32, ticket: ReadTicket, verdict: bool) -> Expect {
+    pub fn finish_read(
+        &self,
+        index: u32,
+        ticket: ReadTicket,
+        verdict: bool,
+        now: Duration,
+    ) -> Expect {
         let k = self.key(index);
         Expect {
             owner: Some(self.owner(index)),
@@ -492,7 +502,7 @@ impl Model {
             floor: ticket.floor,
             acked: k.acked,
             attempted: k.attempted,
-            miss: Self::miss_rule(&k, &ticket),
+            miss: Self::miss_rule(&k, &ticket, now),
             doubt: k.doubt.clone(),
             verdict,
         }
@@ -500,7 +510,13 @@ impl Model {
 
     /// Like [`Model::finish_read`] for check-and-set mode: any writer, and the counter may be
     /// anywhere from the floor up to every increment acknowledged, in doubt or in flight.
-    pub fn finish_counter_read(&self, index: u32, ticket: ReadTicket, verdict: bool) -> Expect {
+    pub fn finish_counter_read(
+        &self,
+        index: u32,
+        ticket: ReadTicket,
+        verdict: bool,
+        now: Duration,
+    ) -> Expect {
         let k = self.key(index);
         let ceiling = k.incr_acked + k.incr_doubt + k.incr_inflight;
         Expect {
@@ -509,7 +525,7 @@ impl Model {
             floor: ticket.floor,
             acked: ceiling,
             attempted: ceiling,
-            miss: Self::miss_rule(&k, &ticket),
+            miss: Self::miss_rule(&k, &ticket, now),
             doubt: Vec::new(),
             verdict,
         }
@@ -599,7 +615,7 @@ mod tests {
         let ticket = model.begin_read(K, now);
         let key = b"k";
         let value = seq.map(|s| encode(key, model.owner(K), s, 4));
-        let expect = model.finish_read(K, ticket, false);
+        let expect = model.finish_read(K, ticket, false, now);
         let (class, got) = classify(key, value.as_deref(), &expect);
         if let (Class::Ok | Class::NoAck, Some(s)) = (class, got) {
             model.observe(K, s);
@@ -640,9 +656,9 @@ mod tests {
         let t = m.begin_write(K, WriteKind::Set { ttl: 0 }, T0);
         let r = m.begin_read(K, T0);
         m.finish_write(K, t, WriteOutcome::Acked);
-        let e = m.finish_read(K, r, false);
+        let e = m.finish_read(K, r, false, T0);
         assert_eq!(classify(b"k", None, &e).0, Class::NeverWritten);
-        let e = m.finish_read(K, m.begin_read(K, T0), false);
+        let e = m.finish_read(K, m.begin_read(K, T0), false, T0);
         assert_eq!(classify(b"k", None, &e).0, Class::Stale);
     }
 
@@ -666,7 +682,7 @@ mod tests {
         let _t = m.begin_write(K, WriteKind::Set { ttl: 0 }, T0);
         let early = m.begin_read(K, T0);
         assert_eq!(read(&m, Some(2)), Class::NoAck);
-        let e = m.finish_read(K, early, false);
+        let e = m.finish_read(K, early, false, T0);
         assert_eq!(
             classify(b"k", Some(&encode(b"k", 1, 1, 4)), &e).0,
             Class::Ok
@@ -725,7 +741,10 @@ mod tests {
         assert_eq!(m.latest_expiry(), Some(secs(15)));
         // A touch at 12 s for 10 s keeps it until 22 s.
         let touch = m.begin_touch(K, 10, secs(12));
-        assert_eq!(m.finish_touch(K, touch, TouchOutcome::Touched), None);
+        assert_eq!(
+            m.finish_touch(K, touch, TouchOutcome::Touched, secs(12)),
+            None
+        );
         assert_eq!(read_at(&m, None, secs(16)), Class::Stale);
         assert_eq!(read_at(&m, None, secs(21)), Class::Absent);
         // A set without a TTL: never expires.
@@ -744,10 +763,24 @@ mod tests {
         let r = m.begin_read(K, secs(2));
         let t = m.begin_write(K, WriteKind::Set { ttl: 8 }, secs(2));
         m.finish_write(K, t, WriteOutcome::Acked);
-        let e = m.finish_read(K, r, false);
+        let e = m.finish_read(K, r, false, secs(2));
         assert_eq!(classify(b"k", None, &e).0, Class::Absent);
         // A read sent after that is held to the new TTL.
         assert_eq!(read_at(&m, None, secs(3)), Class::Stale);
+    }
+
+    #[test]
+    fn a_ttl_may_run_out_while_the_read_waits_for_its_reply() {
+        let m = Model::new(10, 4, false);
+        let t = m.begin_write(K, WriteKind::Set { ttl: 5 }, secs(0));
+        m.finish_write(K, t, WriteOutcome::Acked);
+        // Sent at 1 s to a paused node, answered at 6 s: the key may have expired at 5 s.
+        let r = m.begin_read(K, secs(1));
+        let e = m.finish_read(K, r, false, secs(6));
+        assert_eq!(classify(b"k", None, &e).0, Class::Absent);
+        let r = m.begin_read(K, secs(1));
+        let e = m.finish_read(K, r, false, secs(2));
+        assert_eq!(classify(b"k", None, &e).0, Class::Stale);
     }
 
     #[test]
@@ -755,11 +788,16 @@ mod tests {
         let m = Model::new(10, 4, false);
         set(&m, WriteOutcome::Acked);
         let touch = m.begin_touch(K, 10, T0);
-        let e = m.finish_touch(K, touch, TouchOutcome::NotFound).unwrap();
+        let e = m
+            .finish_touch(K, touch, TouchOutcome::NotFound, T0)
+            .unwrap();
         assert_eq!(classify(b"k", None, &e).0, Class::Stale);
         // A touch in doubt may shorten nothing, but its TTL counts while it may land.
         let touch = m.begin_touch(K, 3, secs(1));
-        assert_eq!(m.finish_touch(K, touch, TouchOutcome::InDoubt), None);
+        assert_eq!(
+            m.finish_touch(K, touch, TouchOutcome::InDoubt, secs(1)),
+            None
+        );
         assert_eq!(read_at(&m, None, secs(3)), Class::Absent);
     }
 
@@ -772,7 +810,7 @@ mod tests {
         }
         m.crash_buckets(&[m.bucket(5)]);
         assert_eq!(read(&m, None), Class::Miss);
-        let e = m.finish_read(4, m.begin_read(4, T0), false);
+        let e = m.finish_read(4, m.begin_read(4, T0), false, T0);
         assert_eq!(classify(b"k", None, &e).0, Class::Stale);
         m.crash_buckets(&[]);
         assert_eq!(m.crashes(), 1);
@@ -806,7 +844,7 @@ mod tests {
         assert_eq!(m.counter_verdict(K, 2), CounterVerdict::default());
         assert_eq!(m.counter_verdict(K, 0).lost, 1);
         assert_eq!(m.counter_verdict(K, 3).extra, 1);
-        let e = m.finish_counter_read(K, m.begin_read(K, T0), false);
+        let e = m.finish_counter_read(K, m.begin_read(K, T0), false, T0);
         assert_eq!(
             classify(b"k", Some(&encode(b"k", 3, 1, 0)), &e).0,
             Class::Ok

@@ -115,8 +115,12 @@ impl Shared {
 
     fn check(&self, index: u32, key: &[u8], read: Option<&Got>, ticket: crate::model::ReadTicket) {
         let expect = match self.mode {
-            Mode::Set => self.model.finish_read(index, ticket, false),
-            Mode::Cas => self.model.finish_counter_read(index, ticket, false),
+            Mode::Set => self
+                .model
+                .finish_read(index, ticket, false, self.clock.elapsed()),
+            Mode::Cas => self
+                .model
+                .finish_counter_read(index, ticket, false, self.clock.elapsed()),
         };
         self.judge(index, key, read, &expect);
     }
@@ -343,7 +347,11 @@ impl Worker {
             WriteOutcome::InDoubt => TouchOutcome::InDoubt,
             WriteOutcome::Failed => TouchOutcome::Failed,
         };
-        if let Some(expect) = self.shared.model.finish_touch(index, ticket, outcome) {
+        if let Some(expect) = self
+            .shared
+            .model
+            .finish_touch(index, ticket, outcome, self.now())
+        {
             self.shared.judge(index, &key, None, &expect);
         }
     }
@@ -451,12 +459,13 @@ pub async fn final_read(
             );
             continue;
         };
+        let answered = clock.elapsed();
         for ((&index, key), item) in batch.iter().zip(&keys).zip(&got) {
             let ticket = model.begin_read(index, sent);
             let value = item.as_ref().map(|g| g.value.as_slice());
             let expect = match mode {
-                Mode::Set => model.finish_read(index, ticket, true),
-                Mode::Cas => model.finish_counter_read(index, ticket, true),
+                Mode::Set => model.finish_read(index, ticket, true, answered),
+                Mode::Cas => model.finish_counter_read(index, ticket, true, answered),
             };
             let (mut class, seq) = match item {
                 Some(got) if !hash_matches(got) => (Class::Corrupt(DecodeError::BadHash), None),
