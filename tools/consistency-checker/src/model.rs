@@ -151,13 +151,18 @@ pub struct ReadTicket {
     expiry: Option<Duration>,
 }
 
-/// One TTL that may decide when the key expires: when it runs out at the earliest.
+/// One TTL that may decide when the key expires: when it runs out at the earliest, and (once
+/// acknowledged) at the latest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TtlMark {
     /// Which operation set it (a write's sequence number, or a touch id above `TOUCH_IDS`).
     id: u64,
     /// Sent time plus the TTL.
     expires: Duration,
+    /// The TTL itself.
+    ttl: Duration,
+    /// Acknowledgement time plus the TTL (`None` while not acknowledged).
+    latest: Option<Duration>,
 }
 
 /// Touch ids live above every sequence number, so marks of writes and touches never collide.
@@ -233,7 +238,8 @@ impl KeyState {
         self.ttl_pending.push(mark);
     }
 
-    fn settle_ttl(&mut self, id: u64, outcome: WriteOutcome) {
+    /// Settles the TTL of operation `id`, answered at `now`.
+    fn settle_ttl(&mut self, id: u64, outcome: WriteOutcome, now: Duration) {
         let Some(at) = self.ttl_pending.iter().position(|m| m.id == id) else {
             return;
         };
@@ -241,7 +247,9 @@ impl KeyState {
             // Stays pending: it may be applied late.
             WriteOutcome::InDoubt => {}
             WriteOutcome::Acked => {
-                self.ttl_acked = Some(self.ttl_pending.remove(at));
+                let mut mark = self.ttl_pending.remove(at);
+                mark.latest = Some(now.max(mark.expires - mark.ttl) + mark.ttl);
+                self.ttl_acked = Some(mark);
             }
             WriteOutcome::Failed => {
                 self.ttl_pending.remove(at);
@@ -331,8 +339,14 @@ impl Model {
         let seq = k.attempted;
         let expires = match kind {
             WriteKind::Set { ttl } if ttl > 0 => {
-                let expires = now + Duration::from_secs(u64::from(ttl));
-                k.pending_ttl(TtlMark { id: seq, expires });
+                let ttl = Duration::from_secs(u64::from(ttl));
+                k.pending_ttl(TtlMark {
+                    id: seq,
+                    expires: now + ttl,
+                    ttl,
+                    latest: None,
+                });
+                let expires = now + ttl;
                 Some(expires)
             }
             WriteKind::Set { .. } => None,
@@ -352,10 +366,16 @@ impl Model {
         }
     }
 
-    /// Records how a write registered by [`Model::begin_write`] ended.
-    pub fn finish_write(&self, index: u32, ticket: WriteTicket, outcome: WriteOutcome) {
+    /// Records how a write registered by [`Model::begin_write`] ended, answered at `now`.
+    pub fn finish_write(
+        &self,
+        index: u32,
+        ticket: WriteTicket,
+        outcome: WriteOutcome,
+        now: Duration,
+    ) {
         let mut k = self.key(index);
-        k.settle_ttl(ticket.seq, outcome);
+        k.settle_ttl(ticket.seq, outcome, now);
         match outcome {
             WriteOutcome::Acked => {
                 k.acked = k.acked.max(ticket.seq);
@@ -389,8 +409,13 @@ impl Model {
         let mut k = self.key(index);
         k.touches += 1;
         let id = TOUCH_IDS + k.touches;
-        let expires = now + Duration::from_secs(u64::from(ttl));
-        k.pending_ttl(TtlMark { id, expires });
+        let ttl = Duration::from_secs(u64::from(ttl));
+        k.pending_ttl(TtlMark {
+            id,
+            expires: now + ttl,
+            ttl,
+            latest: None,
+        });
         TouchTicket { id, read }
     }
 
@@ -408,7 +433,7 @@ impl Model {
             TouchOutcome::InDoubt => WriteOutcome::InDoubt,
             TouchOutcome::NotFound | TouchOutcome::Failed => WriteOutcome::Failed,
         };
-        self.key(index).settle_ttl(ticket.id, settle);
+        self.key(index).settle_ttl(ticket.id, settle, now);
         (outcome == TouchOutcome::NotFound)
             .then(|| self.finish_read(index, ticket.read, false, now))
     }
@@ -542,8 +567,10 @@ impl Model {
     }
 
     /// The latest time any TTL sent so far can run out, if any key was written with one:
-    /// after it (plus [`TTL_SLACK`]) every key with a TTL must be gone.
-    pub fn latest_expiry(&self) -> Option<Duration> {
+    /// after it (plus [`TTL_SLACK`]) every key with a TTL must be gone. Call when the load has
+    /// stopped, at `now`: an operation not acknowledged may still be applied until then (a
+    /// request that waited for a paused or restarting node), never later.
+    pub fn latest_expiry(&self, now: Duration) -> Option<Duration> {
         self.keys
             .iter()
             .filter_map(|slot| {
@@ -551,7 +578,7 @@ impl Model {
                 k.ttl_acked
                     .iter()
                     .chain(&k.ttl_pending)
-                    .map(|m| m.expires)
+                    .map(|m| m.latest.unwrap_or(now.max(m.expires - m.ttl) + m.ttl))
                     .max()
             })
             .max()
@@ -629,7 +656,7 @@ mod tests {
 
     fn set(m: &Model, outcome: WriteOutcome) -> u64 {
         let t = m.begin_write(K, WriteKind::Set { ttl: 0 }, T0);
-        m.finish_write(K, t, outcome);
+        m.finish_write(K, t, outcome, T0);
         t.seq
     }
 
@@ -639,7 +666,7 @@ mod tests {
         assert_eq!(read(&m, None), Class::NeverWritten);
         let t = m.begin_write(K, WriteKind::Set { ttl: 0 }, T0);
         assert_eq!(read(&m, Some(1)), Class::NoAck);
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         assert_eq!(read(&m, Some(1)), Class::Ok);
         assert_eq!(read(&m, None), Class::Stale);
         set(&m, WriteOutcome::Acked);
@@ -655,7 +682,7 @@ mod tests {
         let m = Model::new(10, 4, false);
         let t = m.begin_write(K, WriteKind::Set { ttl: 0 }, T0);
         let r = m.begin_read(K, T0);
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         let e = m.finish_read(K, r, false, T0);
         assert_eq!(classify(b"k", None, &e).0, Class::NeverWritten);
         let e = m.finish_read(K, m.begin_read(K, T0), false, T0);
@@ -671,7 +698,7 @@ mod tests {
         assert_eq!(read(&m, Some(2)), Class::NoAck);
         assert_eq!(read(&m, Some(1)), Class::Stale);
         assert_eq!(read(&m, None), Class::Stale);
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         assert_eq!(read(&m, Some(2)), Class::Ok);
     }
 
@@ -707,7 +734,7 @@ mod tests {
         let d = m.begin_write(K, WriteKind::Delete, T0);
         // In flight: either state may be read.
         assert_eq!(read(&m, None), Class::Absent);
-        m.finish_write(K, d, WriteOutcome::Acked);
+        m.finish_write(K, d, WriteOutcome::Acked, T0);
         assert_eq!(read(&m, None), Class::Absent);
         // The deleted value must not come back.
         assert_eq!(read(&m, Some(1)), Class::Stale);
@@ -721,10 +748,10 @@ mod tests {
         let m = Model::new(10, 4, false);
         set(&m, WriteOutcome::Acked);
         let d = m.begin_write(K, WriteKind::Delete, T0);
-        m.finish_write(K, d, WriteOutcome::Failed);
+        m.finish_write(K, d, WriteOutcome::Failed, T0);
         assert_eq!(read(&m, None), Class::Stale);
         let d = m.begin_write(K, WriteKind::Delete, T0);
-        m.finish_write(K, d, WriteOutcome::InDoubt);
+        m.finish_write(K, d, WriteOutcome::InDoubt, T0);
         set(&m, WriteOutcome::Acked);
         assert_eq!(read(&m, None), Class::Absent);
     }
@@ -733,12 +760,12 @@ mod tests {
     fn a_key_with_a_ttl_exists_until_it_expires() {
         let m = Model::new(10, 4, false);
         let t = m.begin_write(K, WriteKind::Set { ttl: 5 }, secs(10));
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         assert_eq!(read_at(&m, None, secs(11)), Class::Stale);
         assert_eq!(read_at(&m, None, secs(13)), Class::Stale);
         assert_eq!(read_at(&m, None, secs(14)), Class::Absent);
         assert!(m.expires(K));
-        assert_eq!(m.latest_expiry(), Some(secs(15)));
+        assert_eq!(m.latest_expiry(secs(11)), Some(secs(15)));
         // A touch at 12 s for 10 s keeps it until 22 s.
         let touch = m.begin_touch(K, 10, secs(12));
         assert_eq!(
@@ -757,12 +784,12 @@ mod tests {
     fn a_read_sent_before_a_new_ttl_may_still_see_the_old_one_run_out() {
         let m = Model::new(10, 4, false);
         let t = m.begin_write(K, WriteKind::Set { ttl: 3 }, secs(0));
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         // Sent at 2 s, when the value may expire at 3 s; a write with a long TTL is acked
         // while the read is in flight, but the server may have read the key first.
         let r = m.begin_read(K, secs(2));
         let t = m.begin_write(K, WriteKind::Set { ttl: 8 }, secs(2));
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         let e = m.finish_read(K, r, false, secs(2));
         assert_eq!(classify(b"k", None, &e).0, Class::Absent);
         // A read sent after that is held to the new TTL.
@@ -773,7 +800,7 @@ mod tests {
     fn a_ttl_may_run_out_while_the_read_waits_for_its_reply() {
         let m = Model::new(10, 4, false);
         let t = m.begin_write(K, WriteKind::Set { ttl: 5 }, secs(0));
-        m.finish_write(K, t, WriteOutcome::Acked);
+        m.finish_write(K, t, WriteOutcome::Acked, T0);
         // Sent at 1 s to a paused node, answered at 6 s: the key may have expired at 5 s.
         let r = m.begin_read(K, secs(1));
         let e = m.finish_read(K, r, false, secs(6));
@@ -806,7 +833,7 @@ mod tests {
         let m = Model::new(10, 4, false).with_buckets((0..10).map(|i| i % 2).collect());
         for k in [4, 5] {
             let t = m.begin_write(k, WriteKind::Set { ttl: 0 }, T0);
-            m.finish_write(k, t, WriteOutcome::Acked);
+            m.finish_write(k, t, WriteOutcome::Acked, T0);
         }
         m.crash_buckets(&[m.bucket(5)]);
         assert_eq!(read(&m, None), Class::Miss);
@@ -824,7 +851,7 @@ mod tests {
         m.crash();
         assert_eq!(read(&m, None), Class::Miss);
         // Acknowledged by whichever process: proves nothing about the new one.
-        m.finish_write(K, in_flight, WriteOutcome::Acked);
+        m.finish_write(K, in_flight, WriteOutcome::Acked, T0);
         assert_eq!(read(&m, None), Class::Miss);
         // An old value may not come back.
         assert_eq!(read(&m, Some(1)), Class::Stale);

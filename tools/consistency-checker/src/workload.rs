@@ -304,7 +304,9 @@ impl Worker {
             WriteKind::Delete => self.shared.backend.delete(&key).await.map(drop),
         };
         let outcome = self.write_outcome(index, result, start);
-        self.shared.model.finish_write(index, ticket, outcome);
+        self.shared
+            .model
+            .finish_write(index, ticket, outcome, self.now());
     }
 
     /// Counts how a write ended and says what it means for the model.
@@ -500,7 +502,7 @@ pub async fn final_ttl_check(
     clock: Clock,
     patience: Duration,
 ) -> (u64, u64) {
-    let Some(latest) = model.latest_expiry() else {
+    let Some(latest) = model.latest_expiry(clock.elapsed()) else {
         return (0, 0);
     };
     let wait = (latest + TTL_SLACK).saturating_sub(clock.elapsed());
