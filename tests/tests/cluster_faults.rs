@@ -9,12 +9,11 @@
 
 mod cluster_common;
 
-use cluster_common::{Cluster, Member, BUCKETS};
-use shoal_proto::cluster::{RaftRole, TableView};
+use cluster_common::{key_owned_by, mc, Cluster, Text};
+use shoal_proto::cluster::RaftRole;
 use shoal_proto::{Command as Cmd, Request, Status};
 use shoal_tests::{fault_shoald_binary, wait_for, RawConn};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long a fault may take to show (or a heal to undo it).
@@ -22,85 +21,6 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// Flags of every node: forwarded commands give up quickly, so a cut-off owner shows soon.
 const FAST_FORWARD: &[&str] = &["--forward-timeout", "300ms"];
-
-/// A blocking memcached text connection.
-struct Text {
-    r: BufReader<TcpStream>,
-}
-
-impl Text {
-    fn connect(addr: SocketAddr) -> Text {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Text {
-            r: BufReader::new(s),
-        }
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).expect("read line");
-        assert!(l.ends_with("\r\n"), "connection closed or line cut: {l:?}");
-        l
-    }
-
-    /// `set key 0 0 <len>` with `value`; the reply line.
-    fn set(&mut self, key: &str, value: &str) -> String {
-        let cmd = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
-        self.r.get_mut().write_all(cmd.as_bytes()).expect("write");
-        self.line()
-    }
-
-    /// `get key`: `Ok(Some(value))`, `Ok(None)` on a miss, `Err(line)` for an error line.
-    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
-        self.r
-            .get_mut()
-            .write_all(format!("get {key}\r\n").as_bytes())
-            .expect("write");
-        let l = self.line();
-        if l == "END\r\n" {
-            return Ok(None);
-        }
-        let Some(len) = l
-            .strip_prefix("VALUE ")
-            .and_then(|rest| rest.split_whitespace().nth(2)?.parse::<usize>().ok())
-        else {
-            return Err(l);
-        };
-        let mut data = vec![0u8; len + 2];
-        self.r.read_exact(&mut data).expect("value");
-        assert_eq!(self.line(), "END\r\n");
-        data.truncate(len);
-        Ok(Some(String::from_utf8(data).expect("utf-8 value")))
-    }
-}
-
-fn mc(member: &Member) -> SocketAddr {
-    member.proc.memcache_addr.expect("memcached port")
-}
-
-/// Index of `member` in the table's node list.
-fn index_in(table: &TableView, member: &Member) -> usize {
-    let native = member.native().to_string();
-    table
-        .nodes
-        .iter()
-        .position(|n| n.native == native)
-        .expect("member in the table")
-}
-
-/// The first key `<prefix>:<i>` whose bucket the table gives to `member`.
-fn key_owned_by(table: &TableView, member: &Member, prefix: &str) -> String {
-    let node = index_in(table, member);
-    (0..)
-        .map(|i| format!("{prefix}:{i}"))
-        .find(|k| {
-            let bucket = shoal_proto::hash::bucket_of(k.as_bytes(), BUCKETS);
-            usize::from(table.buckets[bucket as usize].primary) == node
-        })
-        .expect("a key")
-}
 
 /// The status of a native GET of `key` on the node at `addr`.
 fn native_get(addr: SocketAddr, key: &str) -> Status {

@@ -4,73 +4,9 @@
 
 mod cluster_common;
 
-use cluster_common::{Cluster, Member, BUCKETS, SETTLE};
-use shoal_proto::cluster::TableView;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
-
-/// A blocking memcached text connection.
-struct Text {
-    r: BufReader<TcpStream>,
-}
-
-impl Text {
-    fn connect(addr: SocketAddr) -> Text {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        s.set_nodelay(true).expect("nodelay");
-        Text {
-            r: BufReader::new(s),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.r.get_mut().write_all(bytes).expect("write");
-    }
-
-    /// Writes `bytes` from another thread, so a large pipeline and its replies can cross.
-    fn send_in_background(&mut self, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
-        let mut w = self.r.get_ref().try_clone().expect("clone");
-        std::thread::spawn(move || w.write_all(&bytes).expect("write"))
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).expect("read line");
-        assert!(l.ends_with("\r\n"), "connection closed or line cut: {l:?}");
-        l
-    }
-
-    /// The bytes of one `get`-family reply: VALUE blocks up to and including `END`, or a
-    /// single error line.
-    fn get_reply(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let l = self.line();
-            out.extend_from_slice(l.as_bytes());
-            if l == "END\r\n" || l.starts_with("SERVER_ERROR") || l.starts_with("CLIENT_ERROR") {
-                return out;
-            }
-            let len: usize = l
-                .trim_end()
-                .split(' ')
-                .nth(3)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("not a VALUE line: {l:?}"));
-            let mut data = vec![0u8; len + 2];
-            self.r.read_exact(&mut data).expect("value");
-            out.extend_from_slice(&data);
-        }
-    }
-
-    /// Sends `command` and reads a one-line reply.
-    fn ask(&mut self, command: &str) -> String {
-        self.send(command.as_bytes());
-        self.line()
-    }
-}
+use cluster_common::{index_in, keys_owned_by, mc, owner, Cluster, Member, Text, BUCKETS, SETTLE};
+use std::net::SocketAddr;
+use std::time::Instant;
 
 fn key(i: usize) -> String {
     format!("fwd:{i}")
@@ -81,35 +17,6 @@ fn value(i: usize) -> Vec<u8> {
     (0..(i * 37) % 3000 + 1)
         .map(|j| ((i * 7 + j * 13) % 256) as u8)
         .collect()
-}
-
-fn owner(table: &TableView, key: &str) -> usize {
-    let bucket = shoal_proto::hash::bucket_of(key.as_bytes(), BUCKETS);
-    usize::from(table.buckets[bucket as usize].primary)
-}
-
-/// The first `n` keys `<prefix>:<i>` whose bucket the table gives to node `node` (an index
-/// into its node list).
-fn keys_owned_by(table: &TableView, node: usize, prefix: &str, n: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{prefix}:{i}"))
-        .filter(|k| owner(table, k) == node)
-        .take(n)
-        .collect()
-}
-
-/// Index of `member` in the table's node list.
-fn index_in(table: &TableView, member: &Member) -> usize {
-    let native = member.native().to_string();
-    table
-        .nodes
-        .iter()
-        .position(|n| n.native == native)
-        .expect("member in the table")
-}
-
-fn mc(member: &Member) -> SocketAddr {
-    member.proc.memcache_addr.expect("memcached port")
 }
 
 /// One `stats` value of the node at `addr`.

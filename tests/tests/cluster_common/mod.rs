@@ -8,7 +8,8 @@ use shoal_client::Client as AsyncClient;
 use shoal_proto::cluster::{NodeStatus, RaftRole, TableView};
 use shoal_tests::{wait_for, ServerProcess};
 use shoald::testing::TempDir;
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -247,4 +248,127 @@ pub fn run_to_exit(args: &[&str]) -> (i32, String, Duration) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
         started.elapsed(),
     )
+}
+
+/// A blocking memcached text connection.
+pub struct Text {
+    r: BufReader<TcpStream>,
+}
+
+impl Text {
+    pub fn connect(addr: SocketAddr) -> Text {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        Text {
+            r: BufReader::new(s),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.r.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Writes `bytes` from another thread, so a large pipeline and its replies can cross.
+    pub fn send_in_background(&mut self, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+        let mut w = self.r.get_ref().try_clone().expect("clone");
+        std::thread::spawn(move || w.write_all(&bytes).expect("write"))
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).expect("read line");
+        assert!(l.ends_with("\r\n"), "connection closed or line cut: {l:?}");
+        l
+    }
+
+    /// The bytes of one `get`-family reply: VALUE blocks up to and including `END`, or a
+    /// single error line.
+    pub fn get_reply(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            out.extend_from_slice(l.as_bytes());
+            if l == "END\r\n" || l.starts_with("SERVER_ERROR") || l.starts_with("CLIENT_ERROR") {
+                return out;
+            }
+            let len: usize = l
+                .trim_end()
+                .split(' ')
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a VALUE line: {l:?}"));
+            let mut data = vec![0u8; len + 2];
+            self.r.read_exact(&mut data).expect("value");
+            out.extend_from_slice(&data);
+        }
+    }
+
+    /// Sends `command` and reads a one-line reply.
+    pub fn ask(&mut self, command: &str) -> String {
+        self.send(command.as_bytes());
+        self.line()
+    }
+
+    /// `set key 0 0 <len>` with `value`; the reply line.
+    pub fn set(&mut self, key: &str, value: &str) -> String {
+        self.ask(&format!("set {key} 0 0 {}\r\n{value}\r\n", value.len()))
+    }
+
+    /// `get key`: `Ok(Some(value))`, `Ok(None)` on a miss, `Err(line)` for an error line.
+    pub fn get(&mut self, key: &str) -> Result<Option<String>, String> {
+        let l = self.ask(&format!("get {key}\r\n"));
+        if l == "END\r\n" {
+            return Ok(None);
+        }
+        let Some(len) = l
+            .strip_prefix("VALUE ")
+            .and_then(|rest| rest.split_whitespace().nth(2)?.parse::<usize>().ok())
+        else {
+            return Err(l);
+        };
+        let mut data = vec![0u8; len + 2];
+        self.r.read_exact(&mut data).expect("value");
+        assert_eq!(self.line(), "END\r\n");
+        data.truncate(len);
+        Ok(Some(String::from_utf8(data).expect("utf-8 value")))
+    }
+}
+
+/// Index in the table's node list of the primary of `key`'s bucket.
+pub fn owner(table: &TableView, key: &str) -> usize {
+    let bucket = shoal_proto::hash::bucket_of(key.as_bytes(), BUCKETS);
+    usize::from(table.buckets[bucket as usize].primary)
+}
+
+/// The first `n` keys `<prefix>:<i>` whose bucket the table gives to node `node` (an index
+/// into its node list).
+pub fn keys_owned_by(table: &TableView, node: usize, prefix: &str, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| owner(table, k) == node)
+        .take(n)
+        .collect()
+}
+
+/// The first key `<prefix>:<i>` whose bucket the table gives to `member`.
+pub fn key_owned_by(table: &TableView, member: &Member, prefix: &str) -> String {
+    let node = index_in(table, member);
+    keys_owned_by(table, node, prefix, 1).remove(0)
+}
+
+/// Index of `member` in the table's node list.
+pub fn index_in(table: &TableView, member: &Member) -> usize {
+    let native = member.native().to_string();
+    table
+        .nodes
+        .iter()
+        .position(|n| n.native == native)
+        .expect("member in the table")
+}
+
+/// The memcached address of `member`.
+pub fn mc(member: &Member) -> SocketAddr {
+    member.proc.memcache_addr.expect("memcached port")
 }
