@@ -15,6 +15,8 @@ fn base<'a>(shoald: &'a str, nemesis: &'a str) -> Vec<&'a str> {
         "1s..2s",
         "--pause",
         "300ms..800ms",
+        "--down",
+        "0s..300ms",
         "--duration",
         "6s",
         "--keys",
