@@ -590,11 +590,6 @@ impl Model {
         self.key(index).ttl_acked.is_some()
     }
 
-    /// Records a crash that wiped every key (one node, no replicas).
-    pub fn crash(&self) {
-        self.crash_where(|_| true);
-    }
-
     /// Records a crash that wiped the only copy of `buckets`: from now on every key of those
     /// buckets may read as a miss until a write sent after this call is acknowledged.
     /// Check-and-set counters of those keys start again from zero. Nothing happens for an
@@ -603,14 +598,10 @@ impl Model {
         if buckets.is_empty() {
             return;
         }
-        let set: HashSet<u32> = buckets.iter().copied().collect();
-        self.crash_where(|b| set.contains(&b));
-    }
-
-    fn crash_where(&self, wiped: impl Fn(u32) -> bool) {
+        let wiped: HashSet<u32> = buckets.iter().copied().collect();
         self.crashes.fetch_add(1, Ordering::SeqCst);
-        for (slot, &bucket) in self.keys.iter().zip(&self.buckets) {
-            if !wiped(bucket) {
+        for (slot, bucket) in self.keys.iter().zip(&self.buckets) {
+            if !wiped.contains(bucket) {
                 continue;
             }
             let mut k = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -848,7 +839,7 @@ mod tests {
         let m = Model::new(10, 4, false);
         set(&m, WriteOutcome::Acked);
         let in_flight = m.begin_write(K, WriteKind::Set { ttl: 0 }, T0);
-        m.crash();
+        m.crash_buckets(&[0]);
         assert_eq!(read(&m, None), Class::Miss);
         // Acknowledged by whichever process: proves nothing about the new one.
         m.finish_write(K, in_flight, WriteOutcome::Acked, T0);
@@ -880,7 +871,7 @@ mod tests {
             classify(b"k", Some(&encode(b"k", 3, 3, 0)), &e).0,
             Class::Unexpected(crate::value::Unexpected::FutureSeq)
         );
-        m.crash();
+        m.crash_buckets(&[0]);
         assert_eq!(m.counter_verdict(K, 0), CounterVerdict::default());
     }
 }
