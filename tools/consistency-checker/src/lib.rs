@@ -18,7 +18,8 @@
 //!
 //! # Layout
 //! - [`value`]: the value encoding and the classification of one read.
-//! - [`model`]: per-key expectations (acknowledged, attempted, in doubt, crash epochs).
+//! - [`model`]: per-key expectations (acknowledged, attempted, observed, in doubt, deletes,
+//!   TTLs, crashes per bucket).
 //! - [`workload`]: the workers and the final read.
 //! - [`nemesis`]: `shoald` processes (`nemesis::process`) and fault injection
 //!   (`nemesis::faults`, scheduled in `nemesis`).
