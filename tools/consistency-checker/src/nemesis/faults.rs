@@ -58,16 +58,16 @@ pub async fn execute(
         return Ok(());
     };
     match plan.fault {
-        Fault::Graceful => graceful(node, plan, cspec, spec, ctx, &mut rng).await,
-        Fault::Kill => kill(node, plan, cspec, spec, ctx, &mut rng).await,
+        Fault::Graceful => restart(node, plan, cspec, spec, ctx, Down::Graceful, &mut rng).await,
+        Fault::Kill => restart(node, plan, cspec, spec, ctx, Down::Kill, &mut rng).await,
         Fault::Leader => {
-            if rng.bool() {
-                println!("{} fault leader: kill", timestamp());
-                kill(node, plan, cspec, spec, ctx, &mut rng).await
+            let (how, name) = if rng.bool() {
+                (Down::Kill, "kill")
             } else {
-                println!("{} fault leader: graceful stop", timestamp());
-                graceful(node, plan, cspec, spec, ctx, &mut rng).await
-            }
+                (Down::Graceful, "graceful stop")
+            };
+            println!("{} fault leader: {name}", timestamp());
+            restart(node, plan, cspec, spec, ctx, how, &mut rng).await
         }
         Fault::Pause => {
             node.signal("STOP").await;
@@ -77,8 +77,7 @@ pub async fn execute(
         }
         Fault::Join => node.start(cspec).await,
         Fault::Drain => {
-            let stopped = node.stop_gracefully(cspec.stop_timeout).await;
-            note_stop(ctx, spec, node, stopped, &plan.buckets);
+            take_down(node, plan, cspec, spec, ctx, Down::Graceful).await;
             node.set_left();
             Ok(())
         }
@@ -87,33 +86,48 @@ pub async fn execute(
     }
 }
 
-/// SIGTERM, wait for the exit, stay down for `--down`, start again.
-async fn graceful(
-    node: &Node,
-    plan: &Plan,
-    cspec: &ClusterSpec,
-    spec: &NemesisSpec,
-    ctx: &NemesisContext,
-    rng: &mut fastrand::Rng,
-) -> Result<(), CheckerError> {
-    let stopped = node.stop_gracefully(cspec.stop_timeout).await;
-    note_stop(ctx, spec, node, stopped, &plan.buckets);
-    tokio::time::sleep(between(rng, spec.down)).await;
-    node.start(cspec).await
+/// How a node is taken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// SIGTERM, wait for the exit.
+    Graceful,
+    /// SIGKILL.
+    Kill,
 }
 
-/// SIGKILL, tell the model which buckets lost their only copy, stay down for `--down`,
-/// start again.
-async fn kill(
+/// Takes `node` down: SIGTERM and wait for a clean exit (anything else is a node failure),
+/// or SIGKILL and tell the model which buckets lost their only copy.
+async fn take_down(
     node: &Node,
     plan: &Plan,
     cspec: &ClusterSpec,
     spec: &NemesisSpec,
     ctx: &NemesisContext,
+    how: Down,
+) {
+    match how {
+        Down::Graceful => {
+            let stopped = node.stop_gracefully(cspec.stop_timeout).await;
+            note_stop(ctx, spec, node, stopped, &plan.buckets);
+        }
+        Down::Kill => {
+            node.kill().await;
+            (ctx.crash)(&lost(spec, &plan.buckets));
+        }
+    }
+}
+
+/// Takes `node` down, keeps it down for `--down`, starts it again.
+async fn restart(
+    node: &Node,
+    plan: &Plan,
+    cspec: &ClusterSpec,
+    spec: &NemesisSpec,
+    ctx: &NemesisContext,
+    how: Down,
     rng: &mut fastrand::Rng,
 ) -> Result<(), CheckerError> {
-    node.kill().await;
-    (ctx.crash)(&lost(spec, &plan.buckets));
+    take_down(node, plan, cspec, spec, ctx, how).await;
     tokio::time::sleep(between(rng, spec.down)).await;
     node.start(cspec).await
 }
