@@ -132,6 +132,19 @@ pub struct Bucket {
     pub epoch: u64,
     /// Log index of the entry that last changed anything here (0: never changed).
     pub version: u64,
+    /// The copy of this bucket to another node in progress, if any.
+    #[serde(default)]
+    pub moving: Option<Move>,
+}
+
+/// A bucket being copied from its primary to another node (the first step of a move).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// The log index of the entry that started it: names this copy (a restarted copy of the
+    /// same bucket has another id).
+    pub id: u64,
+    /// The node receiving the copy (the new primary once the move finishes).
+    pub to: NodeId,
 }
 
 /// One bucket's new primary, conditional on the bucket being unchanged since it was read.
@@ -191,6 +204,36 @@ pub enum Command {
     Assign(Vec<Assignment>),
     /// Pauses or resumes movement planning.
     SetPaused(bool),
+    /// Starts copying a bucket from its primary to `to`, conditional on the bucket's
+    /// `(epoch, version)`; the move's id is this entry's index. Refused when the bucket has
+    /// no primary, `to` is its primary, or `to` cannot take buckets; stale when the bucket
+    /// changed (a move already running changed its version).
+    StartMove {
+        /// The bucket.
+        bucket: u32,
+        /// The epoch it must still have.
+        epoch: u64,
+        /// The version it must still have.
+        version: u64,
+        /// The node receiving it.
+        to: NodeId,
+    },
+    /// The switchover: the target of move `move_id` becomes the bucket's primary (new
+    /// epoch). Stale unless that move is still the bucket's current one.
+    FinishMove {
+        /// The bucket.
+        bucket: u32,
+        /// The move's id.
+        move_id: u64,
+    },
+    /// Ends a move without a switchover (the target drops its copy). `move_id: None` cancels
+    /// whatever move the bucket has; unchanged when it has none (or another one).
+    CancelMove {
+        /// The bucket.
+        bucket: u32,
+        /// The move to cancel, if only that one.
+        move_id: Option<u64>,
+    },
 }
 
 /// Why a command was refused (deterministically, so every node refuses it alike).
@@ -368,6 +411,10 @@ impl ClusterState {
                         bucket.epoch = index;
                         changed = true;
                     }
+                    // A move from or to the removed node ends with it.
+                    if changed || bucket.moving.is_some_and(|m| m.to == *node) {
+                        changed |= bucket.moving.take().is_some();
+                    }
                     let before = (bucket.replicas.len(), bucket.in_sync.len());
                     bucket.replicas.retain(|r| r != node);
                     bucket.in_sync.retain(|r| r != node);
@@ -401,6 +448,7 @@ impl ClusterState {
                         bucket.primary = Some(a.primary);
                         bucket.epoch = index;
                         bucket.version = index;
+                        bucket.moving = None;
                         changed = true;
                     }
                 }
@@ -419,6 +467,72 @@ impl ClusterState {
                 }
                 self.settings.paused = *paused;
                 Ok(Outcome::Done)
+            }
+            Command::StartMove {
+                bucket,
+                epoch,
+                version,
+                to,
+            } => {
+                let b = self
+                    .buckets
+                    .get(*bucket as usize)
+                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
+                if (b.epoch, b.version) != (*epoch, *version) {
+                    return Ok(Outcome::Stale {
+                        bucket: *bucket,
+                        epoch: b.epoch,
+                        version: b.version,
+                    });
+                }
+                if b.primary.is_none() || b.primary == Some(*to) || b.moving.is_some() {
+                    return Err(Refusal::NotEligible(*to));
+                }
+                match self.nodes.get(to) {
+                    Some(m) if m.state == NodeState::Active => {}
+                    Some(_) => return Err(Refusal::NotEligible(*to)),
+                    None => return Err(Refusal::UnknownNode(*to)),
+                }
+                let b = &mut self.buckets[*bucket as usize];
+                b.moving = Some(Move {
+                    id: index,
+                    to: *to,
+                });
+                b.version = index;
+                Ok(Outcome::Done)
+            }
+            Command::FinishMove { bucket, move_id } => {
+                let b = self
+                    .buckets
+                    .get_mut(*bucket as usize)
+                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
+                let Some(m) = b.moving.filter(|m| m.id == *move_id) else {
+                    return Ok(Outcome::Stale {
+                        bucket: *bucket,
+                        epoch: b.epoch,
+                        version: b.version,
+                    });
+                };
+                b.primary = Some(m.to);
+                b.moving = None;
+                b.epoch = index;
+                b.version = index;
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::CancelMove { bucket, move_id } => {
+                let b = self
+                    .buckets
+                    .get_mut(*bucket as usize)
+                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
+                match b.moving {
+                    Some(m) if move_id.is_none_or(|id| id == m.id) => {
+                        b.moving = None;
+                        b.version = index;
+                        Ok(Outcome::Done)
+                    }
+                    _ => Ok(Outcome::Unchanged),
+                }
             }
         }
     }
