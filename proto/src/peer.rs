@@ -53,6 +53,9 @@ wire_table! {
     /// A memcached text command for a bucket the sender does not serve, run by its owner
     /// ([`ForwardReply`]). Served in the order the connection sent them.
     Forward = 0xC8, "FORWARD";
+    /// A bucket's copy, from its primary to the target of a move: open, snapshot items, or
+    /// change-log records (the body is defined by the server's mover).
+    Move = 0xCA, "MOVE";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the

@@ -202,6 +202,16 @@ pub struct Config {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub forward_timeout: Duration,
 
+    /// Bytes per second that all bucket copies sent from this node may use together
+    /// (moves for rebalancing, drains and the hand-off at stop).
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub move_bandwidth: usize,
+
+    /// Longest a bucket's requests wait while it switches to its new owner at the end of a
+    /// move; past it the source asks the Raft log whether the switch happened.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub park_timeout: Duration,
+
     /// Replies a connection may have pending (e.g. SAVE, forwarded commands) before it
     /// stops reading.
     #[arg(long, default_value_t = 1024)]

@@ -30,7 +30,7 @@
 //! - Admin operations that take time (SAVE) run off the session and return a future, which the
 //!   connection driver waits on while it goes on serving (see `net::Output`).
 
-use crate::cluster::{ClusterView, Redirect};
+use crate::cluster::{BucketGuard, ClusterView, Redirect};
 use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
 use crate::stats::ServerStats;
 use crate::store::{SetMode, Store, StoreStats};
@@ -237,15 +237,15 @@ impl Keyspace {
             .owns(shoal_proto::hash::bucket_of(key, self.store.buckets()))
     }
 
-    /// Fails with [`OpError::NotMyBucket`] unless this node serves `key`'s bucket.
+    /// Enters `key`'s bucket for one call (hold the guard until the store call returns);
+    /// fails with [`OpError::NotMyBucket`] unless this node serves the bucket now (a parked
+    /// bucket is not served: see [`ClusterView::enter`]).
     #[inline]
-    fn check(&self, key: &[u8]) -> OpResult<()> {
+    fn enter(&self, key: &[u8]) -> OpResult<BucketGuard<'_>> {
         let bucket = shoal_proto::hash::bucket_of(key, self.store.buckets());
-        if self.cluster.owns(bucket) {
-            Ok(())
-        } else {
-            Err(self.not_mine(bucket))
-        }
+        self.cluster
+            .enter(bucket)
+            .ok_or_else(|| self.not_mine(bucket))
     }
 
     #[cold]
@@ -270,7 +270,7 @@ impl Keyspace {
     /// [`OpError::NotMyBucket`].
     #[inline]
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> OpResult<Option<R>> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         Ok(self.store.get(key, f))
     }
 
@@ -285,7 +285,7 @@ impl Keyspace {
         expiry: Expiry,
         f: impl FnOnce(ItemRef<'_>) -> R,
     ) -> OpResult<Option<R>> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         Ok(match self.ttl(expiry) {
             Some(ttl) => self.store.get_and_touch(key, ttl, f),
             None => self.store.get_and_delete(key, f),
@@ -297,7 +297,7 @@ impl Keyspace {
     /// # Errors
     /// [`OpError::NotMyBucket`], `NotFound`, key errors.
     pub fn touch(&self, key: &[u8], expiry: Expiry) -> OpResult<()> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         match self.ttl(expiry) {
             Some(ttl) => self
                 .store
@@ -332,7 +332,7 @@ impl Keyspace {
         flags: u32,
         expiry: Expiry,
     ) -> OpResult<WriteOk> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         let store = &self.store;
         let Some(ttl) = self.ttl(expiry) else {
             return self.set_expired(mode, key, value);
@@ -376,7 +376,7 @@ impl Keyspace {
     /// [`OpError::NotMyBucket`]; [`StoreError::NotStored`] when the key is absent; key and
     /// size errors; [`StoreError::OutOfMemory`].
     pub fn concat(&self, key: &[u8], data: &[u8], front: bool) -> OpResult<WriteOk> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         let done = if front {
             self.store.prepend(key, data)
         } else {
@@ -390,7 +390,7 @@ impl Keyspace {
     /// # Errors
     /// [`OpError::NotMyBucket`], `NotFound`, [`StoreError::Exists`], key errors.
     pub fn delete(&self, key: &[u8], expected: Option<u64>) -> OpResult<u64> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         self.store
             .delete(key, expected)
             .map_err(|e| self.refused(key, e))
@@ -402,7 +402,7 @@ impl Keyspace {
     /// # Errors
     /// [`OpError::NotMyBucket`] (nothing removed).
     pub fn unlink_after_failed_set(&self, key: &[u8]) -> OpResult<()> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         let _ = self.store.delete(key, None);
         Ok(())
     }
@@ -419,7 +419,7 @@ impl Keyspace {
         decr: bool,
         create: Option<(u64, Expiry)>,
     ) -> OpResult<(u64, WriteOk)> {
-        self.check(key)?;
+        let _inside = self.enter(key)?;
         let create = match create {
             // An initial value that would expire at once is simply not created.
             Some((initial, expiry)) => self.ttl(expiry).map(|ttl| (initial, ttl)),
@@ -439,13 +439,14 @@ impl Keyspace {
     /// removes it, as memcached's past exptime makes it invisible from then on.
     ///
     /// # Errors
-    /// None yet: the cluster's ownership checks will answer here.
+    /// [`OpError::NotMyBucket`].
     pub fn meta_get<R>(
         &self,
         key: &[u8],
         opts: MetaGetOpts,
         f: impl FnOnce(ItemRef<'_>, MetaSeen) -> R,
     ) -> OpResult<Option<R>> {
+        let _inside = self.enter(key)?;
         let touch = opts.touch.map(|e| self.ttl(e));
         let req = MetaGet {
             touch: touch.flatten(),
@@ -473,6 +474,7 @@ impl Keyspace {
         expected: Option<u64>,
         expiry: Option<Expiry>,
     ) -> OpResult<u64> {
+        let _inside = self.enter(key)?;
         let ttl = match expiry.map(|e| self.ttl(e)) {
             Some(None) => return self.delete(key, expected),
             Some(Some(ttl)) => Some(ttl),
@@ -497,6 +499,7 @@ impl Keyspace {
         expiry: Expiry,
         expected: u64,
     ) -> OpResult<(WriteOk, bool)> {
+        let _inside = self.enter(key)?;
         let Some(ttl) = self.ttl(expiry) else {
             return self
                 .set(WriteMode::Cas(expected), key, value, flags, expiry)
@@ -518,6 +521,7 @@ impl Keyspace {
         front: bool,
         expected: Option<u64>,
     ) -> OpResult<WriteOk> {
+        let _inside = self.enter(key)?;
         self.store
             .concat_if(key, data, front, expected)
             .map_err(OpError::from)
@@ -530,6 +534,7 @@ impl Keyspace {
     /// # Errors
     /// As [`Keyspace::incr`], and [`StoreError::Exists`] on a hash mismatch.
     pub fn meta_incr(&self, key: &[u8], opts: MetaIncrOpts) -> OpResult<(u64, WriteOk, MetaSeen)> {
+        let _inside = self.enter(key)?;
         let req = MetaIncr {
             delta: opts.delta,
             decr: opts.decr,

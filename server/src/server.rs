@@ -19,6 +19,8 @@
 //! running at the deadline is abandoned and leaves no savefile behind (only a temporary file,
 //! deleted at the next start).
 
+use crate::cluster::moves::source::MoveConfig;
+use crate::cluster::moves::HandOff;
 use crate::cluster::peer::{ClusterSecret, SecretError};
 use crate::cluster::raft::{ControlPlane, ControlPlaneConfig, RaftTiming, StartError};
 use crate::cluster::state::NodeAddrs;
@@ -261,6 +263,7 @@ pub fn start_cluster(
     let me = node.persistence.node_id();
     let buckets = node.store.buckets();
     let view = ClusterView::new(me, buckets);
+    view.moves().set_store(node.store.clone());
     let control = ControlPlane::start(
         ControlPlaneConfig {
             node_id: me,
@@ -284,6 +287,10 @@ pub fn start_cluster(
                 ..RaftTiming::default()
             },
             secret: node.peer_secret.clone(),
+            moves: MoveConfig {
+                bandwidth: config.move_bandwidth as u64,
+                park_timeout: config.park_timeout,
+            },
         },
         peer,
         view.clone(),
@@ -427,11 +434,27 @@ pub async fn serve(
         }
     });
 
+    let view = shared.keyspace.cluster().clone();
     tokio::select! {
         () = shutdown => {}
         () = stop_command.notified() => {}
+        () = view.drained() => tracing::info!("this node was drained: stopping"),
     }
-    let deadline = Instant::now() + config.shutdown_timeout;
+    let began = Instant::now();
+    let deadline = began + config.shutdown_timeout;
+    // In a cluster, the node's buckets go to the other members first, while it serves;
+    // what is left when a quarter of the budget remains is saved below.
+    let hand_off_until = began + config.shutdown_timeout * 3 / 4;
+    match view.moves().hand_off(hand_off_until.into()).await {
+        HandOff::NoCluster => {}
+        HandOff::Done => tracing::info!("every bucket was handed off"),
+        HandOff::Alone { left } => {
+            tracing::info!(buckets = left, "no other member can take this node's buckets")
+        }
+        HandOff::Partial { left } => {
+            tracing::warn!(buckets = left, "buckets not handed off in time are saved")
+        }
+    }
     tracing::info!("stopping: no new connections; draining the open ones");
     let _ = stop_tx.send(true);
     // Commands other nodes forward are refused from here on (their senders retry or answer

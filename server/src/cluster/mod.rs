@@ -13,6 +13,7 @@
 //! - [`identity`]: the cluster id file in the data directory.
 //! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //! - [`forward`]: memcached commands for buckets served elsewhere, run on their owner.
+//! - [`moves`]: copying a bucket to another node while it is served, and the switchover.
 //!
 //! Nodes act on applied entries only: everything here reads the applied state through one
 //! `watch` channel, fed by the Raft state machine after each apply.
@@ -20,6 +21,7 @@
 pub mod forward;
 pub mod identity;
 pub mod join;
+pub mod moves;
 pub mod peer;
 pub mod planner;
 pub mod raft;
@@ -27,7 +29,7 @@ pub mod state;
 
 use crate::datadir::{ClusterId, NodeId};
 use state::ClusterState;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
@@ -53,6 +55,17 @@ struct ClusterViewInner {
     bits: Box<[AtomicU64]>,
     /// Every bit is set (a lone node): the data path skips per-key checks.
     all: AtomicBool,
+    /// Per bucket: keyspace calls inside the bucket right now ([`ClusterView::enter`]).
+    inflight: Box<[AtomicU32]>,
+    /// Bit `b` set: bucket `b` is parked (its switchover is under way): not served, its
+    /// native requests wait ([`ClusterView::park`]).
+    parked: Box<[AtomicU64]>,
+    /// How many buckets are parked (the data path looks at `parked` only when this is not 0).
+    parked_count: AtomicU32,
+    /// Bumped whenever a bucket is unparked, for the connections waiting on one.
+    unparked: watch::Sender<u64>,
+    /// Bumped on every applied state, for the tasks that act on moves.
+    applied: watch::Sender<u64>,
     /// The applied state the bits were computed from.
     state: Mutex<Arc<ClusterState>>,
     /// What Raft last reported about this node.
@@ -61,6 +74,21 @@ struct ClusterViewInner {
     table_version: watch::Sender<u64>,
     /// Connections to owners and the runner of forwarded commands.
     forwarding: forward::Forwarding,
+    /// Copies of buckets received here and buckets hidden after moving away.
+    moves: moves::Moves,
+}
+
+/// A keyspace call inside one bucket ([`ClusterView::enter`]); dropping it ends the call.
+#[derive(Debug)]
+pub struct BucketGuard<'a> {
+    count: &'a AtomicU32,
+}
+
+impl Drop for BucketGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// What Raft reports about this node (from openraft's metrics), for status requests.
@@ -101,10 +129,16 @@ impl ClusterView {
                 buckets,
                 bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
                 all: AtomicBool::new(false),
+                inflight: (0..buckets).map(|_| AtomicU32::new(0)).collect(),
+                parked: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                parked_count: AtomicU32::new(0),
+                unparked: watch::channel(0).0,
+                applied: watch::channel(0).0,
                 state: Mutex::new(Arc::new(ClusterState::default())),
                 raft: Mutex::new(RaftStatus::default()),
                 table_version: watch::channel(0).0,
                 forwarding: forward::Forwarding::default(),
+                moves: moves::Moves::default(),
             }),
         }
     }
@@ -156,11 +190,33 @@ impl ClusterView {
         &self.inner.forwarding
     }
 
-    /// Takes a newly applied state: serve exactly the buckets it names this node primary of.
-    /// Buckets given up are dropped from service before buckets gained are served. A state
-    /// with another bucket count than this node's store serves nothing (the join refuses
-    /// such a node before it gets here).
+    /// Takes a newly applied state: serve exactly the buckets it names this node primary of
+    /// (but not while parked). Buckets given up are dropped from service before buckets
+    /// gained are served; a bucket gained after a move is made visible in the store first
+    /// ([`moves::Moves::before_serving`]). A state with another bucket count than this
+    /// node's store serves nothing (the join refuses such a node before it gets here).
     pub fn update(&self, state: Arc<ClusterState>) {
+        let mut current = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.inner.moves.before_serving(self.inner.me, &state);
+        *current = state;
+        self.apply_bits(&current);
+        let version = current.table_version;
+        drop(current);
+        self.inner.table_version.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
+        self.inner.applied.send_modify(|n| *n += 1);
+    }
+
+    /// Sets the ownership bits from `state`, parked buckets left out; called with the state
+    /// lock held, so parking and table updates never interleave.
+    fn apply_bits(&self, state: &ClusterState) {
         let me = self.inner.me;
         let mut words = vec![0u64; self.inner.bits.len()];
         if state.buckets.len() == self.inner.buckets as usize {
@@ -170,31 +226,162 @@ impl ClusterView {
                 }
             }
         }
+        for (word, parked) in words.iter_mut().zip(self.inner.parked.iter()) {
+            *word &= !parked.load(Ordering::SeqCst);
+        }
         let all = state.buckets.len() == self.inner.buckets as usize
-            && state.buckets.iter().all(|b| b.primary == Some(me));
+            && words.iter().enumerate().all(|(i, w)| {
+                let valid = (self.inner.buckets as usize - i * 64).min(64);
+                let mask = if valid == 64 { u64::MAX } else { (1 << valid) - 1 };
+                w & mask == mask
+            });
         if !all {
-            self.inner.all.store(false, Ordering::Release);
+            self.inner.all.store(false, Ordering::SeqCst);
         }
         for (cell, new) in self.inner.bits.iter().zip(&words) {
-            cell.fetch_and(*new, Ordering::AcqRel);
+            cell.fetch_and(*new, Ordering::SeqCst);
         }
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = state;
         for (cell, new) in self.inner.bits.iter().zip(&words) {
-            cell.fetch_or(*new, Ordering::AcqRel);
+            cell.fetch_or(*new, Ordering::SeqCst);
         }
         if all {
-            self.inner.all.store(true, Ordering::Release);
+            self.inner.all.store(true, Ordering::SeqCst);
         }
-        let version = self.state().table_version;
-        self.inner.table_version.send_if_modified(|v| {
-            let changed = *v != version;
-            *v = version;
-            changed
-        });
+    }
+
+    /// Enters `bucket` for one keyspace call: `None` when this node does not serve it (or it
+    /// is parked). While the guard lives, [`ClusterView::park`] waits: a call that entered
+    /// before a park finishes before the park's final copy is read, and a call that enters
+    /// after it is refused (the in-flight count and the ownership bit are a Dekker pair, both
+    /// sequentially consistent).
+    #[inline]
+    pub fn enter(&self, bucket: u32) -> Option<BucketGuard<'_>> {
+        let count = self.inner.inflight.get(bucket as usize)?;
+        count.fetch_add(1, Ordering::SeqCst);
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::ignore_table() {
+            return Some(BucketGuard { count });
+        }
+        let word = &self.inner.bits[(bucket / 64) as usize];
+        if word.load(Ordering::SeqCst) & (1 << (bucket % 64)) != 0 {
+            Some(BucketGuard { count })
+        } else {
+            count.fetch_sub(1, Ordering::Release);
+            None
+        }
+    }
+
+    /// Whether any bucket is parked now (one load; the data path checks keys only then).
+    #[inline]
+    pub fn any_parked(&self) -> bool {
+        self.inner.parked_count.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether `bucket` is parked now.
+    pub fn is_parked(&self, bucket: u32) -> bool {
+        let word = (bucket / 64) as usize;
+        self.inner
+            .parked
+            .get(word)
+            .is_some_and(|w| w.load(Ordering::SeqCst) & (1 << (bucket % 64)) != 0)
+    }
+
+    /// A receiver that changes whenever a bucket is unparked (mark it seen before checking
+    /// [`ClusterView::is_parked`], then wait on it).
+    pub fn unparks(&self) -> watch::Receiver<u64> {
+        self.inner.unparked.subscribe()
+    }
+
+    /// A receiver that changes on every applied state (moves start and end without a table
+    /// version change).
+    pub fn applied_changes(&self) -> watch::Receiver<u64> {
+        self.inner.applied.subscribe()
+    }
+
+    /// Parks `bucket`: from now on it is not served (keyspace calls are refused, native
+    /// requests wait, forwarded ones are retried), and once this returns no call that
+    /// entered it before is still running, so its data changes no more. Waits for the
+    /// calls in flight at most `patience`; returns false (and unparks) if they did not end.
+    pub async fn park(&self, bucket: u32, patience: std::time::Duration) -> bool {
+        let Some(count) = self.inner.inflight.get(bucket as usize) else {
+            return false;
+        };
+        {
+            let state = self
+                .inner
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let bit = 1u64 << (bucket % 64);
+            let before = self.inner.parked[(bucket / 64) as usize].fetch_or(bit, Ordering::SeqCst);
+            if before & bit == 0 {
+                self.inner.parked_count.fetch_add(1, Ordering::SeqCst);
+            }
+            self.apply_bits(&state);
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        while count.load(Ordering::SeqCst) != 0 {
+            if tokio::time::Instant::now() >= deadline {
+                self.unpark(bucket);
+                return false;
+            }
+            tokio::task::yield_now().await;
+        }
+        true
+    }
+
+    /// Ends a park: `bucket` is served again if the applied table still names this node its
+    /// primary, and the requests waiting on it run (or are redirected).
+    pub fn unpark(&self, bucket: u32) {
+        if bucket >= self.inner.buckets {
+            return;
+        }
+        {
+            let state = self
+                .inner
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let bit = 1u64 << (bucket % 64);
+            let before =
+                self.inner.parked[(bucket / 64) as usize].fetch_and(!bit, Ordering::SeqCst);
+            if before & bit != 0 {
+                self.inner.parked_count.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.apply_bits(&state);
+        }
+        self.inner.unparked.send_modify(|n| *n += 1);
+    }
+
+    /// Completes when the applied table marks this node draining (`shoal-ctl drain`): the
+    /// node then stops as on SIGTERM, handing its buckets off. A node that starts draining
+    /// (it stopped without handing off and becomes active again) waits until it is active
+    /// first.
+    pub async fn drained(&self) {
+        let me = self.me();
+        let draining = |s: &ClusterState| {
+            s.nodes
+                .get(&me)
+                .is_some_and(|m| m.state == state::NodeState::Draining)
+        };
+        let mut applied = self.applied_changes();
+        let mut armed = false;
+        loop {
+            applied.mark_unchanged();
+            let now = draining(&self.state());
+            if now && armed {
+                return;
+            }
+            armed |= !now;
+            if applied.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The bucket mover's state on this node.
+    pub fn moves(&self) -> &moves::Moves {
+        &self.inner.moves
     }
 
     /// A receiver that sees every change of the applied table version (a connection waits

@@ -87,8 +87,11 @@ pub(crate) async fn drive<S: Session>(
         reservation: shared.input_budget.reservation(),
         more: false,
         closing: false,
+        parked: false,
         limits,
     };
+    // Parked requests wait for any unpark, then the session looks again.
+    let mut unparks = shared.keyspace.cluster().unparks();
     // When the oldest unfinished request started arriving; reset whenever a request completes.
     let mut partial_since: Option<Instant> = None;
     // When the connection last went back to waiting after handling input (idle timeout).
@@ -107,6 +110,10 @@ pub(crate) async fn drive<S: Session>(
     let table = table_changed(shared.keyspace.cluster().table_changes(), true);
     tokio::pin!(table);
     let end = 'conn: loop {
+        if !conn.parked {
+            // Seen before the session looks, so an unpark after its look wakes the wait.
+            unparks.mark_unchanged();
+        }
         match conn.serve(&mut session, &mut stream).await {
             Ok(true) => partial_since = None,
             Ok(false) => {}
@@ -150,6 +157,8 @@ pub(crate) async fn drive<S: Session>(
             armed = deadline;
             timer.as_mut().reset(armed);
         }
+        let waiting_park = conn.parked;
+        let mut unparked = false;
         let Conn {
             input,
             out,
@@ -173,6 +182,7 @@ pub(crate) async fn drive<S: Session>(
                 }
             }
             () = out.completed(), if pending => {}
+            _ = unparks.changed(), if waiting_park => unparked = true,
             read = stream.read_buf(input), if reading => match read {
                 Ok(0) => break End::Normal,
                 Ok(_) => got_input = true,
@@ -187,6 +197,9 @@ pub(crate) async fn drive<S: Session>(
                 armed = deadline;
                 timer.as_mut().reset(armed);
             }
+        }
+        if unparked {
+            conn.parked = false;
         }
     };
     if end == End::Shutdown {
@@ -227,6 +240,8 @@ struct Conn {
     more: bool,
     /// The session asked to close: finish the pending replies, write, close.
     closing: bool,
+    /// The session stopped before a request for a parked bucket: wait for an unpark.
+    parked: bool,
     limits: ConnLimits,
 }
 
@@ -234,6 +249,7 @@ impl Conn {
     /// Whether the session may be given input (or called again) now.
     fn may_serve(&self) -> bool {
         !self.closing
+            && !self.parked
             && !self.out.is_full()
             && self.out.pending() < self.limits.max_pending
             && (self.more || !self.input.is_empty())
@@ -262,6 +278,7 @@ impl Conn {
                 progressed = step.consumed > 0 || step.more;
                 self.more = step.more;
                 self.closing |= step.close;
+                self.parked = step.parked;
             }
             if !self.out.ready().is_empty() {
                 if first_write {

@@ -42,6 +42,9 @@ pub struct Step {
     /// (e.g. a multi-get half answered): call it again once the output has drained, even if
     /// no more input arrives.
     pub more: bool,
+    /// The session stopped before a request for a parked bucket (a move is switching its
+    /// owner): call it again once a bucket is unparked, with the same input.
+    pub parked: bool,
 }
 
 /// One protocol's per-connection state machine. No I/O: input bytes in, reply bytes out.

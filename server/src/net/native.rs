@@ -153,6 +153,23 @@ impl NativeSession {
         }
     }
 
+    /// Whether `command` addresses a parked bucket: it then waits (unconsumed) until the
+    /// switchover ends, and is answered by the table that results (served, or redirected
+    /// with the new owner). One atomic load when nothing is parked.
+    #[inline]
+    fn waits_for_park(&self, command: &Command<'_>) -> bool {
+        let cluster = self.shared.keyspace.cluster();
+        if !cluster.any_parked() {
+            return false;
+        }
+        let buckets = self.shared.keyspace.buckets();
+        let parked = |key: &[u8]| cluster.is_parked(shoal_proto::hash::bucket_of(key, buckets));
+        match command {
+            Command::MultiGet { keys } => keys.iter().any(parked),
+            other => other.key().is_some_and(parked),
+        }
+    }
+
     /// Commands that address one key: one keyspace call each.
     fn keyed(&self, out: &mut Vec<u8>, id: u32, command: Command<'_>) {
         let keyspace = &self.shared.keyspace;
@@ -372,6 +389,7 @@ impl NativeSession {
 impl Session for NativeSession {
     fn on_input(&mut self, input: &[u8], out: &mut Output) -> Step {
         let mut consumed = 0;
+        let mut parked = false;
         let mut requests = 0u64;
         let limits = self.shared.limits;
         let close = loop {
@@ -381,6 +399,10 @@ impl Session for NativeSession {
             match decode_request(&input[consumed..], &limits) {
                 Ok(None) => break false,
                 Ok(Some((req, used))) => {
+                    if self.waits_for_park(&req.command) {
+                        parked = true;
+                        break false;
+                    }
                     consumed += used;
                     requests += 1;
                     if self.handle(req, out) {
@@ -401,6 +423,7 @@ impl Session for NativeSession {
             consumed,
             close,
             more: false,
+            parked,
         }
     }
 

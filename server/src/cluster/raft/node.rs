@@ -18,7 +18,9 @@ use super::network::{serve_raft, Network, Peers};
 use super::types::{Raft, RaftTiming};
 use super::{open_storage, Applied, RaftStoreError, Storage};
 use crate::cluster::forward::Executed;
-use crate::cluster::identity::{read_cluster_id, write_cluster_id, IdentityError};
+use crate::cluster::identity::{
+    clear_rejoin, forget_cluster, read_cluster_id, read_rejoin, write_cluster_id, IdentityError,
+};
 use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
 use crate::cluster::peer::{
     ClusterSecret, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo, PeerOpcode,
@@ -27,6 +29,7 @@ use crate::cluster::peer::{
 use crate::cluster::state::{
     ClusterState, Command, NodeAddrs, NodeState, Outcome, PersistSetting, Settings,
 };
+use crate::cluster::moves::{self, source::MoveConfig, source::Proposer, HandOff, HandOffRequest};
 use crate::cluster::{planner, ClusterView, RaftRole, RaftStatus};
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
@@ -78,6 +81,8 @@ pub struct ControlPlaneConfig {
     pub timing: RaftTiming,
     /// The cluster secret.
     pub secret: ClusterSecret,
+    /// How bucket moves run from this node.
+    pub moves: MoveConfig,
 }
 
 /// Why the control plane could not start.
@@ -218,11 +223,26 @@ async fn run(
         return;
     }
     let _ = started.send(Ok(()));
+    node.reactivate().await;
     let reconciler = tokio::spawn(node.clone().reconcile_forever());
+    let mover = tokio::spawn(moves::source::drive(node.move_context()));
+    let hand_offs = node
+        .view
+        .moves()
+        .serve_hand_offs()
+        .map(|rx| tokio::spawn(node.clone().serve_hand_offs(rx)));
     let _ = stop.await;
     reconciler.abort();
+    mover.abort();
+    if let Some(task) = hand_offs {
+        task.abort();
+    }
     node.leave_voters().await;
+    let left = node.leave_if_handed_off().await;
     node.shutdown().await;
+    if let Some(seeds) = left {
+        node.forget_cluster(&seeds);
+    }
 }
 
 /// Everything the control plane's tasks share.
@@ -232,6 +252,10 @@ struct Node {
     raft: Raft,
     view: ClusterView,
     peers: Peers,
+    /// This node on the peer port (for connections of its own, such as bucket copies).
+    identity: PeerIdentity,
+    /// Set when a graceful stop handed every bucket off: the node leaves the cluster.
+    handed_off: Arc<std::sync::atomic::AtomicBool>,
     cluster_id: Arc<watch::Sender<Option<ClusterId>>>,
     /// One leader-side change at a time (joins and the reconciler).
     leader_lock: Arc<tokio::sync::Mutex<()>>,
@@ -246,7 +270,7 @@ struct Node {
 
 impl Node {
     async fn start(
-        config: ControlPlaneConfig,
+        mut config: ControlPlaneConfig,
         peer_listener: std::net::TcpListener,
         view: ClusterView,
     ) -> Result<Node, StartError> {
@@ -254,6 +278,13 @@ impl Node {
             Some(dir) => read_cluster_id(dir).map_err(StartError::Identity)?,
             None => None,
         };
+        if let (None, true, Some(dir)) = (known, config.join.is_empty(), &config.data_dir) {
+            let seeds = read_rejoin(dir).map_err(StartError::Identity)?;
+            if !seeds.is_empty() {
+                tracing::info!(?seeds, "this node left its cluster at its last stop; joining it again as a new member");
+                config.join = seeds;
+            }
+        }
         let (cluster_tx, cluster_rx) = watch::channel(known);
         let identity = PeerIdentity::new(config.node_id, cluster_rx, config.secret.clone());
         view.forwarding().set_identity(identity.clone());
@@ -309,6 +340,8 @@ impl Node {
             raft,
             view,
             peers,
+            identity: identity.clone(),
+            handed_off: Arc::default(),
             cluster_id: Arc::new(cluster_tx),
             leader_lock: Arc::default(),
             stop_peer_server: Arc::new(stop_tx),
@@ -513,6 +546,9 @@ impl Node {
             }
         };
         self.adopt_cluster(cluster)?;
+        if let Some(dir) = &self.config.data_dir {
+            clear_rejoin(dir);
+        }
         tracing::info!(%cluster, node = %self.me(), "accepted; catching up as a learner");
         let me = self.me();
         let member = self
@@ -860,6 +896,164 @@ impl Node {
             .map_err(|e| format!("membership change: {e}"))
     }
 
+    /// A member that starts again after a stop that marked it draining (a stop that saved
+    /// its buckets instead of handing them off) is a full member again.
+    async fn reactivate(&self) {
+        let me = self.me();
+        let draining = self
+            .view
+            .state()
+            .nodes
+            .get(&me)
+            .is_some_and(|m| m.state == NodeState::Draining);
+        if !draining {
+            return;
+        }
+        let cmd = Command::SetNodeState {
+            node: me,
+            state: NodeState::Active,
+        };
+        let deadline = Instant::now() + self.config.join_timeout;
+        match self.propose_for_move(cmd, deadline).await {
+            Ok(_) => tracing::info!("active again after a stop that kept this node's buckets"),
+            Err(e) => tracing::warn!(error = %e, "could not become active again; the planner gives this node no buckets"),
+        }
+    }
+
+    /// Answers hand-off requests from the data path (one per graceful stop).
+    async fn serve_hand_offs(self, mut rx: tokio::sync::mpsc::Receiver<HandOffRequest>) {
+        while let Some(req) = rx.recv().await {
+            let result = self.hand_off(req.deadline).await;
+            if result == HandOff::Done {
+                self.handed_off
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let _ = req.reply.send(result);
+        }
+    }
+
+    /// Marks this node draining, so the leader's planner moves its buckets to the other
+    /// active members, and waits until it holds none, no active member is left to take
+    /// them, or `deadline`.
+    async fn hand_off(&self, deadline: Instant) -> HandOff {
+        let me = self.me();
+        let owned = |s: &ClusterState| s.buckets.iter().filter(|b| b.primary == Some(me)).count();
+        let peers = |s: &ClusterState| {
+            s.nodes
+                .iter()
+                .any(|(id, m)| *id != me && m.state == NodeState::Active)
+        };
+        let state = self.view.state();
+        if !state.nodes.contains_key(&me) {
+            return HandOff::Done;
+        }
+        if !peers(&state) {
+            return HandOff::Alone {
+                left: owned(&state),
+            };
+        }
+        drop(state);
+        tracing::info!("handing this node's buckets off to the other members");
+        let cmd = Command::SetNodeState {
+            node: me,
+            state: NodeState::Draining,
+        };
+        if let Err(e) = self.propose_for_move(cmd, deadline).await {
+            tracing::warn!(error = %e, "could not mark this node draining");
+            return HandOff::Partial {
+                left: owned(&self.view.state()),
+            };
+        }
+        let mut applied = self.view.applied_changes();
+        loop {
+            applied.mark_unchanged();
+            let state = self.view.state();
+            let left = owned(&state);
+            if left == 0 {
+                tracing::info!("every bucket handed off");
+                return HandOff::Done;
+            }
+            if !peers(&state) {
+                tracing::warn!(left, "no active member left to take the remaining buckets");
+                return HandOff::Alone { left };
+            }
+            drop(state);
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::warn!(left, "the hand-off ran out of time");
+                    return HandOff::Partial { left };
+                }
+            }
+        }
+    }
+
+    /// After a hand-off that moved every bucket away: removes this node from the cluster.
+    /// Returns the peer addresses of the members that stay (the seeds to rejoin through),
+    /// or `None` when the node did not hand off or the removal was not committed.
+    async fn leave_if_handed_off(&self) -> Option<Vec<String>> {
+        if !self.handed_off.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        let me = self.me();
+        let cmd = Command::RemoveNode {
+            node: me,
+            heir: None,
+        };
+        match self.propose_for_move(cmd, Instant::now() + LEAVE_TIMEOUT).await {
+            Ok(Outcome::Done) => {}
+            other => {
+                tracing::warn!(outcome = ?other, "could not leave the cluster; staying a member");
+                return None;
+            }
+        }
+        tracing::info!("left the cluster");
+        let state = self.view.state();
+        Some(
+            state
+                .nodes
+                .iter()
+                .filter(|(id, _)| **id != me)
+                .map(|(_, m)| m.addrs.peer.clone())
+                .collect(),
+        )
+    }
+
+    /// Forgets the cluster this node left, so it starts again as a new member.
+    fn forget_cluster(&self, seeds: &[String]) {
+        let Some(dir) = &self.config.data_dir else {
+            return;
+        };
+        let raft = dir.join(super::RAFT_DIR);
+        match forget_cluster(dir, &raft, seeds) {
+            Ok(()) => tracing::info!(?seeds, "forgot the cluster; a restart joins it again as a new member"),
+            Err(e) => tracing::warn!(error = %e, "could not forget the cluster this node left"),
+        }
+    }
+
+    /// What this node's bucket moves need (the proposer goes through the leader).
+    fn move_context(&self) -> moves::source::Context {
+        let node = self.clone();
+        let propose: Proposer = Arc::new(move |cmd, deadline| {
+            let node = node.clone();
+            Box::pin(async move { node.propose_for_move(cmd, deadline).await })
+        });
+        moves::source::Context::new(
+            self.view.clone(),
+            self.identity.clone(),
+            propose,
+            self.config.moves.clone(),
+        )
+    }
+
+    /// TEMPORARY until PROPOSE exists: writes when this node leads.
+    async fn propose_for_move(&self, cmd: Command, _deadline: Instant) -> Result<Outcome, String> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     async fn write(&self, cmd: Command) -> Result<(), String> {
         match self.raft.client_write(cmd.clone()).await {
             Ok(r) => match r.data {
@@ -950,6 +1144,13 @@ impl PeerHandler for Service {
                 serve_raft(&self.node.raft, op, &body)
                     .await
                     .map_err(PeerFailure::bad_request)
+            }
+            PeerOpcode::Move => {
+                self.node
+                    .view
+                    .moves()
+                    .receive(&self.node.view, from.node_id, &body)
+                    .await
             }
             PeerOpcode::LeaveVoters => {
                 let node: NodeId = serde_json::from_slice(&body).map_err(|e| {

@@ -139,6 +139,7 @@ impl Session for TextSession {
         }
         self.counts.flush_into(self.shared.keyspace.stats());
         Step {
+            parked: false,
             consumed: pos,
             close,
             more,

@@ -364,6 +364,7 @@ fn pipelined_batch_is_answered_in_order_and_counted_once() {
             consumed: batch.len(),
             close: false,
             more: false,
+            parked: false,
         }
     );
     assert_eq!(s(std::mem::take(out.ready())), want);

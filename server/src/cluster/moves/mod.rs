@@ -1,0 +1,285 @@
+//! Moving a bucket to another node while it is served: one mechanism for rebalancing,
+//! drains and hand-off at stop.
+//!
+//! ```text
+//!  leader: StartMove(b, S→T) committed
+//!  S (source, this bucket's primary)             T (target)
+//!  start the bucket's change log
+//!  MOVE open ─────────────────────────────────►  empty hidden copy of b
+//!  MOVE items (snapshot, in batches) ─────────►  insert (hidden: not served, not evicted)
+//!  MOVE changes (log after the snapshot) ─────►  apply in seq order
+//!  ... until caught up, then park b: no call runs in b any more
+//!  MOVE changes (the rest) ───────────────────►  apply: T holds everything S acknowledged
+//!  propose FinishMove(b, move) ─ committed ───►  T applies it: shows b, serves it
+//!  S applies it, unparks: waiting requests are redirected to T; S drops its copy
+//! ```
+//!
+//! - [`wire`]: the MOVE request body.
+//! - [`source`]: the mover on the source, one task per move this node is the source of.
+//! - this module: the target's side ([`Moves::receive`]) and the rules for hidden copies
+//!   ([`Moves::before_serving`]).
+//!
+//! Rules: a copy is hidden on the target until the applied table names the target primary,
+//! and dropped as soon as the table no longer names it the target of that move (cancel,
+//! restart under another move id, source gone). The source parks the bucket only for the
+//! final changes and the commit of the switchover; if the outcome of the commit is not
+//! known in time it asks the log again (a cancel that fails tells it the switchover won),
+//! never deciding by a timer alone. The source drops its copy only once it has applied a
+//! table that names another primary.
+
+pub mod source;
+pub mod wire;
+
+use crate::cluster::peer::server::PeerFailure;
+use crate::cluster::state::{ClusterState, Move};
+use crate::datadir::NodeId;
+use crate::store::{Store, StoreError};
+use shoal_proto::Status;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use wire::{MoveRequest, Payload};
+
+/// How long a target waits for its applied table to show a move it is asked to open (the
+/// source may have applied the StartMove a moment earlier).
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Memory a copy leaves free on the target, as a fraction of the limit (1/16): a copy is
+/// refused rather than make the target evict the data it serves.
+const HEADROOM_SHIFT: u32 = 4;
+
+/// The bucket mover's state on one node (held by the [`ClusterView`](super::ClusterView)).
+#[derive(Debug, Default)]
+pub struct Moves {
+    store: OnceLock<Store>,
+    /// Copies being received here: bucket → move id.
+    incoming: Mutex<BTreeMap<u32, u64>>,
+    /// Buckets hidden here by moves (being received, or moved away and dropped): shown
+    /// again when this node becomes their primary.
+    hidden: Mutex<BTreeSet<u32>>,
+    /// Where a stopping node asks its control plane to hand its buckets off.
+    hand_offs: OnceLock<mpsc::Sender<HandOffRequest>>,
+}
+
+/// What the hand-off at a graceful stop achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandOff {
+    /// No control plane (a node without a cluster): nothing to hand off.
+    NoCluster,
+    /// No other active member could take the buckets (the last node, or every node stopping
+    /// at once): the node keeps them, saves them, and stays a member.
+    Alone {
+        /// Buckets it still holds.
+        left: usize,
+    },
+    /// Every bucket moved to another member: the node leaves the cluster when it stops.
+    Done,
+    /// The time budget ran out (or the leader could not be reached) with buckets left.
+    Partial {
+        /// Buckets it still holds.
+        left: usize,
+    },
+}
+
+/// A stopping node's request to its control plane.
+#[derive(Debug)]
+pub struct HandOffRequest {
+    /// When the hand-off must end.
+    pub deadline: Instant,
+    /// Where the result goes.
+    pub reply: oneshot::Sender<HandOff>,
+}
+
+impl Moves {
+    /// Gives the mover the node's store (set once, by the data path at startup).
+    pub fn set_store(&self, store: Store) {
+        let _ = self.store.set(store);
+    }
+
+    /// Lets the control plane take hand-off requests (set once, when it starts).
+    pub fn serve_hand_offs(&self) -> Option<mpsc::Receiver<HandOffRequest>> {
+        let (tx, rx) = mpsc::channel(1);
+        self.hand_offs.set(tx).ok().map(|()| rx)
+    }
+
+    /// At a graceful stop: asks the control plane to move every bucket this node is primary
+    /// of to the other members (the node serves meanwhile), until `deadline`.
+    pub async fn hand_off(&self, deadline: Instant) -> HandOff {
+        let Some(tx) = self.hand_offs.get() else {
+            return HandOff::NoCluster;
+        };
+        let (reply, rx) = oneshot::channel();
+        if tx.send(HandOffRequest { deadline, reply }).await.is_err() {
+            return HandOff::NoCluster;
+        }
+        rx.await.unwrap_or(HandOff::NoCluster)
+    }
+
+    /// The node's store, once the data path gave it.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.get()
+    }
+
+    /// Called with each newly applied state before the node serves by it: a bucket hidden
+    /// here that the state names this node primary of is made visible (a finished move's
+    /// copy, or a bucket given back after it moved away), and a copy the state no longer
+    /// sends here is dropped.
+    pub fn before_serving(&self, me: NodeId, state: &ClusterState) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+        hidden.retain(|&b| {
+            let mine = state.bucket(b).is_some_and(|x| x.primary == Some(me));
+            if mine {
+                incoming.remove(&b);
+                store.show_bucket(b);
+            }
+            !mine
+        });
+        incoming.retain(|&b, &mut id| {
+            let wanted = state
+                .bucket(b)
+                .is_some_and(|x| x.moving == Some(Move { id, to: me }));
+            if !wanted {
+                tracing::info!(bucket = b, move_id = id, "move ended without this node: dropping its copy");
+                store.drop_bucket(b);
+            }
+            wanted
+        });
+    }
+
+    /// Drops this node's copy of `bucket` after it moved away (the applied table names
+    /// another primary): hidden at once, freed in batches.
+    pub fn drop_moved_away(&self, bucket: u32) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        self.hidden
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(bucket);
+        let freed = store.drop_bucket(bucket);
+        tracing::info!(bucket, items = freed, "dropped the copy of a bucket that moved away");
+    }
+
+    /// Serves one MOVE request from `from` (the target's side). Returns the reply body: the
+    /// bucket's sequence number here after the request.
+    ///
+    /// # Errors
+    /// A [`PeerFailure`]: undecodable body; a move the applied table does not show (after
+    /// waiting [`OPEN_WAIT`] for it) or that is not open here; short of memory (the copy
+    /// never evicts what this node serves).
+    pub async fn receive(
+        &self,
+        view: &super::ClusterView,
+        from: NodeId,
+        body: &[u8],
+    ) -> Result<Vec<u8>, PeerFailure> {
+        let req = MoveRequest::decode(body).map_err(|e| PeerFailure::bad_request(e.to_string()))?;
+        let store = self
+            .store
+            .get()
+            .ok_or_else(|| PeerFailure::not_ready("the data path is not running yet"))?;
+        let me = view.me();
+        let wanted = Move {
+            id: req.move_id,
+            to: me,
+        };
+        if let Payload::Open = req.payload {
+            let shows = |s: &ClusterState| {
+                s.bucket(req.bucket)
+                    .is_some_and(|b| b.moving == Some(wanted) && b.primary == Some(from))
+            };
+            let mut applied = view.applied_changes();
+            let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+            while !shows(&view.state()) {
+                match tokio::time::timeout_at(deadline, applied.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        return Err(PeerFailure::new(
+                            Status::NotMyBucket,
+                            format!(
+                                "the table here shows no move {} of bucket {} from {from} to this node",
+                                req.move_id, req.bucket
+                            ),
+                        ))
+                    }
+                }
+            }
+            self.hidden
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(req.bucket);
+            self.incoming
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(req.bucket, req.move_id);
+            store.drop_bucket(req.bucket);
+            tracing::info!(bucket = req.bucket, move_id = req.move_id, %from, "receiving a bucket");
+            return Ok(0u64.to_be_bytes().to_vec());
+        }
+        let (open, copies) = {
+            let incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+            let open = incoming.get(&req.bucket) == Some(&req.move_id);
+            (open, incoming.keys().copied().collect::<Vec<u32>>())
+        };
+        if !open {
+            return Err(PeerFailure::bad_request(format!(
+                "move {} of bucket {} is not open here",
+                req.move_id, req.bucket
+            )));
+        }
+        match &req.payload {
+            Payload::Open => {}
+            Payload::Items(items) => {
+                let bytes: usize = items.iter().map(wire::item_len).sum();
+                check_room(store, &copies, bytes)?;
+                for item in items {
+                    store.insert_item(&item.as_record()).map_err(store_failure)?;
+                }
+            }
+            Payload::Changes { through, changes } => {
+                let bytes: usize = changes
+                    .iter()
+                    .map(|c| match c {
+                        crate::store::Change::Set(item) => wire::item_len(item),
+                        _ => 0,
+                    })
+                    .sum();
+                check_room(store, &copies, bytes)?;
+                for change in changes {
+                    store.apply(change).map_err(store_failure)?;
+                }
+                store.raise_bucket_seq(req.bucket, *through);
+            }
+        }
+        Ok(store.bucket_stats(req.bucket).seq.to_be_bytes().to_vec())
+    }
+}
+
+/// Refuses `bytes` more of a copy when they would leave less than the headroom free
+/// (`copies`: the buckets being received, which the store's totals leave out).
+fn check_room(store: &Store, copies: &[u32], bytes: usize) -> Result<(), PeerFailure> {
+    let limit = store.memory_limit();
+    let hidden: u64 = copies.iter().map(|&b| store.bucket_stats(b).bytes).sum();
+    let used = store.stats().bytes + hidden;
+    let room = limit.saturating_sub(limit >> HEADROOM_SHIFT);
+    if used.saturating_add(bytes as u64) > room {
+        return Err(PeerFailure::new(
+            Status::OutOfMemory,
+            format!("no room for the copy: {used} of {limit} bytes used"),
+        ));
+    }
+    Ok(())
+}
+
+fn store_failure(e: StoreError) -> PeerFailure {
+    match e {
+        StoreError::OutOfMemory => PeerFailure::new(Status::OutOfMemory, e.to_string()),
+        e => PeerFailure::bad_request(e.to_string()),
+    }
+}

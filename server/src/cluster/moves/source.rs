@@ -1,0 +1,513 @@
+//! The source side of a move: one task per move this node is the source of, started and
+//! stopped by the applied table ([`drive`]).
+//!
+//! A move's task: start the bucket's change log; open the copy on the target; send the
+//! snapshot in batches (a few in flight, within the node's bandwidth budget); send the
+//! change log from the snapshot's start until the target is caught up; park the bucket;
+//! send the rest; propose the switchover ([`Command::FinishMove`]); once this node applied
+//! it, unpark (the waiting requests are redirected) and drop the copy. A failure before the
+//! park retries from a fresh snapshot after a pause, a few times, then cancels the move (the
+//! planner may try again, possibly elsewhere).
+
+use super::wire::{item_len, MoveRequest, Payload};
+use crate::cluster::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
+use crate::cluster::state::{Command, Move, Outcome};
+use crate::cluster::ClusterView;
+use crate::store::{ChangeLogError, OwnedItem, Store};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Proposes a command through the Raft leader and answers its outcome (or why it is not
+/// known).
+pub type Proposer = Arc<
+    dyn Fn(Command, Instant) -> Pin<Box<dyn Future<Output = Result<Outcome, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Bytes of items per MOVE request.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Changes per MOVE request.
+const CHANGES_PER_REQUEST: usize = 1024;
+/// Snapshot requests in flight at once.
+const WINDOW: usize = 4;
+/// Time allowed for one MOVE request.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tail rounds after which the source parks even if writes keep coming (the park then
+/// sends what is left while nothing new arrives).
+const MAX_TAIL_ROUNDS: usize = 64;
+/// Attempts of one move before it is cancelled.
+const ATTEMPTS: u32 = 3;
+/// Pause between attempts.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// How moves run on this node.
+#[derive(Debug, Clone)]
+pub struct MoveConfig {
+    /// Bytes per second all copies from this node may send together.
+    pub bandwidth: u64,
+    /// How long a bucket may stay parked before the switchover's outcome is asked of the log.
+    pub park_timeout: Duration,
+}
+
+/// What a move's task needs.
+#[derive(Clone)]
+pub struct Context {
+    /// The node's view (applied table, parking, the store).
+    pub view: ClusterView,
+    /// This node's identity on the peer port.
+    pub identity: PeerIdentity,
+    /// Proposes through the leader.
+    pub propose: Proposer,
+    /// Limits.
+    pub config: MoveConfig,
+    budget: Arc<Bandwidth>,
+}
+
+impl Context {
+    /// A context; moves started from it share one bandwidth budget.
+    pub fn new(
+        view: ClusterView,
+        identity: PeerIdentity,
+        propose: Proposer,
+        config: MoveConfig,
+    ) -> Context {
+        let budget = Arc::new(Bandwidth::new(config.bandwidth));
+        Context {
+            view,
+            identity,
+            propose,
+            config,
+            budget,
+        }
+    }
+}
+
+/// Runs until the node stops: starts a task for every move the applied table shows with
+/// this node as the bucket's primary, and lets each end on its own (each checks the table).
+pub async fn drive(ctx: Context) {
+    let mut applied = ctx.view.applied_changes();
+    let running: Arc<Mutex<HashMap<u32, u64>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    loop {
+        applied.mark_unchanged();
+        let state = ctx.view.state();
+        let me = ctx.view.me();
+        for (b, bucket) in state.buckets.iter().enumerate() {
+            let (Some(m), Some(primary)) = (bucket.moving, bucket.primary) else {
+                continue;
+            };
+            if primary != me {
+                continue;
+            }
+            let b = b as u32;
+            {
+                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                if running.get(&b) == Some(&m.id) {
+                    continue;
+                }
+                running.insert(b, m.id);
+            }
+            let ctx = ctx.clone();
+            let running = running.clone();
+            tasks.spawn(async move {
+                run(&ctx, b, m).await;
+                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                if running.get(&b) == Some(&m.id) {
+                    running.remove(&b);
+                }
+            });
+        }
+        drop(state);
+        while tasks.try_join_next().is_some() {}
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Why one attempt of a move stopped.
+#[derive(Debug)]
+enum Stop {
+    /// The table no longer shows this move with this node as the source.
+    Gone,
+    /// Something failed; the move may be tried again.
+    Failed(String),
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::Gone => f.write_str("the move is no longer in the table"),
+            Stop::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<PeerCallError> for Stop {
+    fn from(e: PeerCallError) -> Self {
+        Stop::Failed(format!("target: {e}"))
+    }
+}
+
+impl From<ChangeLogError> for Stop {
+    fn from(e: ChangeLogError) -> Self {
+        Stop::Failed(format!("change log: {e}"))
+    }
+}
+
+/// One move, retried from scratch after a failure; cancelled after [`ATTEMPTS`].
+async fn run(ctx: &Context, bucket: u32, m: Move) {
+    for attempt in 1..=ATTEMPTS {
+        match attempt_move(ctx, bucket, m).await {
+            Ok(()) | Err(Stop::Gone) => return,
+            Err(Stop::Failed(why)) => {
+                tracing::warn!(bucket, move_id = m.id, to = %m.to, attempt, error = %why, "move attempt failed");
+            }
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+        if !current(&ctx.view, bucket, m) {
+            return;
+        }
+    }
+    let cancel = Command::CancelMove {
+        bucket,
+        move_id: Some(m.id),
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    match (ctx.propose)(cancel, deadline).await {
+        Ok(outcome) => tracing::warn!(bucket, move_id = m.id, ?outcome, "gave up a move"),
+        Err(e) => tracing::warn!(bucket, move_id = m.id, error = %e, "could not cancel a failed move"),
+    }
+}
+
+/// Whether the applied table still shows move `m` of `bucket` with this node as primary.
+fn current(view: &ClusterView, bucket: u32, m: Move) -> bool {
+    view.state()
+        .bucket(bucket)
+        .is_some_and(|b| b.moving == Some(m) && b.primary == Some(view.me()))
+}
+
+/// Stops the bucket's change log when the attempt ends, however it ends.
+struct LogReader<'a> {
+    store: &'a Store,
+    bucket: u32,
+}
+
+impl Drop for LogReader<'_> {
+    fn drop(&mut self) {
+        self.store.stop_change_log(self.bucket);
+    }
+}
+
+/// The target's connection for one attempt.
+struct Target {
+    client: PeerClient,
+    move_id: u64,
+    bucket: u32,
+}
+
+impl Target {
+    async fn send(&self, payload: Payload) -> Result<u64, Stop> {
+        let mut body = Vec::new();
+        MoveRequest {
+            move_id: self.move_id,
+            bucket: self.bucket,
+            payload,
+        }
+        .encode(&mut body);
+        let reply = self
+            .client
+            .call(PeerOpcode::Move, body, CALL_TIMEOUT)
+            .await?;
+        let seq: [u8; 8] = reply
+            .as_ref()
+            .try_into()
+            .map_err(|_| Stop::Failed("the target's MOVE reply is not a seq".into()))?;
+        Ok(u64::from_be_bytes(seq))
+    }
+}
+
+async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
+    let view = &ctx.view;
+    let store = view
+        .moves()
+        .store()
+        .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))?
+        .clone();
+    if !current(view, bucket, m) {
+        return Err(Stop::Gone);
+    }
+    let addr: SocketAddr = {
+        let state = view.state();
+        let member = state
+            .nodes
+            .get(&m.to)
+            .ok_or(Stop::Gone)?;
+        member
+            .addrs
+            .peer
+            .parse()
+            .map_err(|_| Stop::Failed(format!("bad peer address {}", member.addrs.peer)))?
+    };
+    let started = Instant::now();
+    store.start_change_log(bucket)?;
+    let _log = LogReader {
+        store: &store,
+        bucket,
+    };
+    let target = Target {
+        client: PeerClient::new(addr, Some(m.to), ctx.identity.clone()),
+        move_id: m.id,
+        bucket,
+    };
+    target.send(Payload::Open).await?;
+
+    // 1. The snapshot, a few requests in flight.
+    let mut snapshot = store.snapshot_bucket(bucket);
+    let start = snapshot.start_seq();
+    let mut bytes = 0u64;
+    let mut items = 0u64;
+    {
+        let mut in_flight = futures_window();
+        let mut batch: Vec<OwnedItem> = Vec::new();
+        let mut batch_bytes = 0;
+        loop {
+            let next = snapshot.next_batch();
+            let done = next.is_none();
+            for item in next.into_iter().flatten() {
+                batch_bytes += item_len(&item);
+                batch.push(item);
+            }
+            if batch_bytes >= BATCH_BYTES || (done && !batch.is_empty()) {
+                if !current(view, bucket, m) {
+                    return Err(Stop::Gone);
+                }
+                ctx.budget.take(batch_bytes as u64).await;
+                bytes += batch_bytes as u64;
+                items += batch.len() as u64;
+                let payload = Payload::Items(std::mem::take(&mut batch));
+                batch_bytes = 0;
+                while in_flight.len() >= WINDOW {
+                    in_flight.join_next().await.map_or(Ok(0), flatten)?;
+                }
+                let t = Target {
+                    client: target.client.clone(),
+                    move_id: m.id,
+                    bucket,
+                };
+                in_flight.spawn(async move { t.send(payload).await });
+            }
+            if done {
+                break;
+            }
+        }
+        while let Some(r) = in_flight.join_next().await {
+            flatten(r)?;
+        }
+    }
+
+    // 2. The change log from the snapshot's start, until caught up.
+    let mut through = start;
+    target
+        .send(Payload::Changes {
+            through,
+            changes: Vec::new(),
+        })
+        .await?;
+    for _ in 0..MAX_TAIL_ROUNDS {
+        if !current(view, bucket, m) {
+            return Err(Stop::Gone);
+        }
+        let (sent, caught_up) = send_changes(ctx, &store, &target, &mut through).await?;
+        bytes += sent;
+        if caught_up {
+            break;
+        }
+    }
+
+    // 3. Park, send the rest, switch over.
+    if !view.park(bucket, ctx.config.park_timeout).await {
+        return Err(Stop::Failed("calls in the bucket did not end in time".into()));
+    }
+    let parked = Instant::now();
+    let result = switch_over(ctx, &store, &target, m, &mut through, parked).await;
+    view.unpark(bucket);
+    let park_ms = parked.elapsed().as_millis();
+    match result {
+        Ok(true) => {
+            drop(_log);
+            view.moves().drop_moved_away(bucket);
+            let secs = started.elapsed().as_secs_f64().max(1e-6);
+            tracing::info!(
+                bucket,
+                move_id = m.id,
+                to = %m.to,
+                items,
+                bytes,
+                mb_per_s = format!("{:.1}", bytes as f64 / secs / 1e6),
+                parked_ms = park_ms,
+                "bucket moved"
+            );
+            Ok(())
+        }
+        Ok(false) => Err(Stop::Gone),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends the changes after `through` in requests, once around; returns the bytes sent and
+/// whether the target holds everything up to the bucket's seq now.
+async fn send_changes(
+    ctx: &Context,
+    store: &Store,
+    target: &Target,
+    through: &mut u64,
+) -> Result<(u64, bool), Stop> {
+    let mut sent = 0u64;
+    loop {
+        let head = store.bucket_stats(target.bucket).seq;
+        if *through >= head {
+            return Ok((sent, true));
+        }
+        let batch = store.changes_since(target.bucket, *through, CHANGES_PER_REQUEST)?;
+        let bytes: usize = batch
+            .changes
+            .iter()
+            .map(|c| match c {
+                crate::store::Change::Set(item) => item_len(item),
+                _ => 16,
+            })
+            .sum();
+        ctx.budget.take(bytes as u64).await;
+        sent += bytes as u64;
+        let full = batch.changes.len() >= CHANGES_PER_REQUEST;
+        let next = batch.through;
+        target
+            .send(Payload::Changes {
+                through: next,
+                changes: batch.changes,
+            })
+            .await?;
+        *through = next;
+        if !full {
+            return Ok((sent, *through >= store.bucket_stats(target.bucket).seq));
+        }
+    }
+}
+
+/// With the bucket parked: sends what is left, proposes the switchover and learns its
+/// outcome from the log. `Ok(true)`: this node applied a table naming the target primary;
+/// `Ok(false)`: the move ended otherwise (cancelled or superseded), this node still serves
+/// the bucket if the table says so.
+async fn switch_over(
+    ctx: &Context,
+    store: &Store,
+    target: &Target,
+    m: Move,
+    through: &mut u64,
+    parked: Instant,
+) -> Result<bool, Stop> {
+    let view = &ctx.view;
+    let bucket = target.bucket;
+    loop {
+        let (_, caught_up) = send_changes(ctx, store, target, through).await?;
+        if caught_up {
+            break;
+        }
+    }
+    let finish = Command::FinishMove {
+        bucket,
+        move_id: m.id,
+    };
+    let deadline = parked + ctx.config.park_timeout;
+    let committed = match (ctx.propose)(finish, deadline).await {
+        Ok(Outcome::Done) => true,
+        Ok(_) => return Ok(false),
+        Err(e) => {
+            tracing::warn!(bucket, move_id = m.id, error = %e, "switchover outcome unknown; asking the log");
+            resolve(ctx, bucket, m).await
+        }
+    };
+    // Serve (or redirect) only by a table this node applied.
+    let mut applied = view.applied_changes();
+    loop {
+        applied.mark_unchanged();
+        let state = view.state();
+        let b = state.bucket(bucket);
+        if b.is_some_and(|b| b.moving != Some(m)) {
+            return Ok(b.is_some_and(|b| b.primary != Some(view.me())) && committed);
+        }
+        drop(state);
+        if applied.changed().await.is_err() {
+            return Err(Stop::Failed("the control plane stopped".into()));
+        }
+    }
+}
+
+/// The switchover's proposal got no answer in time: a cancel of the same move settles it.
+/// Done: it was not committed (the move is cancelled); Unchanged or stale: the move is
+/// gone already, so the switchover committed (or someone cancelled it). Asks until the
+/// log answers. Returns whether the switchover may have committed.
+async fn resolve(ctx: &Context, bucket: u32, m: Move) -> bool {
+    loop {
+        let cancel = Command::CancelMove {
+            bucket,
+            move_id: Some(m.id),
+        };
+        match (ctx.propose)(cancel, Instant::now() + Duration::from_secs(2)).await {
+            Ok(Outcome::Done) => return false,
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(bucket, move_id = m.id, error = %e, "cannot reach the log to settle a switchover; the bucket stays parked");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn futures_window() -> JoinSet<Result<u64, Stop>> {
+    JoinSet::new()
+}
+
+fn flatten(r: Result<Result<u64, Stop>, tokio::task::JoinError>) -> Result<u64, Stop> {
+    r.map_err(|e| Stop::Failed(format!("copy task: {e}")))?
+}
+
+/// A byte budget per second shared by every copy from this node.
+#[derive(Debug)]
+struct Bandwidth {
+    per_sec: u64,
+    /// When the bytes taken so far will have been sent at the budget's rate.
+    free_at: Mutex<Instant>,
+}
+
+impl Bandwidth {
+    fn new(per_sec: u64) -> Bandwidth {
+        Bandwidth {
+            per_sec: per_sec.max(1),
+            free_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits until `bytes` more fit in the budget (a burst of up to 1/10 s passes at once).
+    async fn take(&self, bytes: u64) {
+        let wait_until = {
+            let mut free_at = self.free_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let start = (*free_at).max(now);
+            *free_at = start + Duration::from_secs_f64(bytes as f64 / self.per_sec as f64);
+            start.checked_sub(Duration::from_millis(100))
+        };
+        if let Some(at) = wait_until {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
