@@ -20,6 +20,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 pub const DEFAULT_MEMCACHE_LISTEN: &str = "127.0.0.1:7401";
 /// Default peer port address (node to node).
 pub const DEFAULT_PEER_LISTEN: &str = "127.0.0.1:7402";
+/// Default for `--max-moves`: bucket moves in progress at once.
+pub const DEFAULT_MAX_MOVES: usize = 4;
 
 /// Process exit codes, one per class of start-up failure (listed in `--help` and the README;
 /// a number, once given a meaning, keeps it).
@@ -148,6 +150,11 @@ pub struct Config {
     /// exists).
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
+
+    /// Most bucket moves in progress at once, cluster-wide (followed by the Raft leader when
+    /// it spreads buckets over new members and off draining ones); at least 1.
+    #[arg(long, default_value_t = DEFAULT_MAX_MOVES)]
+    pub max_moves: usize,
 
     /// How often the Raft leader sends heartbeats.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
@@ -342,6 +349,9 @@ impl Config {
         if self.initial_nodes == 0 {
             return Err(ConfigError("initial-nodes must be at least 1".into()));
         }
+        if self.max_moves == 0 {
+            return Err(ConfigError("max-moves must be at least 1".into()));
+        }
         if self.initial_nodes > 1 && !self.join.is_empty() {
             return Err(ConfigError(
                 "initial-nodes is for the node that creates the cluster, not one that joins".into(),
@@ -411,7 +421,7 @@ impl Config {
              max-value-size = {}\nmax-batch = {}\nframe-timeout = \"{}ms\"\nidle-timeout = \"{}ms\"\n\
              send-timeout = \"{}ms\"\noutput-buffer = {}\nmax-input-memory = {}\nmax-pending = {}\n\
              enable-shutdown = {}\nshutdown-timeout = \"{}ms\"\nthreads = {}\n\
-             join = \"{}\"\njoin-timeout = \"{}ms\"\ninitial-nodes = {}\nreplicas = {}\n\
+             join = \"{}\"\njoin-timeout = \"{}ms\"\ninitial-nodes = {}\nreplicas = {}\nmax-moves = {}\n\
              raft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
              log-level = {:?}\nlog-file = {}\n",
             self.listen,
@@ -444,6 +454,7 @@ impl Config {
             self.join_timeout.as_millis(),
             self.initial_nodes,
             self.replicas,
+            self.max_moves,
             self.raft_heartbeat.as_millis(),
             self.raft_election_timeout.as_millis(),
             self.log_level,
@@ -705,5 +716,18 @@ mod tests {
         .unwrap()
         .is_err());
         assert!(bad(&["--memory", "lots"]).is_err());
+    }
+
+    #[test]
+    fn max_moves_is_at_least_one() {
+        let parse = |n: &str| Config::from_args(["shoald", "--max-moves", n]).unwrap();
+        assert_eq!(Config::default().max_moves, DEFAULT_MAX_MOVES);
+        let err = parse("0").validate().unwrap_err();
+        assert_eq!(err.0, "max-moves must be at least 1");
+        let one = parse("1");
+        one.validate().unwrap();
+        assert_eq!(one.max_moves, 1);
+        assert!(one.to_toml().contains("max-moves = 1\n"));
+        assert!(Config::from_args(["shoald", "--max-moves", "-1"]).is_err());
     }
 }

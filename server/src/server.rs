@@ -280,6 +280,7 @@ pub fn start_cluster(
             join: config.join.clone(),
             join_timeout: config.join_timeout,
             initial_nodes: config.initial_nodes,
+            max_moves: config.max_moves,
             timing: RaftTiming {
                 heartbeat: config.raft_heartbeat,
                 election_min: config.raft_election_timeout,

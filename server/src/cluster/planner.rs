@@ -1,10 +1,11 @@
 //! Decisions the Raft leader takes from the applied state, as pure functions: how to spread
-//! buckets over members, and which members vote. No I/O and no clock; the leader turns each
+//! buckets over members, which buckets to move (and which moves to give up), and which
+//! members vote. No I/O and no clock; the leader turns each
 //! decision into a [`Command`] (or a membership change) and proposes it.
 
 use super::state::{Assignment, ClusterState, Command, NodeState};
 use crate::datadir::NodeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Voters a cluster keeps: 3, or 5 once it has at least 5 members; never more than members.
 pub fn voter_target(members: usize) -> usize {
@@ -140,6 +141,135 @@ pub fn assign_orphans(state: &ClusterState) -> Option<Command> {
     (!assignments.is_empty()).then_some(Command::Assign(assignments))
 }
 
+/// The bucket moves to start now: every bucket whose primary is not an active member
+/// (draining ones first) goes to an active member, and buckets go from the most loaded
+/// active members to the least loaded until their counts differ by at most one. As
+/// [`Command::StartMove`]s, each a compare-and-set on its bucket's current epoch and version.
+///
+/// A bucket with a move in progress counts as its target's already and is never given a
+/// second move, so calling this again while moves run continues the same plan instead of
+/// undoing it. Moves in progress plus the new ones stay within `max_moves`. Each move goes to
+/// the active member with the fewest buckets (ties by id) and, when balancing, comes from the
+/// most loaded one (ties by id), highest bucket number first. Buckets without a primary are
+/// [`assign_orphans`]'s. Empty while the cluster is forming or paused, or has no active
+/// member.
+pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
+    if state.forming || state.settings.paused {
+        return Vec::new();
+    }
+    let is_active = |id: &NodeId| {
+        state
+            .nodes
+            .get(id)
+            .is_some_and(|m| m.state == NodeState::Active)
+    };
+    let mut load: BTreeMap<NodeId, usize> = state
+        .nodes
+        .iter()
+        .filter(|(_, m)| m.state == NodeState::Active)
+        .map(|(id, _)| (*id, 0))
+        .collect();
+    let in_flight = state.buckets.iter().filter(|b| b.moving.is_some()).count();
+    let mut budget = max_moves.saturating_sub(in_flight);
+    if load.is_empty() || budget == 0 {
+        return Vec::new();
+    }
+    // Who holds each bucket once the moves in progress are done, and what can move now.
+    let mut movable: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+    let mut leaving: Vec<(bool, u32)> = Vec::new();
+    for (b, bucket) in state.buckets.iter().enumerate() {
+        let b = b as u32;
+        let owner = bucket.moving.map(|m| m.to).or(bucket.primary);
+        if let Some(n) = owner.and_then(|o| load.get_mut(&o)) {
+            *n += 1;
+        }
+        match (bucket.primary, bucket.moving) {
+            (Some(p), None) if is_active(&p) => movable.entry(p).or_default().push(b),
+            (Some(p), None) => {
+                let draining = state
+                    .nodes
+                    .get(&p)
+                    .is_some_and(|m| m.state == NodeState::Draining);
+                leaving.push((!draining, b));
+            }
+            _ => {}
+        }
+    }
+    // Draining members' buckets first, then other inactive primaries; highest number first.
+    leaving.sort_by_key(|(later, b)| (*later, std::cmp::Reverse(*b)));
+    let least_loaded = |load: &BTreeMap<NodeId, usize>| {
+        load.iter()
+            .min_by_key(|(id, n)| (**n, **id))
+            .map(|(id, n)| (*id, *n))
+    };
+    let mut moves = Vec::new();
+    let mut start = |bucket: u32, to: NodeId| {
+        let b = &state.buckets[bucket as usize];
+        moves.push(Command::StartMove {
+            bucket,
+            epoch: b.epoch,
+            version: b.version,
+            to,
+        });
+    };
+    for (_, bucket) in leaving {
+        if budget == 0 {
+            break;
+        }
+        let Some((to, _)) = least_loaded(&load) else {
+            break;
+        };
+        start(bucket, to);
+        *load.entry(to).or_default() += 1;
+        budget -= 1;
+    }
+    while budget > 0 {
+        let Some((to, min)) = least_loaded(&load) else {
+            break;
+        };
+        let mut donors: Vec<(usize, NodeId)> = load
+            .iter()
+            .filter(|(id, n)| **n >= min + 2 && movable.get(*id).is_some_and(|v| !v.is_empty()))
+            .map(|(id, n)| (*n, *id))
+            .collect();
+        donors.sort_by_key(|(n, id)| (std::cmp::Reverse(*n), *id));
+        let Some(&(_, from)) = donors.first() else {
+            break;
+        };
+        let Some(bucket) = movable.get_mut(&from).and_then(Vec::pop) else {
+            break;
+        };
+        start(bucket, to);
+        *load.entry(from).or_default() -= 1;
+        *load.entry(to).or_default() += 1;
+        budget -= 1;
+    }
+    moves
+}
+
+/// The moves to cancel: those whose target is no longer an active member (draining,
+/// joining, or gone) or whose bucket has no primary that is a member, as
+/// [`Command::CancelMove`]s naming each move (so a move started since is left alone).
+pub fn stale_moves(state: &ClusterState) -> Vec<Command> {
+    state
+        .buckets
+        .iter()
+        .enumerate()
+        .filter_map(|(b, bucket)| {
+            let m = bucket.moving?;
+            let target_ok = state
+                .nodes
+                .get(&m.to)
+                .is_some_and(|n| n.state == NodeState::Active);
+            let primary_ok = bucket.primary.is_some_and(|p| state.nodes.contains_key(&p));
+            (!target_ok || !primary_ok).then_some(Command::CancelMove {
+                bucket: b as u32,
+                move_id: Some(m.id),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +390,271 @@ mod tests {
         assert_eq!(counts[&id(2)], 4);
         assert_eq!(counts[&id(3)], 4);
         assert_eq!(assign_orphans(&s), None);
+    }
+
+    /// Members 1..=`states.len()` in those states; bucket `b` owned by `id(owners[b])`.
+    /// Returns the state and the next free log index.
+    fn owned(states: &[NodeState], owners: &[u8]) -> (ClusterState, u64) {
+        let mut s = state_with(states.len() as u8, owners.len() as u32);
+        let assign = Command::Assign(
+            owners
+                .iter()
+                .enumerate()
+                .map(|(b, n)| Assignment {
+                    bucket: b as u32,
+                    epoch: 0,
+                    version: 0,
+                    primary: id(*n),
+                })
+                .collect(),
+        );
+        assert_eq!(s.apply(100, &assign), Outcome::Done);
+        assert!(!s.forming);
+        let mut index = 101;
+        for (n, state) in states.iter().enumerate() {
+            s.apply(
+                index,
+                &Command::SetNodeState {
+                    node: id(n as u8 + 1),
+                    state: *state,
+                },
+            );
+            index += 1;
+        }
+        (s, index)
+    }
+
+    /// `(bucket, to)` of each planned move.
+    fn targets(moves: &[Command]) -> Vec<(u32, NodeId)> {
+        moves
+            .iter()
+            .map(|m| match m {
+                Command::StartMove { bucket, to, .. } => (*bucket, *to),
+                other => panic!("not a start: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Applies every command in turn from `index`, each of which must be done.
+    fn apply_all(s: &mut ClusterState, index: &mut u64, cmds: &[Command]) {
+        for cmd in cmds {
+            assert_eq!(s.apply(*index, cmd), Outcome::Done, "{cmd:?}");
+            *index += 1;
+        }
+    }
+
+    use NodeState::{Active, Draining, Joining};
+
+    #[test]
+    fn nothing_moves_while_forming_or_paused_or_without_active_members() {
+        let forming = state_with(3, 8);
+        assert!(forming.forming);
+        assert!(plan_moves(&forming, 4).is_empty());
+        let (mut s, index) = owned(&[Active, Active], &[1; 8]);
+        assert_eq!(plan_moves(&s, 4).len(), 4);
+        assert!(plan_moves(&s, 0).is_empty());
+        s.apply(index, &Command::SetPaused(true));
+        assert!(plan_moves(&s, 4).is_empty());
+        let (s, _) = owned(&[Draining, Joining], &[1, 2, 1, 2]);
+        assert!(plan_moves(&s, 4).is_empty());
+    }
+
+    #[test]
+    fn a_draining_members_buckets_go_first_to_the_least_loaded() {
+        // Node 1 (draining) owns 0..4, nodes 2 and 3 two each.
+        let (s, _) = owned(&[Draining, Active, Active], &[1, 1, 1, 1, 2, 2, 3, 3]);
+        let moves = plan_moves(&s, 3);
+        assert_eq!(
+            targets(&moves),
+            vec![(3, id(2)), (2, id(3)), (1, id(2))],
+            "ties go to the lower id"
+        );
+        assert_eq!(
+            moves[0],
+            Command::StartMove {
+                bucket: 3,
+                epoch: 100,
+                version: 100,
+                to: id(2)
+            }
+        );
+        assert_eq!(
+            targets(&plan_moves(&s, 8)),
+            vec![(3, id(2)), (2, id(3)), (1, id(2)), (0, id(3))]
+        );
+    }
+
+    #[test]
+    fn buckets_go_from_the_most_loaded_to_a_new_member() {
+        let (s, _) = owned(&[Active, Active, Active], &[1, 1, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(targets(&plan_moves(&s, 8)), vec![(4, id(3)), (3, id(3))]);
+        let (even, _) = owned(&[Active, Active, Active], &[1, 1, 1, 2, 2, 2, 3, 3]);
+        assert!(plan_moves(&even, 8).is_empty());
+    }
+
+    #[test]
+    fn moves_in_progress_count_for_their_target_and_against_the_limit() {
+        let (mut s, mut index) = owned(&[Active, Active], &[1; 8]);
+        let first = plan_moves(&s, 3);
+        assert_eq!(targets(&first), vec![(7, id(2)), (6, id(2)), (5, id(2))]);
+        apply_all(&mut s, &mut index, &first);
+        assert!(plan_moves(&s, 3).is_empty(), "the limit is reached");
+        // A higher limit continues the plan with other buckets, and no further.
+        let second = plan_moves(&s, 8);
+        assert_eq!(targets(&second), vec![(4, id(2))]);
+        apply_all(&mut s, &mut index, &second);
+        assert!(plan_moves(&s, 8).is_empty());
+        // Finishing them changes nothing: the plan is done.
+        for b in 4..8 {
+            let move_id = s.buckets[b].moving.unwrap().id;
+            let finish = Command::FinishMove {
+                bucket: b as u32,
+                move_id,
+            };
+            apply_all(&mut s, &mut index, &[finish]);
+        }
+        assert!(plan_moves(&s, 8).is_empty());
+        assert_eq!(s.owned_counts().into_values().collect::<Vec<_>>(), [4, 4]);
+    }
+
+    #[test]
+    fn moves_to_members_that_stopped_being_active_are_stale() {
+        let (mut s, mut index) = owned(&[Active, Active, Active, Active], &[1; 8]);
+        let moves = plan_moves(&s, 3);
+        assert_eq!(targets(&moves), vec![(7, id(2)), (6, id(3)), (5, id(4))]);
+        apply_all(&mut s, &mut index, &moves);
+        assert!(stale_moves(&s).is_empty());
+        let to = |node, state| Command::SetNodeState { node, state };
+        apply_all(
+            &mut s,
+            &mut index,
+            &[to(id(2), Draining), to(id(3), Joining)],
+        );
+        let ids = |b: usize| s.buckets[b].moving.unwrap().id;
+        assert_eq!(
+            stale_moves(&s),
+            vec![
+                Command::CancelMove {
+                    bucket: 6,
+                    move_id: Some(ids(6))
+                },
+                Command::CancelMove {
+                    bucket: 7,
+                    move_id: Some(ids(7))
+                },
+            ]
+        );
+        let cancels = stale_moves(&s);
+        apply_all(&mut s, &mut index, &cancels);
+        assert!(stale_moves(&s).is_empty());
+        assert_eq!(s.buckets[5].moving.map(|m| m.to), Some(id(4)));
+    }
+
+    /// Plans, starts and finishes moves until the planner has nothing more, checking the
+    /// limit and that a second plan never repeats the first; returns the rounds taken.
+    fn settle(
+        s: &mut ClusterState,
+        index: &mut u64,
+        max_moves: usize,
+        finish_all: bool,
+        max_rounds: usize,
+    ) -> Result<usize, TestCaseError> {
+        for round in 0..max_rounds {
+            let in_flight =
+                |s: &ClusterState| s.buckets.iter().filter(|b| b.moving.is_some()).count();
+            let budget = max_moves.saturating_sub(in_flight(s));
+            let plan = plan_moves(s, max_moves);
+            if plan.is_empty() && in_flight(s) == 0 {
+                return Ok(round);
+            }
+            prop_assert_eq!(plan_moves(s, max_moves), plan.clone(), "not stable");
+            for (bucket, to) in targets(&plan) {
+                let b = &s.buckets[bucket as usize];
+                prop_assert!(b.moving.is_none(), "bucket {} moves twice", bucket);
+                prop_assert!(b.primary != Some(to));
+                prop_assert_eq!(s.nodes[&to].state, Active);
+            }
+            for cmd in &plan {
+                prop_assert_eq!(s.apply(*index, cmd), Outcome::Done);
+                *index += 1;
+                prop_assert!(in_flight(s) <= max_moves);
+            }
+            // Asked again before anything finishes: only buckets not moving yet, and
+            // nothing at all unless the limit cut the first plan short.
+            let again = plan_moves(s, max_moves);
+            for (bucket, _) in targets(&again) {
+                prop_assert!(s.buckets[bucket as usize].moving.is_none());
+            }
+            if plan.len() < budget {
+                prop_assert!(again.is_empty(), "over-moving: {:?}", again);
+            }
+            let moving: Vec<(u32, u64)> = s
+                .buckets
+                .iter()
+                .enumerate()
+                .filter_map(|(b, bucket)| bucket.moving.map(|m| (b as u32, m.id)))
+                .collect();
+            let finish = if finish_all { moving.len() } else { 1 };
+            for (bucket, move_id) in moving.into_iter().take(finish) {
+                let out = s.apply(*index, &Command::FinishMove { bucket, move_id });
+                prop_assert_eq!(out, Outcome::Done);
+                *index += 1;
+            }
+        }
+        Err(TestCaseError::fail(format!(
+            "not settled in {max_rounds} rounds"
+        )))
+    }
+
+    fn node_state() -> impl Strategy<Value = NodeState> {
+        prop_oneof![Just(Active), Just(Draining), Just(Joining)]
+    }
+
+    proptest! {
+        /// Any members in any states owning any buckets: planning, starting and finishing
+        /// moves ends, within a bound, with every bucket on an active member and the active
+        /// members' counts within one of each other, never more than `max_moves` moves at
+        /// once (also when moves finish one at a time).
+        #[test]
+        fn moves_settle_evenly_on_active_members(
+            states in proptest::collection::vec(node_state(), 1..=8),
+            owners in proptest::collection::vec(any::<prop::sample::Index>(), 256),
+            shift in 3u32..=8,
+            max_moves in 1usize..=8,
+            finish_all in any::<bool>(),
+        ) {
+            let buckets = 1usize << shift;
+            let owners: Vec<u8> = owners[..buckets]
+                .iter()
+                .map(|i| i.index(states.len()) as u8 + 1)
+                .collect();
+            let (mut s, mut index) = owned(&states, &owners);
+            let max_rounds = if finish_all { buckets + 10 } else { 3 * buckets + 10 };
+            settle(&mut s, &mut index, max_moves, finish_all, max_rounds)?;
+            let active: BTreeSet<NodeId> = s
+                .nodes
+                .iter()
+                .filter(|(_, m)| m.state == Active)
+                .map(|(id, _)| *id)
+                .collect();
+            if active.is_empty() {
+                prop_assert_eq!(s.buckets.iter().map(|b| b.primary.unwrap()).collect::<Vec<_>>(),
+                    owners.iter().map(|n| id(*n)).collect::<Vec<_>>());
+                return Ok(());
+            }
+            for (b, bucket) in s.buckets.iter().enumerate() {
+                let p = bucket.primary.unwrap();
+                prop_assert!(active.contains(&p), "bucket {} on {:?}", b, s.nodes[&p].state);
+            }
+            let counts: Vec<usize> = s
+                .owned_counts()
+                .into_iter()
+                .filter(|(id, _)| active.contains(id))
+                .map(|(_, n)| n)
+                .collect();
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            prop_assert!(max - min <= 1, "{:?}", counts);
+        }
     }
 
     proptest! {

@@ -494,10 +494,7 @@ impl ClusterState {
                     None => return Err(Refusal::UnknownNode(*to)),
                 }
                 let b = &mut self.buckets[*bucket as usize];
-                b.moving = Some(Move {
-                    id: index,
-                    to: *to,
-                });
+                b.moving = Some(Move { id: index, to: *to });
                 b.version = index;
                 Ok(Outcome::Done)
             }
@@ -823,6 +820,264 @@ mod tests {
         );
     }
 
+    /// Four buckets on node 1, node 2 active, node 3 joining, node 4 draining; last index 6.
+    fn with_move_targets() -> ClusterState {
+        let mut s = created(4, true);
+        for n in 2..=4 {
+            let out = s.apply(
+                u64::from(n),
+                &Command::AddNode {
+                    node: id(n),
+                    addrs: addrs(n),
+                },
+            );
+            assert_eq!(out, Outcome::Done);
+        }
+        for (index, n, state) in [(5, 2, NodeState::Active), (6, 4, NodeState::Draining)] {
+            let out = s.apply(index, &Command::SetNodeState { node: id(n), state });
+            assert_eq!(out, Outcome::Done);
+        }
+        s
+    }
+
+    fn start(bucket: u32, epoch: u64, version: u64, to: NodeId) -> Command {
+        Command::StartMove {
+            bucket,
+            epoch,
+            version,
+            to,
+        }
+    }
+
+    #[test]
+    fn a_move_starts_with_the_entry_index_as_its_id_and_bumps_only_the_version() {
+        let mut s = with_move_targets();
+        let table_version = s.table_version;
+        assert_eq!(s.apply(7, &start(2, 1, 1, id(2))), Outcome::Done);
+        let b = &s.buckets[2];
+        assert_eq!(b.moving, Some(Move { id: 7, to: id(2) }));
+        assert_eq!(
+            b.primary,
+            Some(id(1)),
+            "the primary serves until the switchover"
+        );
+        assert_eq!((b.epoch, b.version), (1, 7));
+        assert_eq!(s.table_version, table_version, "clients route as before");
+        assert!(s
+            .buckets
+            .iter()
+            .enumerate()
+            .all(|(n, b)| n == 2 || b.moving.is_none()));
+    }
+
+    #[test]
+    fn a_stale_start_changes_nothing() {
+        let mut s = with_move_targets();
+        let before = s.clone();
+        let stale = Outcome::Stale {
+            bucket: 0,
+            epoch: 1,
+            version: 1,
+        };
+        assert_eq!(s.apply(7, &start(0, 0, 1, id(2))), stale);
+        assert_eq!(s.apply(8, &start(0, 1, 0, id(2))), stale);
+        assert_eq!(s, before);
+        assert_eq!(
+            s.apply(9, &start(4, 1, 1, id(2))),
+            Outcome::Refused(Refusal::NoSuchBucket(4))
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_start_is_refused_without_a_primary_to_its_primary_or_to_a_node_that_cannot_take_it() {
+        let mut orphans = created(4, false);
+        let before = orphans.clone();
+        assert_eq!(
+            orphans.apply(2, &start(0, 0, 0, id(1))),
+            Outcome::Refused(Refusal::NotEligible(id(1)))
+        );
+        assert_eq!(orphans, before);
+
+        let mut s = with_move_targets();
+        let before = s.clone();
+        for (to, refusal) in [
+            (id(1), Refusal::NotEligible(id(1))),
+            (id(3), Refusal::NotEligible(id(3))),
+            (id(4), Refusal::NotEligible(id(4))),
+            (id(9), Refusal::UnknownNode(id(9))),
+        ] {
+            assert_eq!(
+                s.apply(7, &start(0, 1, 1, to)),
+                Outcome::Refused(refusal),
+                "{to:?}"
+            );
+            assert_eq!(s, before);
+        }
+    }
+
+    #[test]
+    fn a_second_start_on_a_moving_bucket_is_stale_or_refused() {
+        let mut s = with_move_targets();
+        assert_eq!(s.apply(7, &start(0, 1, 1, id(2))), Outcome::Done);
+        let before = s.clone();
+        // Made from the state before the first move: the version moved on.
+        assert_eq!(
+            s.apply(8, &start(0, 1, 1, id(2))),
+            Outcome::Stale {
+                bucket: 0,
+                epoch: 1,
+                version: 7
+            }
+        );
+        // Made from the current state: one move at a time.
+        assert_eq!(
+            s.apply(9, &start(0, 1, 7, id(2))),
+            Outcome::Refused(Refusal::NotEligible(id(2)))
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn finishing_a_move_makes_its_target_the_primary_at_a_new_epoch() {
+        let mut s = with_move_targets();
+        s.apply(7, &start(1, 1, 1, id(2)));
+        let before = s.clone();
+        let stale = Outcome::Stale {
+            bucket: 1,
+            epoch: 1,
+            version: 7,
+        };
+        assert_eq!(
+            s.apply(
+                8,
+                &Command::FinishMove {
+                    bucket: 1,
+                    move_id: 6
+                }
+            ),
+            stale
+        );
+        assert_eq!(s, before);
+        let finish = Command::FinishMove {
+            bucket: 1,
+            move_id: 7,
+        };
+        assert_eq!(s.apply(9, &finish), Outcome::Done);
+        let b = &s.buckets[1];
+        assert_eq!(b.primary, Some(id(2)));
+        assert_eq!(b.moving, None);
+        assert_eq!((b.epoch, b.version, s.table_version), (9, 9, 9));
+        // Finished once: again is stale, and a bucket that never moved is stale too.
+        let after = s.clone();
+        assert_eq!(
+            s.apply(10, &finish),
+            Outcome::Stale {
+                bucket: 1,
+                epoch: 9,
+                version: 9
+            }
+        );
+        assert_eq!(
+            s.apply(
+                11,
+                &Command::FinishMove {
+                    bucket: 0,
+                    move_id: 7
+                }
+            ),
+            Outcome::Stale {
+                bucket: 0,
+                epoch: 1,
+                version: 1
+            }
+        );
+        assert_eq!(s, after);
+    }
+
+    #[test]
+    fn a_cancel_ends_the_named_move_or_any_move_and_leaves_others_alone() {
+        let mut s = with_move_targets();
+        s.apply(7, &start(0, 1, 1, id(2)));
+        s.apply(8, &start(1, 1, 1, id(2)));
+        let table_version = s.table_version;
+        let cancel = |bucket, move_id| Command::CancelMove { bucket, move_id };
+        let before = s.clone();
+        assert_eq!(s.apply(9, &cancel(0, Some(8))), Outcome::Unchanged);
+        assert_eq!(s.apply(9, &cancel(2, None)), Outcome::Unchanged);
+        assert_eq!(s, before);
+        assert_eq!(s.apply(10, &cancel(0, Some(7))), Outcome::Done);
+        assert_eq!(s.apply(11, &cancel(1, None)), Outcome::Done);
+        for (bucket, version) in [(0, 10), (1, 11)] {
+            let b = &s.buckets[bucket];
+            assert_eq!(b.moving, None);
+            assert_eq!(b.primary, Some(id(1)));
+            assert_eq!((b.epoch, b.version), (1, version));
+        }
+        assert_eq!(s.table_version, table_version);
+        assert_eq!(s.apply(12, &cancel(0, Some(7))), Outcome::Unchanged);
+        assert_eq!(
+            s.apply(13, &cancel(4, None)),
+            Outcome::Refused(Refusal::NoSuchBucket(4))
+        );
+    }
+
+    #[test]
+    fn removing_the_target_or_the_source_of_a_move_ends_it() {
+        let mut s = with_move_targets();
+        let out = s.apply(
+            7,
+            &Command::SetNodeState {
+                node: id(3),
+                state: NodeState::Active,
+            },
+        );
+        assert_eq!(out, Outcome::Done);
+        s.apply(8, &start(0, 1, 1, id(2)));
+        s.apply(9, &start(1, 1, 1, id(3)));
+        // The target goes: the primary keeps the bucket, at the same epoch.
+        let out = s.apply(
+            10,
+            &Command::RemoveNode {
+                node: id(3),
+                heir: None,
+            },
+        );
+        assert_eq!(out, Outcome::Done);
+        assert_eq!(s.buckets[1].moving, None);
+        assert_eq!(s.buckets[1].primary, Some(id(1)));
+        assert_eq!((s.buckets[1].epoch, s.buckets[1].version), (1, 10));
+        assert_eq!(s.buckets[0].moving, Some(Move { id: 8, to: id(2) }));
+        assert_eq!(
+            s.buckets[2].version, 1,
+            "untouched buckets keep their version"
+        );
+        // The source goes: its heir gets the bucket and the move ends.
+        let out = s.apply(
+            11,
+            &Command::RemoveNode {
+                node: id(1),
+                heir: Some(id(2)),
+            },
+        );
+        assert_eq!(out, Outcome::Done);
+        assert!(s.buckets.iter().all(|b| b.moving.is_none()
+            && b.primary == Some(id(2))
+            && (b.epoch, b.version) == (11, 11)));
+    }
+
+    #[test]
+    fn a_bucket_written_before_moves_existed_still_reads() {
+        let old = r#"{"primary":null,"replicas":[],"in_sync":[],"epoch":3,"version":5}"#;
+        let b: Bucket = serde_json::from_str(old).unwrap();
+        assert_eq!(b.moving, None);
+        assert_eq!((b.epoch, b.version), (3, 5));
+        let mut s = with_move_targets();
+        s.apply(7, &start(0, 1, 1, id(2)));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<ClusterState>(&json).unwrap(), s);
+    }
+
     fn command() -> impl Strategy<Value = Command> {
         let node = (1u8..6).prop_map(id);
         prop_oneof![
@@ -836,26 +1091,41 @@ mod tests {
             }),
             (node.clone(), proptest::option::of(node.clone()))
                 .prop_map(|(n, heir)| Command::RemoveNode { node: n, heir }),
-            proptest::collection::vec((0u32..9, 0u64..20, 0u64..20, node), 1..4).prop_map(|v| {
-                Command::Assign(
-                    v.into_iter()
-                        .map(|(bucket, epoch, version, primary)| Assignment {
-                            bucket,
-                            epoch,
-                            version,
-                            primary,
-                        })
-                        .collect(),
-                )
-            }),
+            proptest::collection::vec((0u32..9, 0u64..20, 0u64..20, node.clone()), 1..4).prop_map(
+                |v| {
+                    Command::Assign(
+                        v.into_iter()
+                            .map(|(bucket, epoch, version, primary)| Assignment {
+                                bucket,
+                                epoch,
+                                version,
+                                primary,
+                            })
+                            .collect(),
+                    )
+                }
+            ),
             any::<bool>().prop_map(Command::SetPaused),
+            (0u32..9, 0u64..3, 0u64..3, node).prop_map(|(bucket, epoch, version, to)| {
+                Command::StartMove {
+                    bucket,
+                    epoch,
+                    version,
+                    to,
+                }
+            }),
+            (0u32..9, 0u64..40)
+                .prop_map(|(bucket, move_id)| Command::FinishMove { bucket, move_id }),
+            (0u32..9, proptest::option::of(0u64..40))
+                .prop_map(|(bucket, move_id)| Command::CancelMove { bucket, move_id }),
         ]
     }
 
     proptest! {
         /// Whatever is applied: epochs and versions never go backwards, a bucket's epoch
-        /// changes exactly when its primary does, every primary is a member, removed ids
-        /// stay out, and applying the same log on a second state gives the same state.
+        /// changes exactly when its primary does, every primary is a member, a move runs
+        /// from a primary to another member, removed ids stay out, and applying the same log
+        /// on a second state gives the same state.
         #[test]
         fn invariants_hold_for_any_command_sequence(cmds in proptest::collection::vec(command(), 0..40)) {
             let mut s = created(8, true);
@@ -874,6 +1144,12 @@ mod tests {
                     prop_assert_eq!(new.primary != old.primary, new.epoch != old.epoch);
                     if let Some(p) = new.primary {
                         prop_assert!(s.nodes.contains_key(&p));
+                    }
+                    if let Some(m) = new.moving {
+                        // A move runs from a primary to another member.
+                        prop_assert!(new.primary.is_some_and(|p| p != m.to), "bucket {}", b);
+                        prop_assert!(s.nodes.contains_key(&m.to));
+                        prop_assert!(m.id <= new.version);
                     }
                 }
                 for r in &s.removed {

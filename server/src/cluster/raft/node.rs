@@ -8,7 +8,8 @@
 //!               └─ LEAVE_VOTERS ► leader: a stopping voter's vote goes to another member
 //!    reconciler (leader only, one change at a time):
 //!      raft members not in the state -> removed;  new members -> learners -> active
-//!      voters -> planner::desired_voters;  --initial-nodes reached -> spread;  orphans
+//!      voters -> planner::desired_voters;  --initial-nodes reached -> spread;  orphans;
+//!      stale moves -> cancelled;  planner::plan_moves -> moves started (up to --max-moves)
 //! ```
 //!
 //! Running Raft apart from the data path's runtime keeps heartbeats on time while clients
@@ -77,6 +78,8 @@ pub struct ControlPlaneConfig {
     pub join_timeout: Duration,
     /// Members to wait for before spreading the buckets (creator only).
     pub initial_nodes: usize,
+    /// Most bucket moves in progress at once (`--max-moves`), when this node leads.
+    pub max_moves: usize,
     /// Raft timing.
     pub timing: RaftTiming,
     /// The cluster secret.
@@ -881,7 +884,26 @@ impl Node {
             self.write(cmd).await?;
             return Ok(true);
         }
-        Ok(false)
+
+        // 5. Bucket moves: first give up those that can no longer finish, then start the
+        // planned ones (none while forming or paused; at most `max_moves` in progress).
+        let cancels = planner::stale_moves(&state);
+        if !cancels.is_empty() {
+            for cmd in cancels {
+                tracing::info!(?cmd, "cancelling a bucket move");
+                self.write(cmd).await?;
+            }
+            return Ok(true);
+        }
+        let starts = planner::plan_moves(&state, self.config.max_moves);
+        if starts.is_empty() {
+            return Ok(false);
+        }
+        for cmd in starts {
+            tracing::info!(?cmd, "starting a bucket move");
+            self.write(cmd).await?;
+        }
+        Ok(true)
     }
 
     async fn change(
