@@ -518,4 +518,50 @@ mod tests {
         assert!(ClusterView::everything(128).owns(127));
         assert!(ClusterView::everything(16).owns_all());
     }
+
+    #[tokio::test]
+    async fn a_parked_bucket_is_not_entered_and_park_waits_for_calls_inside() {
+        let me = NodeId([1; 16]);
+        let o = ClusterView::new(me, 128);
+        let mut s = ClusterState::default();
+        s.apply(
+            1,
+            &Command::Create {
+                cluster_id: ClusterId([3; 16]),
+                settings: Settings {
+                    buckets: 128,
+                    ..Settings::default()
+                },
+                node: me,
+                addrs: NodeAddrs {
+                    peer: "p".into(),
+                    native: "n".into(),
+                    memcache: None,
+                    durable: true,
+                },
+                assign_all: true,
+            },
+        );
+        o.update(Arc::new(s.clone()));
+        assert!(o.owns_all() && !o.any_parked());
+        let inside = o.enter(5).expect("served");
+        // A call inside keeps the park waiting; with no patience left it gives up and
+        // unparks.
+        assert!(!o.park(5, std::time::Duration::from_millis(20)).await);
+        assert!(o.owns(5) && !o.is_parked(5));
+        drop(inside);
+        let mut unparks = o.unparks();
+        unparks.mark_unchanged();
+        assert!(o.park(5, std::time::Duration::from_secs(1)).await);
+        assert!(o.is_parked(5) && o.any_parked() && !o.owns(5) && !o.owns_all());
+        assert!(o.enter(5).is_none());
+        assert!(o.enter(6).is_some());
+        // A new applied state does not serve a parked bucket.
+        o.update(Arc::new(s.clone()));
+        assert!(!o.owns(5));
+        o.unpark(5);
+        assert!(unparks.has_changed().unwrap());
+        assert!(o.owns(5) && o.owns_all() && !o.any_parked());
+        assert!(o.enter(5).is_some());
+    }
 }

@@ -499,11 +499,18 @@ impl ClusterState {
                 Ok(Outcome::Done)
             }
             Command::FinishMove { bucket, move_id } => {
+                let nodes = &self.nodes;
+                let active = |to: &NodeId| {
+                    nodes
+                        .get(to)
+                        .is_some_and(|n| n.state == NodeState::Active)
+                };
                 let b = self
                     .buckets
                     .get_mut(*bucket as usize)
                     .ok_or(Refusal::NoSuchBucket(*bucket))?;
-                let Some(m) = b.moving.filter(|m| m.id == *move_id) else {
+                // A target that stopped being active (it is stopping too) takes nothing.
+                let Some(m) = b.moving.filter(|m| m.id == *move_id && active(&m.to)) else {
                     return Ok(Outcome::Stale {
                         bucket: *bucket,
                         epoch: b.epoch,
