@@ -13,10 +13,13 @@
 //! - [`identity`]: the cluster id file in the data directory.
 //! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //! - [`forward`]: memcached commands for buckets served elsewhere, run on their owner.
+//! - [`control`]: cluster admin requests (CLUSTER_ADMIN) from the data path to the control
+//!   plane, and what they mean as commands.
 //!
 //! Nodes act on applied entries only: everything here reads the applied state through one
 //! `watch` channel, fed by the Raft state machine after each apply.
 
+pub mod control;
 pub mod forward;
 pub mod identity;
 pub mod join;
@@ -26,7 +29,9 @@ pub mod raft;
 pub mod state;
 
 use crate::datadir::{ClusterId, NodeId};
+use shoal_proto::cluster::MoveProgress;
 use state::ClusterState;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
@@ -61,6 +66,10 @@ struct ClusterViewInner {
     table_version: watch::Sender<u64>,
     /// Connections to owners and the runner of forwarded commands.
     forwarding: forward::Forwarding,
+    /// The way to the control plane for admin requests (connected by the control plane).
+    control: control::ControlHandle,
+    /// The bucket moves this node runs, by bucket (reported in NODE_STATUS).
+    moves: Mutex<BTreeMap<u32, MoveProgress>>,
 }
 
 /// What Raft reports about this node (from openraft's metrics), for status requests.
@@ -105,6 +114,8 @@ impl ClusterView {
                 raft: Mutex::new(RaftStatus::default()),
                 table_version: watch::channel(0).0,
                 forwarding: forward::Forwarding::default(),
+                control: control::ControlHandle::default(),
+                moves: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -154,6 +165,37 @@ impl ClusterView {
     /// Forwarding of commands to the nodes that serve their buckets.
     pub fn forwarding(&self) -> &forward::Forwarding {
         &self.inner.forwarding
+    }
+
+    /// The way to the control plane for admin requests. Without a control plane (a view
+    /// made by [`ClusterView::everything`]) every request answers "no control plane".
+    pub fn control(&self) -> &control::ControlHandle {
+        &self.inner.control
+    }
+
+    /// Records how the move of `bucket` this node runs is going; `None` when it ended (done,
+    /// cancelled or failed). NODE_STATUS reports what is recorded.
+    pub fn set_move_progress(&self, bucket: u32, progress: Option<MoveProgress>) {
+        let mut moves = self
+            .inner
+            .moves
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match progress {
+            Some(p) => moves.insert(bucket, p),
+            None => moves.remove(&bucket),
+        };
+    }
+
+    /// The moves this node runs, by bucket.
+    pub fn move_progress(&self) -> Vec<MoveProgress> {
+        self.inner
+            .moves
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .copied()
+            .collect()
     }
 
     /// Takes a newly applied state: serve exactly the buckets it names this node primary of.
@@ -330,5 +372,27 @@ mod tests {
         assert!(!(0..128).any(|b| o.owns(b)));
         assert!(ClusterView::everything(128).owns(127));
         assert!(ClusterView::everything(16).owns_all());
+    }
+
+    #[test]
+    fn move_progress_is_kept_by_bucket_until_cleared() {
+        use shoal_proto::cluster::MovePhase;
+        let o = ClusterView::everything(16);
+        assert!(o.move_progress().is_empty());
+        let p = |bucket, bytes| MoveProgress {
+            bucket,
+            to: [2; 16],
+            phase: MovePhase::Snapshot,
+            bytes,
+            items: 1,
+            elapsed_ms: 10,
+        };
+        o.set_move_progress(9, Some(p(9, 1)));
+        o.set_move_progress(3, Some(p(3, 1)));
+        o.clone().set_move_progress(9, Some(p(9, 500)));
+        assert_eq!(o.move_progress(), vec![p(3, 1), p(9, 500)]);
+        o.set_move_progress(3, None);
+        o.set_move_progress(4, None);
+        assert_eq!(o.move_progress(), vec![p(9, 500)]);
     }
 }

@@ -494,10 +494,7 @@ impl ClusterState {
                     None => return Err(Refusal::UnknownNode(*to)),
                 }
                 let b = &mut self.buckets[*bucket as usize];
-                b.moving = Some(Move {
-                    id: index,
-                    to: *to,
-                });
+                b.moving = Some(Move { id: index, to: *to });
                 b.version = index;
                 Ok(Outcome::Done)
             }
