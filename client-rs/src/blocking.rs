@@ -248,6 +248,17 @@ impl Client {
         self.run(self.inner.node_status())
     }
 
+    /// See [`AsyncClient::cluster_admin`].
+    ///
+    /// # Errors
+    /// As the async method.
+    pub fn cluster_admin(
+        &self,
+        request: shoal_proto::cluster::AdminRequest,
+    ) -> Result<String, Error> {
+        self.run(self.inner.cluster_admin(request))
+    }
+
     /// See [`AsyncClient::announced_table_version`].
     pub fn announced_table_version(&self) -> u64 {
         self.inner.announced_table_version()

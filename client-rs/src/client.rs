@@ -35,8 +35,8 @@ use crate::error::{Error, FailureKind, LimitKind, Redirect};
 use crate::routing::RoutingTable;
 use bytes::Bytes;
 use shoal_proto::{
-    decode_reply, encode_multi_get, Command, MultiGetEntry, NodeStatus, Opcode, Reply, ReplyBody,
-    Request, Status, StoreMode, TableView,
+    cluster::AdminRequest, decode_reply, encode_multi_get, Command, MultiGetEntry, NodeStatus,
+    Opcode, Reply, ReplyBody, Request, Status, StoreMode, TableView,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -654,6 +654,23 @@ impl Client {
             _ => Err(r),
         })?
         .map_err(|e| Error::Protocol(format!("invalid node status: {}", e.as_str())))
+    }
+
+    /// Asks the seed server for a change to the cluster (CLUSTER_ADMIN): start or cancel a
+    /// bucket move, drain a node, pause or resume movement. The server commits it through
+    /// the Raft leader and answers what it did, for a person to read. Never retried once
+    /// sent (a second MOVE would be refused as "in progress").
+    ///
+    /// # Errors
+    /// `Error::Server` with the reason: `NotFound` (unknown node or bucket), `NotStored`
+    /// (refused as the cluster stands), `Busy` (no leader committed it in time: nothing
+    /// changed), `ServerError` (no control plane), `BadRequest`; or see [`Error`].
+    pub async fn cluster_admin(&self, request: AdminRequest) -> Result<String, Error> {
+        let reply = self.command(Command::ClusterAdmin { request }).await?;
+        self.decode(&reply, |r| match (r.status, r.body) {
+            (Status::Ok, ReplyBody::Message(m)) => Ok(String::from_utf8_lossy(m).into_owned()),
+            _ => Err(r),
+        })
     }
 
     /// The newest bucket-table version a server announced to this client (a

@@ -98,8 +98,10 @@
 //!
 //! # Cluster
 //!
-//! [`Client::table`] fetches the seed's bucket table ([`TableView`]) and
-//! [`Client::node_status`] what the seed says about itself ([`NodeStatus`]).
+//! [`Client::table`] fetches the seed's bucket table ([`TableView`]),
+//! [`Client::node_status`] what the seed says about itself ([`NodeStatus`], with the bucket
+//! moves it runs: [`MoveProgress`]), and [`Client::cluster_admin`] asks the seed for a change
+//! to the cluster ([`AdminRequest`]: move a bucket, cancel a move, drain a node, pause).
 //!
 //! # Connections
 //!
@@ -129,5 +131,7 @@ pub use builder::ClientBuilder;
 pub use bytes::Bytes;
 pub use client::{Client, Item, RoutingStats, REFRESH_INTERVAL};
 pub use error::{Error, ErrorCode, Failure, FailureKind, LimitKind, Redirect};
-pub use shoal_proto::cluster::{NodeState, RaftRole, TableBucket, TableNode, NO_PRIMARY};
+pub use shoal_proto::cluster::{
+    AdminRequest, MovePhase, MoveProgress, NodeState, RaftRole, TableBucket, TableNode, NO_PRIMARY,
+};
 pub use shoal_proto::{Limits, NodeStatus, Status, TableView};

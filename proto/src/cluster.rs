@@ -1,5 +1,6 @@
 //! Client-visible cluster wire types: the `NOT_MY_BUCKET` redirect, the bucket table
-//! (`TABLE_GET`), a node's status (`NODE_STATUS`) and the table-changed notice. No I/O.
+//! (`TABLE_GET`), a node's status (`NODE_STATUS`, with the bucket moves it runs), the
+//! cluster admin requests (`CLUSTER_ADMIN`) and the table-changed notice. No I/O.
 //!
 //! Every decoder here checks each length against the bytes present before it uses it, and
 //! allocates only after the bytes for what it allocates are known to be there. Errors are
@@ -13,7 +14,11 @@
 //!                  buckets x (primary u16 (index into nodes, 0xFFFF = none), epoch u64)
 //!  NODE_STATUS     node id [16], cluster id [16], role u8, term u64, last applied u64,
 //!                  leader id [16], table version u64, buckets owned u32, memory used u64,
-//!                  memory limit u64, items u64, wall clock us u64, version short
+//!                  memory limit u64, items u64, wall clock us u64, version short,
+//!                  moves u16, moves x (bucket u32, to [16], phase u8, bytes u64, items u64,
+//!                  elapsed ms u64)   (an older node ends after `version`: no moves)
+//!  CLUSTER_ADMIN   kind u8: 1 MOVE bucket u32, to [16] | 2 CANCEL_MOVE bucket u32
+//!                  | 3 DRAIN node [16] | 4 PAUSE paused u8 (0/1)
 //!  NOTICE TABLE_CHANGED   version u64
 //! ```
 
@@ -37,6 +42,10 @@ pub const MAX_TABLE_NODES: usize = NO_PRIMARY as usize - 1;
 const NODE_FIXED: usize = 16 + 1 + 2 + 2;
 /// Bytes of one bucket entry in a table.
 const BUCKET_LEN: usize = 2 + 8;
+/// Bytes of one [`MoveProgress`] entry in a node status.
+const MOVE_LEN: usize = 4 + 16 + 1 + 8 + 8 + 8;
+/// The most moves a node status carries (the count is a `u16`).
+pub const MAX_STATUS_MOVES: usize = u16::MAX as usize;
 
 fn id_or_none(id: WireId) -> Option<WireId> {
     (id != [0; 16]).then_some(id)
@@ -365,6 +374,8 @@ pub struct NodeStatus {
     pub wall_clock_us: u64,
     /// Its software and version (`shoald 0.1.0`).
     pub version: String,
+    /// The bucket moves it runs now, by bucket (empty from a node that predates them).
+    pub moves: Vec<MoveProgress>,
 }
 
 impl NodeStatus {
@@ -383,16 +394,23 @@ impl NodeStatus {
         dst.extend_from_slice(&self.items.to_be_bytes());
         dst.extend_from_slice(&self.wall_clock_us.to_be_bytes());
         put_short(dst, self.version.as_bytes());
+        let moves = &self.moves[..self.moves.len().min(MAX_STATUS_MOVES)];
+        dst.reserve(2 + moves.len() * MOVE_LEN);
+        dst.extend_from_slice(&(moves.len() as u16).to_be_bytes());
+        for m in moves {
+            m.encode(dst);
+        }
     }
 
-    /// Decodes a whole body.
+    /// Decodes a whole body. A body that ends right after `version` (a node that predates
+    /// moves in the status) has no moves.
     ///
     /// # Errors
-    /// `Truncated`, `TrailingBytes`, or `BadField` for an unknown role or a version string
-    /// that is not UTF-8.
+    /// `Truncated`, `TrailingBytes`, or `BadField` for an unknown role or move phase or a
+    /// version string that is not UTF-8.
     pub fn decode(body: &[u8]) -> Result<NodeStatus, DecodeErrorKind> {
         let mut r = Reader::new(body);
-        let out = NodeStatus {
+        let mut out = NodeStatus {
             node_id: read_id(&mut r)?,
             cluster_id: id_or_none(read_id(&mut r)?),
             role: RaftRole::from_u8(r.u8()?).ok_or(DecodeErrorKind::BadField)?,
@@ -406,9 +424,196 @@ impl NodeStatus {
             items: r.u64()?,
             wall_clock_us: r.u64()?,
             version: read_string(&mut r)?,
+            moves: Vec::new(),
         };
+        if !r.rest().is_empty() {
+            let count = usize::from(r.u16()?);
+            // Every entry must be present before anything is allocated for them.
+            if r.rest().len() < count * MOVE_LEN {
+                return Err(DecodeErrorKind::Truncated);
+            }
+            out.moves.reserve_exact(count);
+            for _ in 0..count {
+                out.moves.push(MoveProgress::read(&mut r)?);
+            }
+        }
         r.finish()?;
         Ok(out)
+    }
+}
+
+/// Where a bucket move stands (a [`MoveProgress`]'s phase; the wire value in parentheses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MovePhase {
+    /// Copying the bucket's items as they were when the move started. (1)
+    Snapshot,
+    /// Sending the writes made since the copy started. (2)
+    Tail,
+    /// Writes to the bucket are held for the switchover. (3)
+    Parked,
+    /// The switchover is being committed. (4)
+    Finishing,
+}
+
+impl MovePhase {
+    /// The phase with this wire value.
+    pub fn from_u8(n: u8) -> Option<MovePhase> {
+        match n {
+            1 => Some(MovePhase::Snapshot),
+            2 => Some(MovePhase::Tail),
+            3 => Some(MovePhase::Parked),
+            4 => Some(MovePhase::Finishing),
+            _ => None,
+        }
+    }
+
+    /// The wire value.
+    pub fn as_u8(self) -> u8 {
+        match self {
+            MovePhase::Snapshot => 1,
+            MovePhase::Tail => 2,
+            MovePhase::Parked => 3,
+            MovePhase::Finishing => 4,
+        }
+    }
+
+    /// The name used in status output (`snapshot`, `tail`, `parked`, `finishing`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MovePhase::Snapshot => "snapshot",
+            MovePhase::Tail => "tail",
+            MovePhase::Parked => "parked",
+            MovePhase::Finishing => "finishing",
+        }
+    }
+}
+
+/// One bucket move a node runs, as its NODE_STATUS reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveProgress {
+    /// The bucket.
+    pub bucket: u32,
+    /// The node receiving it.
+    pub to: WireId,
+    /// Where the move stands.
+    pub phase: MovePhase,
+    /// Bytes copied so far.
+    pub bytes: u64,
+    /// Items copied so far.
+    pub items: u64,
+    /// Milliseconds since the move started.
+    pub elapsed_ms: u64,
+}
+
+impl MoveProgress {
+    /// Appends the entry ([`MOVE_LEN`] bytes).
+    fn encode(&self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(&self.bucket.to_be_bytes());
+        dst.extend_from_slice(&self.to);
+        dst.push(self.phase.as_u8());
+        dst.extend_from_slice(&self.bytes.to_be_bytes());
+        dst.extend_from_slice(&self.items.to_be_bytes());
+        dst.extend_from_slice(&self.elapsed_ms.to_be_bytes());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<MoveProgress, DecodeErrorKind> {
+        Ok(MoveProgress {
+            bucket: r.u32()?,
+            to: read_id(r)?,
+            phase: MovePhase::from_u8(r.u8()?).ok_or(DecodeErrorKind::BadField)?,
+            bytes: r.u64()?,
+            items: r.u64()?,
+            elapsed_ms: r.u64()?,
+        })
+    }
+}
+
+/// A CLUSTER_ADMIN request: one change to the cluster, committed through the Raft leader.
+/// Node ids are never all zeros (that means "none" on the wire).
+///
+/// ```text
+///  kind u8 = 1 MOVE         bucket u32, to [16]
+///  kind u8 = 2 CANCEL_MOVE  bucket u32
+///  kind u8 = 3 DRAIN        node [16]
+///  kind u8 = 4 PAUSE        paused u8 (1 pause, 0 resume)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminRequest {
+    /// Start moving `bucket` from its primary to node `to` (an active member).
+    Move {
+        /// The bucket.
+        bucket: u32,
+        /// The node to receive it.
+        to: WireId,
+    },
+    /// Cancel the move of `bucket`, whichever it is.
+    CancelMove {
+        /// The bucket.
+        bucket: u32,
+    },
+    /// Mark `node` draining: it gets no new buckets and hands its own away, then stops.
+    Drain {
+        /// The node.
+        node: WireId,
+    },
+    /// Pause (`true`) or resume (`false`) the movement of buckets.
+    Pause(bool),
+}
+
+/// CLUSTER_ADMIN request kinds.
+const ADMIN_MOVE: u8 = 1;
+const ADMIN_CANCEL_MOVE: u8 = 2;
+const ADMIN_DRAIN: u8 = 3;
+const ADMIN_PAUSE: u8 = 4;
+
+impl AdminRequest {
+    /// Appends the body to `dst`.
+    pub fn encode(&self, dst: &mut Vec<u8>) {
+        match *self {
+            AdminRequest::Move { bucket, to } => {
+                dst.push(ADMIN_MOVE);
+                dst.extend_from_slice(&bucket.to_be_bytes());
+                dst.extend_from_slice(&to);
+            }
+            AdminRequest::CancelMove { bucket } => {
+                dst.push(ADMIN_CANCEL_MOVE);
+                dst.extend_from_slice(&bucket.to_be_bytes());
+            }
+            AdminRequest::Drain { node } => {
+                dst.push(ADMIN_DRAIN);
+                dst.extend_from_slice(&node);
+            }
+            AdminRequest::Pause(paused) => {
+                dst.push(ADMIN_PAUSE);
+                dst.push(u8::from(paused));
+            }
+        }
+    }
+
+    /// Decodes a whole body.
+    ///
+    /// # Errors
+    /// `Truncated`, `TrailingBytes`, or `BadField` for an unknown kind, an all-zeros node id
+    /// or a pause flag other than 0 or 1.
+    pub fn decode(body: &[u8]) -> Result<AdminRequest, DecodeErrorKind> {
+        let mut r = Reader::new(body);
+        let out = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(out)
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<AdminRequest, DecodeErrorKind> {
+        let node = |r: &mut Reader<'_>| id_or_none(read_id(r)?).ok_or(DecodeErrorKind::BadField);
+        Ok(match r.u8()? {
+            ADMIN_MOVE => AdminRequest::Move {
+                bucket: r.u32()?,
+                to: node(r)?,
+            },
+            ADMIN_CANCEL_MOVE => AdminRequest::CancelMove { bucket: r.u32()? },
+            ADMIN_DRAIN => AdminRequest::Drain { node: node(r)? },
+            ADMIN_PAUSE => AdminRequest::Pause(r.flag()?),
+            _ => return Err(DecodeErrorKind::BadField),
+        })
     }
 }
 
@@ -474,6 +679,24 @@ mod tests {
             items: 99,
             wall_clock_us: 1_800_000_000_000_000,
             version: "shoald 0.1.0".into(),
+            moves: vec![
+                MoveProgress {
+                    bucket: 5,
+                    to: [2; 16],
+                    phase: MovePhase::Snapshot,
+                    bytes: 3 << 20,
+                    items: 1000,
+                    elapsed_ms: 1500,
+                },
+                MoveProgress {
+                    bucket: 900,
+                    to: [3; 16],
+                    phase: MovePhase::Finishing,
+                    bytes: 0,
+                    items: 0,
+                    elapsed_ms: 0,
+                },
+            ],
         }
     }
 
@@ -595,7 +818,37 @@ mod tests {
         let mut body = Vec::new();
         s.encode(&mut body);
         assert_eq!(NodeStatus::decode(&body).unwrap(), s);
-        check_prefixes(&body, NodeStatus::decode);
+        // Every strict prefix is truncated, except the one that ends after `version`: an
+        // older node's status, without moves.
+        let old_len = body.len() - 2 - 2 * MOVE_LEN;
+        for n in 0..body.len() {
+            let got = NodeStatus::decode(&body[..n]);
+            if n == old_len {
+                assert_eq!(got.map(|o| o.moves), Ok(vec![]));
+            } else {
+                assert_eq!(
+                    got.err(),
+                    Some(DecodeErrorKind::Truncated),
+                    "prefix of {n} bytes"
+                );
+            }
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(
+            NodeStatus::decode(&longer),
+            Err(DecodeErrorKind::TrailingBytes)
+        );
+        // A move phase out of range (the first move's phase byte) is refused, not a panic.
+        for bad_phase in [0u8, 5, 255] {
+            let mut bad = body.clone();
+            bad[old_len + 2 + 4 + 16] = bad_phase;
+            assert_eq!(NodeStatus::decode(&bad), Err(DecodeErrorKind::BadField));
+        }
+        // A move count larger than the entries present is refused before any allocation.
+        let mut bad = body.clone();
+        bad[old_len..old_len + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(NodeStatus::decode(&bad), Err(DecodeErrorKind::Truncated));
         let lone = NodeStatus {
             cluster_id: None,
             leader: None,
@@ -608,6 +861,126 @@ mod tests {
         // Role byte (offset 32) out of range.
         body[32] = 6;
         assert_eq!(NodeStatus::decode(&body), Err(DecodeErrorKind::BadField));
+    }
+
+    #[test]
+    fn node_status_carries_at_most_the_limit_of_moves() {
+        let one = status().moves[0];
+        let at = NodeStatus {
+            moves: vec![one; MAX_STATUS_MOVES],
+            ..status()
+        };
+        let mut body = Vec::new();
+        at.encode(&mut body);
+        assert_eq!(
+            NodeStatus::decode(&body).unwrap().moves.len(),
+            MAX_STATUS_MOVES
+        );
+        // Past the limit, the extra moves are not encoded (no node runs that many).
+        let past = NodeStatus {
+            moves: vec![one; MAX_STATUS_MOVES + 1],
+            ..status()
+        };
+        let mut past_body = Vec::new();
+        past.encode(&mut past_body);
+        assert_eq!(past_body, body);
+    }
+
+    #[test]
+    fn move_phases_round_trip() {
+        for n in 0..=255u8 {
+            match MovePhase::from_u8(n) {
+                Some(p) => {
+                    assert!((1..=4).contains(&n));
+                    assert_eq!(p.as_u8(), n);
+                }
+                None => assert!(n == 0 || n > 4),
+            }
+        }
+        assert_eq!(MovePhase::Parked.name(), "parked");
+    }
+
+    #[test]
+    fn admin_requests_round_trip_and_refuse_truncation_and_extra_bytes() {
+        let all = [
+            AdminRequest::Move {
+                bucket: 1023,
+                to: [4; 16],
+            },
+            AdminRequest::CancelMove { bucket: u32::MAX },
+            AdminRequest::Drain { node: [9; 16] },
+            AdminRequest::Pause(true),
+            AdminRequest::Pause(false),
+        ];
+        let lens = [21, 5, 17, 2, 2];
+        for (req, len) in all.iter().zip(lens) {
+            let mut body = Vec::new();
+            req.encode(&mut body);
+            assert_eq!(body.len(), len, "{req:?}");
+            assert_eq!(AdminRequest::decode(&body), Ok(*req));
+            check_prefixes(&body, AdminRequest::decode);
+        }
+        // Unknown kinds, a pause flag other than 0/1, and an all-zeros node id.
+        for bad in [&[0u8][..], &[5], &[255, 0, 0, 0, 0], &[4, 2]] {
+            assert_eq!(
+                AdminRequest::decode(bad),
+                Err(DecodeErrorKind::BadField),
+                "{bad:?}"
+            );
+        }
+        let mut zero_to = vec![1, 0, 0, 0, 1];
+        zero_to.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            AdminRequest::decode(&zero_to),
+            Err(DecodeErrorKind::BadField)
+        );
+        let mut zero_node = vec![3];
+        zero_node.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            AdminRequest::decode(&zero_node),
+            Err(DecodeErrorKind::BadField)
+        );
+        // A large body is refused at its first extra byte, whatever follows.
+        let mut huge = Vec::new();
+        AdminRequest::Pause(true).encode(&mut huge);
+        huge.resize(64 * 1024, 0xAB);
+        assert_eq!(
+            AdminRequest::decode(&huge),
+            Err(DecodeErrorKind::TrailingBytes)
+        );
+    }
+
+    #[test]
+    fn admin_requests_travel_in_frames_and_their_replies_carry_a_message() {
+        use crate::{decode_reply, decode_request, Command, Limits, ReplyBody, Request};
+        let limits = Limits::default();
+        let req = Request {
+            id: 11,
+            command: Command::ClusterAdmin {
+                request: AdminRequest::Move {
+                    bucket: 7,
+                    to: [6; 16],
+                },
+            },
+        };
+        let mut f = Vec::new();
+        req.encode(&mut f);
+        let (back, used) = decode_request(&f, &limits).unwrap().unwrap();
+        assert_eq!((back, used), (req, f.len()));
+        assert!(!req.command.is_idempotent());
+        // A body that does not decode is a BAD_REQUEST.
+        let mut bad = Vec::new();
+        FrameWriter::request(&mut bad, Opcode::ClusterAdmin, 12).u8(9);
+        let e = decode_request(&bad, &limits).unwrap_err();
+        assert_eq!(
+            (e.kind.status(), e.request_id),
+            (Status::BadRequest, Some(12))
+        );
+        // The OK reply is a message.
+        let mut r = Vec::new();
+        FrameWriter::reply(&mut r, Opcode::ClusterAdmin, Status::Ok, 11).short(b"moving");
+        let (reply, _) = decode_reply(&r, &limits).unwrap().unwrap();
+        assert_eq!(reply.body, ReplyBody::Message(b"moving"));
     }
 
     #[test]
@@ -625,6 +998,7 @@ mod tests {
             let _ = NotMyBucket::decode(&bytes);
             let _ = TableView::decode(&bytes);
             let _ = NodeStatus::decode(&bytes);
+            let _ = AdminRequest::decode(&bytes);
         }
     }
 

@@ -44,7 +44,7 @@ pub mod status;
 mod table;
 pub mod writer;
 
-pub use cluster::{NodeStatus, NotMyBucket, TableView};
+pub use cluster::{AdminRequest, MovePhase, MoveProgress, NodeStatus, NotMyBucket, TableView};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use header::{Header, HEADER_LEN};
 pub use limits::Limits;

@@ -63,6 +63,9 @@ wire_table! {
     TableGet = 0x40, "TABLE_GET";
     /// What one node says about itself: ids, Raft role, table version, memory, clock.
     NodeStatus = 0x41, "NODE_STATUS";
+    /// Cluster admin: start or cancel a bucket move, drain a node, pause or resume movement
+    /// ([`crate::cluster::AdminRequest`]); the reply is a message saying what was done.
+    ClusterAdmin = 0x42, "CLUSTER_ADMIN";
     /// Admin: write a savefile now, without stopping; replies when the file is complete.
     Save = 0xA0, "SAVE";
     /// Admin: change when the node writes a savefile (`--persist`) while it runs.

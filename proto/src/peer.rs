@@ -53,6 +53,10 @@ wire_table! {
     /// A memcached text command for a bucket the sender does not serve, run by its owner
     /// ([`ForwardReply`]). Served in the order the connection sent them.
     Forward = 0xC8, "FORWARD";
+    /// A change to the cluster state for the leader to commit: the body is a command of the
+    /// replicated state (JSON), the reply what applying it did (JSON). Served by the leader
+    /// only; other members answer `NOT_READY`, so the sender retries with the leader.
+    Propose = 0xC9, "PROPOSE";
     /// A bucket's copy, from its primary to the target of a move: open, snapshot items, or
     /// change-log records (the body is defined by the server's mover).
     Move = 0xCA, "MOVE";
@@ -431,7 +435,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 9);
+        assert_eq!(PEER_OPCODES.len(), 10);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");
@@ -442,7 +446,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xC9), None);
+        assert_eq!(PeerOpcode::from_u8(0xCA), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 

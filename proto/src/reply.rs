@@ -237,7 +237,8 @@ pub enum ReplyBody<'a> {
         /// The table version now applied by the node.
         version: u64,
     },
-    /// Any other non-OK status: a human-readable message (possibly empty).
+    /// Any other non-OK status: a human-readable message (possibly empty). Also the OK
+    /// reply to CLUSTER_ADMIN: what the change did.
     Message(&'a [u8]),
 }
 
@@ -468,6 +469,8 @@ fn decode_reply_body<'a>(
                 NodeStatus::decode(body)?;
                 return Ok(ReplyBody::NodeStatus(NodeStatusReply { raw: body }));
             }
+            // What the change did, for a person to read.
+            Opcode::ClusterAdmin => ReplyBody::Message(r.short()?),
             Opcode::Goodbye
             | Opcode::Ping
             | Opcode::Touch

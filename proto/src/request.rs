@@ -1,5 +1,6 @@
 //! Requests: what a client asks, borrowed from the receive buffer (no copy, no allocation).
 
+use crate::cluster::AdminRequest;
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::field::Reader;
 use crate::header::{Header, HEADER_LEN};
@@ -217,6 +218,11 @@ pub enum Command<'a> {
     TableGet,
     /// The node's own status (NODE_STATUS).
     NodeStatus,
+    /// A change to the cluster (CLUSTER_ADMIN).
+    ClusterAdmin {
+        /// What to change.
+        request: AdminRequest,
+    },
     /// Admin: write a savefile now.
     Save,
     /// Admin: change the node's persistence mode.
@@ -252,6 +258,7 @@ impl Command<'_> {
             Command::Counter { decr: true, .. } => Opcode::Decr,
             Command::TableGet => Opcode::TableGet,
             Command::NodeStatus => Opcode::NodeStatus,
+            Command::ClusterAdmin { .. } => Opcode::ClusterAdmin,
             Command::Save => Opcode::Save,
             Command::SetPersist { .. } => Opcode::SetPersist,
         }
@@ -284,6 +291,7 @@ impl Command<'_> {
             } | Command::Cas { .. }
                 | Command::Concat { .. }
                 | Command::Counter { .. }
+                | Command::ClusterAdmin { .. }
                 | Command::Delete {
                     expected: Some(_),
                     ..
@@ -315,6 +323,9 @@ impl Request<'_> {
             | Command::NodeStatus => {}
             Command::SetPersist { mode } => {
                 w.u8(mode.as_u8());
+            }
+            Command::ClusterAdmin { request } => {
+                request.encode(w.buffer());
             }
             Command::Stats { group } => {
                 w.short(group);
@@ -464,6 +475,9 @@ fn decode_command<'a>(
         Opcode::Save => Command::Save,
         Opcode::TableGet => Command::TableGet,
         Opcode::NodeStatus => Command::NodeStatus,
+        Opcode::ClusterAdmin => Command::ClusterAdmin {
+            request: AdminRequest::read(&mut r)?,
+        },
         Opcode::SetPersist => Command::SetPersist {
             mode: PersistMode::from_u8(r.u8()?).ok_or(DecodeErrorKind::BadField)?,
         },

@@ -27,6 +27,7 @@ enum Req {
     SetPersist(PersistMode),
     TableGet,
     NodeStatus,
+    ClusterAdmin(AdminRequest),
 }
 
 fn encode(req: &Req, id: u32) -> Vec<u8> {
@@ -82,6 +83,7 @@ fn encode(req: &Req, id: u32) -> Vec<u8> {
         Req::TableGet => Command::TableGet,
         Req::NodeStatus => Command::NodeStatus,
         Req::SetPersist(mode) => Command::SetPersist { mode: *mode },
+        Req::ClusterAdmin(request) => Command::ClusterAdmin { request: *request },
     };
     Request { id, command }.encode(&mut out);
     out
@@ -133,6 +135,7 @@ fn own(c: &Command<'_>) -> Req {
         Command::TableGet => Req::TableGet,
         Command::NodeStatus => Req::NodeStatus,
         Command::SetPersist { mode } => Req::SetPersist(mode),
+        Command::ClusterAdmin { request } => Req::ClusterAdmin(request),
     }
 }
 
@@ -220,6 +223,12 @@ request_props! {
     save_roundtrip: Just(Req::Save);
     table_get_roundtrip: Just(Req::TableGet);
     node_status_roundtrip: Just(Req::NodeStatus);
+    cluster_admin_roundtrip: prop_oneof![
+        (any::<u32>(), any::<[u8; 16]>()).prop_filter("an id", |(_, n)| *n != [0; 16]).prop_map(|(bucket, to)| AdminRequest::Move { bucket, to }),
+        any::<u32>().prop_map(|bucket| AdminRequest::CancelMove { bucket }),
+        any::<[u8; 16]>().prop_filter("an id", |n| *n != [0; 16]).prop_map(|node| AdminRequest::Drain { node }),
+        any::<bool>().prop_map(AdminRequest::Pause),
+    ].prop_map(Req::ClusterAdmin);
     set_persist_roundtrip: prop::sample::select(vec![PersistMode::Never, PersistMode::OnLastStop, PersistMode::Always]).prop_map(Req::SetPersist);
 }
 

@@ -14,10 +14,13 @@
 //! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //! - [`forward`]: memcached commands for buckets served elsewhere, run on their owner.
 //! - [`moves`]: copying a bucket to another node while it is served, and the switchover.
+//! - [`control`]: cluster admin requests (CLUSTER_ADMIN) from the data path to the control
+//!   plane, and what they mean as commands.
 //!
 //! Nodes act on applied entries only: everything here reads the applied state through one
 //! `watch` channel, fed by the Raft state machine after each apply.
 
+pub mod control;
 pub mod forward;
 pub mod identity;
 pub mod join;
@@ -28,7 +31,9 @@ pub mod raft;
 pub mod state;
 
 use crate::datadir::{ClusterId, NodeId};
+use shoal_proto::cluster::MoveProgress;
 use state::ClusterState;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
@@ -76,6 +81,10 @@ struct ClusterViewInner {
     forwarding: forward::Forwarding,
     /// Copies of buckets received here and buckets hidden after moving away.
     moves: moves::Moves,
+    /// The way to the control plane for admin requests (connected by the control plane).
+    control: control::ControlHandle,
+    /// The bucket moves this node runs, by bucket (reported in NODE_STATUS).
+    progress: Mutex<BTreeMap<u32, MoveProgress>>,
 }
 
 /// A keyspace call inside one bucket ([`ClusterView::enter`]); dropping it ends the call.
@@ -139,6 +148,8 @@ impl ClusterView {
                 table_version: watch::channel(0).0,
                 forwarding: forward::Forwarding::default(),
                 moves: moves::Moves::default(),
+                control: control::ControlHandle::default(),
+                progress: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -188,6 +199,37 @@ impl ClusterView {
     /// Forwarding of commands to the nodes that serve their buckets.
     pub fn forwarding(&self) -> &forward::Forwarding {
         &self.inner.forwarding
+    }
+
+    /// The way to the control plane for admin requests. Without a control plane (a view
+    /// made by [`ClusterView::everything`]) every request answers "no control plane".
+    pub fn control(&self) -> &control::ControlHandle {
+        &self.inner.control
+    }
+
+    /// Records how the move of `bucket` this node runs is going; `None` when it ended (done,
+    /// cancelled or failed). NODE_STATUS reports what is recorded.
+    pub fn set_move_progress(&self, bucket: u32, progress: Option<MoveProgress>) {
+        let mut moves = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match progress {
+            Some(p) => moves.insert(bucket, p),
+            None => moves.remove(&bucket),
+        };
+    }
+
+    /// The moves this node runs, by bucket.
+    pub fn move_progress(&self) -> Vec<MoveProgress> {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .copied()
+            .collect()
     }
 
     /// Takes a newly applied state: serve exactly the buckets it names this node primary of
@@ -563,5 +605,27 @@ mod tests {
         assert!(unparks.has_changed().unwrap());
         assert!(o.owns(5) && o.owns_all() && !o.any_parked());
         assert!(o.enter(5).is_some());
+    }
+
+    #[test]
+    fn move_progress_is_kept_by_bucket_until_cleared() {
+        use shoal_proto::cluster::MovePhase;
+        let o = ClusterView::everything(16);
+        assert!(o.move_progress().is_empty());
+        let p = |bucket, bytes| MoveProgress {
+            bucket,
+            to: [2; 16],
+            phase: MovePhase::Snapshot,
+            bytes,
+            items: 1,
+            elapsed_ms: 10,
+        };
+        o.set_move_progress(9, Some(p(9, 1)));
+        o.set_move_progress(3, Some(p(3, 1)));
+        o.clone().set_move_progress(9, Some(p(9, 500)));
+        assert_eq!(o.move_progress(), vec![p(3, 1), p(9, 500)]);
+        o.set_move_progress(3, None);
+        o.set_move_progress(4, None);
+        assert_eq!(o.move_progress(), vec![p(9, 500)]);
     }
 }

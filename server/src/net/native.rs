@@ -17,7 +17,8 @@
 //! SAVE writes the savefile on a blocking thread; its reply is a pending one
 //! ([`Output::defer`]), so the connection goes on serving other requests meanwhile and the
 //! SAVE reply leaves when the file is on disk (native replies carry their request id, so they
-//! need not leave in order).
+//! need not leave in order). CLUSTER_ADMIN is pending the same way, until the control plane
+//! has committed the change (or refused it).
 
 use super::{Output, Session, Shared, Step};
 use crate::cluster::state::{ClusterState, NodeState};
@@ -26,7 +27,9 @@ use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
 use crate::persist::PersistError;
 use crate::stats::ServerStats;
-use shoal_proto::cluster::{self as wire, encode_table_changed, NotMyBucket, NO_PRIMARY};
+use shoal_proto::cluster::{
+    self as wire, encode_table_changed, AdminRequest, NotMyBucket, NO_PRIMARY,
+};
 use shoal_proto::{
     decode_request, Command, DecodeError, DecodeErrorKind, FrameWriter, Header, MultiGetWriter,
     Opcode, Reply, ReplyBody, Request, StatsWriter, Status, StoreMode, HEADER_LEN,
@@ -146,6 +149,10 @@ impl NativeSession {
                 status.encode(FrameWriter::reply(out, op, Status::Ok, id).buffer());
                 false
             }
+            Command::ClusterAdmin { request } => {
+                self.cluster_admin(out, id, request);
+                false
+            }
             command => {
                 self.keyed(out, id, command);
                 false
@@ -262,7 +269,8 @@ impl NativeSession {
             | Command::Save
             | Command::SetPersist { .. }
             | Command::TableGet
-            | Command::NodeStatus => Ok(()),
+            | Command::NodeStatus
+            | Command::ClusterAdmin { .. } => Ok(()),
         };
         if let Err(e) = result {
             op_error(out, op, id, e);
@@ -293,7 +301,32 @@ impl NativeSession {
             items: store.items,
             wall_clock_us,
             version: SERVER_NAME.to_string(),
+            moves: cluster.move_progress(),
         }
+    }
+
+    /// CLUSTER_ADMIN: the control plane commits the change; the reply is pending until it
+    /// has (or has refused it), and the connection goes on serving meanwhile.
+    fn cluster_admin(&self, out: &mut Output, id: u32, request: AdminRequest) {
+        let control = self.shared.keyspace.cluster().control().clone();
+        out.defer(Box::pin(async move {
+            let mut reply = Vec::new();
+            let op = Opcode::ClusterAdmin;
+            match control.admin(request).await {
+                Ok(message) => {
+                    FrameWriter::reply(&mut reply, op, Status::Ok, id)
+                        .short(clip(&message).as_bytes());
+                }
+                Err(e) => error(
+                    &mut reply,
+                    op,
+                    e.status(),
+                    id,
+                    clip(&e.to_string()).as_bytes(),
+                ),
+            }
+            reply
+        }));
     }
 
     fn multi_get<'k>(&self, out: &mut Vec<u8>, id: u32, keys: impl Iterator<Item = &'k [u8]>) {
@@ -562,13 +595,16 @@ fn persist_error(out: &mut Vec<u8>, op: Opcode, id: u32, e: &PersistError) {
             Status::ServerError
         }
     };
-    let mut message = e.to_string();
+    error(out, op, status, id, clip(&e.to_string()).as_bytes());
+}
+
+/// A message cut to at most 1 KiB, on a character boundary.
+fn clip(message: &str) -> &str {
     let mut end = message.len().min(1024);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    message.truncate(end);
-    error(out, op, status, id, message.as_bytes());
+    &message[..end]
 }
 
 fn write_value(w: &mut FrameWriter<'_>, item: &ItemRef<'_>) {

@@ -611,6 +611,8 @@ mod tests {
             );
             assert!(check_allowed(false, op).is_ok());
         }
+        // A joining node cannot propose changes to the cluster it is not in yet.
+        assert!(check_allowed(true, PeerOpcode::Propose).is_err());
         let r = check_allowed(true, PeerOpcode::RaftVote).unwrap_err();
         assert_eq!(r.status(), Status::WrongCluster);
         assert!(r.to_string().contains("RAFT_VOTE"), "{r}");

@@ -6,6 +6,8 @@
 //!    PeerServer ── RAFT_* ──► Raft ──► StateMachineStore ──applied──► ClusterView (data path)
 //!               └─ JOIN ────► leader: plan_join, commit AddNode (or Redirect / Refused)
 //!               └─ LEAVE_VOTERS ► leader: a stopping voter's vote goes to another member
+//!               └─ PROPOSE ─────► leader: commit a command (Node::propose sends it)
+//!    admin task: CLUSTER_ADMIN from the data path (ControlHandle) -> plan -> Node::propose
 //!    reconciler (leader only, one change at a time):
 //!      raft members not in the state -> removed;  new members -> learners -> active
 //!      voters -> planner::desired_voters;  --initial-nodes reached -> spread;  orphans;
@@ -18,6 +20,7 @@
 use super::network::{serve_raft, Network, Peers};
 use super::types::{Raft, RaftTiming};
 use super::{open_storage, Applied, RaftStoreError, Storage};
+use crate::cluster::control::{self, AdminError, AdminJob};
 use crate::cluster::forward::Executed;
 use crate::cluster::identity::{
     clear_rejoin, forget_cluster, read_cluster_id, read_rejoin, write_cluster_id, IdentityError,
@@ -36,6 +39,7 @@ use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, EmptyNode, ServerState};
+use shoal_proto::cluster::AdminRequest;
 use shoal_proto::peer::ForwardReply;
 use shoal_proto::Status;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +47,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// How long one peer call of the join may take.
@@ -56,6 +60,15 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping voter waits for the leader to give its vote to another member.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one PROPOSE call to the leader.
+const PROPOSE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// First pause before proposing again (leader unknown or changed); doubles up to
+/// [`PROPOSE_MAX_BACKOFF`].
+const PROPOSE_MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// Longest pause between two proposals.
+const PROPOSE_MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// How long an admin request (CLUSTER_ADMIN) may take: a leader election and a commit.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the control plane needs to know about its node.
 #[derive(Debug, Clone)]
@@ -234,10 +247,17 @@ async fn run(
         .moves()
         .serve_hand_offs()
         .map(|rx| tokio::spawn(node.clone().serve_hand_offs(rx)));
+    // Admin requests from the data path, from now on (a second control plane in the same
+    // view, as in some tests, leaves the first one connected).
+    let admin = node
+        .view
+        .control()
+        .connect()
+        .map(|jobs| tokio::spawn(node.clone().serve_admin(jobs)));
     let _ = stop.await;
     reconciler.abort();
     mover.abort();
-    if let Some(task) = hand_offs {
+    for task in [hand_offs, admin].into_iter().flatten() {
         task.abort();
     }
     node.leave_voters().await;
@@ -250,7 +270,7 @@ async fn run(
 
 /// Everything the control plane's tasks share.
 #[derive(Clone)]
-struct Node {
+pub(crate) struct Node {
     config: Arc<ControlPlaneConfig>,
     raft: Raft,
     view: ClusterView,
@@ -906,6 +926,136 @@ impl Node {
         Ok(true)
     }
 
+    /// Commits `cmd` through the Raft leader and returns what applying it did: here, under
+    /// `leader_lock`, when this node leads; otherwise as PROPOSE to the leader it knows.
+    /// Retries (no leader known, the leader changed, a connection failed) with a short
+    /// backoff until `deadline`. A retry after a call that failed once sent may commit the
+    /// command twice: commands are compare-and-set or idempotent, so the second application
+    /// answers `Stale` or `Unchanged`. Must not be called while holding `leader_lock`.
+    ///
+    /// # Errors
+    /// Why nothing was committed by `deadline` (the last failure), or the leader's refusal
+    /// to decode the command.
+    pub(crate) async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Outcome, String> {
+        let body = serde_json::to_vec(&cmd).map_err(|e| format!("cannot encode {cmd:?}: {e}"))?;
+        let mut backoff = PROPOSE_MIN_BACKOFF;
+        loop {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let attempt = match leader {
+                Some(leader) if leader == self.me() => self.commit_as_leader(cmd.clone()).await,
+                Some(leader) => self.propose_to(leader, &body, deadline).await,
+                None => Err(ProposeFailure::Retry("no leader known".into())),
+            };
+            let last = match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(ProposeFailure::Fatal(reason)) => return Err(reason),
+                Err(ProposeFailure::Retry(reason)) => reason,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!("no leader committed the change in time ({last})"));
+            }
+            tracing::debug!(reason = %last, "proposing again");
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(PROPOSE_MAX_BACKOFF);
+        }
+    }
+
+    /// One PROPOSE to `leader`.
+    async fn propose_to(
+        &self,
+        leader: NodeId,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Outcome, ProposeFailure> {
+        let client = self
+            .peers
+            .member(leader)
+            .ok_or_else(|| ProposeFailure::Retry(format!("no address for leader {leader}")))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = client
+            .call(
+                PeerOpcode::Propose,
+                body.to_vec(),
+                PROPOSE_CALL_TIMEOUT.min(left),
+            )
+            .await;
+        match reply {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ProposeFailure::Retry(format!("undecodable PROPOSE reply from {leader}: {e}"))
+            }),
+            Err(PeerCallError::Remote {
+                status: Status::BadRequest,
+                message,
+            }) => Err(ProposeFailure::Fatal(format!(
+                "leader {leader} refused the command: {message}"
+            ))),
+            Err(e) => Err(ProposeFailure::Retry(format!("leader {leader}: {e}"))),
+        }
+    }
+
+    /// The leader's side of a proposal (its own or a PROPOSE): one write.
+    async fn commit_as_leader(&self, cmd: Command) -> Result<Outcome, ProposeFailure> {
+        // No leader lock: every command is checked by the state machine when applied
+        // (bucket commands are compare-and-sets), and a switchover must not wait behind the
+        // reconciler's slower steps (adding a learner) while its bucket is parked.
+        if self.raft.metrics().borrow().current_leader != Some(self.me()) {
+            return Err(ProposeFailure::Retry("not the leader".into()));
+        }
+        self.raft
+            .client_write(cmd)
+            .await
+            .map(|r| r.data)
+            .map_err(|e| ProposeFailure::Retry(format!("not committed: {e}")))
+    }
+
+    /// Serves admin requests from the data path until the control plane stops: each runs
+    /// on its own task, within [`ADMIN_TIMEOUT`].
+    async fn serve_admin(self, mut jobs: mpsc::Receiver<AdminJob>) {
+        while let Some((req, reply)) = jobs.recv().await {
+            let node = self.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + ADMIN_TIMEOUT;
+                let answer = node.admin(req, deadline).await;
+                match &answer {
+                    Ok(message) => tracing::info!(request = ?req, %message, "cluster admin"),
+                    Err(e) => tracing::info!(request = ?req, error = %e, "cluster admin refused"),
+                }
+                let _ = reply.send(answer);
+            });
+        }
+    }
+
+    /// Carries out one admin request: plans it on the applied state, proposes it, and when
+    /// the leader's state was ahead (`Stale`), waits for this node to catch up and plans
+    /// again.
+    async fn admin(&self, req: AdminRequest, deadline: Instant) -> Result<String, AdminError> {
+        loop {
+            let state = self.replayed.borrow().state.clone();
+            let cmd = control::plan(&state, &req)?;
+            let outcome = self
+                .propose(cmd, deadline)
+                .await
+                .map_err(AdminError::Unavailable)?;
+            let Outcome::Stale {
+                bucket, version, ..
+            } = outcome
+            else {
+                return control::outcome(&req, &outcome);
+            };
+            // Plan again once this node has applied what made the command stale.
+            let mut applied = self.replayed.clone();
+            let caught_up =
+                applied.wait_for(|a| a.state.bucket(bucket).is_none_or(|b| b.version >= version));
+            if !matches!(
+                tokio::time::timeout_at(deadline, caught_up).await,
+                Ok(Ok(_))
+            ) {
+                return control::outcome(&req, &outcome);
+            }
+        }
+    }
+
     async fn change(
         &self,
         change: ChangeMembers<NodeId, EmptyNode>,
@@ -936,7 +1086,7 @@ impl Node {
             state: NodeState::Active,
         };
         let deadline = Instant::now() + self.config.join_timeout;
-        match self.propose_for_move(cmd, deadline).await {
+        match self.propose(cmd, deadline).await {
             Ok(_) => tracing::info!("active again after a stop that kept this node's buckets"),
             Err(e) => tracing::warn!(error = %e, "could not become active again; the planner gives this node no buckets"),
         }
@@ -980,7 +1130,7 @@ impl Node {
             node: me,
             state: NodeState::Draining,
         };
-        if let Err(e) = self.propose_for_move(cmd, deadline).await {
+        if let Err(e) = self.propose(cmd, deadline).await {
             tracing::warn!(error = %e, "could not mark this node draining");
             return HandOff::Partial {
                 left: owned(&self.view.state()),
@@ -1022,7 +1172,7 @@ impl Node {
             node: me,
             heir: None,
         };
-        match self.propose_for_move(cmd, Instant::now() + LEAVE_TIMEOUT).await {
+        match self.propose(cmd, Instant::now() + LEAVE_TIMEOUT).await {
             Ok(Outcome::Done) => {}
             other => {
                 tracing::warn!(outcome = ?other, "could not leave the cluster; staying a member");
@@ -1058,7 +1208,7 @@ impl Node {
         let node = self.clone();
         let propose: Proposer = Arc::new(move |cmd, deadline| {
             let node = node.clone();
-            Box::pin(async move { node.propose_for_move(cmd, deadline).await })
+            Box::pin(async move { node.propose(cmd, deadline).await })
         });
         moves::source::Context::new(
             self.view.clone(),
@@ -1066,14 +1216,6 @@ impl Node {
             propose,
             self.config.moves.clone(),
         )
-    }
-
-    /// TEMPORARY until PROPOSE exists: writes when this node leads.
-    async fn propose_for_move(&self, cmd: Command, _deadline: Instant) -> Result<Outcome, String> {
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Ok(r.data),
-            Err(e) => Err(e.to_string()),
-        }
     }
 
     async fn write(&self, cmd: Command) -> Result<(), String> {
@@ -1085,6 +1227,14 @@ impl Node {
             Err(e) => Err(format!("{cmd:?}: {e}")),
         }
     }
+}
+
+/// Why one attempt to commit a proposal failed.
+enum ProposeFailure {
+    /// Try again (perhaps with another leader): nothing is known to be committed.
+    Retry(String),
+    /// Trying again cannot help (the leader cannot decode the command).
+    Fatal(String),
 }
 
 /// Why asking the seeds did not give a cluster.
@@ -1124,7 +1274,7 @@ async fn forward_metrics(raft: Raft, view: ClusterView) {
     }
 }
 
-/// The peer requests a member serves: Raft's, JOIN, LEAVE_VOTERS, and FORWARD.
+/// The peer requests a member serves: Raft's, JOIN, LEAVE_VOTERS, PROPOSE and FORWARD.
 struct Service {
     node: Node,
 }
@@ -1189,6 +1339,18 @@ impl PeerHandler for Service {
                     .await
                     .map_err(PeerFailure::not_ready)?;
                 serde_json::to_vec(&replaced)
+                    .map_err(|e| PeerFailure::new(Status::ServerError, e.to_string()))
+            }
+            PeerOpcode::Propose => {
+                let cmd: Command = serde_json::from_slice(&body)
+                    .map_err(|e| PeerFailure::bad_request(format!("undecodable PROPOSE: {e}")))?;
+                let outcome = match self.node.commit_as_leader(cmd).await {
+                    Ok(outcome) => outcome,
+                    Err(ProposeFailure::Retry(reason) | ProposeFailure::Fatal(reason)) => {
+                        return Err(PeerFailure::not_ready(reason))
+                    }
+                };
+                serde_json::to_vec(&outcome)
                     .map_err(|e| PeerFailure::new(Status::ServerError, e.to_string()))
             }
             PeerOpcode::Join => {
