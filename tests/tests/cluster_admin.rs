@@ -54,7 +54,10 @@ fn shoal_ctl_pauses_moves_cancels_and_refuses_clearly() {
     let prefix = &target_hex[..8];
     let (code, out, err) = ctl(&server, &["move", "5", "--to", prefix]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("bucket 5: move to node") && out.contains("started"), "{out}");
+    assert!(
+        out.contains("bucket 5: move to node") && out.contains("started"),
+        "{out}"
+    );
 
     // A second move of the same bucket is refused while the first is in progress.
     let (code, out, err) = ctl(&other, &["move", "5", "--to", &target_hex]);
@@ -77,7 +80,10 @@ fn shoal_ctl_pauses_moves_cancels_and_refuses_clearly() {
     let unknown = "ee".repeat(16);
     let (code, out, err) = ctl(&server, &["move", "5", "--to", &unknown]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains(&format!("no member has node id {unknown}")), "{err}");
+    assert!(
+        err.contains(&format!("no member has node id {unknown}")),
+        "{err}"
+    );
     let (code, _, err) = ctl(&server, &["move", "5", "--to", &hex(&primary)]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("already the primary of bucket 5"), "{err}");
@@ -89,7 +95,10 @@ fn shoal_ctl_pauses_moves_cancels_and_refuses_clearly() {
     assert!(err.contains("no member has node id"), "{err}");
     let (code, _, err) = ctl(&server, &["drain", "eeeeeeeeee"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("no member's node id starts with eeeeeeeeee"), "{err}");
+    assert!(
+        err.contains("no member's node id starts with eeeeeeeeee"),
+        "{err}"
+    );
     // Not a node id at all: a usage error.
     let (code, _, err) = ctl(&server, &["drain", "not-hex"]);
     assert_eq!(code, 2, "{err}");
