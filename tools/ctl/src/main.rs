@@ -1,6 +1,7 @@
 //! The `shoal-ctl` binary: parse the command line, run the command, exit with its code.
 
 use clap::{Parser, Subcommand};
+use shoal_ctl::admin::{self, parse_node, Action};
 use shoal_ctl::exit_code;
 use shoal_ctl::status::{gather, Report, DEFAULT_CLOCK_WARN_MS};
 use std::process::ExitCode;
@@ -11,8 +12,9 @@ use std::time::Duration;
 #[command(
     name = "shoal-ctl",
     version,
-    after_help = "Exit codes: 0 healthy; 1 unhealthy (no leader, a member unreachable, a bucket \
-                  without a live primary); 2 bad command line; 3 --server unreachable."
+    after_help = "Exit codes: 0 healthy (status) or done (the other commands); 1 unhealthy (no \
+                  leader, a member unreachable, a bucket without a live primary) or refused \
+                  (the reason on stderr); 2 bad command line; 3 --server unreachable."
 )]
 struct Cli {
     /// Native address (host:port) of any member of the cluster.
@@ -39,6 +41,30 @@ enum Cmd {
         #[arg(long, default_value_t = DEFAULT_CLOCK_WARN_MS)]
         clock_warn_ms: u64,
     },
+    /// Start moving a bucket from its primary to another member (an active one). Refused
+    /// while the bucket has a move in progress.
+    Move {
+        /// The bucket number.
+        bucket: u32,
+        /// The member to receive it: its node id as `status` prints it, or a unique prefix.
+        #[arg(long, value_parser = parse_node)]
+        to: String,
+    },
+    /// Cancel the move of a bucket (the copy is dropped; the primary keeps the bucket).
+    CancelMove {
+        /// The bucket number.
+        bucket: u32,
+    },
+    /// Mark a member draining: it gets no new buckets, hands its own away, then stops.
+    Drain {
+        /// The member's node id as `status` prints it, or a unique prefix.
+        #[arg(value_parser = parse_node)]
+        node: String,
+    },
+    /// Pause bucket movement (moves in progress finish; no new ones start).
+    Pause,
+    /// Resume bucket movement.
+    Resume,
 }
 
 fn main() -> ExitCode {
@@ -54,35 +80,63 @@ fn main() -> ExitCode {
         }
     };
     let timeout = Duration::from_millis(cli.timeout_ms.max(1));
-    match cli.command {
+    let action = match cli.command {
         Cmd::Status {
             json,
             clock_warn_ms,
-        } => {
-            let (table, probes) = match runtime.block_on(gather(&cli.server, timeout)) {
-                Ok(got) => got,
-                Err(e) => {
-                    eprintln!("shoal-ctl: {e}");
-                    return ExitCode::from(exit_code::SERVER_UNREACHABLE);
-                }
-            };
-            let report = Report::build(&table, &probes, clock_warn_ms);
-            if json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("shoal-ctl: cannot encode the report: {e}");
-                        return ExitCode::from(exit_code::UNHEALTHY);
-                    }
-                }
-            } else {
-                print!("{}", report.render());
-            }
-            ExitCode::from(if report.healthy {
-                exit_code::HEALTHY
-            } else {
-                exit_code::UNHEALTHY
-            })
+        } => return status(&runtime, &cli.server, timeout, json, clock_warn_ms),
+        Cmd::Move { bucket, to } => Action::Move { bucket, to },
+        Cmd::CancelMove { bucket } => Action::CancelMove { bucket },
+        Cmd::Drain { node } => Action::Drain { node },
+        Cmd::Pause => Action::Pause(true),
+        Cmd::Resume => Action::Pause(false),
+    };
+    match runtime.block_on(admin::run(&cli.server, timeout, &action)) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::from(exit_code::HEALTHY)
+        }
+        Err(admin::Failure::Unreachable(e)) => {
+            eprintln!("shoal-ctl: {e}");
+            ExitCode::from(exit_code::SERVER_UNREACHABLE)
+        }
+        Err(admin::Failure::Refused(e)) => {
+            eprintln!("shoal-ctl: {e}");
+            ExitCode::from(exit_code::REFUSED)
         }
     }
+}
+
+/// `status`: gathers, reports, and exits by the cluster's health.
+fn status(
+    runtime: &tokio::runtime::Runtime,
+    server: &str,
+    timeout: Duration,
+    json: bool,
+    clock_warn_ms: u64,
+) -> ExitCode {
+    let (table, probes) = match runtime.block_on(gather(server, timeout)) {
+        Ok(got) => got,
+        Err(e) => {
+            eprintln!("shoal-ctl: {e}");
+            return ExitCode::from(exit_code::SERVER_UNREACHABLE);
+        }
+    };
+    let report = Report::build(&table, &probes, clock_warn_ms);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("shoal-ctl: cannot encode the report: {e}");
+                return ExitCode::from(exit_code::UNHEALTHY);
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    ExitCode::from(if report.healthy {
+        exit_code::HEALTHY
+    } else {
+        exit_code::UNHEALTHY
+    })
 }

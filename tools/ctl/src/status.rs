@@ -6,6 +6,9 @@
 //!  table + statuses ──► Report ──► text table or one JSON object
 //! ```
 //!
+//! Under the members, the report lists the bucket moves in progress (as the members running
+//! them report them in NODE_STATUS) and the members that are draining.
+//!
 //! [`gather`] does the I/O; [`Report::build`] is pure (so the health rules are tested without
 //! a cluster) and [`Report::render`] prints it. The report holds the same facts whichever
 //! member `--server` names: members are listed in id order, and everything measured from
@@ -16,7 +19,7 @@
 //! two nodes, accurate to about half the round trip.
 
 use serde::Serialize;
-use shoal_client::{Client, NodeStatus, TableView, NO_PRIMARY};
+use shoal_client::{Client, NodeState, NodeStatus, TableView, NO_PRIMARY};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -166,6 +169,37 @@ pub struct MemberStatus {
     pub items: u64,
 }
 
+/// One bucket move in progress, as the member running it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MoveReport {
+    /// The bucket.
+    pub bucket: u32,
+    /// Its primary in the table (the node it moves from), if it has one.
+    pub from: Option<String>,
+    /// The node receiving it.
+    pub to: String,
+    /// `snapshot`, `tail`, `parked` or `finishing`.
+    pub phase: &'static str,
+    /// Bytes copied so far.
+    pub bytes: u64,
+    /// Items copied so far.
+    pub items: u64,
+    /// Milliseconds since the move started.
+    pub elapsed_ms: u64,
+    /// The member that reported it.
+    pub reported_by: String,
+}
+
+impl MoveReport {
+    /// Copy rate so far, in MiB/s (0 before the first millisecond).
+    pub fn mib_per_s(&self) -> f64 {
+        if self.elapsed_ms == 0 {
+            return 0.0;
+        }
+        mib(self.bytes) / (self.elapsed_ms as f64 / 1000.0)
+    }
+}
+
 /// Measured from where `shoal-ctl` runs, so it differs from run to run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Measured {
@@ -207,6 +241,10 @@ pub struct Report {
     pub buckets_without_live_primary: u32,
     /// Members in id order.
     pub members: Vec<Member>,
+    /// Bucket moves in progress, by bucket.
+    pub moves: Vec<MoveReport>,
+    /// Members that are draining (handing their buckets away before they stop), by id.
+    pub draining: Vec<String>,
     /// Round trips and clock offsets.
     pub measured: Measured,
 }
@@ -296,6 +334,43 @@ impl Report {
             ));
         }
 
+        // Moves, by bucket: when both ends report one, the sender's report (not the
+        // target's) is kept.
+        let mut moves: std::collections::BTreeMap<u32, MoveReport> = Default::default();
+        for (i, p) in probes.iter().enumerate() {
+            let Ok(s) = &p.status else { continue };
+            let reporter = table.nodes.get(i).map_or(s.node_id, |n| n.id);
+            for m in &s.moves {
+                let from = table
+                    .buckets
+                    .get(m.bucket as usize)
+                    .and_then(|b| table.nodes.get(usize::from(b.primary)))
+                    .map(|n| hex(&n.id));
+                let report = MoveReport {
+                    bucket: m.bucket,
+                    from,
+                    to: hex(&m.to),
+                    phase: m.phase.name(),
+                    bytes: m.bytes,
+                    items: m.items,
+                    elapsed_ms: m.elapsed_ms,
+                    reported_by: hex(&reporter),
+                };
+                let by_sender = reporter != m.to;
+                match moves.get(&m.bucket) {
+                    Some(kept) if kept.reported_by != kept.to || !by_sender => {}
+                    _ => {
+                        moves.insert(m.bucket, report);
+                    }
+                }
+            }
+        }
+        let draining: Vec<String> = members
+            .iter()
+            .filter(|(_, m)| m.state == NodeState::Draining.name())
+            .map(|(_, m)| m.id.clone())
+            .collect();
+
         let leader_offset = leader_index
             .and_then(|i| probes.get(i))
             .map(|p| p.offset_us);
@@ -331,6 +406,8 @@ impl Report {
             leader: leader_index.map(|i| hex(&table.nodes[i].id)),
             buckets_without_live_primary: without_live_primary,
             members: members.into_iter().map(|(_, m)| m).collect(),
+            moves: moves.into_values().collect(),
+            draining,
             measured,
         }
     }
@@ -388,6 +465,38 @@ impl Report {
                 }
             }
         }
+        if !self.moves.is_empty() {
+            let _ = writeln!(out, "moves in progress:");
+            let _ = writeln!(
+                out,
+                "{:>6}  {:<32}  {:<32}  {:<9}  {:>12}  {:>8}  {:>9}",
+                "BUCKET", "FROM", "TO", "PHASE", "COPIED (MiB)", "MiB/s", "ELAPSED s"
+            );
+            for m in &self.moves {
+                let _ = writeln!(
+                    out,
+                    "{:>6}  {:<32}  {:<32}  {:<9}  {:>12.1}  {:>8.1}  {:>9.1}",
+                    m.bucket,
+                    m.from.clone().unwrap_or_else(none),
+                    m.to,
+                    m.phase,
+                    mib(m.bytes),
+                    m.mib_per_s(),
+                    m.elapsed_ms as f64 / 1000.0
+                );
+            }
+        }
+        for id in &self.draining {
+            let native = self
+                .members
+                .iter()
+                .find(|m| &m.id == id)
+                .map_or("", |m| m.native.as_str());
+            let _ = writeln!(
+                out,
+                "draining: {id} ({native}) hands its buckets away, then stops"
+            );
+        }
         for w in &self.measured.clock_warnings {
             let _ = writeln!(out, "warning: {w}");
         }
@@ -410,7 +519,7 @@ fn mib(bytes: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_client::{NodeState, RaftRole, TableBucket, TableNode};
+    use shoal_client::{MovePhase, MoveProgress, RaftRole, TableBucket, TableNode};
 
     fn table(n: u8) -> TableView {
         TableView {
@@ -447,6 +556,7 @@ mod tests {
             items: 3,
             wall_clock_us: wall,
             version: "shoald 0.1.0".into(),
+            moves: Vec::new(),
         }
     }
 
@@ -485,6 +595,90 @@ mod tests {
             })
             .unwrap(),
             serde_json::to_value(&r).unwrap()
+        );
+    }
+
+    #[test]
+    fn moves_in_progress_and_draining_members_are_listed_under_the_members() {
+        let mut t = table(3);
+        t.nodes[2].state = NodeState::Draining;
+        // Bucket 1's primary is node index 1 (id [2; 16]); it sends to [3; 16].
+        let progress = MoveProgress {
+            bucket: 1,
+            to: [3; 16],
+            phase: MovePhase::Tail,
+            bytes: 30 << 20,
+            items: 500,
+            elapsed_ms: 2_000,
+        };
+        let mut sender = status(2, RaftRole::Follower, 0);
+        sender.moves = vec![progress];
+        // The target reports the same move with less copied: the sender's report is kept.
+        let mut target = status(3, RaftRole::Follower, 0);
+        target.moves = vec![MoveProgress {
+            bytes: 1,
+            phase: MovePhase::Snapshot,
+            ..progress
+        }];
+        let mut leader = status(1, RaftRole::Leader, 0);
+        leader.moves = vec![MoveProgress {
+            bucket: 6,
+            to: [2; 16],
+            phase: MovePhase::Parked,
+            bytes: 0,
+            items: 0,
+            elapsed_ms: 0,
+        }];
+        // One probe per table node, in the table's order.
+        let probes = [
+            probe(leader, 1, 0),
+            probe(sender, 1, 0),
+            probe(target, 1, 0),
+        ];
+        let r = Report::build(&t, &probes, 500);
+        assert_eq!(r.moves.len(), 2, "{:?}", r.moves);
+        let m = &r.moves[0];
+        assert_eq!(
+            (m.bucket, m.from.as_deref(), m.phase, m.bytes),
+            (1, Some(&*hex(&[2; 16])), "tail", 30 << 20)
+        );
+        assert_eq!(m.reported_by, hex(&[2; 16]));
+        assert!((m.mib_per_s() - 15.0).abs() < 1e-9);
+        assert_eq!(r.moves[1].mib_per_s(), 0.0);
+        assert_eq!(r.draining, vec![hex(&[3; 16])]);
+        let text = r.render();
+        assert!(text.contains("moves in progress:"), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .expect("a line for bucket 1");
+        for want in [
+            &*hex(&[2; 16]),
+            &*hex(&[3; 16]),
+            "tail",
+            "30.0",
+            "15.0",
+            "2.0",
+        ] {
+            assert!(line.contains(want), "{want} in {line}");
+        }
+        assert!(
+            text.contains(&format!("draining: {} (127.0.0.1:7402)", hex(&[3; 16]))),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["moves"][0]["phase"], "tail");
+        assert_eq!(json["moves"][0]["to"], hex(&[3; 16]));
+        assert_eq!(json["draining"][0], hex(&[3; 16]));
+        // Without moves or draining members, nothing extra is printed.
+        let calm = [
+            probe(status(1, RaftRole::Leader, 0), 1, 0),
+            probe(status(2, RaftRole::Follower, 0), 1, 0),
+        ];
+        let quiet = Report::build(&table(2), &calm, 500).render();
+        assert!(
+            !quiet.contains("moves") && !quiet.contains("draining"),
+            "{quiet}"
         );
     }
 
