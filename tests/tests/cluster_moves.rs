@@ -37,7 +37,7 @@ fn check_keys(c: &Client, prefix: &str, n: usize) {
     for i in 0..n {
         let key = format!("{prefix}{i}");
         let got = c.get(key.as_bytes()).unwrap_or_else(|e| panic!("get {key}: {e}"));
-        assert_eq!(got.map(|v| v.value), Some(value(i)), "{key}");
+        assert_eq!(got.map(|v| v.value.to_vec()), Some(value(i)), "{key}");
     }
 }
 

@@ -14,6 +14,7 @@ use crate::cluster::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use crate::cluster::state::{Command, Move, Outcome};
 use crate::cluster::ClusterView;
 use crate::store::{ChangeLogError, OwnedItem, Store};
+use shoal_proto::cluster::{MovePhase, MoveProgress};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -165,6 +166,11 @@ impl From<ChangeLogError> for Stop {
 
 /// One move, retried from scratch after a failure; cancelled after [`ATTEMPTS`].
 async fn run(ctx: &Context, bucket: u32, m: Move) {
+    run_attempts(ctx, bucket, m).await;
+    ctx.view.set_move_progress(bucket, None);
+}
+
+async fn run_attempts(ctx: &Context, bucket: u32, m: Move) {
     for attempt in 1..=ATTEMPTS {
         match attempt_move(ctx, bucket, m).await {
             Ok(()) | Err(Stop::Gone) => return,
@@ -186,6 +192,21 @@ async fn run(ctx: &Context, bucket: u32, m: Move) {
         Ok(outcome) => tracing::warn!(bucket, move_id = m.id, ?outcome, "gave up a move"),
         Err(e) => tracing::warn!(bucket, move_id = m.id, error = %e, "could not cancel a failed move"),
     }
+}
+
+/// Reports how move `m` of `bucket` is going (NODE_STATUS, `shoal-ctl status`).
+fn report(view: &ClusterView, bucket: u32, m: Move, phase: MovePhase, bytes: u64, items: u64, started: Instant) {
+    view.set_move_progress(
+        bucket,
+        Some(MoveProgress {
+            bucket,
+            to: m.to.0,
+            phase,
+            bytes,
+            items,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }),
+    );
 }
 
 /// Whether the applied table still shows move `m` of `bucket` with this node as primary.
@@ -293,6 +314,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
                 ctx.budget.take(batch_bytes as u64).await;
                 bytes += batch_bytes as u64;
                 items += batch.len() as u64;
+                report(view, bucket, m, MovePhase::Snapshot, bytes, items, started);
                 let payload = Payload::Items(std::mem::take(&mut batch));
                 batch_bytes = 0;
                 while in_flight.len() >= WINDOW {
@@ -326,6 +348,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
         if !current(view, bucket, m) {
             return Err(Stop::Gone);
         }
+        report(view, bucket, m, MovePhase::Tail, bytes, items, started);
         let (sent, caught_up) = send_changes(ctx, &store, &target, &mut through).await?;
         bytes += sent;
         if caught_up {
@@ -338,6 +361,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
         return Err(Stop::Failed("calls in the bucket did not end in time".into()));
     }
     let parked = Instant::now();
+    report(view, bucket, m, MovePhase::Parked, bytes, items, started);
     let result = switch_over(ctx, &store, &target, m, &mut through, parked).await;
     view.unpark(bucket);
     let park_ms = parked.elapsed().as_millis();
