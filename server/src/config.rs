@@ -130,6 +130,25 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub fault_ignore_table: bool,
 
+    /// Test only (`fault-injection` builds): bucket moves from this node stop at this phase
+    /// (`snapshot`: after the copy is opened; `tail`: after the snapshot; `parked`: with the
+    /// bucket parked, for the park timeout) until they are cancelled.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_stall_move_at: Option<crate::fault::MovePhaseName>,
+
+    /// Test only (`fault-injection` builds): every bucket move from this node leaves out one
+    /// change-log record (a lost write the consistency-checker must report).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_drop_move_change: bool,
+
+    /// Test only (`fault-injection` builds): a bucket move drops the source's copy when it
+    /// parks the bucket and serves it again at once, instead of after the switchover commits.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_early_drop: bool,
+
     /// Peer addresses (`--peer-listen`) of cluster members to join through, comma
     /// separated, tried in turn. Without it a node creates a new cluster (or, restarted on
     /// its data directory, comes back to the one it belongs to).

@@ -9,6 +9,11 @@
 //!   says ([`ignore_table`], read by `ClusterView::owns`): native requests for buckets it does
 //!   not own are run here instead of answered `NOT_MY_BUCKET`, memcached commands are run here
 //!   instead of forwarded to the owner.
+//! - `--fault-stall-move-at PHASE`: bucket moves from this node wait at `snapshot`, `tail`
+//!   or `parked` until cancelled (a parked bucket for the park timeout only).
+//! - `--fault-drop-move-change`: each bucket move leaves out one change-log record.
+//! - `--fault-early-drop`: a move drops the source's copy at park time and serves the bucket
+//!   again at once, before the switchover commits.
 //! - SIGUSR1 / SIGUSR2 (a partition): SIGUSR1 cuts the node off from every peer
 //!   ([`cut_peers`]), SIGUSR2 heals it. While cut off, live peer connections (both directions)
 //!   are closed, new incoming ones are dropped at accept and every peer call fails at once as
@@ -37,8 +42,57 @@ static IGNORE_TABLE: AtomicBool = AtomicBool::new(false);
 /// Whether this node is cut off from its peers; watched, so live peer connections end at once.
 static PEERS_CUT: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::Sender::new(false));
 
+/// A phase of a bucket move, as `--fault-stall-move-at` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MovePhaseName {
+    /// After the copy was opened on the target, before any item is sent.
+    Snapshot,
+    /// After the snapshot, before the change log is sent.
+    Tail,
+    /// With the bucket parked, before the last changes are sent.
+    Parked,
+}
+
+/// Where moves stall (0: nowhere; else 1 + the phase's index).
+static STALL_AT: AtomicU64 = AtomicU64::new(0);
+/// Leave one change-log record out of each move.
+static DROP_MOVE_CHANGE: AtomicBool = AtomicBool::new(false);
+/// Drop the source's copy at park time.
+static EARLY_DROP: AtomicBool = AtomicBool::new(false);
+
+/// Whether moves stall at `phase` (`--fault-stall-move-at`).
+pub fn stall_move_at(phase: MovePhaseName) -> bool {
+    STALL_AT.load(Ordering::Relaxed) == 1 + phase as u64
+}
+
+/// Whether each move leaves out one change-log record (`--fault-drop-move-change`).
+pub fn drop_move_change() -> bool {
+    DROP_MOVE_CHANGE.load(Ordering::Relaxed)
+}
+
+/// Whether a move drops the source's copy at park time (`--fault-early-drop`).
+pub fn early_drop() -> bool {
+    EARLY_DROP.load(Ordering::Relaxed)
+}
+
 /// Applies the fault settings; called once at start, before the savefile is loaded.
 pub fn install(config: &Config) {
+    STALL_AT.store(
+        config.fault_stall_move_at.map_or(0, |p| 1 + p as u64),
+        Ordering::Relaxed,
+    );
+    DROP_MOVE_CHANGE.store(config.fault_drop_move_change, Ordering::Relaxed);
+    EARLY_DROP.store(config.fault_early_drop, Ordering::Relaxed);
+    if let Some(phase) = config.fault_stall_move_at {
+        tracing::warn!(?phase, "FAULT INJECTION: bucket moves stall");
+    }
+    if config.fault_drop_move_change {
+        tracing::warn!("FAULT INJECTION: bucket moves leave out a change-log record");
+    }
+    if config.fault_early_drop {
+        tracing::warn!("FAULT INJECTION: bucket moves drop the source's copy at park time");
+    }
     DROP_EVERY.store(config.fault_drop_writes, Ordering::Relaxed);
     IGNORE_TABLE.store(config.fault_ignore_table, Ordering::Relaxed);
     if config.fault_ignore_table {

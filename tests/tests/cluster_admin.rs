@@ -27,7 +27,9 @@ fn hex(id: &[u8; 16]) -> String {
 
 #[test]
 fn shoal_ctl_pauses_moves_cancels_and_refuses_clearly() {
-    let c = Cluster::start(3, &[]);
+    // Moves stay in progress (a test-only stall), so refusals can be seen.
+    let stall: &[&str] = &["--fault-stall-move-at", "snapshot"];
+    let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[stall; 3]);
     let server = c.members[0].native().to_string();
     let other = c.members[1].native().to_string();
 

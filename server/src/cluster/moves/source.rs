@@ -194,6 +194,34 @@ async fn run_attempts(ctx: &Context, bucket: u32, m: Move) {
     }
 }
 
+/// `--fault-stall-move-at`: waits at `phase` while the move is current (a parked bucket at
+/// most the park timeout).
+#[cfg(feature = "fault-injection")]
+async fn fault_stall(ctx: &Context, bucket: u32, m: Move, phase: crate::fault::MovePhaseName) {
+    if !crate::fault::stall_move_at(phase) {
+        return;
+    }
+    tracing::warn!(bucket, ?phase, "FAULT INJECTION: move stalled");
+    let limit = (phase == crate::fault::MovePhaseName::Parked)
+        .then(|| Instant::now() + ctx.config.park_timeout);
+    let mut applied = ctx.view.applied_changes();
+    while current(&ctx.view, bucket, m) {
+        applied.mark_unchanged();
+        match limit {
+            Some(at) => {
+                if tokio::time::timeout_at(at, applied.changed()).await.is_err() {
+                    return;
+                }
+            }
+            None => {
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Reports how move `m` of `bucket` is going (NODE_STATUS, `shoal-ctl status`).
 fn report(view: &ClusterView, bucket: u32, m: Move, phase: MovePhase, bytes: u64, items: u64, started: Instant) {
     view.set_move_progress(
@@ -233,6 +261,22 @@ struct Target {
     client: PeerClient,
     move_id: u64,
     bucket: u32,
+}
+
+/// `--fault-drop-move-change`: leaves the first set out of `changes`, once per attempt.
+#[cfg(feature = "fault-injection")]
+fn fault_drop_change(changes: &mut Vec<crate::store::Change>, dropped: &mut bool) {
+    if !crate::fault::drop_move_change() || *dropped {
+        return;
+    }
+    if let Some(i) = changes
+        .iter()
+        .position(|c| matches!(c, crate::store::Change::Set(_)))
+    {
+        tracing::warn!("FAULT INJECTION: leaving a change-log record out of a move");
+        changes.remove(i);
+        *dropped = true;
+    }
 }
 
 impl Target {
@@ -290,6 +334,8 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
         bucket,
     };
     target.send(Payload::Open).await?;
+    #[cfg(feature = "fault-injection")]
+    fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Snapshot).await;
 
     // 1. The snapshot, a few requests in flight.
     let mut snapshot = store.snapshot_bucket(bucket);
@@ -337,7 +383,10 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     }
 
     // 2. The change log from the snapshot's start, until caught up.
+    #[cfg(feature = "fault-injection")]
+    fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Tail).await;
     let mut through = start;
+    let mut dropped = false;
     target
         .send(Payload::Changes {
             through,
@@ -349,7 +398,8 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
             return Err(Stop::Gone);
         }
         report(view, bucket, m, MovePhase::Tail, bytes, items, started);
-        let (sent, caught_up) = send_changes(ctx, &store, &target, &mut through).await?;
+        let (sent, caught_up) =
+            send_changes(ctx, &store, &target, &mut through, &mut dropped).await?;
         bytes += sent;
         if caught_up {
             break;
@@ -362,7 +412,17 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     }
     let parked = Instant::now();
     report(view, bucket, m, MovePhase::Parked, bytes, items, started);
-    let result = switch_over(ctx, &store, &target, m, &mut through, parked).await;
+    #[cfg(feature = "fault-injection")]
+    {
+        fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Parked).await;
+        if crate::fault::early_drop() {
+            tracing::warn!(bucket, "FAULT INJECTION: dropping the source's copy at park time");
+            view.moves().drop_moved_away(bucket);
+            store.show_bucket(bucket);
+            view.unpark(bucket);
+        }
+    }
+    let result = switch_over(ctx, &store, &target, m, &mut through, &mut dropped, parked).await;
     view.unpark(bucket);
     let park_ms = parked.elapsed().as_millis();
     match result {
@@ -394,6 +454,7 @@ async fn send_changes(
     store: &Store,
     target: &Target,
     through: &mut u64,
+    #[allow(unused_variables)] dropped: &mut bool,
 ) -> Result<(u64, bool), Stop> {
     let mut sent = 0u64;
     loop {
@@ -401,7 +462,10 @@ async fn send_changes(
         if *through >= head {
             return Ok((sent, true));
         }
-        let batch = store.changes_since(target.bucket, *through, CHANGES_PER_REQUEST)?;
+        #[allow(unused_mut)]
+        let mut batch = store.changes_since(target.bucket, *through, CHANGES_PER_REQUEST)?;
+        #[cfg(feature = "fault-injection")]
+        fault_drop_change(&mut batch.changes, dropped);
         let bytes: usize = batch
             .changes
             .iter()
@@ -437,12 +501,13 @@ async fn switch_over(
     target: &Target,
     m: Move,
     through: &mut u64,
+    dropped: &mut bool,
     parked: Instant,
 ) -> Result<bool, Stop> {
     let view = &ctx.view;
     let bucket = target.bucket;
     loop {
-        let (_, caught_up) = send_changes(ctx, store, target, through).await?;
+        let (_, caught_up) = send_changes(ctx, store, target, through, dropped).await?;
         if caught_up {
             break;
         }
