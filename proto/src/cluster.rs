@@ -536,6 +536,7 @@ impl MoveProgress {
 ///  kind u8 = 2 CANCEL_MOVE  bucket u32
 ///  kind u8 = 3 DRAIN        node [16]
 ///  kind u8 = 4 PAUSE        paused u8 (1 pause, 0 resume)
+///  kind u8 = 5 STOP_CLUSTER (nothing more)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdminRequest {
@@ -558,6 +559,8 @@ pub enum AdminRequest {
     },
     /// Pause (`true`) or resume (`false`) the movement of buckets.
     Pause(bool),
+    /// Stop the whole cluster: every node saves its buckets and exits, staying a member.
+    StopCluster,
 }
 
 /// CLUSTER_ADMIN request kinds.
@@ -565,6 +568,7 @@ const ADMIN_MOVE: u8 = 1;
 const ADMIN_CANCEL_MOVE: u8 = 2;
 const ADMIN_DRAIN: u8 = 3;
 const ADMIN_PAUSE: u8 = 4;
+const ADMIN_STOP_CLUSTER: u8 = 5;
 
 impl AdminRequest {
     /// Appends the body to `dst`.
@@ -587,6 +591,7 @@ impl AdminRequest {
                 dst.push(ADMIN_PAUSE);
                 dst.push(u8::from(paused));
             }
+            AdminRequest::StopCluster => dst.push(ADMIN_STOP_CLUSTER),
         }
     }
 
@@ -612,6 +617,7 @@ impl AdminRequest {
             ADMIN_CANCEL_MOVE => AdminRequest::CancelMove { bucket: r.u32()? },
             ADMIN_DRAIN => AdminRequest::Drain { node: node(r)? },
             ADMIN_PAUSE => AdminRequest::Pause(r.flag()?),
+            ADMIN_STOP_CLUSTER => AdminRequest::StopCluster,
             _ => return Err(DecodeErrorKind::BadField),
         })
     }
@@ -911,6 +917,7 @@ mod tests {
             AdminRequest::Drain { node: [9; 16] },
             AdminRequest::Pause(true),
             AdminRequest::Pause(false),
+            AdminRequest::StopCluster,
         ];
         let lens = [21, 5, 17, 2, 2];
         for (req, len) in all.iter().zip(lens) {

@@ -43,7 +43,9 @@ static IGNORE_TABLE: AtomicBool = AtomicBool::new(false);
 static PEERS_CUT: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::Sender::new(false));
 
 /// A phase of a bucket move, as `--fault-stall-move-at` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MovePhaseName {
     /// After the copy was opened on the target, before any item is sent.

@@ -439,7 +439,7 @@ pub async fn serve(
     tokio::select! {
         () = shutdown => {}
         () = stop_command.notified() => {}
-        () = view.drained() => tracing::info!("this node was drained: stopping"),
+        () = view.told_to_stop() => tracing::info!("the cluster told this node to stop"),
     }
     let began = Instant::now();
     let deadline = began + config.shutdown_timeout;
@@ -450,7 +450,10 @@ pub async fn serve(
         HandOff::NoCluster => {}
         HandOff::Done => tracing::info!("every bucket was handed off"),
         HandOff::Alone { left } => {
-            tracing::info!(buckets = left, "no other member can take this node's buckets")
+            tracing::info!(
+                buckets = left,
+                "no other member can take this node's buckets"
+            )
         }
         HandOff::Partial { left } => {
             tracing::warn!(buckets = left, "buckets not handed off in time are saved")

@@ -251,6 +251,26 @@ impl ServerProcess {
         }
     }
 
+    /// Waits up to `limit` for the process to exit on its own; its exit status, or `None`
+    /// (still running).
+    ///
+    /// # Panics
+    /// When the process is not running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("server is running");
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Starts the process again on the same ports (after `kill` or `terminate`).
     ///
     /// # Panics

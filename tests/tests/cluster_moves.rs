@@ -36,7 +36,9 @@ fn write_keys(c: &Client, prefix: &str, n: usize) {
 fn check_keys(c: &Client, prefix: &str, n: usize) {
     for i in 0..n {
         let key = format!("{prefix}{i}");
-        let got = c.get(key.as_bytes()).unwrap_or_else(|e| panic!("get {key}: {e}"));
+        let got = c
+            .get(key.as_bytes())
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
         assert_eq!(got.map(|v| v.value.to_vec()), Some(value(i)), "{key}");
     }
 }
@@ -45,7 +47,11 @@ fn check_keys(c: &Client, prefix: &str, n: usize) {
 fn balanced(t: &TableView, members: usize) -> bool {
     let counts = t.owned_counts();
     counts.len() == members
-        && counts.iter().max().zip(counts.iter().min()).is_some_and(|(a, b)| a - b <= 1)
+        && counts
+            .iter()
+            .max()
+            .zip(counts.iter().min())
+            .is_some_and(|(a, b)| a - b <= 1)
         && counts.iter().sum::<u32>() == BUCKETS
 }
 
@@ -58,7 +64,9 @@ fn a_joining_node_gets_its_share_and_every_key_moves_with_its_bucket() {
     let joiner = Member::start("node1", &["--join", &c.members[0].peer()]);
     c.members.push(joiner);
     assert!(
-        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| balanced(&t, 2))),
+        wait_for(SETTLE, || c.members[0]
+            .table()
+            .is_some_and(|t| balanced(&t, 2))),
         "no even spread: {:?}",
         c.members[0].table().map(|t| t.owned_counts())
     );
@@ -82,7 +90,11 @@ fn sigterm_hands_every_bucket_off_and_the_node_rejoins_as_a_new_member() {
     let status = c.members[2].proc.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
     assert!(
-        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t.nodes.len() == 2 && balanced(&t, 2))),
+        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
+            .nodes
+            .len()
+            == 2
+            && balanced(&t, 2))),
         "the stopped node did not leave: {:?}",
         c.members[0].table()
     );
@@ -90,7 +102,11 @@ fn sigterm_hands_every_bucket_off_and_the_node_rejoins_as_a_new_member() {
     // Started again with the same flags, it joins as a new member and gets its share.
     c.members[2].proc.restart();
     assert!(
-        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t.nodes.len() == 3 && balanced(&t, 3))),
+        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
+            .nodes
+            .len()
+            == 3
+            && balanced(&t, 3))),
         "the restarted node got no share: {:?}",
         c.members[0].table().map(|t| t.owned_counts())
     );

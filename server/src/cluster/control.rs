@@ -169,6 +169,7 @@ pub fn plan(state: &ClusterState, req: &AdminRequest) -> Result<Command, AdminEr
             })
         }
         AdminRequest::Pause(paused) => Ok(Command::SetPaused(paused)),
+        AdminRequest::StopCluster => Ok(Command::StopCluster),
     }
 }
 
@@ -220,6 +221,10 @@ pub fn outcome(req: &AdminRequest, outcome: &Outcome) -> Result<String, AdminErr
         AdminRequest::Pause(true) => "bucket movement was already paused".to_string(),
         AdminRequest::Pause(false) if changed => "bucket movement resumed".to_string(),
         AdminRequest::Pause(false) => "bucket movement was not paused".to_string(),
+        AdminRequest::StopCluster if changed => {
+            "the cluster is stopping: every node saves its buckets and exits".to_string()
+        }
+        AdminRequest::StopCluster => "the cluster was already stopping".to_string(),
     })
 }
 

@@ -13,9 +13,9 @@
 //! pointed at another cluster's seeds is refused by them.
 
 use crate::datadir::{sync_dir, ClusterId, NODE_ID_FILE};
-use std::net::SocketAddr;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Name of the cluster id file in the data directory.

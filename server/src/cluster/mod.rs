@@ -274,7 +274,11 @@ impl ClusterView {
         let all = state.buckets.len() == self.inner.buckets as usize
             && words.iter().enumerate().all(|(i, w)| {
                 let valid = (self.inner.buckets as usize - i * 64).min(64);
-                let mask = if valid == 64 { u64::MAX } else { (1 << valid) - 1 };
+                let mask = if valid == 64 {
+                    u64::MAX
+                } else {
+                    (1 << valid) - 1
+                };
                 w & mask == mask
             });
         if !all {
@@ -395,22 +399,23 @@ impl ClusterView {
         self.inner.unparked.send_modify(|n| *n += 1);
     }
 
-    /// Completes when the applied table marks this node draining (`shoal-ctl drain`): the
-    /// node then stops as on SIGTERM, handing its buckets off. A node that starts draining
-    /// (it stopped without handing off and becomes active again) waits until it is active
-    /// first.
-    pub async fn drained(&self) {
+    /// Completes when the applied table tells this node to stop: it was marked draining
+    /// (`shoal-ctl drain`: it then hands its buckets off, as on SIGTERM) or the whole cluster
+    /// is stopping (`shoal-ctl stop-cluster`: it saves them). Only a change counts: a node
+    /// that starts draining or stopping (it is coming back) waits until that is over first.
+    pub async fn told_to_stop(&self) {
         let me = self.me();
-        let draining = |s: &ClusterState| {
-            s.nodes
-                .get(&me)
-                .is_some_and(|m| m.state == state::NodeState::Draining)
+        let told = |s: &ClusterState| {
+            s.settings.stopping
+                || s.nodes
+                    .get(&me)
+                    .is_some_and(|m| m.state == state::NodeState::Draining)
         };
         let mut applied = self.applied_changes();
         let mut armed = false;
         loop {
             applied.mark_unchanged();
-            let now = draining(&self.state());
+            let now = told(&self.state());
             if now && armed {
                 return;
             }

@@ -59,6 +59,10 @@ pub struct Settings {
     pub paused: bool,
     /// When nodes write a savefile on their own.
     pub persist: PersistSetting,
+    /// The whole cluster was told to stop (`shoal-ctl stop-cluster`): every node saves its
+    /// buckets and exits without leaving; set until every member is back.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 impl Default for Settings {
@@ -68,6 +72,7 @@ impl Default for Settings {
             replicas: 1,
             paused: false,
             persist: PersistSetting::default(),
+            stopping: false,
         }
     }
 }
@@ -202,8 +207,18 @@ pub enum Command {
     /// Gives buckets new primaries, all or none: every assignment's `(epoch, version)` must
     /// match.
     Assign(Vec<Assignment>),
-    /// Pauses or resumes movement planning.
+    /// Pauses or resumes movement planning. Resuming also ends a whole-cluster stop that is
+    /// waiting for members that will not come back.
     SetPaused(bool),
+    /// The whole cluster stops: movement is paused and every node saves its buckets and
+    /// exits, staying a member.
+    StopCluster,
+    /// A member started again after a whole-cluster stop; once every member has, the stop is
+    /// over (movement resumes).
+    Back {
+        /// The member.
+        node: NodeId,
+    },
     /// Starts copying a bucket from its primary to `to`, conditional on the bucket's
     /// `(epoch, version)`; the move's id is this entry's index. Refused when the bucket has
     /// no primary, `to` is its primary, or `to` cannot take buckets; stale when the bucket
@@ -297,6 +312,9 @@ pub struct ClusterState {
     /// Created without owners, waiting for its initial members (`--initial-nodes`): until an
     /// assignment gives every bucket a primary, nobody hands out buckets left without one.
     pub forming: bool,
+    /// After a whole-cluster stop: the members that started again.
+    #[serde(default)]
+    pub back: BTreeSet<NodeId>,
 }
 
 impl ClusterState {
@@ -462,10 +480,39 @@ impl ClusterState {
                 Ok(Outcome::Done)
             }
             Command::SetPaused(paused) => {
-                if self.settings.paused == *paused {
+                let stop_ended = !*paused && self.settings.stopping;
+                if self.settings.paused == *paused && !stop_ended {
                     return Ok(Outcome::Unchanged);
                 }
                 self.settings.paused = *paused;
+                if stop_ended {
+                    self.settings.stopping = false;
+                    self.back.clear();
+                }
+                Ok(Outcome::Done)
+            }
+            Command::StopCluster => {
+                if self.settings.stopping {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.settings.stopping = true;
+                self.settings.paused = true;
+                self.back.clear();
+                Ok(Outcome::Done)
+            }
+            Command::Back { node } => {
+                if !self.settings.stopping {
+                    return Ok(Outcome::Unchanged);
+                }
+                if !self.nodes.contains_key(node) {
+                    return Err(Refusal::UnknownNode(*node));
+                }
+                self.back.insert(*node);
+                if self.nodes.keys().all(|id| self.back.contains(id)) {
+                    self.settings.stopping = false;
+                    self.settings.paused = false;
+                    self.back.clear();
+                }
                 Ok(Outcome::Done)
             }
             Command::StartMove {
@@ -500,11 +547,8 @@ impl ClusterState {
             }
             Command::FinishMove { bucket, move_id } => {
                 let nodes = &self.nodes;
-                let active = |to: &NodeId| {
-                    nodes
-                        .get(to)
-                        .is_some_and(|n| n.state == NodeState::Active)
-                };
+                let active =
+                    |to: &NodeId| nodes.get(to).is_some_and(|n| n.state == NodeState::Active);
                 let b = self
                     .buckets
                     .get_mut(*bucket as usize)

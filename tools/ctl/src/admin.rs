@@ -41,6 +41,8 @@ pub enum Action {
     },
     /// `pause` (true) or `resume` (false).
     Pause(bool),
+    /// `stop-cluster`.
+    StopCluster,
 }
 
 /// Why a change was not made.
@@ -129,6 +131,7 @@ pub fn request(table: &TableView, action: &Action) -> Result<AdminRequest, Strin
             node: resolve_node(table, node)?,
         },
         Action::Pause(paused) => AdminRequest::Pause(*paused),
+        Action::StopCluster => AdminRequest::StopCluster,
     })
 }
 

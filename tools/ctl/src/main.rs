@@ -63,8 +63,14 @@ enum Cmd {
     },
     /// Pause bucket movement (moves in progress finish; no new ones start).
     Pause,
-    /// Resume bucket movement.
+    /// Resume bucket movement (and end a whole-cluster stop that waits for members that
+    /// will not come back).
     Resume,
+    /// Stop the whole cluster: every node saves its buckets to its savefile and exits,
+    /// staying a member (no node hands its buckets to another that is stopping too). Started
+    /// again on their data directories, the nodes serve what they saved; movement resumes
+    /// once every member is back.
+    StopCluster,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Drain { node } => Action::Drain { node },
         Cmd::Pause => Action::Pause(true),
         Cmd::Resume => Action::Pause(false),
+        Cmd::StopCluster => Action::StopCluster,
     };
     match runtime.block_on(admin::run(&cli.server, timeout, &action)) {
         Ok(message) => {

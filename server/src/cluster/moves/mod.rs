@@ -145,7 +145,11 @@ impl Moves {
                 .bucket(b)
                 .is_some_and(|x| x.moving == Some(Move { id, to: me }));
             if !wanted {
-                tracing::info!(bucket = b, move_id = id, "move ended without this node: dropping its copy");
+                tracing::info!(
+                    bucket = b,
+                    move_id = id,
+                    "move ended without this node: dropping its copy"
+                );
                 store.drop_bucket(b);
             }
             wanted
@@ -163,7 +167,11 @@ impl Moves {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(bucket);
         let freed = store.drop_bucket(bucket);
-        tracing::info!(bucket, items = freed, "dropped the copy of a bucket that moved away");
+        tracing::info!(
+            bucket,
+            items = freed,
+            "dropped the copy of a bucket that moved away"
+        );
     }
 
     /// Serves one MOVE request from `from` (the target's side). Returns the reply body: the
@@ -199,15 +207,13 @@ impl Moves {
             while !shows(&view.state()) {
                 match tokio::time::timeout_at(deadline, applied.changed()).await {
                     Ok(Ok(())) => {}
-                    _ => {
-                        return Err(PeerFailure::new(
-                            Status::NotMyBucket,
-                            format!(
-                                "the table here shows no move {} of bucket {} from {from} to this node",
-                                req.move_id, req.bucket
-                            ),
-                        ))
-                    }
+                    _ => return Err(PeerFailure::new(
+                        Status::NotMyBucket,
+                        format!(
+                            "the table here shows no move {} of bucket {} from {from} to this node",
+                            req.move_id, req.bucket
+                        ),
+                    )),
                 }
             }
             self.hidden
@@ -239,7 +245,9 @@ impl Moves {
                 let bytes: usize = items.iter().map(wire::item_len).sum();
                 check_room(store, &copies, bytes)?;
                 for item in items {
-                    store.insert_item(&item.as_record()).map_err(store_failure)?;
+                    store
+                        .insert_item(&item.as_record())
+                        .map_err(store_failure)?;
                 }
             }
             Payload::Changes { through, changes } => {

@@ -190,7 +190,9 @@ async fn run_attempts(ctx: &Context, bucket: u32, m: Move) {
     let deadline = Instant::now() + Duration::from_secs(5);
     match (ctx.propose)(cancel, deadline).await {
         Ok(outcome) => tracing::warn!(bucket, move_id = m.id, ?outcome, "gave up a move"),
-        Err(e) => tracing::warn!(bucket, move_id = m.id, error = %e, "could not cancel a failed move"),
+        Err(e) => {
+            tracing::warn!(bucket, move_id = m.id, error = %e, "could not cancel a failed move")
+        }
     }
 }
 
@@ -209,7 +211,10 @@ async fn fault_stall(ctx: &Context, bucket: u32, m: Move, phase: crate::fault::M
         applied.mark_unchanged();
         match limit {
             Some(at) => {
-                if tokio::time::timeout_at(at, applied.changed()).await.is_err() {
+                if tokio::time::timeout_at(at, applied.changed())
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -223,7 +228,15 @@ async fn fault_stall(ctx: &Context, bucket: u32, m: Move, phase: crate::fault::M
 }
 
 /// Reports how move `m` of `bucket` is going (NODE_STATUS, `shoal-ctl status`).
-fn report(view: &ClusterView, bucket: u32, m: Move, phase: MovePhase, bytes: u64, items: u64, started: Instant) {
+fn report(
+    view: &ClusterView,
+    bucket: u32,
+    m: Move,
+    phase: MovePhase,
+    bytes: u64,
+    items: u64,
+    started: Instant,
+) {
     view.set_move_progress(
         bucket,
         Some(MoveProgress {
@@ -312,10 +325,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     }
     let addr: SocketAddr = {
         let state = view.state();
-        let member = state
-            .nodes
-            .get(&m.to)
-            .ok_or(Stop::Gone)?;
+        let member = state.nodes.get(&m.to).ok_or(Stop::Gone)?;
         member
             .addrs
             .peer
@@ -408,7 +418,9 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
 
     // 3. Park, send the rest, switch over.
     if !view.park(bucket, ctx.config.park_timeout).await {
-        return Err(Stop::Failed("calls in the bucket did not end in time".into()));
+        return Err(Stop::Failed(
+            "calls in the bucket did not end in time".into(),
+        ));
     }
     let parked = Instant::now();
     report(view, bucket, m, MovePhase::Parked, bytes, items, started);
@@ -416,7 +428,10 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     {
         fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Parked).await;
         if crate::fault::early_drop() {
-            tracing::warn!(bucket, "FAULT INJECTION: dropping the source's copy at park time");
+            tracing::warn!(
+                bucket,
+                "FAULT INJECTION: dropping the source's copy at park time"
+            );
             view.moves().drop_moved_away(bucket);
             store.show_bucket(bucket);
             view.unpark(bucket);

@@ -26,6 +26,7 @@ use crate::cluster::identity::{
     clear_rejoin, forget_cluster, read_cluster_id, read_rejoin, write_cluster_id, IdentityError,
 };
 use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
+use crate::cluster::moves::{self, source::MoveConfig, source::Proposer, HandOff, HandOffRequest};
 use crate::cluster::peer::{
     ClusterSecret, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo, PeerOpcode,
     PeerServer,
@@ -33,7 +34,6 @@ use crate::cluster::peer::{
 use crate::cluster::state::{
     ClusterState, Command, NodeAddrs, NodeState, Outcome, PersistSetting, Settings,
 };
-use crate::cluster::moves::{self, source::MoveConfig, source::Proposer, HandOff, HandOffRequest};
 use crate::cluster::{planner, ClusterView, RaftRole, RaftStatus};
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
@@ -239,7 +239,8 @@ async fn run(
         return;
     }
     let _ = started.send(Ok(()));
-    node.reactivate().await;
+    let coming_back = node.clone();
+    tokio::spawn(async move { coming_back.reactivate().await });
     let reconciler = tokio::spawn(node.clone().reconcile_forever());
     let mover = tokio::spawn(moves::source::drive(node.move_context()));
     let hand_offs = node
@@ -304,7 +305,10 @@ impl Node {
         if let (None, true, Some(dir)) = (known, config.join.is_empty(), &config.data_dir) {
             let seeds = read_rejoin(dir).map_err(StartError::Identity)?;
             if !seeds.is_empty() {
-                tracing::info!(?seeds, "this node left its cluster at its last stop; joining it again as a new member");
+                tracing::info!(
+                    ?seeds,
+                    "this node left its cluster at its last stop; joining it again as a new member"
+                );
                 config.join = seeds;
             }
         }
@@ -467,6 +471,7 @@ impl Node {
                 replicas: self.config.replicas,
                 paused: false,
                 persist: self.config.persist,
+                stopping: false,
             },
             node: me,
             addrs: self.config.addrs.clone(),
@@ -1072,6 +1077,15 @@ impl Node {
     /// its buckets instead of handing them off) is a full member again.
     async fn reactivate(&self) {
         let me = self.me();
+        if self.view.state().settings.stopping {
+            let deadline = Instant::now() + self.config.join_timeout;
+            match self.propose(Command::Back { node: me }, deadline).await {
+                Ok(_) => tracing::info!("back after a whole-cluster stop"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not report this node back after a whole-cluster stop")
+                }
+            }
+        }
         let draining = self
             .view
             .state()
@@ -1088,7 +1102,9 @@ impl Node {
         let deadline = Instant::now() + self.config.join_timeout;
         match self.propose(cmd, deadline).await {
             Ok(_) => tracing::info!("active again after a stop that kept this node's buckets"),
-            Err(e) => tracing::warn!(error = %e, "could not become active again; the planner gives this node no buckets"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not become active again; the planner gives this node no buckets")
+            }
         }
     }
 
@@ -1119,7 +1135,7 @@ impl Node {
         if !state.nodes.contains_key(&me) {
             return HandOff::Done;
         }
-        if !peers(&state) {
+        if !peers(&state) || state.settings.stopping {
             return HandOff::Alone {
                 left: owned(&state),
             };
@@ -1198,7 +1214,10 @@ impl Node {
         };
         let raft = dir.join(super::RAFT_DIR);
         match forget_cluster(dir, &raft, seeds) {
-            Ok(()) => tracing::info!(?seeds, "forgot the cluster; a restart joins it again as a new member"),
+            Ok(()) => tracing::info!(
+                ?seeds,
+                "forgot the cluster; a restart joins it again as a new member"
+            ),
             Err(e) => tracing::warn!(error = %e, "could not forget the cluster this node left"),
         }
     }
