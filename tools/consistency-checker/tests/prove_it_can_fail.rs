@@ -9,16 +9,32 @@
 //! - nodes that ignore the bucket table and serve every bucket themselves, driven through
 //!   their memcached ports (a write through one node lands there instead of on the owner):
 //!   **stale**;
-//! - nodes that load the savefile from one stop earlier than the latest after a graceful
-//!   restart: **stale**.
+//! - a lone node that loads the savefile from one stop earlier than the latest after a
+//!   graceful restart: **stale**;
+//! - nodes whose bucket moves leave one change-log record out: **stale** or **lost**;
+//! - nodes that drop a moving bucket's copy when they park it, serving it empty until the
+//!   switchover: **stale** or **lost**.
 
 mod common;
 
 use common::{check, fault_shoald, runs};
 use shoal_consistency_checker::report::Summary;
 
-/// Runs one case `runs()` times with `extra` options and checks each summary with `caught`.
+/// Runs one case `runs()` times on a 3-node cluster with `extra` options and checks each
+/// summary with `caught`.
 fn every_run(name: &str, seed_base: u32, extra: &[&str], caught: impl Fn(&Summary) -> u64) {
+    every_run_on(name, seed_base, 3, extra, caught);
+}
+
+/// [`every_run`] on `nodes` nodes.
+fn every_run_on(
+    name: &str,
+    seed_base: u32,
+    nodes: usize,
+    extra: &[&str],
+    caught: impl Fn(&Summary) -> u64,
+) {
+    let nodes = nodes.to_string();
     let shoald = fault_shoald();
     for run in 0..runs() {
         let seed = (seed_base + run).to_string();
@@ -26,7 +42,7 @@ fn every_run(name: &str, seed_base: u32, extra: &[&str], caught: impl Fn(&Summar
             "--shoald",
             shoald.to_str().expect("utf-8 path"),
             "--nodes",
-            "3",
+            &nodes,
             "--replicas",
             "0",
             "--duration",
@@ -89,9 +105,12 @@ fn nodes_that_serve_buckets_they_do_not_own_are_reported_stale_every_time() {
 
 #[test]
 fn nodes_that_restore_an_old_savefile_are_reported_stale_every_time() {
-    every_run(
+    // A lone node saves at every stop (a node of a larger cluster hands its buckets off
+    // instead; only the last one saves, through the same code).
+    every_run_on(
         "old-savefile",
         3000,
+        1,
         &[
             "--shoald-arg=--fault-old-savefile",
             "--nemesis",
@@ -104,5 +123,45 @@ fn nodes_that_restore_an_old_savefile_are_reported_stale_every_time() {
             "60s",
         ],
         |s| s.counts["stale"],
+    );
+}
+
+#[test]
+fn moves_that_leave_out_a_change_are_reported_every_time() {
+    every_run(
+        "drop-move-change",
+        4000,
+        &[
+            "--shoald-arg=--fault-drop-move-change",
+            "--nemesis",
+            "graceful",
+            "--interval",
+            "300ms..600ms",
+            "--down",
+            "0s",
+            "--duration",
+            "60s",
+        ],
+        |s| s.counts["stale"] + s.counts["lost"],
+    );
+}
+
+#[test]
+fn moves_that_drop_the_source_copy_at_park_time_are_reported_every_time() {
+    every_run(
+        "early-drop",
+        5000,
+        &[
+            "--shoald-arg=--fault-early-drop",
+            "--nemesis",
+            "graceful",
+            "--interval",
+            "300ms..600ms",
+            "--down",
+            "0s",
+            "--duration",
+            "60s",
+        ],
+        |s| s.counts["stale"] + s.counts["lost"],
     );
 }
