@@ -36,9 +36,14 @@ fn stat(addr: SocketAddr, name: &str) -> u64 {
     }
 }
 
-/// Starts 3 nodes, then a 4th that joins after the buckets were spread and so owns none.
+/// Starts 3 nodes, then a 4th that joins after the buckets were spread, with movement
+/// paused, and so owns none.
 fn four_nodes(extra: &[&str]) -> (Cluster, usize) {
     let mut c = Cluster::start(3, extra);
+    cluster_common::client(c.members[0].native())
+        .expect("client")
+        .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(true))
+        .expect("pause movement");
     let seed = c.members[0].peer();
     let mut args = vec!["--join", seed.as_str()];
     args.extend_from_slice(extra);
