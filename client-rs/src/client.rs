@@ -1138,6 +1138,22 @@ impl Client {
                         Err(e) => return Err(e),
                     }
                     if Instant::now() >= deadline {
+                        return Err(last);
+                    }
+                }
+                // Every seed is gone (the members it was given may have left the cluster):
+                // the members of the last table are as good.
+                let members: Vec<Arc<str>> = self.lock_routing().nodes().to_vec();
+                for addr in members
+                    .iter()
+                    .filter(|a| !seeds.iter().any(|s| ***a == **s))
+                {
+                    match self.node(addr).connection(config, deadline).await {
+                        Ok(conn) => return Ok(conn),
+                        Err(e @ (Error::Connection(_) | Error::Timeout)) => last = e,
+                        Err(e) => return Err(e),
+                    }
+                    if Instant::now() >= deadline {
                         break;
                     }
                 }

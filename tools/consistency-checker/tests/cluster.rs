@@ -129,3 +129,26 @@ fn a_partition_needs_a_fault_injection_build() {
         "{stderr}"
     );
 }
+
+#[test]
+fn scaling_out_from_one_node_and_draining_lose_nothing() {
+    // Every join moves buckets to the new member under load; every drain hands a member's
+    // buckets to the others; nothing acknowledged may go missing or back.
+    let bin = shoald();
+    let mut args = cluster_args(bin.to_str().expect("utf-8"), "join,join,drain", "15s");
+    let at = args.iter().position(|a| *a == "--nodes").expect("--nodes") + 1;
+    args[at] = "1";
+    args.extend(["--max-nodes", "4", "--require-faults", "join=2,drain=1"]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    assert_eq!(s.counts["miss"], 0, "moves lose nothing: {s:?}");
+    let drain = s
+        .fault_log
+        .iter()
+        .find(|f| f.kind == "drain")
+        .expect("a drain");
+    assert!(
+        drain.buckets > 0,
+        "a drained member owned buckets: {drain:?}"
+    );
+}

@@ -207,13 +207,15 @@ impl Moves {
             while !shows(&view.state()) {
                 match tokio::time::timeout_at(deadline, applied.changed()).await {
                     Ok(Ok(())) => {}
-                    _ => return Err(PeerFailure::new(
-                        Status::NotMyBucket,
-                        format!(
+                    _ => {
+                        return Err(PeerFailure::new(
+                            Status::NotMyBucket,
+                            format!(
                             "the table here shows no move {} of bucket {} from {from} to this node",
                             req.move_id, req.bucket
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             self.hidden

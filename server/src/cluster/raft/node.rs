@@ -302,13 +302,16 @@ impl Node {
             Some(dir) => read_cluster_id(dir).map_err(StartError::Identity)?,
             None => None,
         };
-        if let (None, true, Some(dir)) = (known, config.join.is_empty(), &config.data_dir) {
-            let seeds = read_rejoin(dir).map_err(StartError::Identity)?;
+        if let (None, Some(dir)) = (known, &config.data_dir) {
+            // The members it left behind first: the seeds it was started with may be gone.
+            let mut seeds = read_rejoin(dir).map_err(StartError::Identity)?;
             if !seeds.is_empty() {
                 tracing::info!(
                     ?seeds,
                     "this node left its cluster at its last stop; joining it again as a new member"
                 );
+                seeds.retain(|s| !config.join.contains(s));
+                seeds.append(&mut config.join);
                 config.join = seeds;
             }
         }
