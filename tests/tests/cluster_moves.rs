@@ -4,7 +4,7 @@
 
 mod cluster_common;
 
-use cluster_common::{client, Cluster, Member, BUCKETS, SETTLE};
+use cluster_common::{Cluster, Member, BUCKETS, SETTLE};
 use shoal_client::blocking::Client;
 use shoal_client::Client as AsyncClient;
 use shoal_proto::cluster::TableView;
@@ -27,7 +27,7 @@ fn value(i: usize) -> Vec<u8> {
 /// Writes `n` keys through a routed client.
 fn write_keys(c: &Client, prefix: &str, n: usize) {
     for i in 0..n {
-        c.set(format!("{prefix}{i}").as_bytes(), &value(i), 0, 0)
+        c.set(format!("{prefix}{i}").as_bytes(), value(i), 0, 0)
             .unwrap_or_else(|e| panic!("set {prefix}{i}: {e}"));
     }
 }
@@ -113,5 +113,4 @@ fn sigterm_hands_every_bucket_off_and_the_node_rejoins_as_a_new_member() {
     let after = c.members[2].status().expect("status").node_id;
     assert_ne!(before, after, "a node that left comes back under a new id");
     check_keys(&routed(seed), "h", 3000);
-    let _ = client;
 }
