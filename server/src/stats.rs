@@ -128,6 +128,11 @@ store_rows! {
     curr_items: Gauge = |s| s.store.items,
     /// Bytes of keys and values stored now.
     bytes: Gauge = |s| s.store.bytes,
+    /// Items of bucket copies being received from another node (hidden until the move
+    /// switches the bucket to this node; not in `curr_items`).
+    copy_items: Gauge = |s| s.store.hidden_items,
+    /// Bytes of those copies (not in `bytes`).
+    copy_bytes: Gauge = |s| s.store.hidden_bytes,
     /// Item memory limit: the memory reserved at start, unless lowered by `cache_memlimit`.
     limit_maxbytes: Gauge = |s| s.store.memory_limit,
     /// Reads that found their key.

@@ -114,3 +114,158 @@ fn sigterm_hands_every_bucket_off_and_the_node_rejoins_as_a_new_member() {
     assert_ne!(before, after, "a node that left comes back under a new id");
     check_keys(&routed(seed), "h", 3000);
 }
+
+/// A memcached `stats` value of `member`.
+fn stat(member: &Member, name: &str) -> u64 {
+    let mut c = cluster_common::Text::connect(cluster_common::mc(member));
+    c.send(b"stats\r\n");
+    let prefix = format!("STAT {name} ");
+    let mut value = None;
+    loop {
+        let l = c.line();
+        if l == "END\r\n" {
+            return value.unwrap_or_else(|| panic!("no stat {name}"));
+        }
+        if let Some(v) = l.strip_prefix(&prefix) {
+            value = v.trim_end().parse().ok();
+        }
+    }
+}
+
+/// `n` keys of `bucket`.
+fn keys_of_bucket(bucket: u32, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("b{i}"))
+        .filter(|k| shoal_proto::hash::bucket_of(k.as_bytes(), BUCKETS) == bucket)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_serving() {
+    for phase in ["snapshot", "tail", "parked"] {
+        let flags: &[&str] = &["--fault-stall-move-at", phase, "--park-timeout", "10s"];
+        let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[flags, flags]);
+        let admin = routed(c.members[0].native());
+        admin
+            .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(true))
+            .expect("pause");
+        let table = c.members[0].table().expect("table");
+        let (src, dst) = (0usize, 1usize);
+        let src_id = c.members[src].status().expect("status").node_id;
+        let dst_id = c.members[dst].status().expect("status").node_id;
+        let bucket = (0..BUCKETS)
+            .find(|&b| table.primary_of(b).is_some_and(|p| p.id == src_id))
+            .expect("a bucket of the source");
+        let keys = keys_of_bucket(bucket, 50);
+        for k in &keys {
+            admin.set(k.as_bytes(), k.as_bytes(), 0, 0).expect("set");
+        }
+        admin
+            .cluster_admin(shoal_proto::cluster::AdminRequest::Move { bucket, to: dst_id })
+            .expect("move");
+        // The move reaches the stalled phase: the source reports it, and the target holds
+        // the copy (nothing yet at the snapshot stall).
+        let want = if phase == "snapshot" {
+            0
+        } else {
+            keys.len() as u64
+        };
+        assert!(
+            wait_for(SETTLE, || {
+                let at_phase = c.members[src].status().is_some_and(|s| {
+                    s.moves
+                        .iter()
+                        .any(|m| m.bucket == bucket && m.phase.name() == phase)
+                });
+                at_phase && stat(&c.members[dst], "copy_items") == want
+            }),
+            "{phase}: {:?}",
+            c.members[src].status().map(|s| s.moves)
+        );
+        admin
+            .cluster_admin(shoal_proto::cluster::AdminRequest::CancelMove { bucket })
+            .expect("cancel");
+        assert!(
+            wait_for(SETTLE, || stat(&c.members[dst], "copy_items") == 0
+                && c.members[src].status().is_some_and(|s| s.moves.is_empty())),
+            "{phase}: the target dropped its copy"
+        );
+        let reader = routed(c.members[1].native());
+        for k in &keys {
+            let got = reader
+                .get(k.as_bytes())
+                .expect("get")
+                .map(|v| v.value.to_vec());
+            assert_eq!(got, Some(k.clone().into_bytes()), "{phase}: {k}");
+        }
+        let owner = c.members[0].table().expect("table");
+        assert_eq!(
+            owner.primary_of(bucket).map(|p| p.id),
+            Some(src_id),
+            "{phase}"
+        );
+        reader
+            .set(keys[0].as_bytes(), b"after", 0, 0)
+            .expect("the source takes writes");
+    }
+}
+
+#[test]
+fn a_kill_of_the_source_or_the_target_at_each_phase_never_gives_a_wrong_value() {
+    for phase in ["snapshot", "tail", "parked"] {
+        for kill_source in [false, true] {
+            // A parked stall lasts the park timeout (then the move goes on): short, so the
+            // requests it holds are answered within the client's deadline.
+            let flags: &[&str] = &["--fault-stall-move-at", phase, "--park-timeout", "1s"];
+            let mut c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[flags, flags]);
+            let admin = routed(c.members[0].native());
+            admin
+                .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(true))
+                .expect("pause");
+            let table = c.members[0].table().expect("table");
+            let src_id = c.members[0].status().expect("status").node_id;
+            let dst_id = c.members[1].status().expect("status").node_id;
+            let bucket = (0..BUCKETS)
+                .find(|&b| table.primary_of(b).is_some_and(|p| p.id == src_id))
+                .expect("a bucket of the source");
+            let keys = keys_of_bucket(bucket, 50);
+            for k in &keys {
+                admin.set(k.as_bytes(), k.as_bytes(), 0, 0).expect("set");
+            }
+            admin
+                .cluster_admin(shoal_proto::cluster::AdminRequest::Move { bucket, to: dst_id })
+                .expect("move");
+            assert!(
+                wait_for(SETTLE, || c.members[0]
+                    .status()
+                    .is_some_and(|s| s.moves.iter().any(|m| m.phase.name() == phase))),
+                "{phase}: the move did not reach its stall"
+            );
+            let victim = if kill_source { 0 } else { 1 };
+            c.members[victim].proc.kill();
+            c.members[victim].proc.restart();
+            // The move goes on or ends; either way every key reads as written or, where its
+            // only copy died with the source, as a miss; never anything else.
+            let reader = routed(c.members[1 - victim].native());
+            assert!(
+                wait_for(SETTLE, || keys.iter().all(|k| {
+                    match reader.get(k.as_bytes()) {
+                        Ok(Some(v)) => {
+                            assert_eq!(&v.value[..], k.as_bytes(), "{phase}: {k}");
+                            true
+                        }
+                        Ok(None) => kill_source,
+                        Err(e) => {
+                            eprintln!("{phase}: {k}: {e}");
+                            false
+                        }
+                    }
+                })),
+                "{phase}, killed {}: keys did not read back",
+                if kill_source { "source" } else { "target" }
+            );
+            let _ = admin.cluster_admin(shoal_proto::cluster::AdminRequest::CancelMove { bucket });
+        }
+    }
+}

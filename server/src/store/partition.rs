@@ -1258,7 +1258,10 @@ impl Partition {
         stats.crawler_reclaimed += c.crawler_reclaimed;
         stats.pages_moved += c.pages_moved;
         for b in &self.buckets {
-            if !b.hidden {
+            if b.hidden {
+                stats.hidden_items += b.items;
+                stats.hidden_bytes += b.bytes;
+            } else {
                 stats.items += b.items;
                 stats.bytes += b.bytes;
             }

@@ -10,6 +10,10 @@ pub struct StoreStats {
     /// Slab bytes held by items of visible buckets (whole chunks, so header and slack
     /// included).
     pub bytes: u64,
+    /// Items of hidden buckets (copies being received from another node).
+    pub hidden_items: u64,
+    /// Slab bytes held by items of hidden buckets.
+    pub hidden_bytes: u64,
     /// Slab memory in bytes (whole pages of the configured memory).
     pub memory: u64,
     /// The memory limit in force ([`Store::set_memory_limit`](super::Store::set_memory_limit)):

@@ -230,11 +230,12 @@ impl Moves {
             tracing::info!(bucket = req.bucket, move_id = req.move_id, %from, "receiving a bucket");
             return Ok(0u64.to_be_bytes().to_vec());
         }
-        let (open, copies) = {
-            let incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
-            let open = incoming.get(&req.bucket) == Some(&req.move_id);
-            (open, incoming.keys().copied().collect::<Vec<u32>>())
-        };
+        let open = self
+            .incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&req.bucket)
+            == Some(&req.move_id);
         if !open {
             return Err(PeerFailure::bad_request(format!(
                 "move {} of bucket {} is not open here",
@@ -245,7 +246,7 @@ impl Moves {
             Payload::Open => {}
             Payload::Items(items) => {
                 let bytes: usize = items.iter().map(wire::item_len).sum();
-                check_room(store, &copies, bytes)?;
+                check_room(store, bytes)?;
                 for item in items {
                     store
                         .insert_item(&item.as_record())
@@ -260,7 +261,7 @@ impl Moves {
                         _ => 0,
                     })
                     .sum();
-                check_room(store, &copies, bytes)?;
+                check_room(store, bytes)?;
                 for change in changes {
                     store.apply(change).map_err(store_failure)?;
                 }
@@ -271,12 +272,11 @@ impl Moves {
     }
 }
 
-/// Refuses `bytes` more of a copy when they would leave less than the headroom free
-/// (`copies`: the buckets being received, which the store's totals leave out).
-fn check_room(store: &Store, copies: &[u32], bytes: usize) -> Result<(), PeerFailure> {
-    let limit = store.memory_limit();
-    let hidden: u64 = copies.iter().map(|&b| store.bucket_stats(b).bytes).sum();
-    let used = store.stats().bytes + hidden;
+/// Refuses `bytes` more of a copy when they would leave less than the headroom free.
+fn check_room(store: &Store, bytes: usize) -> Result<(), PeerFailure> {
+    let stats = store.stats();
+    let limit = stats.memory_limit;
+    let used = stats.bytes + stats.hidden_bytes;
     let room = limit.saturating_sub(limit >> HEADROOM_SHIFT);
     if used.saturating_add(bytes as u64) > room {
         return Err(PeerFailure::new(

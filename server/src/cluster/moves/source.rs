@@ -344,6 +344,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
         bucket,
     };
     target.send(Payload::Open).await?;
+    report(view, bucket, m, MovePhase::Snapshot, 0, 0, started);
     #[cfg(feature = "fault-injection")]
     fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Snapshot).await;
 
@@ -393,6 +394,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     }
 
     // 2. The change log from the snapshot's start, until caught up.
+    report(view, bucket, m, MovePhase::Tail, bytes, items, started);
     #[cfg(feature = "fault-injection")]
     fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Tail).await;
     let mut through = start;
@@ -526,6 +528,19 @@ async fn switch_over(
         if caught_up {
             break;
         }
+    }
+    // The target confirms it still holds this copy up to the end (a target that restarted
+    // meanwhile has lost it and refuses): only then may it become the primary.
+    let confirmed = target
+        .send(Payload::Changes {
+            through: *through,
+            changes: Vec::new(),
+        })
+        .await?;
+    if confirmed < *through {
+        return Err(Stop::Failed(format!(
+            "the target holds the bucket up to seq {confirmed}, not {through}"
+        )));
     }
     let finish = Command::FinishMove {
         bucket,
