@@ -4,7 +4,9 @@
 
 mod cluster_common;
 
-use cluster_common::{index_in, keys_owned_by, mc, owner, Cluster, Member, Text, BUCKETS, SETTLE};
+use cluster_common::{
+    index_in, keys_owned_by, mc, owner, stat, Cluster, Member, Text, BUCKETS, SETTLE,
+};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -17,23 +19,6 @@ fn value(i: usize) -> Vec<u8> {
     (0..(i * 37) % 3000 + 1)
         .map(|j| ((i * 7 + j * 13) % 256) as u8)
         .collect()
-}
-
-/// One `stats` value of the node at `addr`.
-fn stat(addr: SocketAddr, name: &str) -> u64 {
-    let mut c = Text::connect(addr);
-    c.send(b"stats\r\n");
-    let prefix = format!("STAT {name} ");
-    let mut value = None;
-    loop {
-        let l = c.line();
-        if l == "END\r\n" {
-            return value.unwrap_or_else(|| panic!("no stat {name}"));
-        }
-        if let Some(v) = l.strip_prefix(&prefix) {
-            value = v.trim_end().parse().ok();
-        }
-    }
 }
 
 /// Starts 3 nodes, then a 4th that joins after the buckets were spread, with movement

@@ -117,19 +117,7 @@ fn sigterm_hands_every_bucket_off_and_the_node_rejoins_as_a_new_member() {
 
 /// A memcached `stats` value of `member`.
 fn stat(member: &Member, name: &str) -> u64 {
-    let mut c = cluster_common::Text::connect(cluster_common::mc(member));
-    c.send(b"stats\r\n");
-    let prefix = format!("STAT {name} ");
-    let mut value = None;
-    loop {
-        let l = c.line();
-        if l == "END\r\n" {
-            return value.unwrap_or_else(|| panic!("no stat {name}"));
-        }
-        if let Some(v) = l.strip_prefix(&prefix) {
-            value = v.trim_end().parse().ok();
-        }
-    }
+    cluster_common::stat(cluster_common::mc(member), name)
 }
 
 /// `n` keys of `bucket`.

@@ -372,3 +372,20 @@ pub fn index_in(table: &TableView, member: &Member) -> usize {
 pub fn mc(member: &Member) -> SocketAddr {
     member.proc.memcache_addr.expect("memcached port")
 }
+
+/// One `stats` value of the node at `addr`.
+pub fn stat(addr: SocketAddr, name: &str) -> u64 {
+    let mut c = Text::connect(addr);
+    c.send(b"stats\r\n");
+    let prefix = format!("STAT {name} ");
+    let mut value = None;
+    loop {
+        let l = c.line();
+        if l == "END\r\n" {
+            return value.unwrap_or_else(|| panic!("no stat {name}"));
+        }
+        if let Some(v) = l.strip_prefix(&prefix) {
+            value = v.trim_end().parse().ok();
+        }
+    }
+}
