@@ -919,7 +919,7 @@ mod tests {
             AdminRequest::Pause(false),
             AdminRequest::StopCluster,
         ];
-        let lens = [21, 5, 17, 2, 2];
+        let lens = [21, 5, 17, 2, 2, 1];
         for (req, len) in all.iter().zip(lens) {
             let mut body = Vec::new();
             req.encode(&mut body);
@@ -928,7 +928,7 @@ mod tests {
             check_prefixes(&body, AdminRequest::decode);
         }
         // Unknown kinds, a pause flag other than 0/1, and an all-zeros node id.
-        for bad in [&[0u8][..], &[5], &[255, 0, 0, 0, 0], &[4, 2]] {
+        for bad in [&[0u8][..], &[6], &[255, 0, 0, 0, 0], &[4, 2]] {
             assert_eq!(
                 AdminRequest::decode(bad),
                 Err(DecodeErrorKind::BadField),

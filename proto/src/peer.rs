@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 10);
+        assert_eq!(PEER_OPCODES.len(), 11);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");
@@ -446,7 +446,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xCA), None);
+        assert_eq!(PeerOpcode::from_u8(0xCB), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 

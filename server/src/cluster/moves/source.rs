@@ -4,10 +4,11 @@
 //! A move's task: start the bucket's change log; open the copy on the target; send the
 //! snapshot in batches (a few in flight, within the node's bandwidth budget); send the
 //! change log from the snapshot's start until the target is caught up; park the bucket;
-//! send the rest; propose the switchover ([`Command::FinishMove`]); once this node applied
-//! it, unpark (the waiting requests are redirected) and drop the copy. A failure before the
-//! park retries from a fresh snapshot after a pause, a few times, then cancels the move (the
-//! planner may try again, possibly elsewhere).
+//! send the rest; have the target confirm it holds everything; propose the switchover
+//! ([`Command::FinishMove`]); once this node applied it, unpark (the waiting requests are
+//! redirected) and drop the copy. A failed attempt (the bucket is unparked first) retries
+//! from a fresh snapshot after a pause, a few times, then cancels the move (the planner may
+//! try again, possibly elsewhere).
 
 use super::wire::{item_len, MoveRequest, Payload};
 use crate::cluster::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
@@ -354,7 +355,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     let mut bytes = 0u64;
     let mut items = 0u64;
     {
-        let mut in_flight = futures_window();
+        let mut in_flight: JoinSet<Result<u64, Stop>> = JoinSet::new();
         let mut batch: Vec<OwnedItem> = Vec::new();
         let mut batch_bytes = 0;
         loop {
@@ -590,10 +591,6 @@ async fn resolve(ctx: &Context, bucket: u32, m: Move) -> bool {
             }
         }
     }
-}
-
-fn futures_window() -> JoinSet<Result<u64, Stop>> {
-    JoinSet::new()
 }
 
 fn flatten(r: Result<Result<u64, Stop>, tokio::task::JoinError>) -> Result<u64, Stop> {
