@@ -348,6 +348,9 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     report(view, bucket, m, MovePhase::Snapshot, 0, 0, started);
     #[cfg(feature = "fault-injection")]
     fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Snapshot).await;
+    if !current(view, bucket, m) {
+        return Err(Stop::Gone);
+    }
 
     // 1. The snapshot, a few requests in flight.
     let mut snapshot = store.snapshot_bucket(bucket);
@@ -398,6 +401,9 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     report(view, bucket, m, MovePhase::Tail, bytes, items, started);
     #[cfg(feature = "fault-injection")]
     fault_stall(ctx, bucket, m, crate::fault::MovePhaseName::Tail).await;
+    if !current(view, bucket, m) {
+        return Err(Stop::Gone);
+    }
     let mut through = start;
     let mut dropped = false;
     target
