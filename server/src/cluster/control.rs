@@ -231,8 +231,7 @@ pub fn outcome(req: &AdminRequest, outcome: &Outcome) -> Result<String, AdminErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::state::{NodeAddrs, Settings};
-    use crate::datadir::ClusterId;
+    use crate::cluster::state::fixtures::{addrs, created_by};
 
     const A: NodeId = NodeId([1; 16]);
     const B: NodeId = NodeId([2; 16]);
@@ -240,26 +239,7 @@ mod tests {
 
     /// A, B and C active; A owns all 4 buckets.
     fn state() -> ClusterState {
-        let addrs = |n: u8| NodeAddrs {
-            peer: format!("p{n}"),
-            native: format!("n{n}"),
-            memcache: None,
-            durable: true,
-        };
-        let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Create {
-                cluster_id: ClusterId([9; 16]),
-                settings: Settings {
-                    buckets: 4,
-                    ..Settings::default()
-                },
-                node: A,
-                addrs: addrs(1),
-                assign_all: true,
-            },
-        );
+        let mut s = created_by(A, 4, true);
         for (i, n) in [B, C].into_iter().enumerate() {
             let i = i as u64;
             s.apply(

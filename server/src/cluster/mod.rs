@@ -491,7 +491,8 @@ impl ClusterView {
 
 #[cfg(test)]
 mod tests {
-    use super::state::{Command, NodeAddrs, Settings};
+    use super::state::fixtures::{addrs, created_by, CLUSTER};
+    use super::state::Command;
     use super::*;
 
     #[test]
@@ -500,26 +501,7 @@ mod tests {
         let other = NodeId([2; 16]);
         let o = ClusterView::new(me, 128);
         assert!(!(0..128).any(|b| o.owns(b)));
-        let addrs = |n: &str| NodeAddrs {
-            peer: format!("p{n}"),
-            native: format!("n{n}"),
-            memcache: None,
-            durable: true,
-        };
-        let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Create {
-                cluster_id: ClusterId([3; 16]),
-                settings: Settings {
-                    buckets: 128,
-                    ..Settings::default()
-                },
-                node: me,
-                addrs: addrs("1"),
-                assign_all: true,
-            },
-        );
+        let mut s = created_by(me, 128, true);
         o.update(Arc::new(s.clone()));
         assert!((0..128).all(|b| o.owns(b)));
         assert!(o.owns_all());
@@ -528,7 +510,7 @@ mod tests {
             2,
             &Command::AddNode {
                 node: other,
-                addrs: addrs("2"),
+                addrs: addrs(2),
             },
         );
         let cmd = planner::spread_evenly(&s, &[me, other]).unwrap();
@@ -544,22 +526,9 @@ mod tests {
                 owner: Some((other, "n2".into()))
             }
         );
-        assert_eq!(o.cluster_id(), Some(ClusterId([3; 16])));
+        assert_eq!(o.cluster_id(), Some(CLUSTER));
         // A table of another size serves nothing.
-        let mut wrong = ClusterState::default();
-        wrong.apply(
-            1,
-            &Command::Create {
-                cluster_id: ClusterId([3; 16]),
-                settings: Settings {
-                    buckets: 64,
-                    ..Settings::default()
-                },
-                node: me,
-                addrs: addrs("1"),
-                assign_all: true,
-            },
-        );
+        let wrong = created_by(me, 64, true);
         o.update(Arc::new(wrong));
         assert!(!(0..128).any(|b| o.owns(b)));
         assert!(ClusterView::everything(128).owns(127));
@@ -570,25 +539,7 @@ mod tests {
     async fn a_parked_bucket_is_not_entered_and_park_waits_for_calls_inside() {
         let me = NodeId([1; 16]);
         let o = ClusterView::new(me, 128);
-        let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Create {
-                cluster_id: ClusterId([3; 16]),
-                settings: Settings {
-                    buckets: 128,
-                    ..Settings::default()
-                },
-                node: me,
-                addrs: NodeAddrs {
-                    peer: "p".into(),
-                    native: "n".into(),
-                    memcache: None,
-                    durable: true,
-                },
-                assign_all: true,
-            },
-        );
+        let s = created_by(me, 128, true);
         o.update(Arc::new(s.clone()));
         assert!(o.owns_all() && !o.any_parked());
         let inside = o.enter(5).expect("served");

@@ -273,8 +273,8 @@ pub fn stale_moves(state: &ClusterState) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::state::{NodeAddrs, Outcome, Settings};
-    use crate::datadir::ClusterId;
+    use crate::cluster::state::fixtures::{addrs, created_by};
+    use crate::cluster::state::Outcome;
     use proptest::prelude::*;
 
     fn id(n: u8) -> NodeId {
@@ -282,26 +282,7 @@ mod tests {
     }
 
     fn state_with(members: u8, buckets: u32) -> ClusterState {
-        let addrs = |n: u8| NodeAddrs {
-            peer: format!("p{n}"),
-            native: format!("n{n}"),
-            memcache: None,
-            durable: true,
-        };
-        let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Create {
-                cluster_id: ClusterId([1; 16]),
-                settings: Settings {
-                    buckets,
-                    ..Settings::default()
-                },
-                node: id(1),
-                addrs: addrs(1),
-                assign_all: false,
-            },
-        );
+        let mut s = created_by(id(1), buckets, false);
         for n in 2..=members {
             s.apply(
                 u64::from(n),

@@ -619,6 +619,47 @@ impl ClusterState {
     }
 }
 
+/// States for unit tests elsewhere, built through [`ClusterState::apply`] as every node
+/// builds them.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The cluster id of every fixture state.
+    pub(crate) const CLUSTER: ClusterId = ClusterId([3; 16]);
+
+    /// Addresses of test node `n`: peer `p{n}`, native `n{n}`, no memcached port, durable.
+    pub(crate) fn addrs(n: u8) -> NodeAddrs {
+        NodeAddrs {
+            peer: format!("p{n}"),
+            native: format!("n{n}"),
+            memcache: None,
+            durable: true,
+        }
+    }
+
+    /// A cluster of `buckets` buckets created at index 1 by `creator` (addresses
+    /// `addrs(creator.0[0])`), which owns every bucket when `assign_all`.
+    pub(crate) fn created_by(creator: NodeId, buckets: u32, assign_all: bool) -> ClusterState {
+        let mut s = ClusterState::default();
+        let out = s.apply(
+            1,
+            &Command::Create {
+                cluster_id: CLUSTER,
+                settings: Settings {
+                    buckets,
+                    ..Settings::default()
+                },
+                node: creator,
+                addrs: addrs(creator.0[0]),
+                assign_all,
+            },
+        );
+        assert_eq!(out, Outcome::Done);
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
