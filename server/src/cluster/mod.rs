@@ -243,11 +243,12 @@ impl ClusterView {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.inner.moves.before_serving(self.inner.me, &state);
+        let ended = self.inner.moves.before_serving(self.inner.me, &state);
         *current = state;
         self.apply_bits(&current);
         let version = current.table_version;
         drop(current);
+        self.inner.moves.drop_copies(&ended);
         self.inner.table_version.send_if_modified(|v| {
             let changed = *v != version;
             *v = version;

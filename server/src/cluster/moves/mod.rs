@@ -124,11 +124,12 @@ impl Moves {
 
     /// Called with each newly applied state before the node serves by it: a bucket hidden
     /// here that the state names this node primary of is made visible (a finished move's
-    /// copy, or a bucket given back after it moved away), and a copy the state no longer
-    /// sends here is dropped.
-    pub fn before_serving(&self, me: NodeId, state: &ClusterState) {
+    /// copy, or a bucket given back after it moved away). Returns the copies the state no
+    /// longer sends here, for [`Moves::drop_copies`] (freeing them is slow for a large copy,
+    /// so the caller does it after releasing what the data path waits on).
+    pub fn before_serving(&self, me: NodeId, state: &ClusterState) -> Vec<u32> {
         let Some(store) = self.store.get() else {
-            return;
+            return Vec::new();
         };
         let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
         let mut incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
@@ -140,6 +141,7 @@ impl Moves {
             }
             !mine
         });
+        let mut ended = Vec::new();
         incoming.retain(|&b, &mut id| {
             let wanted = state
                 .bucket(b)
@@ -150,10 +152,27 @@ impl Moves {
                     move_id = id,
                     "move ended without this node: dropping its copy"
                 );
-                store.drop_bucket(b);
+                ended.push(b);
             }
             wanted
         });
+        ended
+    }
+
+    /// Frees the copies [`Moves::before_serving`] found ended, except one opened again
+    /// meanwhile (a new move of the bucket to this node drops and refills it itself). Holds
+    /// the copies' lock while freeing, so no copy is opened under a drop.
+    pub fn drop_copies(&self, buckets: &[u32]) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        if buckets.is_empty() {
+            return;
+        }
+        let incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+        for &b in buckets.iter().filter(|b| !incoming.contains_key(b)) {
+            store.drop_bucket(b);
+        }
     }
 
     /// Drops this node's copy of `bucket` after it moved away (the applied table names
