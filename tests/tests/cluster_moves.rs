@@ -129,19 +129,33 @@ fn keys_of_bucket(bucket: u32, n: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_serving() {
-    for phase in ["snapshot", "tail", "parked"] {
-        let flags: &[&str] = &["--fault-stall-move-at", phase, "--park-timeout", "10s"];
+/// Two nodes of the fault build whose moves stall at `phase` (a parked stall lasts
+/// `park_timeout`), movement planning paused, 50 keys written to a bucket of node 0, and a
+/// move of that bucket to node 1 started and seen at the stall by node 0's status.
+struct StalledMove {
+    c: Cluster,
+    admin: Client,
+    bucket: u32,
+    keys: Vec<String>,
+    src_id: [u8; 16],
+}
+
+impl StalledMove {
+    fn start(phase: &str, park_timeout: &str) -> StalledMove {
+        let flags: &[&str] = &[
+            "--fault-stall-move-at",
+            phase,
+            "--park-timeout",
+            park_timeout,
+        ];
         let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[flags, flags]);
         let admin = routed(c.members[0].native());
         admin
             .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(true))
             .expect("pause");
         let table = c.members[0].table().expect("table");
-        let (src, dst) = (0usize, 1usize);
-        let src_id = c.members[src].status().expect("status").node_id;
-        let dst_id = c.members[dst].status().expect("status").node_id;
+        let src_id = c.members[0].status().expect("status").node_id;
+        let dst_id = c.members[1].status().expect("status").node_id;
         let bucket = (0..BUCKETS)
             .find(|&b| table.primary_of(b).is_some_and(|p| p.id == src_id))
             .expect("a bucket of the source");
@@ -152,22 +166,43 @@ fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_servi
         admin
             .cluster_admin(shoal_proto::cluster::AdminRequest::Move { bucket, to: dst_id })
             .expect("move");
-        // The move reaches the stalled phase: the source reports it, and the target holds
-        // the copy (nothing yet at the snapshot stall).
+        assert!(
+            wait_for(SETTLE, || c.members[0].status().is_some_and(|s| s
+                .moves
+                .iter()
+                .any(|m| m.bucket == bucket && m.phase.name() == phase))),
+            "{phase}: the move did not reach its stall: {:?}",
+            c.members[0].status().map(|s| s.moves)
+        );
+        StalledMove {
+            c,
+            admin,
+            bucket,
+            keys,
+            src_id,
+        }
+    }
+}
+
+#[test]
+fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_serving() {
+    for phase in ["snapshot", "tail", "parked"] {
+        let StalledMove {
+            c,
+            admin,
+            bucket,
+            keys,
+            src_id,
+        } = StalledMove::start(phase, "10s");
+        let (src, dst) = (0usize, 1usize);
+        // At the stall the target holds the copy (nothing yet at the snapshot stall).
         let want = if phase == "snapshot" {
             0
         } else {
             keys.len() as u64
         };
         assert!(
-            wait_for(SETTLE, || {
-                let at_phase = c.members[src].status().is_some_and(|s| {
-                    s.moves
-                        .iter()
-                        .any(|m| m.bucket == bucket && m.phase.name() == phase)
-                });
-                at_phase && stat(&c.members[dst], "copy_items") == want
-            }),
+            wait_for(SETTLE, || stat(&c.members[dst], "copy_items") == want),
             "{phase}: {:?}",
             c.members[src].status().map(|s| s.moves)
         );
@@ -205,31 +240,13 @@ fn a_kill_of_the_source_or_the_target_at_each_phase_never_gives_a_wrong_value() 
         for kill_source in [false, true] {
             // A parked stall lasts the park timeout (then the move goes on): short, so the
             // requests it holds are answered within the client's deadline.
-            let flags: &[&str] = &["--fault-stall-move-at", phase, "--park-timeout", "1s"];
-            let mut c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[flags, flags]);
-            let admin = routed(c.members[0].native());
-            admin
-                .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(true))
-                .expect("pause");
-            let table = c.members[0].table().expect("table");
-            let src_id = c.members[0].status().expect("status").node_id;
-            let dst_id = c.members[1].status().expect("status").node_id;
-            let bucket = (0..BUCKETS)
-                .find(|&b| table.primary_of(b).is_some_and(|p| p.id == src_id))
-                .expect("a bucket of the source");
-            let keys = keys_of_bucket(bucket, 50);
-            for k in &keys {
-                admin.set(k.as_bytes(), k.as_bytes(), 0, 0).expect("set");
-            }
-            admin
-                .cluster_admin(shoal_proto::cluster::AdminRequest::Move { bucket, to: dst_id })
-                .expect("move");
-            assert!(
-                wait_for(SETTLE, || c.members[0]
-                    .status()
-                    .is_some_and(|s| s.moves.iter().any(|m| m.phase.name() == phase))),
-                "{phase}: the move did not reach its stall"
-            );
+            let StalledMove {
+                mut c,
+                admin,
+                bucket,
+                keys,
+                ..
+            } = StalledMove::start(phase, "1s");
             let victim = if kill_source { 0 } else { 1 };
             c.members[victim].proc.kill();
             c.members[victim].proc.restart();
