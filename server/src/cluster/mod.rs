@@ -353,19 +353,7 @@ impl ClusterView {
         let Some(count) = self.inner.inflight.get(bucket as usize) else {
             return false;
         };
-        {
-            let state = self
-                .inner
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let bit = 1u64 << (bucket % 64);
-            let before = self.inner.parked[(bucket / 64) as usize].fetch_or(bit, Ordering::SeqCst);
-            if before & bit == 0 {
-                self.inner.parked_count.fetch_add(1, Ordering::SeqCst);
-            }
-            self.apply_bits(&state);
-        }
+        self.set_parked(bucket, true);
         let deadline = tokio::time::Instant::now() + patience;
         while count.load(Ordering::SeqCst) != 0 {
             if tokio::time::Instant::now() >= deadline {
@@ -383,21 +371,35 @@ impl ClusterView {
         if bucket >= self.inner.buckets {
             return;
         }
-        {
-            let state = self
-                .inner
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let bit = 1u64 << (bucket % 64);
-            let before =
-                self.inner.parked[(bucket / 64) as usize].fetch_and(!bit, Ordering::SeqCst);
-            if before & bit != 0 {
+        self.set_parked(bucket, false);
+        self.inner.unparked.send_modify(|n| *n += 1);
+    }
+
+    /// Sets or clears `bucket`'s parked bit (in range) and serves by the bits that result,
+    /// under the state lock, so parking and table updates never interleave.
+    fn set_parked(&self, bucket: u32, parked: bool) {
+        let state = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let bit = 1u64 << (bucket % 64);
+        let word = &self.inner.parked[(bucket / 64) as usize];
+        let before = if parked {
+            word.fetch_or(bit, Ordering::SeqCst)
+        } else {
+            word.fetch_and(!bit, Ordering::SeqCst)
+        };
+        match (before & bit != 0, parked) {
+            (false, true) => {
+                self.inner.parked_count.fetch_add(1, Ordering::SeqCst);
+            }
+            (true, false) => {
                 self.inner.parked_count.fetch_sub(1, Ordering::SeqCst);
             }
-            self.apply_bits(&state);
+            _ => {}
         }
-        self.inner.unparked.send_modify(|n| *n += 1);
+        self.apply_bits(&state);
     }
 
     /// Completes when the applied table tells this node to stop: it was marked draining
