@@ -612,7 +612,8 @@ impl Keyspace {
     /// disk. The caller's connection goes on serving meanwhile.
     pub fn save(&self) -> impl Future<Output = Result<SaveSummary, PersistError>> + Send {
         let (p, s) = (self.persistence.clone(), self.store.clone());
-        let task = tokio::task::spawn_blocking(move || p.save(&s, None, false));
+        let owned = self.cluster.owned_for_save();
+        let task = tokio::task::spawn_blocking(move || p.save(&s, owned.as_ref(), None, false));
         async move {
             task.await.unwrap_or_else(|e| {
                 Err(PersistError::Io {

@@ -33,6 +33,7 @@ use crate::net::listener::Listener;
 use crate::net::memcache::{Admin, TextSession};
 use crate::net::native::NativeSession;
 use crate::net::{InputBudget, Shared};
+use crate::persist::savefile::Owned;
 use crate::persist::{PersistError, Persistence};
 use crate::stats::ServerStats;
 use crate::store::{Clock, ConfigError, Store, SystemClock};
@@ -264,6 +265,7 @@ pub fn start_cluster(
     let buckets = node.store.buckets();
     let view = ClusterView::new(me, buckets);
     view.moves().set_store(node.store.clone());
+    view.hold_loaded(&node.persistence.take_loaded());
     let control = ControlPlane::start(
         ControlPlaneConfig {
             node_id: me,
@@ -476,7 +478,7 @@ pub async fn serve(
     }
     let _ = crawler.await;
     let _ = flush_timer.await;
-    let saved = save_on_stop(&store, &persistence, deadline).await;
+    let saved = save_on_stop(&store, &persistence, view.owned_for_save(), deadline).await;
     tracing::info!("stopped");
     saved.map_err(RunError::Persist)
 }
@@ -485,6 +487,7 @@ pub async fn serve(
 async fn save_on_stop(
     store: &Store,
     persistence: &Persistence,
+    owned: Option<Owned>,
     deadline: Instant,
 ) -> Result<(), PersistError> {
     if !persistence.saves_on_stop() {
@@ -495,7 +498,8 @@ async fn save_on_stop(
     }
     // No peer can take this node's buckets (there is no cluster yet): write them to disk.
     let (p, s) = (persistence.clone(), store.clone());
-    let mut task = tokio::task::spawn_blocking(move || p.save(&s, Some(deadline), true));
+    let mut task =
+        tokio::task::spawn_blocking(move || p.save(&s, owned.as_ref(), Some(deadline), true));
     let joined = match tokio::time::timeout_at(deadline.into(), &mut task).await {
         Ok(joined) => joined,
         Err(_) => {

@@ -1,10 +1,14 @@
 //! The control plane with real `shoald` processes on loopback: forming a cluster, joining
 //! through seeds, leader failure and restarts, wiped and foreign nodes, redirects by the
-//! applied table, damaged Raft logs, and heartbeats under a saturated data path.
+//! applied table, damaged Raft logs, heartbeats under a saturated data path, and the
+//! whole-cluster stop and start (saved buckets held until the table confirms them).
 
 mod cluster_common;
 
-use cluster_common::{dead_addr, run_to_exit, workspace_binary, Cluster, Member, BUCKETS, SETTLE};
+use cluster_common::{
+    dead_addr, key_owned_by, mc, run_to_exit, stat, workspace_binary, Cluster, Member, Text,
+    BUCKETS, SETTLE,
+};
 use shoal_proto::cluster::RaftRole;
 use shoal_proto::{Command, ReplyBody, Request, Status};
 use shoal_tests::{wait_for, RawConn};
@@ -133,21 +137,25 @@ fn killing_the_leader_elects_another_and_the_old_one_rejoins_as_the_same_member(
     assert_eq!(c.members[0].table().expect("table").nodes.len(), 3);
 }
 
-#[test]
-fn stop_cluster_saves_every_node_and_the_restart_brings_back_table_epochs_and_data() {
-    let mut c = Cluster::start(3, &["--join-timeout", "3s"]);
-    let before = c.members[0].table().expect("table");
-    let cluster = c.members[0].status().expect("status").cluster_id;
-    let writer = cluster_common::client(c.members[0].native()).expect("client");
-    for i in 0..2000 {
-        writer
-            .set(format!("s{i}").as_bytes(), format!("v{i}").as_bytes(), 0, 0)
-            .expect("set");
-    }
+/// The `loaded_items` statistic of `member` (native STATS).
+fn loaded_items(member: &Member) -> u64 {
+    let stats = cluster_common::client(member.native())
+        .expect("client")
+        .stats("")
+        .expect("stats");
+    stats
+        .iter()
+        .find(|(name, _)| name == "loaded_items")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("loaded_items")
+}
+
+/// `shoal-ctl stop-cluster` through member `via`, then waits until every member exited 0.
+fn stop_cluster(c: &mut Cluster, via: usize) {
     let out = std::process::Command::new(workspace_binary("shoal-ctl"))
         .args([
             "--server",
-            &c.members[1].native().to_string(),
+            &c.members[via].native().to_string(),
             "stop-cluster",
         ])
         .output()
@@ -160,7 +168,34 @@ fn stop_cluster_saves_every_node_and_the_restart_brings_back_table_epochs_and_da
             .expect("the node stopped");
         assert_eq!(status.code(), Some(0));
     }
-    for m in &mut c.members {
+}
+
+#[test]
+fn stop_cluster_saves_every_node_and_the_restart_brings_back_table_epochs_and_data() {
+    let mut c = Cluster::start(3, &["--join-timeout", "3s", "--forward-timeout", "1s"]);
+    let before = c.members[0].table().expect("table");
+    let cluster = c.members[0].status().expect("status").cluster_id;
+    let writer = cluster_common::client(c.members[0].native()).expect("client");
+    for i in 0..2000 {
+        writer
+            .set(format!("s{i}").as_bytes(), format!("v{i}").as_bytes(), 0, 0)
+            .expect("set");
+    }
+    let own = key_owned_by(&before, &c.members[0], "own");
+    writer.set(own.as_bytes(), b"saved", 0, 0).expect("set");
+    stop_cluster(&mut c, 1);
+
+    // One node alone holds its saved buckets until the others are back: never a miss for
+    // data on disk.
+    c.members[0].proc.restart();
+    let mut text = Text::connect(mc(&c.members[0]));
+    let alone = text.get(&own);
+    assert!(
+        alone.as_ref().is_err_and(|e| e.starts_with("SERVER_ERROR")),
+        "a lone node of a stopped cluster answered {alone:?}"
+    );
+    assert!(stat(mc(&c.members[0]), "curr_items") > 0, "it loaded its savefile");
+    for m in &mut c.members[1..] {
         m.proc.restart();
     }
     assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
@@ -171,12 +206,70 @@ fn stop_cluster_saves_every_node_and_the_restart_brings_back_table_epochs_and_da
     );
     assert_eq!(after.buckets, before.buckets, "owners and epochs come back");
     assert_eq!(c.members[1].status().expect("status").cluster_id, cluster);
+    assert!(
+        wait_for(SETTLE, || text.get(&own) == Ok(Some("saved".to_string()))),
+        "the held bucket is served once every member is back"
+    );
     let reader = cluster_common::client(c.members[2].native()).expect("client");
     for i in 0..2000 {
         let got = reader.get(format!("s{i}").as_bytes()).expect("get");
         assert_eq!(
             got.map(|v| v.value.to_vec()),
             Some(format!("v{i}").into_bytes())
+        );
+    }
+}
+
+#[test]
+fn a_saved_bucket_the_table_has_moved_past_is_dropped_at_start_not_served() {
+    let mut c = Cluster::start(2, &["--join-timeout", "3s"]);
+    let table = c.members[0].table().expect("table");
+    let key = key_owned_by(&table, &c.members[0], "old");
+    let bucket = shoal_proto::hash::bucket_of(key.as_bytes(), BUCKETS);
+    let client = cluster_common::client(c.members[0].native()).expect("client");
+    client.set(key.as_bytes(), b"v1", 0, 0).expect("set");
+    stop_cluster(&mut c, 0);
+    let file = c.members[0].dir.0.join("savefile");
+    let old = std::fs::read(&file).expect("member 0 saved");
+    for m in &mut c.members {
+        m.proc.restart();
+    }
+    assert!(c.wait_settled(2, SETTLE), "{:?}", c.statuses());
+
+    // The bucket moves to member 1 and changes there; member 0's old file still names it.
+    let target = c.members[1].status().expect("status").node_id;
+    let to: String = target.iter().map(|b| format!("{b:02x}")).collect();
+    let out = std::process::Command::new(workspace_binary("shoal-ctl"))
+        .args(["--server", &c.members[0].native().to_string()])
+        .args(["move", &bucket.to_string(), "--to", &to])
+        .output()
+        .expect("shoal-ctl");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let moved = || {
+        c.members[0]
+            .table()
+            .is_some_and(|t| t.primary_of(bucket).is_some_and(|p| p.id == target))
+    };
+    assert!(wait_for(SETTLE, moved), "the bucket moved");
+    let client = cluster_common::client(c.members[1].native()).expect("client");
+    client.set(key.as_bytes(), b"v2", 0, 0).expect("set");
+    stop_cluster(&mut c, 1);
+    std::fs::write(&file, &old).expect("put the old savefile back");
+
+    for m in &mut c.members {
+        m.proc.restart();
+    }
+    assert!(c.wait_settled(2, SETTLE), "{:?}", c.statuses());
+    assert_eq!(loaded_items(&c.members[0]), 1, "the old file was loaded");
+    assert!(
+        wait_for(SETTLE, || stat(mc(&c.members[0]), "curr_items") == 0),
+        "member 0 dropped the bucket the table moved past"
+    );
+    for m in &c.members {
+        assert_eq!(
+            Text::connect(mc(m)).get(&key),
+            Ok(Some("v2".to_string())),
+            "every node serves the moved bucket's last write"
         );
     }
 }

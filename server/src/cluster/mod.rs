@@ -14,6 +14,7 @@
 //! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //! - [`forward`]: memcached commands for buckets served elsewhere, run on their owner.
 //! - [`moves`]: copying a bucket to another node while it is served, and the switchover.
+//! - [`held`]: saved buckets loaded at start, held until the applied table confirms them.
 //! - [`control`]: cluster admin requests (CLUSTER_ADMIN) from the data path to the control
 //!   plane, and what they mean as commands.
 //!
@@ -22,6 +23,7 @@
 
 pub mod control;
 pub mod forward;
+pub mod held;
 pub mod identity;
 pub mod join;
 pub mod moves;
@@ -85,6 +87,9 @@ struct ClusterViewInner {
     control: control::ControlHandle,
     /// The bucket moves this node runs, by bucket (reported in NODE_STATUS).
     progress: Mutex<BTreeMap<u32, MoveProgress>>,
+    /// Saved buckets loaded at start and not yet confirmed by the table (parked meanwhile);
+    /// locked after `state`.
+    held: Mutex<held::Held>,
 }
 
 /// A keyspace call inside one bucket ([`ClusterView::enter`]); dropping it ends the call.
@@ -150,6 +155,7 @@ impl ClusterView {
                 moves: moves::Moves::default(),
                 control: control::ControlHandle::default(),
                 progress: Mutex::new(BTreeMap::new()),
+                held: Mutex::new(held::Held::default()),
             }),
         }
     }
@@ -245,16 +251,109 @@ impl ClusterView {
             .unwrap_or_else(PoisonError::into_inner);
         let ended = self.inner.moves.before_serving(self.inner.me, &state);
         *current = state;
+        let (confirmed, refuted) = self
+            .held()
+            .resolve(self.inner.me, &current, self.inner.buckets);
+        for &b in &confirmed {
+            self.mark_parked(b, false);
+        }
+        if !confirmed.is_empty() {
+            tracing::info!(
+                buckets = confirmed.len(),
+                "serving the saved buckets the table confirms"
+            );
+        }
         self.apply_bits(&current);
         let version = current.table_version;
         drop(current);
         self.inner.moves.drop_copies(&ended);
+        if !refuted.is_empty() {
+            // Freed outside the state lock (a large bucket takes a while), still held.
+            tracing::info!(
+                buckets = refuted.len(),
+                "dropping saved buckets the table has moved past"
+            );
+            self.inner.moves.drop_loaded(&refuted);
+            for &b in &refuted {
+                self.set_parked(b, false);
+            }
+        }
+        if !confirmed.is_empty() || !refuted.is_empty() {
+            self.inner.unparked.send_modify(|n| *n += 1);
+        }
         self.inner.table_version.send_if_modified(|v| {
             let changed = *v != version;
             *v = version;
             changed
         });
         self.inner.applied.send_modify(|n| *n += 1);
+    }
+
+    /// Holds the buckets of the savefile loaded at start (call it before the first
+    /// [`ClusterView::update`]): they are parked until the applied table confirms them
+    /// (served) or has moved past them (dropped); see [`held`].
+    pub fn hold_loaded(&self, loaded: &crate::persist::Loaded) {
+        let held = held::Held::new(loaded, self.inner.buckets);
+        if held.is_empty() {
+            return;
+        }
+        let state = self.lock_state();
+        for b in held.buckets() {
+            self.mark_parked(b, true);
+        }
+        tracing::info!(
+            buckets = held.buckets().count(),
+            "saved buckets held until the cluster table confirms them"
+        );
+        *self.held() = held;
+        self.apply_bits(&state);
+    }
+
+    /// Whether `bucket` holds saved items not yet confirmed by the table.
+    pub fn is_held(&self, bucket: u32) -> bool {
+        self.held().buckets().any(|b| b == bucket)
+    }
+
+    /// The buckets this node serves by the applied table, with their epochs, for a
+    /// savefile (held buckets keep their saved epoch); `None` without a table of this
+    /// node's size.
+    pub fn owned_for_save(&self) -> Option<crate::persist::savefile::Owned> {
+        let state = self.lock_state();
+        let held = self.held();
+        let cluster = state.cluster_id?;
+        if state.buckets.len() != self.inner.buckets as usize {
+            return None;
+        }
+        let buckets = state
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(b, bucket)| {
+                let b = b as u32;
+                match held.epoch(b) {
+                    Some(saved) => Some((b, saved)),
+                    None => (bucket.primary == Some(self.inner.me)).then_some((b, bucket.epoch)),
+                }
+            })
+            .collect();
+        Some(crate::persist::savefile::Owned {
+            cluster: cluster.0,
+            buckets,
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, held::Held> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Arc<ClusterState>> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the ownership bits from `state`, parked buckets left out; called with the state
@@ -378,11 +477,17 @@ impl ClusterView {
     /// Sets or clears `bucket`'s parked bit (in range) and serves by the bits that result,
     /// under the state lock, so parking and table updates never interleave.
     fn set_parked(&self, bucket: u32, parked: bool) {
-        let state = self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let state = self.lock_state();
+        self.mark_parked(bucket, parked);
+        self.apply_bits(&state);
+    }
+
+    /// Sets or clears `bucket`'s parked bit (in range) and its count; the caller holds the
+    /// state lock and applies the bits after.
+    fn mark_parked(&self, bucket: u32, parked: bool) {
+        if bucket >= self.inner.buckets {
+            return;
+        }
         let bit = 1u64 << (bucket % 64);
         let word = &self.inner.parked[(bucket / 64) as usize];
         let before = if parked {
@@ -399,7 +504,6 @@ impl ClusterView {
             }
             _ => {}
         }
-        self.apply_bits(&state);
     }
 
     /// Completes when the applied table tells this node to stop: it was marked draining

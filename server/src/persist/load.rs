@@ -8,7 +8,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::savefile::{Header, SavefileReader};
+use super::savefile::{Header, Owned, SavefileReader};
 use super::{mb_per_s, PersistError, KEEP_ASIDE, PROGRESS_EVERY, SAVEFILE};
 use crate::datadir::sync_dir;
 use crate::store::{Store, StoreError};
@@ -17,7 +17,7 @@ use crate::store::{Store, StoreError};
 const READ_BUFFER: usize = 1 << 20;
 
 /// What a load found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadSummary {
     /// Records in the file.
     pub records: u64,
@@ -35,6 +35,9 @@ pub struct LoadSummary {
     pub duration: Duration,
     /// The header: who wrote the file and when.
     pub header: Option<Header>,
+    /// The buckets the writer served in its cluster, with their epochs (version 3), if the
+    /// file says.
+    pub owned: Option<Owned>,
 }
 
 /// Loads the savefile at `path` into `store`, leaving out items that expired by `wall_now`
@@ -101,6 +104,7 @@ pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, Pe
     for &(bucket, seq) in reader.bucket_seqs() {
         store.raise_bucket_seq(bucket, seq);
     }
+    summary.owned = reader.owned().cloned();
     summary.bytes = reader.totals().file_bytes;
     summary.evicted = store.stats().evictions.saturating_sub(evictions_before);
     summary.duration = started.elapsed();

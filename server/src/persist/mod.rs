@@ -45,7 +45,7 @@ use crate::datadir::DataDir;
 use crate::store::{Clock, Store, SystemClock};
 use load::set_aside;
 use mode::ModeCell;
-use savefile::Header;
+use savefile::{Header, Owned};
 
 pub use crate::datadir::{NodeId, NODE_ID_FILE};
 pub use error::PersistError;
@@ -61,6 +61,19 @@ pub const SAVEFILE_TMP: &str = "savefile.tmp";
 pub const KEEP_ASIDE: usize = 2;
 /// A save or load logs its progress at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// What the savefile loaded at start says about its buckets: the cluster checks it against
+/// its applied table before it serves them ([`crate::cluster::held`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Loaded {
+    /// No savefile was loaded.
+    #[default]
+    Nothing,
+    /// A file without an OWNED block (an older format): it may hold any bucket.
+    Unscoped,
+    /// The buckets the writer served, with their epochs (the file holds only these).
+    Owned(Owned),
+}
 
 /// The persistence settings of a node.
 #[derive(Debug, Clone)]
@@ -119,6 +132,8 @@ struct Inner {
     last_save_bytes: AtomicU64,
     last_save_ms: AtomicU64,
     loaded_items: AtomicU64,
+    /// What the savefile loaded at start said about its buckets, until taken.
+    loaded: Mutex<Loaded>,
 }
 
 impl fmt::Debug for Persistence {
@@ -151,6 +166,7 @@ impl Persistence {
                 last_save_bytes: AtomicU64::new(0),
                 last_save_ms: AtomicU64::new(0),
                 loaded_items: AtomicU64::new(0),
+                loaded: Mutex::new(Loaded::Nothing),
             }),
         }
     }
@@ -203,6 +219,14 @@ impl Persistence {
                     .inner
                     .loaded_items
                     .store(summary.loaded, Ordering::Relaxed);
+                *persistence
+                    .inner
+                    .loaded
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = match summary.owned {
+                    Some(owned) => Loaded::Owned(owned),
+                    None => Loaded::Unscoped,
+                };
                 if let Some(h) = summary.header.filter(|h| h.node_id != node_id.0) {
                     tracing::warn!(file_node = %NodeId(h.node_id), %node_id, "the savefile was written by another node; loading it anyway");
                 }
@@ -230,6 +254,18 @@ impl Persistence {
                 Err(e)
             }
         }
+    }
+
+    /// What the savefile loaded at start said about its buckets (once: later calls get
+    /// [`Loaded::Nothing`]).
+    pub fn take_loaded(&self) -> Loaded {
+        std::mem::take(
+            &mut *self
+                .inner
+                .loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Whether the node has a data directory.
@@ -278,7 +314,8 @@ impl Persistence {
         self.inner.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// Writes a savefile of `store` now; blocks until it is complete and on disk. With
+    /// Writes a savefile of `store` now (with `owned`, a cluster node's, only the buckets it
+    /// lists, and the list); blocks until it is complete and on disk. With
     /// `wait`, waits for a save already running to end first; without, answers
     /// [`PersistError::Busy`]. A save still running at `deadline` (or after
     /// [`Persistence::cancel_saves`]) stops and writes nothing.
@@ -289,6 +326,7 @@ impl Persistence {
     pub fn save(
         &self,
         store: &Store,
+        owned: Option<&Owned>,
         deadline: Option<Instant>,
         wait: bool,
     ) -> Result<SaveSummary, PersistError> {
@@ -313,7 +351,7 @@ impl Persistence {
         let cancelled =
             || stopping.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
         tracing::info!(dir = %dir.display(), "saving");
-        let result = save(store, dir, &header, &cancelled);
+        let result = save(store, dir, &header, owned, &cancelled);
         let inner = &self.inner;
         match &result {
             Ok(s) => {

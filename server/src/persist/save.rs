@@ -10,7 +10,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::savefile::{self, Header, SavefileWriter};
+use super::savefile::{self, Header, Owned, SavefileWriter};
 use super::{mb_per_s, PersistError, PROGRESS_EVERY, SAVEFILE, SAVEFILE_TMP};
 use crate::datadir::sync_dir;
 use crate::store::Store;
@@ -32,8 +32,9 @@ pub struct SaveSummary {
     pub duration: Duration,
 }
 
-/// Writes a savefile of `store` into `dir` (temporary file, fsync, rename, directory fsync).
-/// `cancelled` is asked between batches of items; when it says yes the save stops, the
+/// Writes a savefile of `store` into `dir` (temporary file, fsync, rename, directory fsync):
+/// every bucket that is not hidden, or with `owned` (a cluster node) only the buckets it
+/// lists, and the list itself (the OWNED block). `cancelled` is asked between batches of items; when it says yes the save stops, the
 /// temporary file is removed and [`PersistError::Cancelled`] returned.
 ///
 /// # Errors
@@ -42,13 +43,14 @@ pub fn save(
     store: &Store,
     dir: &Path,
     header: &Header,
+    owned: Option<&Owned>,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<SaveSummary, PersistError> {
     let started = Instant::now();
     let tmp = dir.join(SAVEFILE_TMP);
     let dst = dir.join(SAVEFILE);
     let file = File::create(&tmp).map_err(PersistError::io("create", &tmp))?;
-    let written = write_savefile(store, file, header, &tmp, cancelled);
+    let written = write_savefile(store, file, header, owned, &tmp, cancelled);
     let totals = match written {
         Ok(t) => t,
         Err(e) => {
@@ -69,6 +71,7 @@ fn write_savefile(
     store: &Store,
     file: File,
     header: &Header,
+    owned: Option<&Owned>,
     path: &Path,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<savefile::Totals, PersistError> {
@@ -79,11 +82,16 @@ fn write_savefile(
         Err(e) => return Err(write_err(e)),
     };
     let buckets = store.buckets();
+    // A hidden bucket is a copy being made (not ours yet): it is not saved; nor, in a
+    // cluster, a bucket this node does not serve.
+    let saved = |b: u32| {
+        !store.is_bucket_hidden(b)
+            && owned.is_none_or(|o| o.buckets.binary_search_by_key(&b, |&(x, _)| x).is_ok())
+    };
     let mut last_report = Instant::now();
     let started = last_report;
     for bucket in 0..buckets {
-        // A hidden bucket is a copy being made (not ours yet): it is not saved.
-        if store.is_bucket_hidden(bucket) {
+        if !saved(bucket) {
             continue;
         }
         let mut snapshot = store.snapshot_bucket(bucket);
@@ -119,11 +127,14 @@ fn write_savefile(
     // Taken after every item was copied, so they cover every write the file holds (and the
     // writes made while saving): a node loading the file never gives a seq twice.
     let seqs = (0..buckets)
-        .filter(|&b| !store.is_bucket_hidden(b))
+        .filter(|&b| saved(b))
         .map(|b| (b, store.bucket_stats(b).seq))
         .filter(|&(_, seq)| seq != 0);
     w.bucket_seqs(seqs)
         .map_err(PersistError::io("write", path))?;
+    if let Some(owned) = owned {
+        w.owned(owned).map_err(PersistError::io("write", path))?;
+    }
     let (buffered, totals) = w.finish().map_err(PersistError::io("write", path))?;
     let file = buffered.finish().map_err(PersistError::io("write", path))?;
     file.sync_all().map_err(PersistError::io("fsync", path))?;

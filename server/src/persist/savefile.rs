@@ -10,8 +10,13 @@
 //! block 1: tag=ITEMS index=1 ...        (one bucket per block; a big bucket spans blocks)
 //! ...
 //! block m: tag=SEQS  index=m len crc | count (bucket seq)*   (version 2: every bucket's seq)
+//! block o: tag=OWNED index=o len crc | cluster count (bucket epoch)*   (version 3, optional)
 //! block n: tag=END   index=n len crc | item_blocks items bytes file_crc
 //! ```
+//!
+//! The OWNED block (version 3) names the cluster the writer belonged to and every bucket it
+//! served, with the bucket's epoch in the applied table: a node started on the file keeps a
+//! saved bucket only while the table still names it primary at that epoch ([`Owned`]).
 //!
 //! The SEQS blocks (version 2) carry the sequence counter of every bucket whose counter is not
 //! 0, taken after the items were copied, so a node restarted from the file never gives a seq
@@ -34,9 +39,11 @@ use crate::store::ItemRecord;
 /// First 8 bytes of every savefile.
 pub const MAGIC: [u8; 8] = *b"SHOALSAV";
 /// The format version this build writes, and the newest it reads (it reads 1 too).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The first format version with SEQS blocks.
 pub const SEQS_VERSION: u16 = 2;
+/// The first format version with an OWNED block.
+pub const OWNED_VERSION: u16 = 3;
 /// Size of the file header, in bytes.
 pub const HEADER_LEN: usize = 48;
 /// Size of a block header, in bytes.
@@ -47,6 +54,10 @@ pub const RECORD_FIXED_LEN: usize = 34;
 pub const ITEMS_HEADER_LEN: usize = 16;
 /// Size of one SEQS entry (bucket u32, seq u64), in bytes.
 pub const SEQ_ENTRY_LEN: usize = 12;
+/// Size of one OWNED entry (bucket u32, epoch u64), in bytes.
+pub const OWNED_ENTRY_LEN: usize = 12;
+/// Size of an OWNED block's payload before its entries (cluster id, count), in bytes.
+pub const OWNED_HEADER_LEN: usize = 20;
 /// Size of the END block's payload, in bytes.
 pub const END_LEN: usize = 24;
 /// A block is closed once its payload reaches this many bytes (1 MiB).
@@ -63,6 +74,20 @@ const TAG_ITEMS: u8 = 1;
 const TAG_END: u8 = 2;
 /// Block tag: bucket sequence counters (version 2).
 const TAG_SEQS: u8 = 3;
+/// Block tag: the buckets the writer served, with their epochs (version 3).
+const TAG_OWNED: u8 = 4;
+
+/// The buckets a cluster node served when it wrote the file, with each one's epoch in the
+/// applied table (the OWNED block, version 3). A file without one (older versions, or a
+/// node with no cluster table yet) holds whatever the store held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owned {
+    /// The cluster the writer belonged to.
+    pub cluster: [u8; 16],
+    /// `(bucket, epoch)`, strictly ascending by bucket; the file's items are of these
+    /// buckets only.
+    pub buckets: Vec<(u32, u64)>,
+}
 
 /// What the file header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,6 +417,31 @@ impl<W: Write> SavefileWriter<W> {
         result
     }
 
+    /// Writes the OWNED block: the cluster and the buckets (with epochs) the writer served.
+    /// After [`SavefileWriter::bucket_seqs`] and before [`SavefileWriter::finish`]; once.
+    ///
+    /// # Errors
+    /// The write error; `InvalidInput` when the buckets are not strictly ascending.
+    pub fn owned(&mut self, owned: &Owned) -> io::Result<()> {
+        self.flush_block()?;
+        self.bucket = None;
+        if owned.buckets.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "savefile owned buckets must be in strictly ascending bucket order",
+            ));
+        }
+        let mut payload =
+            Vec::with_capacity(OWNED_HEADER_LEN + owned.buckets.len() * OWNED_ENTRY_LEN);
+        payload.extend_from_slice(&owned.cluster);
+        payload.extend_from_slice(&(owned.buckets.len() as u32).to_be_bytes());
+        for &(bucket, epoch) in &owned.buckets {
+            payload.extend_from_slice(&bucket.to_be_bytes());
+            payload.extend_from_slice(&epoch.to_be_bytes());
+        }
+        self.write_block(TAG_OWNED, &payload)
+    }
+
     fn write_seqs_block(&mut self, payload: &mut Vec<u8>, count: &mut u32) -> io::Result<()> {
         payload[0..4].copy_from_slice(&count.to_be_bytes());
         let result = self.write_block(TAG_SEQS, payload);
@@ -482,6 +532,8 @@ pub struct SavefileReader<R: Read> {
     last_bucket: Option<u32>,
     /// Bucket counters from SEQS blocks, ascending by bucket.
     seqs: Vec<(u32, u64)>,
+    /// The OWNED block, once read.
+    owned: Option<Owned>,
     totals: Totals,
     done: bool,
 }
@@ -678,6 +730,7 @@ impl<R: Read> SavefileReader<R> {
             file_crc,
             last_bucket: None,
             seqs: Vec::new(),
+            owned: None,
             totals: Totals {
                 file_bytes: HEADER_LEN as u64,
                 ..Totals::default()
@@ -709,8 +762,15 @@ impl<R: Read> SavefileReader<R> {
         &self.seqs
     }
 
-    /// The next verified ITEMS block, or `None` after the END block was verified. SEQS
-    /// blocks are verified and collected on the way (see [`SavefileReader::bucket_seqs`]).
+    /// The OWNED block (version 3), once read: the cluster and the buckets the writer served,
+    /// with their epochs. `None` for a file without one (read to the end first).
+    pub fn owned(&self) -> Option<&Owned> {
+        self.owned.as_ref()
+    }
+
+    /// The next verified ITEMS block, or `None` after the END block was verified. SEQS and
+    /// OWNED blocks are verified and collected on the way (see
+    /// [`SavefileReader::bucket_seqs`], [`SavefileReader::owned`]).
     ///
     /// # Errors
     /// Any failed check, with its offset; see [`SavefileError`].
@@ -795,10 +855,21 @@ impl<R: Read> SavefileReader<R> {
         self.next_index = self.next_index.wrapping_add(1);
         self.totals.file_bytes = self.offset;
         match tag {
+            TAG_ITEMS | TAG_SEQS if self.owned.is_some() => Err(SavefileError::invalid(
+                at,
+                "items or seqs block after the owned block",
+            )),
             TAG_ITEMS if !self.seqs.is_empty() => {
                 Err(SavefileError::invalid(at, "items block after a seqs block"))
             }
             TAG_ITEMS => Ok(Some(at)),
+            TAG_OWNED if self.owned.is_some() => {
+                Err(SavefileError::invalid(at, "a second owned block"))
+            }
+            TAG_OWNED if self.header.version >= OWNED_VERSION => {
+                self.check_owned(at)?;
+                Ok(None)
+            }
             TAG_SEQS if self.header.version >= SEQS_VERSION => {
                 self.check_seqs(at)?;
                 Ok(None)
@@ -921,6 +992,43 @@ impl<R: Read> SavefileReader<R> {
             }
             self.seqs.push((bucket, seq));
         }
+        Ok(())
+    }
+
+    fn check_owned(&mut self, at: u64) -> Result<(), SavefileError> {
+        let b = &self.buf;
+        let payload_at = at + BLOCK_HEADER_LEN as u64;
+        if b.len() < OWNED_HEADER_LEN {
+            return Err(SavefileError::invalid(
+                payload_at,
+                "owned block shorter than its header",
+            ));
+        }
+        let mut cluster = [0u8; 16];
+        cluster.copy_from_slice(&b[..16]);
+        let count = be_u32(b, 16) as usize;
+        if b.len() - OWNED_HEADER_LEN != count.saturating_mul(OWNED_ENTRY_LEN) {
+            return Err(SavefileError::invalid(
+                payload_at,
+                format!("owned block of {} bytes for {count} entries", b.len()),
+            ));
+        }
+        let mut buckets: Vec<(u32, u64)> = Vec::with_capacity(count);
+        for i in 0..count {
+            let pos = OWNED_HEADER_LEN + i * OWNED_ENTRY_LEN;
+            let bucket = be_u32(b, pos);
+            if bucket >= self.header.buckets || buckets.last().is_some_and(|&(l, _)| l >= bucket) {
+                return Err(SavefileError::invalid(
+                    payload_at + pos as u64,
+                    format!(
+                        "owned entry for bucket {bucket}: out of range (file has {}) or out of order",
+                        self.header.buckets
+                    ),
+                ));
+            }
+            buckets.push((bucket, be_u64(b, pos + 4)));
+        }
+        self.owned = Some(Owned { cluster, buckets });
         Ok(())
     }
 

@@ -58,7 +58,7 @@ fn save_then_open_loads_everything_and_sets_the_file_aside() {
         a.set(SetMode::Set, key.as_bytes(), &value, i, ttl).unwrap();
     }
     a.delete(b"k7", None).unwrap();
-    let summary = p.save(&a, None, false).unwrap();
+    let summary = p.save(&a, None, None, false).unwrap();
     assert_eq!(summary.items, 499);
     assert!(dir.0.join(SAVEFILE).exists());
 
@@ -112,7 +112,7 @@ fn at_most_two_loaded_savefiles_are_kept() {
         let clock = Arc::new(ManualClock::new(WALL + round));
         let p = Persistence::open(&config(&dir.0), &s, clock).unwrap();
         s.set(SetMode::Set, b"k", b"v", 0, 0).unwrap();
-        p.save(&s, None, true).unwrap();
+        p.save(&s, None, None, true).unwrap();
     }
     let (s, clock) = store();
     Persistence::open(&config(&dir.0), &s, clock).unwrap();
@@ -139,12 +139,12 @@ fn a_cancelled_save_writes_nothing_and_keeps_the_previous_savefile() {
     let (s, clock) = store();
     let p = Persistence::open(&config(&dir.0), &s, clock).unwrap();
     s.set(SetMode::Set, b"old", b"1", 0, 0).unwrap();
-    p.save(&s, None, true).unwrap();
+    p.save(&s, None, None, true).unwrap();
     let before = fs::read(dir.0.join(SAVEFILE)).unwrap();
     s.set(SetMode::Set, b"new", b"2", 0, 0).unwrap();
     let past = Instant::now();
     assert!(matches!(
-        p.save(&s, Some(past), true),
+        p.save(&s, None, Some(past), true),
         Err(PersistError::Cancelled)
     ));
     assert_eq!(fs::read(dir.0.join(SAVEFILE)).unwrap(), before);
@@ -174,7 +174,7 @@ fn a_damaged_savefile_is_refused_or_discarded_when_asked() {
         s.set(SetMode::Set, format!("k{i}").as_bytes(), b"value", 0, 0)
             .unwrap();
     }
-    p.save(&s, None, true).unwrap();
+    p.save(&s, None, None, true).unwrap();
     drop(p);
     let path = dir.0.join(SAVEFILE);
     let mut bytes = fs::read(&path).unwrap();
@@ -239,7 +239,7 @@ fn without_a_data_dir_nothing_is_saved() {
     let p = Persistence::open(&PersistConfig::default(), &s, clock).unwrap();
     assert!(!p.saves_on_stop());
     assert!(matches!(
-        p.save(&s, None, true),
+        p.save(&s, None, None, true),
         Err(PersistError::Disabled)
     ));
     assert!(matches!(
@@ -291,7 +291,7 @@ fn bucket_seqs_survive_a_restart_even_when_every_item_was_deleted() {
     let seq_emptied = a.bucket_stats(emptied).seq;
     let seq_kept = a.bucket_stats(kept).seq;
     assert_eq!(a.bucket_stats(emptied).items, 0);
-    p.save(&a, None, false).unwrap();
+    p.save(&a, None, None, false).unwrap();
     drop(p);
 
     let (b, clock_b) = store();
@@ -312,7 +312,7 @@ fn hidden_buckets_are_not_saved() {
     let hidden = a.bucket_of(b"copying");
     assert_ne!(hidden, a.bucket_of(b"served"));
     a.hide_bucket(hidden);
-    let summary = p.save(&a, None, false).unwrap();
+    let summary = p.save(&a, None, None, false).unwrap();
     assert_eq!(summary.items, 1);
     drop(p);
 
@@ -325,4 +325,38 @@ fn hidden_buckets_are_not_saved() {
         0,
         "a copy's seq is its source's, not saved"
     );
+}
+
+#[test]
+fn a_cluster_node_saves_the_buckets_it_serves_with_their_epochs() {
+    let dir = TempDir::new("owned");
+    let (a, clock_a) = store();
+    let p = Persistence::open(&config(&dir.0), &a, clock_a).unwrap();
+    assert_eq!(p.take_loaded(), Loaded::Nothing, "no savefile at first");
+    a.set(SetMode::Set, b"mine", b"1", 0, 0).unwrap();
+    a.set(SetMode::Set, b"left over", b"2", 0, 0).unwrap();
+    let (mine, other) = (a.bucket_of(b"mine"), a.bucket_of(b"left over"));
+    assert_ne!(mine, other);
+    let empty = (0..a.buckets()).find(|&b| b != mine && b != other).unwrap();
+    let mut buckets = vec![(mine, 7), (empty, 9)];
+    buckets.sort_unstable();
+    let owned = Owned {
+        cluster: [3; 16],
+        buckets,
+    };
+    let summary = p.save(&a, Some(&owned), None, false).unwrap();
+    assert_eq!(summary.items, 1, "only the buckets served are saved");
+    drop(p);
+
+    let (b, clock_b) = store();
+    let p2 = Persistence::open(&config(&dir.0), &b, clock_b).unwrap();
+    assert_eq!(value_of(&b, b"mine").map(|v| v.0), Some(b"1".to_vec()));
+    assert_eq!(value_of(&b, b"left over"), None);
+    assert_eq!(p2.take_loaded(), Loaded::Owned(owned));
+    assert_eq!(p2.take_loaded(), Loaded::Nothing, "taken once");
+    p2.save(&b, None, None, false).unwrap();
+    drop(p2);
+    let (c, clock_c) = store();
+    let p3 = Persistence::open(&config(&dir.0), &c, clock_c).unwrap();
+    assert_eq!(p3.take_loaded(), Loaded::Unscoped);
 }

@@ -84,7 +84,7 @@ mod slab;
 mod snapshot;
 mod stats;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use shoal_proto::hash::{bucket_of, key_hash, value_hash};
@@ -196,6 +196,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Partition the next crawler call starts with, so calls with small budgets take turns.
     crawl_next: AtomicUsize,
+    /// `flush_all` calls so far (a bucket move that saw one during its switchover starts
+    /// again).
+    flushes: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -247,6 +250,7 @@ impl Store {
                 geometry,
                 clock,
                 crawl_next: AtomicUsize::new(0),
+                flushes: AtomicU64::new(0),
             }),
         })
     }
@@ -572,9 +576,15 @@ impl Store {
     /// Removes every item and returns all pages to the pool, one partition at a time.
     /// Every bucket's sequence number takes one step (it is never reset).
     pub fn flush_all(&self) {
+        self.inner.flushes.fetch_add(1, Ordering::SeqCst);
         for part in 0..self.inner.partitions.len() {
             self.lock(part).flush();
         }
+    }
+
+    /// How many times [`Store::flush_all`] began.
+    pub fn flushes(&self) -> u64 {
+        self.inner.flushes.load(Ordering::SeqCst)
     }
 
     /// Store-wide statistics.

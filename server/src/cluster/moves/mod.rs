@@ -175,6 +175,22 @@ impl Moves {
         }
     }
 
+    /// Frees the items a savefile loaded into `buckets` whose applied table has moved past
+    /// them ([`crate::cluster::held`]); the buckets stay visible, empty. A bucket with a
+    /// copy coming in is left to the copy (which empties it first). Holds the copies' lock
+    /// while freeing, so no copy is opened under a drop.
+    pub fn drop_loaded(&self, buckets: &[u32]) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+        for &b in buckets.iter().filter(|b| !incoming.contains_key(b)) {
+            let freed = store.drop_bucket(b);
+            store.show_bucket(b);
+            tracing::debug!(bucket = b, items = freed, "dropped a saved bucket");
+        }
+    }
+
     /// Drops this node's copy of `bucket` after it moved away (the applied table names
     /// another primary): hidden at once, freed in batches.
     pub fn drop_moved_away(&self, bucket: u32) {

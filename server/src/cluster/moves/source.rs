@@ -324,6 +324,12 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     if !current(view, bucket, m) {
         return Err(Stop::Gone);
     }
+    if view.is_held(bucket) {
+        return Err(Stop::Failed(
+            "the bucket's saved items are not confirmed by the table yet".into(),
+        ));
+    }
+    let flushes = store.flushes();
     let addr: SocketAddr = {
         let state = view.state();
         let member = state.nodes.get(&m.to).ok_or(Stop::Gone)?;
@@ -446,7 +452,15 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
             view.unpark(bucket);
         }
     }
-    let result = switch_over(ctx, &store, &target, m, &mut through, &mut dropped, parked).await;
+    let result = switch_over(
+        ctx,
+        &store,
+        &target,
+        m,
+        (&mut through, &mut dropped),
+        (parked, flushes),
+    )
+    .await;
     view.unpark(bucket);
     let park_ms = parked.elapsed().as_millis();
     match result {
@@ -524,9 +538,8 @@ async fn switch_over(
     store: &Store,
     target: &Target,
     m: Move,
-    through: &mut u64,
-    dropped: &mut bool,
-    parked: Instant,
+    (through, dropped): (&mut u64, &mut bool),
+    (parked, flushes): (Instant, u64),
 ) -> Result<bool, Stop> {
     let view = &ctx.view;
     let bucket = target.bucket;
@@ -548,6 +561,14 @@ async fn switch_over(
         return Err(Stop::Failed(format!(
             "the target holds the bucket up to seq {confirmed}, not {through}"
         )));
+    }
+    // A flush_all that began while parked (after the last changes were read) is not in the
+    // copy: start again from a fresh snapshot rather than hand over flushed items. (One
+    // before the park reached the copy as a Clear in the change log.)
+    if store.flushes() != flushes {
+        return Err(Stop::Failed(
+            "flush_all ran during the move; copying again".into(),
+        ));
     }
     let finish = Command::FinishMove {
         bucket,

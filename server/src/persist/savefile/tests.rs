@@ -164,20 +164,20 @@ fn wrong_magic_is_not_a_savefile() {
 #[test]
 fn newer_version_is_refused_with_both_versions_named() {
     let (_, mut bytes) = sample();
-    bytes[8..10].copy_from_slice(&3u16.to_be_bytes());
+    bytes[8..10].copy_from_slice(&4u16.to_be_bytes());
     reseal(&mut bytes);
     let err = read(&bytes).unwrap_err();
     assert!(
         matches!(
             err,
             SavefileError::NewerVersion {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("version 3"), "{err}");
+    assert!(err.to_string().contains("version 4"), "{err}");
 }
 
 #[test]
@@ -452,4 +452,111 @@ fn an_items_block_after_a_seqs_block_is_refused() {
     let (bytes, _) = w.finish().unwrap();
     let err = read(&bytes).unwrap_err();
     assert!(err.to_string().contains("after a seqs block"), "{err}");
+}
+
+/// A file of `items` (bucket seq 99), SEQS for their buckets, and an OWNED block.
+fn write_with_owned(items: &[OwnedItem], owned: &Owned) -> Vec<u8> {
+    let header = Header::new([7; 16], 1_700_000_000, BUCKETS);
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    for o in items {
+        w.begin_bucket(bucket(o), 99).unwrap();
+        w.push(&o.as_record()).unwrap();
+    }
+    w.bucket_seqs([(0, 5)]).unwrap();
+    w.owned(owned).unwrap();
+    w.finish().unwrap().0
+}
+
+fn read_owned(bytes: &[u8]) -> Result<Option<Owned>, SavefileError> {
+    let mut reader = SavefileReader::new(bytes)?;
+    while reader.next_block()?.is_some() {}
+    Ok(reader.owned().cloned())
+}
+
+#[test]
+fn the_owned_block_round_trips_and_is_optional() {
+    let items = items(10, &mut Rng(5));
+    let owned = Owned {
+        cluster: [9; 16],
+        buckets: vec![(0, 1), (3, 7), (BUCKETS - 1, u64::MAX)],
+    };
+    let bytes = write_with_owned(&items, &owned);
+    assert_eq!(read(&bytes).unwrap(), items);
+    assert_eq!(read_owned(&bytes).unwrap(), Some(owned));
+    // A node that served nothing writes an empty list.
+    let none = Owned {
+        cluster: [9; 16],
+        buckets: vec![],
+    };
+    assert_eq!(
+        read_owned(&write_with_owned(&[], &none)).unwrap(),
+        Some(none)
+    );
+    // Without one (a node with no table, or an older file), nothing is said.
+    let (_, plain) = sample();
+    assert_eq!(read_owned(&plain).unwrap(), None);
+}
+
+#[test]
+fn bad_owned_blocks_are_refused() {
+    let owned = Owned {
+        cluster: [9; 16],
+        buckets: vec![(1, 10), (5, 50)],
+    };
+    let good = write_with_owned(&[], &owned);
+    // The OWNED block follows the one SEQS block (4 + 12 bytes).
+    let at = HEADER_LEN + BLOCK_HEADER_LEN + 16 + BLOCK_HEADER_LEN;
+    let entry = |i: usize| at + OWNED_HEADER_LEN + i * OWNED_ENTRY_LEN;
+    // Version 2 has no OWNED block.
+    let mut v2 = good.clone();
+    v2[8..10].copy_from_slice(&2u16.to_be_bytes());
+    reseal(&mut v2);
+    let err = read_owned(&v2).unwrap_err();
+    assert!(err.to_string().contains("unknown block tag 4"), "{err}");
+    // Out of order, out of range.
+    for bucket in [1u32, BUCKETS] {
+        let mut bad = good.clone();
+        bad[entry(1)..entry(1) + 4].copy_from_slice(&bucket.to_be_bytes());
+        reseal(&mut bad);
+        let err = read_owned(&bad).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+    }
+    // A count that does not match the length, one past it and one short.
+    for count in [1u32, 3] {
+        let mut bad = good.clone();
+        bad[at + 16..at + 20].copy_from_slice(&count.to_be_bytes());
+        reseal(&mut bad);
+        let err = read_owned(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("for {count} entries")),
+            "{err}"
+        );
+    }
+    // Shorter than its header.
+    let header = Header::new([7; 16], 1, BUCKETS);
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    w.write_block(TAG_OWNED, &[0; 19]).unwrap();
+    let err = read_owned(&w.finish().unwrap().0).unwrap_err();
+    assert!(err.to_string().contains("shorter than its header"), "{err}");
+    // Twice, or followed by items or seqs.
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    w.owned(&owned).unwrap();
+    w.owned(&owned).unwrap();
+    let err = read_owned(&w.finish().unwrap().0).unwrap_err();
+    assert!(err.to_string().contains("a second owned block"), "{err}");
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    w.owned(&owned).unwrap();
+    w.bucket_seqs([(0, 1)]).unwrap();
+    let err = read_owned(&w.finish().unwrap().0).unwrap_err();
+    assert!(err.to_string().contains("after the owned block"), "{err}");
+    // Not ascending on the writing side.
+    let mut w = SavefileWriter::new(Vec::new(), &header).unwrap();
+    let twice = Owned {
+        cluster: [0; 16],
+        buckets: vec![(3, 1), (3, 2)],
+    };
+    assert_eq!(
+        w.owned(&twice).unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
 }
