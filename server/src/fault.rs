@@ -10,7 +10,8 @@
 //!   not own are run here instead of answered `NOT_MY_BUCKET`, memcached commands are run here
 //!   instead of forwarded to the owner.
 //! - `--fault-stall-move-at PHASE`: bucket moves from this node wait at `snapshot`, `tail`
-//!   or `parked` until cancelled (a parked bucket for the park timeout only).
+//!   or `parked` until cancelled (a parked bucket for the park timeout only; the other
+//!   phases only while movement is paused).
 //! - `--fault-drop-move-change`: each bucket move leaves out one change-log record.
 //! - `--fault-early-drop`: a move drops the source's copy at park time and serves the bucket
 //!   again at once, before the switchover commits.

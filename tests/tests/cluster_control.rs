@@ -194,7 +194,10 @@ fn stop_cluster_saves_every_node_and_the_restart_brings_back_table_epochs_and_da
         alone.as_ref().is_err_and(|e| e.starts_with("SERVER_ERROR")),
         "a lone node of a stopped cluster answered {alone:?}"
     );
-    assert!(stat(mc(&c.members[0]), "curr_items") > 0, "it loaded its savefile");
+    assert!(
+        stat(mc(&c.members[0]), "curr_items") > 0,
+        "it loaded its savefile"
+    );
     for m in &mut c.members[1..] {
         m.proc.restart();
     }

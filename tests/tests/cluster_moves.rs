@@ -274,3 +274,113 @@ fn a_kill_of_the_source_or_the_target_at_each_phase_never_gives_a_wrong_value() 
         }
     }
 }
+
+#[test]
+fn sets_deletes_touches_and_appends_in_every_phase_reach_the_new_owner() {
+    for phase in ["snapshot", "tail", "parked"] {
+        // A parked stall lasts the park timeout; the requests it holds wait that long.
+        let StalledMove {
+            c,
+            admin,
+            bucket,
+            keys,
+            ..
+        } = StalledMove::start(phase, "1s");
+        let dst_id = c.members[1].status().expect("status").node_id;
+        let writer = routed(c.members[1].native());
+        let (set, rest) = keys.split_at(10);
+        let (deleted, rest) = rest.split_at(10);
+        let (touched, rest) = rest.split_at(10);
+        let (appended, untouched) = rest.split_at(10);
+        for k in set {
+            writer.set(k.as_bytes(), b"new", 0, 0).expect("set");
+        }
+        for k in deleted {
+            assert!(writer.delete(k.as_bytes()).expect("delete"), "{phase}: {k}");
+        }
+        for k in touched {
+            assert!(
+                writer.touch(k.as_bytes(), 1000).expect("touch"),
+                "{phase}: {k}"
+            );
+        }
+        for k in appended {
+            writer.append(k.as_bytes(), b"+x").expect("append");
+        }
+        // Let the move go on (the parked stall ends by itself).
+        admin
+            .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(false))
+            .expect("resume");
+        assert!(
+            wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
+                .primary_of(bucket)
+                .is_some_and(|p| p.id == dst_id))),
+            "{phase}: the move did not finish"
+        );
+        let get = |k: &String| {
+            writer
+                .get(k.as_bytes())
+                .expect("get")
+                .map(|v| v.value.to_vec())
+        };
+        for k in set {
+            assert_eq!(get(k), Some(b"new".to_vec()), "{phase}: {k}");
+        }
+        for k in deleted {
+            assert_eq!(get(k), None, "{phase}: {k}");
+        }
+        for k in appended {
+            assert_eq!(get(k), Some(format!("{k}+x").into_bytes()), "{phase}: {k}");
+        }
+        for k in untouched {
+            assert_eq!(get(k), Some(k.clone().into_bytes()), "{phase}: {k}");
+        }
+        // The touched keys kept their value and their new time to live on the new owner.
+        let mut text = cluster_common::Text::connect(cluster_common::mc(&c.members[1]));
+        for k in touched {
+            assert_eq!(get(k), Some(k.clone().into_bytes()), "{phase}: {k}");
+            let meta = text.ask(&format!("mg {k} t\r\n"));
+            let ttl: i64 = meta
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix('t'))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("{phase}: {k}: {meta}"));
+            assert!((1..=1000).contains(&ttl), "{phase}: {k}: {meta}");
+        }
+    }
+}
+
+#[test]
+fn a_flush_all_during_a_move_leaves_nothing_of_the_bucket_on_the_new_owner() {
+    let StalledMove {
+        c,
+        admin,
+        bucket,
+        keys,
+        ..
+    } = StalledMove::start("tail", "1s");
+    let dst_id = c.members[1].status().expect("status").node_id;
+    let mut text = cluster_common::Text::connect(cluster_common::mc(&c.members[0]));
+    assert_eq!(text.ask("flush_all\r\n"), "OK\r\n");
+    admin
+        .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(false))
+        .expect("resume");
+    assert!(
+        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
+            .primary_of(bucket)
+            .is_some_and(|p| p.id == dst_id))),
+        "the move did not finish"
+    );
+    let reader = routed(c.members[1].native());
+    for k in &keys {
+        assert_eq!(reader.get(k.as_bytes()).expect("get"), None, "{k}");
+    }
+    reader.set(keys[0].as_bytes(), b"after", 0, 0).expect("set");
+    assert_eq!(
+        reader
+            .get(keys[0].as_bytes())
+            .expect("get")
+            .map(|v| v.value.to_vec()),
+        Some(b"after".to_vec())
+    );
+}

@@ -69,6 +69,11 @@ impl Held {
         self.buckets.keys().copied()
     }
 
+    /// Whether `bucket` is held.
+    pub fn contains(&self, bucket: u32) -> bool {
+        self.buckets.contains_key(&bucket)
+    }
+
     /// The saved epoch of `bucket` if it is held with one.
     pub fn epoch(&self, bucket: u32) -> Option<u64> {
         self.buckets.get(&bucket).copied().flatten()

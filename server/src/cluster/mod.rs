@@ -244,11 +244,7 @@ impl ClusterView {
     /// ([`moves::Moves::before_serving`]). A state with another bucket count than this
     /// node's store serves nothing (the join refuses such a node before it gets here).
     pub fn update(&self, state: Arc<ClusterState>) {
-        let mut current = self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.lock_state();
         let ended = self.inner.moves.before_serving(self.inner.me, &state);
         *current = state;
         let (confirmed, refuted) = self
@@ -311,7 +307,7 @@ impl ClusterView {
 
     /// Whether `bucket` holds saved items not yet confirmed by the table.
     pub fn is_held(&self, bucket: u32) -> bool {
-        self.held().buckets().any(|b| b == bucket)
+        self.held().contains(bucket)
     }
 
     /// The buckets this node serves by the applied table, with their epochs, for a
@@ -564,11 +560,7 @@ impl ClusterView {
 
     /// The applied state last given to [`ClusterView::update`].
     pub fn state(&self) -> Arc<ClusterState> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock_state().clone()
     }
 
     /// The cluster id, once this node belongs to a cluster.

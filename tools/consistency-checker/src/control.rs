@@ -11,7 +11,7 @@
 //! next address is tried. [`buckets_of`] is pure.
 
 use shoal_client::{Client, RaftRole, TableView, NO_PRIMARY};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -148,6 +148,21 @@ pub fn buckets_of(table: &TableView, addr: &str) -> Vec<u32> {
         .filter(|(_, b)| usize::from(b.primary) == index)
         .filter_map(|(i, _)| u32::try_from(i).ok())
         .collect()
+}
+
+/// How many buckets each member of `table` is primary of, by native address (members owning
+/// none included), and how many buckets have no primary.
+pub fn owner_counts(table: &TableView) -> (BTreeMap<String, usize>, usize) {
+    let mut counts: BTreeMap<String, usize> =
+        table.nodes.iter().map(|n| (n.native.clone(), 0)).collect();
+    let mut unowned = 0;
+    for b in &table.buckets {
+        match table.nodes.get(usize::from(b.primary)) {
+            Some(n) if b.primary != NO_PRIMARY => *counts.entry(n.native.clone()).or_default() += 1,
+            _ => unowned += 1,
+        }
+    }
+    (counts, unowned)
 }
 
 /// Every bucket of `table`.

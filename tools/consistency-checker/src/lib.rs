@@ -474,6 +474,14 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     }
     let routing = backend.routing_stats();
     backend.close().await;
+    let owners = match cluster.as_ref() {
+        Some(c) => control
+            .table(&c.addrs())
+            .await
+            .ok()
+            .map(|t| control::owner_counts(&t)),
+        None => None,
+    };
     control.close().await;
     let nodes = cluster
         .as_ref()
@@ -496,6 +504,10 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         load_time,
         stopped_on_violation,
     );
+    if let Some((owners, unowned)) = owners {
+        summary.owners = owners;
+        summary.unowned_buckets = unowned;
+    }
     // What the routed clients saw of the cluster's changes (0 for memcached clients).
     summary.counts.insert("redirects", routing.redirects);
     summary
@@ -660,5 +672,7 @@ fn summarise(
         faults,
         fault_log,
         stopped_on_violation,
+        owners: BTreeMap::new(),
+        unowned_buckets: 0,
     }
 }

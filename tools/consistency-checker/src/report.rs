@@ -418,6 +418,11 @@ pub struct Summary {
     pub fault_log: Vec<FaultRecord>,
     /// Stopped early at the first violation (`--stop-on-violation`).
     pub stopped_on_violation: bool,
+    /// Own cluster: how many buckets each member was primary of at the end (by native
+    /// address), read before the nodes stop.
+    pub owners: BTreeMap<String, usize>,
+    /// Own cluster: buckets with no primary at the end.
+    pub unowned_buckets: usize,
 }
 
 impl Summary {

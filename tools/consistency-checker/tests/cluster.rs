@@ -141,6 +141,7 @@ fn scaling_out_from_one_node_and_draining_lose_nothing() {
     let s = check(&args);
     assert!(s.passed(), "{s:?}");
     assert_eq!(s.counts["miss"], 0, "moves lose nothing: {s:?}");
+    assert_eq!(s.unowned_buckets, 0, "every bucket has a primary: {s:?}");
     let drain = s
         .fault_log
         .iter()

@@ -1,7 +1,7 @@
 //! The checker must prove it can fail (reliability.md R22): against nodes built with the
 //! `fault-injection` feature it must report what those nodes break, every time, with the
 //! counter that names the broken promise. Each case runs a 3-node cluster (`replicas = 0`)
-//! `CC_RUNS` times (default 10), each run at most 10 s of load and stopped at the first
+//! `CC_RUNS` times (default 3; `CC_RUNS=10` for the acceptance runs), each run at most 10 s of load and stopped at the first
 //! violation:
 //!
 //! - nodes that acknowledge one SET in 200 without storing it: **stale** (a later read finds

@@ -197,18 +197,19 @@ async fn run_attempts(ctx: &Context, bucket: u32, m: Move) {
     }
 }
 
-/// `--fault-stall-move-at`: waits at `phase` while the move is current (a parked bucket at
-/// most the park timeout).
+/// `--fault-stall-move-at`: waits at `phase` while the move is current: a parked bucket at
+/// most the park timeout, the other phases while movement is paused (`shoal-ctl resume`
+/// lets the move go on).
 #[cfg(feature = "fault-injection")]
 async fn fault_stall(ctx: &Context, bucket: u32, m: Move, phase: crate::fault::MovePhaseName) {
     if !crate::fault::stall_move_at(phase) {
         return;
     }
     tracing::warn!(bucket, ?phase, "FAULT INJECTION: move stalled");
-    let limit = (phase == crate::fault::MovePhaseName::Parked)
-        .then(|| Instant::now() + ctx.config.park_timeout);
+    let parked = phase == crate::fault::MovePhaseName::Parked;
+    let limit = parked.then(|| Instant::now() + ctx.config.park_timeout);
     let mut applied = ctx.view.applied_changes();
-    while current(&ctx.view, bucket, m) {
+    while current(&ctx.view, bucket, m) && (parked || ctx.view.state().settings.paused) {
         applied.mark_unchanged();
         match limit {
             Some(at) => {
