@@ -24,7 +24,8 @@
 //! The table is fetched (TABLE_GET) in the background when the client is first used, when a
 //! connection receives a `TABLE_CHANGED` notice, when a redirect names an epoch newer than
 //! the table, and every [`REFRESH_INTERVAL`]; one fetch runs at a time and callers that want
-//! one while it runs share it. A fetch asks the node that announced the change first, then
+//! one while it runs share it, and background fetches are at least [`NOTICE_COALESCE`]
+//! apart (a burst of notices costs a few fetches). A fetch asks the node that announced the change first, then
 //! the table's members, then the seeds.
 //!
 //! Connections live in per-server [`Node`]s, opened lazily and replaced when they fail.
@@ -47,6 +48,10 @@ use tokio::time::Instant;
 /// How often the client refetches the bucket table when nothing told it to (a safety net for
 /// a lost notice).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Least time between two background fetches: the notices of a burst of table changes (a
+/// drain switches hundreds of buckets within a second) are answered by a few fetches, not
+/// one each; a request routed by the older table meanwhile is redirected once.
+const NOTICE_COALESCE: Duration = Duration::from_millis(50);
 /// Redirects one call follows before it refetches the whole table (then it goes on until its
 /// deadline).
 const HOPS_BEFORE_REFETCH: u32 = 3;
@@ -1216,6 +1221,8 @@ async fn refresh_loop(
         } else {
             failures = failures.saturating_add(1);
         }
+        drop(client);
+        tokio::time::sleep(NOTICE_COALESCE).await;
     }
 }
 

@@ -448,7 +448,8 @@ pub async fn serve(
     // In a cluster, the node's buckets go to the other members first, while it serves;
     // what is left when a quarter of the budget remains is saved below.
     let hand_off_until = began + config.shutdown_timeout * 3 / 4;
-    match view.moves().hand_off(hand_off_until.into()).await {
+    let hand_off = view.moves().hand_off(hand_off_until.into()).await;
+    match hand_off {
         HandOff::NoCluster => {}
         HandOff::Done => tracing::info!("every bucket was handed off"),
         HandOff::Alone { left } => {
@@ -478,25 +479,33 @@ pub async fn serve(
     }
     let _ = crawler.await;
     let _ = flush_timer.await;
-    let saved = save_on_stop(&store, &persistence, view.owned_for_save(), deadline).await;
+    let handed_off = matches!(hand_off, HandOff::Done);
+    let saved = save_on_stop(
+        &store,
+        &persistence,
+        (handed_off, view.owned_for_save()),
+        deadline,
+    )
+    .await;
     tracing::info!("stopped");
     saved.map_err(RunError::Persist)
 }
 
-/// Writes the savefile at stop when the persistence mode says so, within `deadline`.
+/// Writes the savefile at stop when the persistence mode says so (`handed_off`: every bucket
+/// went to a peer), of the `owned` buckets, within `deadline`.
 async fn save_on_stop(
     store: &Store,
     persistence: &Persistence,
-    owned: Option<Owned>,
+    (handed_off, owned): (bool, Option<Owned>),
     deadline: Instant,
 ) -> Result<(), PersistError> {
-    if !persistence.saves_on_stop() {
+    if !persistence.saves_on_stop(handed_off) {
         if persistence.is_enabled() {
-            tracing::info!(persist = %persistence.mode(), "not writing a savefile at this stop");
+            tracing::info!(persist = %persistence.mode(), handed_off, "not writing a savefile at this stop");
         }
         return Ok(());
     }
-    // No peer can take this node's buckets (there is no cluster yet): write them to disk.
+    // What no peer took (or everything, with `--persist always`) goes to disk.
     let (p, s) = (persistence.clone(), store.clone());
     let mut task =
         tokio::task::spawn_blocking(move || p.save(&s, owned.as_ref(), Some(deadline), true));

@@ -90,6 +90,10 @@ fn sigterm_hands_every_bucket_off_and_the_node_rejoins_as_a_new_member() {
     let status = c.members[2].proc.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
     assert!(
+        !c.members[2].dir.0.join("savefile").exists(),
+        "a node that handed everything off writes no savefile"
+    );
+    assert!(
         wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
             .nodes
             .len()

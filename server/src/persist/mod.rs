@@ -302,11 +302,15 @@ impl Persistence {
         Ok(())
     }
 
-    /// Whether a graceful stop writes a savefile: the node has a data directory and its mode
-    /// is not `never` (with no cluster yet, no peer can take the buckets, so `on-last-stop`
-    /// always applies).
-    pub fn saves_on_stop(&self) -> bool {
-        self.is_enabled() && self.mode() != PersistMode::Never
+    /// Whether a graceful stop writes a savefile: the node has a data directory, and its mode
+    /// is `always`, or `on-last-stop` unless every bucket was `handed_off` to peers.
+    pub fn saves_on_stop(&self, handed_off: bool) -> bool {
+        self.is_enabled()
+            && match self.mode() {
+                PersistMode::Never => false,
+                PersistMode::OnLastStop => !handed_off,
+                PersistMode::Always => true,
+            }
     }
 
     /// Tells running and future saves to stop at their next batch (the stop deadline passed).

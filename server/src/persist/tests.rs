@@ -237,7 +237,7 @@ fn duplicate_keys_in_a_file_last_record_wins() {
 fn without_a_data_dir_nothing_is_saved() {
     let (s, clock) = store();
     let p = Persistence::open(&PersistConfig::default(), &s, clock).unwrap();
-    assert!(!p.saves_on_stop());
+    assert!(!p.saves_on_stop(false));
     assert!(matches!(
         p.save(&s, None, None, true),
         Err(PersistError::Disabled)
