@@ -224,6 +224,51 @@ fn stop_cluster_saves_every_node_and_the_restart_brings_back_table_epochs_and_da
 }
 
 #[test]
+fn the_last_node_stopped_while_others_hand_off_to_it_loses_no_key() {
+    // Two nodes stop and hand their buckets to the third; it is stopped while copies to it
+    // are under way. It marks itself draining before it saves, so no switchover makes it the
+    // owner of a bucket its savefile misses, and the others keep (and save) what they
+    // could not hand off.
+    let mut c = Cluster::start(3, &["--join-timeout", "3s"]);
+    let writer = cluster_common::client(c.members[0].native()).expect("client");
+    let value = |i: usize| format!("{i:01000}");
+    for i in 0..3000 {
+        writer
+            .set(format!("t{i}").as_bytes(), value(i).as_bytes(), 0, 0)
+            .expect("set");
+    }
+    c.members[0].proc.signal("TERM");
+    c.members[1].proc.signal("TERM");
+    let copying = || {
+        c.members[..2]
+            .iter()
+            .any(|m| m.status().is_some_and(|s| !s.moves.is_empty()))
+    };
+    assert!(wait_for(SETTLE, copying), "no hand-off began");
+    c.members[2].proc.signal("TERM");
+    for m in &mut c.members {
+        let status = m
+            .proc
+            .wait_exit(Duration::from_secs(60))
+            .expect("the node stopped");
+        assert_eq!(status.code(), Some(0));
+    }
+    // Whoever left the cluster rejoins through the others; whoever stayed comes back.
+    for m in &mut c.members {
+        m.proc.restart();
+    }
+    let reader = cluster_common::client(c.members[2].native()).expect("client");
+    let all_back = || {
+        (0..3000).all(|i| {
+            reader
+                .get(format!("t{i}").as_bytes())
+                .is_ok_and(|v| v.is_some_and(|v| v.value == value(i).as_bytes()))
+        })
+    };
+    assert!(wait_for(SETTLE, all_back), "every key comes back");
+}
+
+#[test]
 fn a_saved_bucket_the_table_has_moved_past_is_dropped_at_start_not_served() {
     let mut c = Cluster::start(2, &["--join-timeout", "3s"]);
     let table = c.members[0].table().expect("table");

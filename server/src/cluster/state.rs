@@ -498,6 +498,12 @@ impl ClusterState {
                 self.settings.stopping = true;
                 self.settings.paused = true;
                 self.back.clear();
+                // No switchover may commit once the nodes start saving: a bucket would land
+                // on a node whose savefile does not hold it.
+                for b in self.buckets.iter_mut().filter(|b| b.moving.is_some()) {
+                    b.moving = None;
+                    b.version = index;
+                }
                 Ok(Outcome::Done)
             }
             Command::Back { node } => {
@@ -1085,6 +1091,24 @@ mod tests {
             }
         );
         assert_eq!(s, after);
+    }
+
+    #[test]
+    fn a_whole_cluster_stop_cancels_every_move_so_no_switchover_commits_while_nodes_save() {
+        let mut s = with_move_targets();
+        s.apply(7, &start(0, 1, 1, id(2)));
+        s.apply(8, &start(1, 1, 1, id(2)));
+        assert_eq!(s.apply(9, &Command::StopCluster), Outcome::Done);
+        assert!(s.settings.stopping && s.settings.paused);
+        assert!(s.buckets.iter().all(|b| b.moving.is_none()));
+        assert_eq!((s.buckets[0].version, s.buckets[1].version), (9, 9));
+        assert_eq!(s.buckets[0].primary, Some(id(1)), "owners stay");
+        let finish = Command::FinishMove {
+            bucket: 1,
+            move_id: 8,
+        };
+        assert!(matches!(s.apply(10, &finish), Outcome::Stale { .. }));
+        assert_eq!(s.buckets[1].primary, Some(id(1)));
     }
 
     #[test]

@@ -60,6 +60,11 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping voter waits for the leader to give its vote to another member.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before a restarted member asks the leader again to count it back or active.
+const REACTIVATE_RETRY: Duration = Duration::from_secs(1);
+/// How long a stopping node with no active peer tries to mark itself draining before it
+/// saves (a node whose peers are all down has no quorum and gives up after this).
+const ALONE_MARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for one PROPOSE call to the leader.
 const PROPOSE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause before proposing again (leader unknown or changed); doubles up to
@@ -1076,37 +1081,49 @@ impl Node {
             .map_err(|e| format!("membership change: {e}"))
     }
 
-    /// A member that starts again after a stop that marked it draining (a stop that saved
-    /// its buckets instead of handing them off) is a full member again.
+    /// A member that starts again after a whole-cluster stop reports itself back, and one
+    /// that a stop marked draining (it saved its buckets instead of handing them all off)
+    /// becomes a full member again. Both need the leader: without a quorum (its peers are
+    /// still down) it tries again every [`REACTIVATE_RETRY`] until they come back.
     async fn reactivate(&self) {
         let me = self.me();
-        if self.view.state().settings.stopping {
+        loop {
+            let state = self.view.state();
+            let (cmd, done) = if state.settings.stopping && !state.back.contains(&me) {
+                (
+                    Command::Back { node: me },
+                    "back after a whole-cluster stop",
+                )
+            } else if state
+                .nodes
+                .get(&me)
+                .is_some_and(|m| m.state == NodeState::Draining)
+            {
+                let cmd = Command::SetNodeState {
+                    node: me,
+                    state: NodeState::Active,
+                };
+                (
+                    cmd,
+                    "active again after a stop that kept this node's buckets",
+                )
+            } else {
+                return;
+            };
+            drop(state);
+            let mut applied = self.view.applied_changes();
+            applied.mark_unchanged();
             let deadline = Instant::now() + self.config.join_timeout;
-            match self.propose(Command::Back { node: me }, deadline).await {
-                Ok(_) => tracing::info!("back after a whole-cluster stop"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not report this node back after a whole-cluster stop")
+            match self.propose(cmd, deadline).await {
+                Ok(_) => {
+                    tracing::info!("{done}");
+                    // Look again once this node applied it (or a while later).
+                    let _ = tokio::time::timeout(REACTIVATE_RETRY, applied.changed()).await;
                 }
-            }
-        }
-        let draining = self
-            .view
-            .state()
-            .nodes
-            .get(&me)
-            .is_some_and(|m| m.state == NodeState::Draining);
-        if !draining {
-            return;
-        }
-        let cmd = Command::SetNodeState {
-            node: me,
-            state: NodeState::Active,
-        };
-        let deadline = Instant::now() + self.config.join_timeout;
-        match self.propose(cmd, deadline).await {
-            Ok(_) => tracing::info!("active again after a stop that kept this node's buckets"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not become active again; the planner gives this node no buckets")
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not reach the leader to rejoin service; trying again");
+                    tokio::time::sleep(REACTIVATE_RETRY).await;
+                }
             }
         }
     }
@@ -1126,6 +1143,12 @@ impl Node {
     /// Marks this node draining, so the leader's planner moves its buckets to the other
     /// active members, and waits until it holds none, no active member is left to take
     /// them, or `deadline`.
+    ///
+    /// A node with no active peer but other members (the last of several stopped at once,
+    /// or whose peers are down) is marked draining too, within [`ALONE_MARK_TIMEOUT`], before it saves: from then on
+    /// no switchover can make it the owner of a bucket its savefile would miss, and the
+    /// nodes still handing off see that it cannot take their buckets. A whole-cluster stop
+    /// marks nobody (it cancelled every move when it was committed).
     async fn hand_off(&self, deadline: Instant) -> HandOff {
         let me = self.me();
         let owned = |s: &ClusterState| s.buckets.iter().filter(|b| b.primary == Some(me)).count();
@@ -1138,18 +1161,31 @@ impl Node {
         if !state.nodes.contains_key(&me) {
             return HandOff::Done;
         }
-        if !peers(&state) || state.settings.stopping {
+        if state.settings.stopping {
             return HandOff::Alone {
                 left: owned(&state),
             };
         }
+        let alone = !peers(&state);
+        // Only another member can move a bucket here: a lone member has nothing to fence.
+        let others = state.nodes.keys().any(|id| *id != me);
         drop(state);
+        if alone && !others {
+            return HandOff::Alone {
+                left: owned(&self.view.state()),
+            };
+        }
+        if alone {
+            let until = deadline.min(Instant::now() + ALONE_MARK_TIMEOUT);
+            if let Err(e) = self.mark_draining(until).await {
+                tracing::warn!(error = %e, "could not mark this node draining before saving");
+            }
+            return HandOff::Alone {
+                left: owned(&self.view.state()),
+            };
+        }
         tracing::info!("handing this node's buckets off to the other members");
-        let cmd = Command::SetNodeState {
-            node: me,
-            state: NodeState::Draining,
-        };
-        if let Err(e) = self.propose(cmd, deadline).await {
+        if let Err(e) = self.mark_draining(deadline).await {
             tracing::warn!(error = %e, "could not mark this node draining");
             return HandOff::Partial {
                 left: owned(&self.view.state()),
@@ -1175,6 +1211,36 @@ impl Node {
                     tracing::warn!(left, "the hand-off ran out of time");
                     return HandOff::Partial { left };
                 }
+            }
+        }
+    }
+
+    /// Commits this node's draining state and waits until this node applied it (so every
+    /// switchover committed before it is applied here too), by `deadline`.
+    async fn mark_draining(&self, deadline: Instant) -> Result<(), String> {
+        let me = self.me();
+        let cmd = Command::SetNodeState {
+            node: me,
+            state: NodeState::Draining,
+        };
+        self.propose(cmd, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut applied = self.view.applied_changes();
+        loop {
+            applied.mark_unchanged();
+            let state = self.view.state();
+            if state
+                .nodes
+                .get(&me)
+                .is_none_or(|m| m.state == NodeState::Draining)
+            {
+                return Ok(());
+            }
+            drop(state);
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err("the draining state was not applied here in time".into()),
             }
         }
     }
