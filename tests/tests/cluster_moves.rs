@@ -188,6 +188,23 @@ impl StalledMove {
     }
 }
 
+impl StalledMove {
+    /// Resumes movement (a snapshot or tail stall ends) and waits until the target is the
+    /// bucket's primary.
+    fn finish(&self) {
+        let dst_id = self.c.members[1].status().expect("status").node_id;
+        self.admin
+            .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(false))
+            .expect("resume");
+        assert!(
+            wait_for(SETTLE, || self.c.members[0].table().is_some_and(|t| t
+                .primary_of(self.bucket)
+                .is_some_and(|p| p.id == dst_id))),
+            "the move did not finish"
+        );
+    }
+}
+
 #[test]
 fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_serving() {
     for phase in ["snapshot", "tail", "parked"] {
@@ -283,14 +300,8 @@ fn a_kill_of_the_source_or_the_target_at_each_phase_never_gives_a_wrong_value() 
 fn sets_deletes_touches_and_appends_in_every_phase_reach_the_new_owner() {
     for phase in ["snapshot", "tail", "parked"] {
         // A parked stall lasts the park timeout; the requests it holds wait that long.
-        let StalledMove {
-            c,
-            admin,
-            bucket,
-            keys,
-            ..
-        } = StalledMove::start(phase, "1s");
-        let dst_id = c.members[1].status().expect("status").node_id;
+        let stalled = StalledMove::start(phase, "1s");
+        let (c, keys) = (&stalled.c, &stalled.keys);
         let writer = routed(c.members[1].native());
         let (set, rest) = keys.split_at(10);
         let (deleted, rest) = rest.split_at(10);
@@ -312,15 +323,7 @@ fn sets_deletes_touches_and_appends_in_every_phase_reach_the_new_owner() {
             writer.append(k.as_bytes(), b"+x").expect("append");
         }
         // Let the move go on (the parked stall ends by itself).
-        admin
-            .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(false))
-            .expect("resume");
-        assert!(
-            wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
-                .primary_of(bucket)
-                .is_some_and(|p| p.id == dst_id))),
-            "{phase}: the move did not finish"
-        );
+        stalled.finish();
         let get = |k: &String| {
             writer
                 .get(k.as_bytes())
@@ -356,27 +359,13 @@ fn sets_deletes_touches_and_appends_in_every_phase_reach_the_new_owner() {
 
 #[test]
 fn a_flush_all_during_a_move_leaves_nothing_of_the_bucket_on_the_new_owner() {
-    let StalledMove {
-        c,
-        admin,
-        bucket,
-        keys,
-        ..
-    } = StalledMove::start("tail", "1s");
-    let dst_id = c.members[1].status().expect("status").node_id;
+    let stalled = StalledMove::start("tail", "1s");
+    let (c, keys) = (&stalled.c, &stalled.keys);
     let mut text = cluster_common::Text::connect(cluster_common::mc(&c.members[0]));
     assert_eq!(text.ask("flush_all\r\n"), "OK\r\n");
-    admin
-        .cluster_admin(shoal_proto::cluster::AdminRequest::Pause(false))
-        .expect("resume");
-    assert!(
-        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
-            .primary_of(bucket)
-            .is_some_and(|p| p.id == dst_id))),
-        "the move did not finish"
-    );
+    stalled.finish();
     let reader = routed(c.members[1].native());
-    for k in &keys {
+    for k in keys {
         assert_eq!(reader.get(k.as_bytes()).expect("get"), None, "{k}");
     }
     reader.set(keys[0].as_bytes(), b"after", 0, 0).expect("set");
