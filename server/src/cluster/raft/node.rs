@@ -1145,10 +1145,10 @@ impl Node {
     /// them, or `deadline`.
     ///
     /// A node with no active peer but other members (the last of several stopped at once,
-    /// or whose peers are down) is marked draining too, within [`ALONE_MARK_TIMEOUT`], before it saves: from then on
-    /// no switchover can make it the owner of a bucket its savefile would miss, and the
-    /// nodes still handing off see that it cannot take their buckets. A whole-cluster stop
-    /// marks nobody (it cancelled every move when it was committed).
+    /// or one whose peers are down) is marked draining too, within [`ALONE_MARK_TIMEOUT`],
+    /// before it saves: from then on no switchover can make it the owner of a bucket its
+    /// savefile would miss, and the nodes still handing off see that it cannot take their
+    /// buckets. A whole-cluster stop marks nobody (it cancelled every move when committed).
     async fn hand_off(&self, deadline: Instant) -> HandOff {
         let me = self.me();
         let owned = |s: &ClusterState| s.buckets.iter().filter(|b| b.primary == Some(me)).count();
