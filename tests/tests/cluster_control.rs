@@ -161,11 +161,13 @@ fn stop_cluster(c: &mut Cluster, via: usize) {
         .output()
         .expect("shoal-ctl");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    every_member_exits_zero(c, Duration::from_secs(30));
+}
+
+/// Waits until every member of `c` exited, each with code 0, within `limit`.
+fn every_member_exits_zero(c: &mut Cluster, limit: Duration) {
     for m in &mut c.members {
-        let status = m
-            .proc
-            .wait_exit(Duration::from_secs(30))
-            .expect("the node stopped");
+        let status = m.proc.wait_exit(limit).expect("the node stopped");
         assert_eq!(status.code(), Some(0));
     }
 }
@@ -246,13 +248,7 @@ fn the_last_node_stopped_while_others_hand_off_to_it_loses_no_key() {
     };
     assert!(wait_for(SETTLE, copying), "no hand-off began");
     c.members[2].proc.signal("TERM");
-    for m in &mut c.members {
-        let status = m
-            .proc
-            .wait_exit(Duration::from_secs(60))
-            .expect("the node stopped");
-        assert_eq!(status.code(), Some(0));
-    }
+    every_member_exits_zero(&mut c, Duration::from_secs(60));
     // Whoever left the cluster rejoins through the others; whoever stayed comes back.
     for m in &mut c.members {
         m.proc.restart();

@@ -270,9 +270,11 @@ impl ClusterView {
                 "dropping saved buckets the table has moved past"
             );
             self.inner.moves.drop_loaded(&refuted);
+            let state = self.lock_state();
             for &b in &refuted {
-                self.set_parked(b, false);
+                self.mark_parked(b, false);
             }
+            self.apply_bits(&state);
         }
         if !confirmed.is_empty() || !refuted.is_empty() {
             self.inner.unparked.send_modify(|n| *n += 1);
