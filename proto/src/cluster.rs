@@ -449,6 +449,8 @@ pub enum MovePhase {
     Snapshot,
     /// Sending the writes made since the copy started. (2)
     Tail,
+    /// Caught up: every reply in the bucket waits until the target holds its write. (5)
+    InSync,
     /// Writes to the bucket are held for the switchover. (3)
     Parked,
     /// The switchover is being committed. (4)
@@ -463,6 +465,7 @@ impl MovePhase {
             2 => Some(MovePhase::Tail),
             3 => Some(MovePhase::Parked),
             4 => Some(MovePhase::Finishing),
+            5 => Some(MovePhase::InSync),
             _ => None,
         }
     }
@@ -474,14 +477,17 @@ impl MovePhase {
             MovePhase::Tail => 2,
             MovePhase::Parked => 3,
             MovePhase::Finishing => 4,
+            MovePhase::InSync => 5,
         }
     }
 
-    /// The name used in status output (`snapshot`, `tail`, `parked`, `finishing`).
+    /// The name used in status output (`snapshot`, `tail`, `in-sync`, `parked`,
+    /// `finishing`).
     pub fn name(self) -> &'static str {
         match self {
             MovePhase::Snapshot => "snapshot",
             MovePhase::Tail => "tail",
+            MovePhase::InSync => "in-sync",
             MovePhase::Parked => "parked",
             MovePhase::Finishing => "finishing",
         }

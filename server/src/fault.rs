@@ -9,9 +9,9 @@
 //!   says ([`ignore_table`], read by `ClusterView::owns`): native requests for buckets it does
 //!   not own are run here instead of answered `NOT_MY_BUCKET`, memcached commands are run here
 //!   instead of forwarded to the owner.
-//! - `--fault-stall-move-at PHASE`: bucket moves from this node wait at `snapshot`, `tail`
-//!   or `parked` until cancelled (a parked bucket for the park timeout only; the other
-//!   phases only while movement is paused).
+//! - `--fault-stall-move-at PHASE`: bucket moves from this node wait at `snapshot`, `tail`,
+//!   `in-sync` or `parked` (a parked bucket for the park timeout only; the other phases while
+//!   movement is paused; in `in-sync` the target keeps getting every change meanwhile).
 //! - `--fault-drop-move-change`: each bucket move leaves out one change-log record.
 //! - `--fault-early-drop`: a move drops the source's copy at park time and serves the bucket
 //!   again at once, before the switchover commits.
@@ -53,6 +53,10 @@ pub enum MovePhaseName {
     Snapshot,
     /// After the snapshot, before the change log is sent.
     Tail,
+    /// In sync: the target gets every change as it comes and replies wait for it; stays
+    /// there while movement is paused.
+    #[serde(rename = "in-sync")]
+    InSync,
     /// With the bucket parked, before the last changes are sent.
     Parked,
 }

@@ -30,6 +30,7 @@
 //! - Admin operations that take time (SAVE) run off the session and return a future, which the
 //!   connection driver waits on while it goes on serving (see `net::Output`).
 
+use crate::cluster::in_sync::CopiesHold;
 use crate::cluster::{BucketGuard, ClusterView, Redirect};
 use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
 use crate::stats::ServerStats;
@@ -246,6 +247,26 @@ impl Keyspace {
         self.cluster
             .enter(bucket)
             .ok_or_else(|| self.not_mine(bucket))
+    }
+
+    /// The bucket of `key` when some bucket of this node has an in-sync copy (then a reply
+    /// to a request on `key` asks [`Keyspace::copies_hold`] once the request ran); `None`
+    /// otherwise, at the cost of one atomic load.
+    #[inline]
+    pub fn gated_bucket(&self, key: &[u8]) -> Option<u32> {
+        self.cluster
+            .in_sync()
+            .any()
+            .then(|| shoal_proto::hash::bucket_of(key, self.store.buckets()))
+    }
+
+    /// What the reply to a request just run here in `bucket` must wait for: an in-sync copy
+    /// of the bucket to hold it up to now (see [`crate::cluster::in_sync`]); `None` when it
+    /// has no such copy or the copy holds everything already.
+    pub fn copies_hold(&self, bucket: u32) -> Option<CopiesHold> {
+        self.cluster
+            .in_sync()
+            .wait(bucket, || self.store.bucket_stats(bucket).seq)
     }
 
     #[cold]

@@ -207,7 +207,7 @@ impl StalledMove {
 
 #[test]
 fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_serving() {
-    for phase in ["snapshot", "tail", "parked"] {
+    for phase in ["snapshot", "tail", "in-sync", "parked"] {
         let StalledMove {
             c,
             admin,
@@ -257,7 +257,7 @@ fn a_move_cancelled_at_each_phase_leaves_the_target_nothing_and_the_source_servi
 
 #[test]
 fn a_kill_of_the_source_or_the_target_at_each_phase_never_gives_a_wrong_value() {
-    for phase in ["snapshot", "tail", "parked"] {
+    for phase in ["snapshot", "tail", "in-sync", "parked"] {
         for kill_source in [false, true] {
             // A parked stall lasts the park timeout (then the move goes on): short, so the
             // requests it holds are answered within the client's deadline.
@@ -298,7 +298,7 @@ fn a_kill_of_the_source_or_the_target_at_each_phase_never_gives_a_wrong_value() 
 
 #[test]
 fn sets_deletes_touches_and_appends_in_every_phase_reach_the_new_owner() {
-    for phase in ["snapshot", "tail", "parked"] {
+    for phase in ["snapshot", "tail", "in-sync", "parked"] {
         // A parked stall lasts the park timeout; the requests it holds wait that long.
         let stalled = StalledMove::start(phase, "1s");
         let (c, keys) = (&stalled.c, &stalled.keys);
@@ -376,4 +376,49 @@ fn a_flush_all_during_a_move_leaves_nothing_of_the_bucket_on_the_new_owner() {
             .map(|v| v.value.to_vec()),
         Some(b"after".to_vec())
     );
+}
+
+#[test]
+fn in_sync_a_write_is_acknowledged_only_once_the_target_holds_it() {
+    let stalled = StalledMove::start("in-sync", "2s");
+    let (c, bucket) = (&stalled.c, stalled.bucket);
+    let (src, dst) = (&c.members[0], &c.members[1]);
+    let held = stalled.keys.len() as u64;
+    assert!(
+        wait_for(SETTLE, || stat(dst, "copy_items") == held),
+        "the target caught up before the stall"
+    );
+    let fresh = keys_of_bucket(bucket, stalled.keys.len() + 30);
+    let fresh = &fresh[stalled.keys.len()..];
+    // Native, routed to the source; memcached on the source's port; memcached on the
+    // target's port (forwarded to the source): each write's reply comes only once the
+    // target holds it, so the target's copy has it when the client hears OK.
+    let native = routed(src.native());
+    let mut direct = cluster_common::Text::connect(cluster_common::mc(src));
+    let mut forwarded = cluster_common::Text::connect(cluster_common::mc(dst));
+    for (i, k) in fresh.iter().enumerate() {
+        match i % 3 {
+            0 => drop(native.set(k.as_bytes(), b"v", 0, 0).expect("set")),
+            1 => assert_eq!(direct.set(k, "v"), "STORED\r\n"),
+            _ => assert_eq!(forwarded.set(k, "v"), "STORED\r\n"),
+        }
+        assert_eq!(stat(dst, "copy_items"), held + i as u64 + 1, "after {k}");
+    }
+    // A delete too.
+    assert_eq!(
+        direct.ask(&format!("delete {}\r\n", fresh[0])),
+        "DELETED\r\n"
+    );
+    assert_eq!(stat(dst, "copy_items"), held + fresh.len() as u64 - 1);
+
+    // A target that stops answering leaves the in-sync set: writes are acknowledged by the
+    // source alone (after the in-sync timeout) instead of hanging.
+    dst.proc.pause();
+    assert_eq!(direct.set(&fresh[1], "w"), "STORED\r\n");
+    dst.proc.resume();
+    stalled.finish();
+    let reader = routed(dst.native());
+    let got = reader.get(fresh[1].as_bytes()).expect("get");
+    assert_eq!(got.map(|v| v.value.to_vec()), Some(b"w".to_vec()));
+    assert_eq!(reader.get(fresh[0].as_bytes()).expect("get"), None);
 }

@@ -22,6 +22,7 @@
 //! otherwise the client is told it is in doubt. Nothing here ever turns a failure into a
 //! miss or a value.
 
+use super::in_sync::CopiesHold;
 use super::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use super::ClusterView;
 use crate::datadir::NodeId;
@@ -46,7 +47,25 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 const DOWN_FOR: Duration = Duration::from_millis(100);
 
 /// Runs one forwarded text command on this node (installed by the data path).
-pub type LocalRunner = Arc<dyn Fn(&[u8]) -> Executed + Send + Sync>;
+pub type LocalRunner = Arc<dyn Fn(&[u8]) -> Ran + Send + Sync>;
+
+/// A command run on this node: what it gave, and what its reply must wait for.
+pub struct Ran {
+    /// What running it gave.
+    pub executed: Executed,
+    /// Completes when the reply may leave (an in-sync copy of the bucket holds the write;
+    /// see [`super::in_sync`]); `None`: at once.
+    pub after: Option<CopiesHold>,
+}
+
+impl From<Executed> for Ran {
+    fn from(executed: Executed) -> Ran {
+        Ran {
+            executed,
+            after: None,
+        }
+    }
+}
 
 /// What running a command on its owner gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +216,7 @@ impl Forwarding {
     /// # Errors
     /// [`ForwardError::NotReady`] until the data path installed its runner, and from
     /// [`Forwarding::stop_running`] on (nothing applied: the sender may try again elsewhere).
-    pub fn run_local(&self, command: &[u8]) -> Result<Executed, ForwardError> {
+    pub fn run_local(&self, command: &[u8]) -> Result<Ran, ForwardError> {
         let stopped = self.stopped.read().unwrap_or_else(PoisonError::into_inner);
         if *stopped {
             return Err(ForwardError::NotReady);
@@ -259,10 +278,16 @@ pub async fn send_to(
 ) -> Attempt {
     let forwarding = view.forwarding();
     if node == view.me() {
-        return match forwarding.run_local(command) {
-            Ok(Executed::Reply(bytes)) => Attempt::Done(bytes),
-            Ok(Executed::NotMine { bucket, .. }) => Attempt::NotMine { bucket },
-            Err(e) => Attempt::Failed(e),
+        let ran = match forwarding.run_local(command) {
+            Ok(ran) => ran,
+            Err(e) => return Attempt::Failed(e),
+        };
+        if let Some(after) = ran.after {
+            after.await;
+        }
+        return match ran.executed {
+            Executed::Reply(bytes) => Attempt::Done(bytes),
+            Executed::NotMine { bucket, .. } => Attempt::NotMine { bucket },
         };
     }
     let Some(identity) = forwarding.identity.get() else {
@@ -417,11 +442,14 @@ mod tests {
         let counter = ran.clone();
         forwarding.set_runner(Arc::new(move |_: &[u8]| {
             counter.fetch_add(1, Ordering::SeqCst);
-            Executed::Reply(b"END\r\n".to_vec())
+            Executed::Reply(b"END\r\n".to_vec()).into()
         }));
         assert!(matches!(
             forwarding.run_local(b"get k\r\n"),
-            Ok(Executed::Reply(_))
+            Ok(Ran {
+                executed: Executed::Reply(_),
+                after: None
+            })
         ));
         forwarding.stop_running();
         let refused = forwarding.run_local(b"set k 0 0 1\r\nx\r\n");

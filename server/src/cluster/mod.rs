@@ -14,6 +14,7 @@
 //! - [`peer`]: the peer port: handshake, cluster secret, peer server and clients.
 //! - [`forward`]: memcached commands for buckets served elsewhere, run on their owner.
 //! - [`moves`]: copying a bucket to another node while it is served, and the switchover.
+//! - [`in_sync`]: replies held until an in-sync copy of their bucket has the write.
 //! - [`held`]: saved buckets loaded at start, held until the applied table confirms them.
 //! - [`control`]: cluster admin requests (CLUSTER_ADMIN) from the data path to the control
 //!   plane, and what they mean as commands.
@@ -25,6 +26,7 @@ pub mod control;
 pub mod forward;
 pub mod held;
 pub mod identity;
+pub mod in_sync;
 pub mod join;
 pub mod moves;
 pub mod peer;
@@ -83,6 +85,8 @@ struct ClusterViewInner {
     forwarding: forward::Forwarding,
     /// Copies of buckets received here and buckets hidden after moving away.
     moves: moves::Moves,
+    /// Buckets whose requests are answered only once an in-sync copy holds them.
+    in_sync: in_sync::InSync,
     /// The way to the control plane for admin requests (connected by the control plane).
     control: control::ControlHandle,
     /// The bucket moves this node runs, by bucket (reported in NODE_STATUS).
@@ -153,6 +157,7 @@ impl ClusterView {
                 table_version: watch::channel(0).0,
                 forwarding: forward::Forwarding::default(),
                 moves: moves::Moves::default(),
+                in_sync: in_sync::InSync::default(),
                 control: control::ControlHandle::default(),
                 progress: Mutex::new(BTreeMap::new()),
                 held: Mutex::new(held::Held::default()),
@@ -534,6 +539,11 @@ impl ClusterView {
     /// The bucket mover's state on this node.
     pub fn moves(&self) -> &moves::Moves {
         &self.inner.moves
+    }
+
+    /// The buckets whose requests wait for an in-sync copy ([`in_sync`]).
+    pub fn in_sync(&self) -> &in_sync::InSync {
+        &self.inner.in_sync
     }
 
     /// A receiver that sees every change of the applied table version (a connection waits

@@ -26,7 +26,7 @@ pub mod native;
 mod output;
 
 pub use input::InputBudget;
-pub use output::{Output, PendingReply};
+pub use output::{Mark, Output, PendingReply};
 
 use crate::keyspace::Keyspace;
 use shoal_proto::Limits;

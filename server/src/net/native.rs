@@ -438,8 +438,14 @@ impl Session for NativeSession {
                     }
                     consumed += used;
                     requests += 1;
+                    let keyspace = &self.shared.keyspace;
+                    let gated = req.command.key().and_then(|k| keyspace.gated_bucket(k));
+                    let mark = out.mark();
                     if self.handle(req, out) {
                         break true;
+                    }
+                    if let Some(hold) = gated.and_then(|b| self.shared.keyspace.copies_hold(b)) {
+                        out.hold_back(mark, hold);
                     }
                 }
                 Err(e) => match self.reject(e, out) {

@@ -25,6 +25,13 @@ use std::task::{Context, Poll};
 /// result), because an ordered connection polls only its oldest pending reply.
 pub type PendingReply = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
+/// A position in an [`Output`] ([`Output::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pending: usize,
+    len: usize,
+}
+
 /// A pending reply and, on an ordered connection, the bytes queued behind it.
 struct Waiting {
     reply: PendingReply,
@@ -85,6 +92,30 @@ impl Output {
             reply,
             after: Vec::new(),
         });
+    }
+
+    /// Where the next reply starts, for [`Output::hold_back`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            pending: self.waiting.len(),
+            len: self.len(),
+        }
+    }
+
+    /// Holds the reply bytes added since `mark` until `until` completes: they become a
+    /// pending reply (so on an ordered connection the replies after them wait too). Nothing
+    /// is held when nothing was added, or when a reply was deferred since `mark` (its bytes
+    /// are not all in one place; the callers hold back single-key requests run here, which
+    /// never defer).
+    pub fn hold_back(&mut self, mark: Mark, until: impl Future<Output = ()> + Send + 'static) {
+        if self.waiting.len() != mark.pending || self.len() <= mark.len {
+            return;
+        }
+        let bytes = self.split_off(mark.len);
+        self.defer(Box::pin(async move {
+            until.await;
+            bytes
+        }));
     }
 
     /// The bytes that can be written now.
@@ -202,6 +233,38 @@ mod tests {
         tx1.send(b"1".to_vec()).expect("receiver alive");
         out.completed().await;
         assert_eq!(out.ready().as_slice(), b"x21");
+    }
+
+    #[tokio::test]
+    async fn held_back_bytes_leave_when_their_condition_completes() {
+        let mut out = Output::new(true, 1 << 20, 0);
+        out.extend_from_slice(b"a");
+        let mark = out.mark();
+        out.extend_from_slice(b"b");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        out.hold_back(mark, async move {
+            let _ = rx.await;
+        });
+        out.extend_from_slice(b"c");
+        assert_eq!(out.ready().as_slice(), b"a");
+        assert_eq!(out.pending(), 1);
+        tx.send(()).expect("receiver alive");
+        out.completed().await;
+        assert_eq!(out.ready().as_slice(), b"abc");
+
+        // Nothing added since the mark: nothing held.
+        let mark = out.mark();
+        out.hold_back(mark, std::future::pending());
+        assert_eq!(out.pending(), 0);
+
+        // A reply deferred since the mark: not split.
+        let mark = out.mark();
+        out.defer(Box::pin(async { b"d".to_vec() }));
+        out.extend_from_slice(b"e");
+        out.hold_back(mark, std::future::pending());
+        assert_eq!(out.pending(), 1);
+        out.completed().await;
+        assert_eq!(out.ready().as_slice(), b"abcde");
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub struct MoveReport {
     pub from: Option<String>,
     /// The node receiving it.
     pub to: String,
-    /// `snapshot`, `tail`, `parked` or `finishing`.
+    /// `snapshot`, `tail`, `in-sync`, `parked` or `finishing`.
     pub phase: &'static str,
     /// Bytes copied so far.
     pub bytes: u64,

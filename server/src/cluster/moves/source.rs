@@ -3,14 +3,18 @@
 //!
 //! A move's task: start the bucket's change log; open the copy on the target; send the
 //! snapshot in batches (a few in flight, within the node's bandwidth budget); send the
-//! change log from the snapshot's start until the target is caught up; park the bucket;
-//! send the rest; have the target confirm it holds everything; propose the switchover
+//! change log from the snapshot's start until the target is caught up; bring the target in
+//! sync (from then on every reply in the bucket waits until the target holds its write:
+//! [`crate::cluster::in_sync`]) and catch up once more, so what is left is bounded by the
+//! requests in flight, at any write rate; park the bucket; send the rest; have the target
+//! confirm it holds everything; propose the switchover
 //! ([`Command::FinishMove`]); once this node applied it, unpark (the waiting requests are
 //! redirected) and drop the copy. A failed attempt (the bucket is unparked first) retries
 //! from a fresh snapshot after a pause, a few times, then cancels the move (the planner may
 //! try again, possibly elsewhere).
 
 use super::wire::{item_len, MoveRequest, Payload};
+use crate::cluster::in_sync::Gate;
 use crate::cluster::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use crate::cluster::state::{Command, Move, Outcome};
 use crate::cluster::ClusterView;
@@ -42,6 +46,10 @@ const CHANGES_PER_REQUEST: usize = 1024;
 const WINDOW: usize = 4;
 /// Time allowed for one MOVE request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for one MOVE request once the target is in sync (replies in the bucket wait
+/// for it): a target slower than this leaves the in-sync set (the attempt fails and the
+/// held replies are released; the source still holds every write).
+const IN_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Tail rounds after which the source parks even if writes keep coming (the park then
 /// sends what is left while nothing new arrives).
 const MAX_TAIL_ROUNDS: usize = 64;
@@ -229,6 +237,45 @@ async fn fault_stall(ctx: &Context, bucket: u32, m: Move, phase: crate::fault::M
     }
 }
 
+/// `--fault-stall-move-at in-sync`: keeps the target in sync (sends each change as replies
+/// wait for it) while movement is paused and the move is current; returns the bytes sent.
+#[cfg(feature = "fault-injection")]
+async fn fault_stall_in_sync(
+    ctx: &Context,
+    store: &Store,
+    target: &Target,
+    gate: &Gate,
+    m: Move,
+    (through, dropped): (&mut u64, &mut bool),
+) -> Result<u64, Stop> {
+    if !crate::fault::stall_move_at(crate::fault::MovePhaseName::InSync) {
+        return Ok(0);
+    }
+    tracing::warn!(
+        bucket = target.bucket,
+        "FAULT INJECTION: move stalled in sync"
+    );
+    let mut bytes = 0;
+    let mut applied = ctx.view.applied_changes();
+    loop {
+        applied.mark_unchanged();
+        if !(current(&ctx.view, target.bucket, m) && ctx.view.state().settings.paused) {
+            return Ok(bytes);
+        }
+        bytes += send_changes(ctx, store, target, through, dropped, Some(gate))
+            .await?
+            .0;
+        tokio::select! {
+            () = gate.wanted() => {}
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return Ok(bytes);
+                }
+            }
+        }
+    }
+}
+
 /// Reports how move `m` of `bucket` is going (NODE_STATUS, `shoal-ctl status`).
 fn report(
     view: &ClusterView,
@@ -296,6 +343,10 @@ fn fault_drop_change(changes: &mut Vec<crate::store::Change>, dropped: &mut bool
 
 impl Target {
     async fn send(&self, payload: Payload) -> Result<u64, Stop> {
+        self.send_within(payload, CALL_TIMEOUT).await
+    }
+
+    async fn send_within(&self, payload: Payload, timeout: Duration) -> Result<u64, Stop> {
         let mut body = Vec::new();
         MoveRequest {
             move_id: self.move_id,
@@ -303,10 +354,7 @@ impl Target {
             payload,
         }
         .encode(&mut body);
-        let reply = self
-            .client
-            .call(PeerOpcode::Move, body, CALL_TIMEOUT)
-            .await?;
+        let reply = self.client.call(PeerOpcode::Move, body, timeout).await?;
         let seq: [u8; 8] = reply
             .as_ref()
             .try_into()
@@ -425,14 +473,42 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
         }
         report(view, bucket, m, MovePhase::Tail, bytes, items, started);
         let (sent, caught_up) =
-            send_changes(ctx, &store, &target, &mut through, &mut dropped).await?;
+            send_changes(ctx, &store, &target, &mut through, &mut dropped, None).await?;
         bytes += sent;
         if caught_up {
             break;
         }
     }
 
-    // 3. Park, send the rest, switch over.
+    // 3. In sync: replies in the bucket wait for the target from here on (the gate closes,
+    // releasing them, however the attempt ends), so catching up converges at any write rate.
+    report(view, bucket, m, MovePhase::InSync, bytes, items, started);
+    let gate = view.in_sync().open(bucket, through);
+    #[cfg(feature = "fault-injection")]
+    {
+        bytes += fault_stall_in_sync(ctx, &store, &target, &gate, m, (&mut through, &mut dropped))
+            .await?;
+    }
+    for _ in 0..MAX_TAIL_ROUNDS {
+        if !current(view, bucket, m) {
+            return Err(Stop::Gone);
+        }
+        let (sent, caught_up) = send_changes(
+            ctx,
+            &store,
+            &target,
+            &mut through,
+            &mut dropped,
+            Some(&gate),
+        )
+        .await?;
+        bytes += sent;
+        if caught_up {
+            break;
+        }
+    }
+
+    // 4. Park, send the rest, switch over.
     if !view.park(bucket, ctx.config.park_timeout).await {
         return Err(Stop::Failed(
             "calls in the bucket did not end in time".into(),
@@ -455,13 +531,14 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     }
     let result = switch_over(
         ctx,
-        &store,
-        &target,
+        (&store, &target, &gate),
         m,
         (&mut through, &mut dropped),
         (parked, flushes),
     )
     .await;
+    // The held replies leave before the parked requests are let go (redirected, on success).
+    drop(gate);
     view.unpark(bucket);
     let park_ms = parked.elapsed().as_millis();
     match result {
@@ -487,14 +564,21 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
 }
 
 /// Sends the changes after `through` in requests, once around; returns the bytes sent and
-/// whether the target holds everything up to the bucket's seq now.
+/// whether the target holds everything up to the bucket's seq now. With the target in sync
+/// (`gate`), each request has [`IN_SYNC_TIMEOUT`] and releases the replies it covers.
 async fn send_changes(
     ctx: &Context,
     store: &Store,
     target: &Target,
     through: &mut u64,
     #[allow(unused_variables)] dropped: &mut bool,
+    gate: Option<&Gate>,
 ) -> Result<(u64, bool), Stop> {
+    let timeout = if gate.is_some() {
+        IN_SYNC_TIMEOUT
+    } else {
+        CALL_TIMEOUT
+    };
     let mut sent = 0u64;
     loop {
         let head = store.bucket_stats(target.bucket).seq;
@@ -518,12 +602,18 @@ async fn send_changes(
         let full = batch.changes.len() >= CHANGES_PER_REQUEST;
         let next = batch.through;
         target
-            .send(Payload::Changes {
-                through: next,
-                changes: batch.changes,
-            })
+            .send_within(
+                Payload::Changes {
+                    through: next,
+                    changes: batch.changes,
+                },
+                timeout,
+            )
             .await?;
         *through = next;
+        if let Some(gate) = gate {
+            gate.acked(next);
+        }
         if !full {
             return Ok((sent, *through >= store.bucket_stats(target.bucket).seq));
         }
@@ -536,8 +626,7 @@ async fn send_changes(
 /// the bucket if the table says so.
 async fn switch_over(
     ctx: &Context,
-    store: &Store,
-    target: &Target,
+    (store, target, gate): (&Store, &Target, &Gate),
     m: Move,
     (through, dropped): (&mut u64, &mut bool),
     (parked, flushes): (Instant, u64),
@@ -545,7 +634,7 @@ async fn switch_over(
     let view = &ctx.view;
     let bucket = target.bucket;
     loop {
-        let (_, caught_up) = send_changes(ctx, store, target, through, dropped).await?;
+        let (_, caught_up) = send_changes(ctx, store, target, through, dropped, Some(gate)).await?;
         if caught_up {
             break;
         }

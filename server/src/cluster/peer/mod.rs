@@ -39,7 +39,7 @@ mod tests;
 
 pub use client::{PeerCallError, PeerClient};
 pub use secret::{ClusterSecret, SecretError};
-pub use server::{PeerFailure, PeerHandler, PeerInfo, PeerLimits, PeerServer, PingOnly};
+pub use server::{InOrder, PeerFailure, PeerHandler, PeerInfo, PeerLimits, PeerServer, PingOnly};
 pub use shoal_proto::peer::PeerOpcode;
 
 use crate::datadir::{ClusterId, NodeId};

@@ -17,6 +17,7 @@
 use super::handshake::{check_allowed, new_nonce, ListenerHandshake, Local, Verified};
 use super::wire::{write_frames, FrameReader, ReadError, HANDSHAKE_MAX_BODY};
 use super::{cut, PeerIdentity};
+use crate::cluster::in_sync::CopiesHold;
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
 use shoal_proto::peer::{
@@ -93,18 +94,22 @@ pub trait PeerHandler: Send + Sync + 'static {
         body: Bytes,
     ) -> impl Future<Output = Result<Vec<u8>, PeerFailure>> + Send;
 
-    /// Answers `op` at once when this handler serves it in order (FORWARD: memcached
-    /// commands, whose order on one connection matters): its reply is queued before the
-    /// connection's next request is read. `None` (the default): [`PeerHandler::handle`]
-    /// serves it, concurrently with others.
-    fn handle_in_order(
-        &self,
-        _from: &PeerInfo,
-        _op: PeerOpcode,
-        _body: &[u8],
-    ) -> Option<Result<Vec<u8>, PeerFailure>> {
+    /// Carries out `op` at once when this handler serves it in order (FORWARD: memcached
+    /// commands, whose order on one connection matters), before the connection's next
+    /// request is read; its reply is queued then, or once [`InOrder::after`] completes.
+    /// `None` (the default): [`PeerHandler::handle`] serves it, concurrently with others.
+    fn handle_in_order(&self, _from: &PeerInfo, _op: PeerOpcode, _body: &[u8]) -> Option<InOrder> {
         None
     }
+}
+
+/// A request carried out in order ([`PeerHandler::handle_in_order`]).
+pub struct InOrder {
+    /// The OK reply body, or the failure to answer with.
+    pub reply: Result<Vec<u8>, PeerFailure>,
+    /// What must complete before the reply is sent (an in-sync copy acknowledging the
+    /// write); the next requests are carried out meanwhile. `None`: sent at once.
+    pub after: Option<CopiesHold>,
 }
 
 /// The handler of a node whose cluster layer is not running: every request is answered
@@ -525,14 +530,25 @@ impl<H: PeerHandler> Connection<H> {
                 send_refusal(tx, op as u8, refusal.status(), id, &refusal.to_string()).await;
                 continue;
             }
-            if let Some(result) = self.handler.handle_in_order(info, op, &body) {
+            if let Some(done) = self.handler.handle_in_order(info, op, &body) {
                 let mut out = Vec::new();
-                match result {
+                match done.reply {
                     Ok(reply) => encode_reply(&mut out, op as u8, Status::Ok, id, &reply),
                     Err(f) => encode_refusal(&mut out, op as u8, f.status, id, &f.message),
                 }
-                if tx.send(out).await.is_err() {
-                    return false;
+                match done.after {
+                    None => {
+                        if tx.send(out).await.is_err() {
+                            return false;
+                        }
+                    }
+                    Some(after) => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            after.await;
+                            let _ = tx.send(out).await;
+                        });
+                    }
                 }
                 continue;
             }

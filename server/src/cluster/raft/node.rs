@@ -28,8 +28,8 @@ use crate::cluster::identity::{
 use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
 use crate::cluster::moves::{self, source::MoveConfig, source::Proposer, HandOff, HandOffRequest};
 use crate::cluster::peer::{
-    ClusterSecret, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo, PeerOpcode,
-    PeerServer,
+    ClusterSecret, InOrder, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo,
+    PeerOpcode, PeerServer,
 };
 use crate::cluster::state::{
     ClusterState, Command, NodeAddrs, NodeState, Outcome, PersistSetting, Settings,
@@ -1368,21 +1368,21 @@ struct Service {
 }
 
 impl PeerHandler for Service {
-    fn handle_in_order(
-        &self,
-        _from: &PeerInfo,
-        op: PeerOpcode,
-        body: &[u8],
-    ) -> Option<Result<Vec<u8>, PeerFailure>> {
+    fn handle_in_order(&self, _from: &PeerInfo, op: PeerOpcode, body: &[u8]) -> Option<InOrder> {
         if op != PeerOpcode::Forward {
             return None;
         }
-        let reply = match self.node.view.forwarding().run_local(body) {
-            Ok(executed) => executed,
-            Err(e) => return Some(Err(PeerFailure::not_ready(e.to_string()))),
+        let ran = match self.node.view.forwarding().run_local(body) {
+            Ok(ran) => ran,
+            Err(e) => {
+                return Some(InOrder {
+                    reply: Err(PeerFailure::not_ready(e.to_string())),
+                    after: None,
+                })
+            }
         };
         let mut out = Vec::new();
-        match &reply {
+        match &ran.executed {
             Executed::Reply(bytes) => ForwardReply::Executed(bytes).encode(&mut out),
             Executed::NotMine { bucket, epoch } => ForwardReply::NotMine {
                 bucket: *bucket,
@@ -1390,7 +1390,10 @@ impl PeerHandler for Service {
             }
             .encode(&mut out),
         }
-        Some(Ok(out))
+        Some(InOrder {
+            reply: Ok(out),
+            after: ran.after,
+        })
     }
 
     async fn handle(

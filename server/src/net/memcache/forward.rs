@@ -25,7 +25,7 @@ use super::exec::{Counts, Exec};
 use super::meta::MetaKind;
 use super::parse::{parse, Keys, TextCommand};
 use crate::cluster::forward::{
-    self, send_once, send_to, wait_to_retry, Attempt, Executed, ForwardError,
+    self, send_once, send_to, wait_to_retry, Attempt, Executed, ForwardError, Ran,
 };
 use crate::cluster::ClusterView;
 use crate::datadir::NodeId;
@@ -401,13 +401,16 @@ fn split_values(
 /// Runs one forwarded command (`command`: its line and data block) on this node, as the
 /// owner: the reply bytes, or NOT_MINE when a key's bucket is not served here (nothing
 /// applied).
-pub(crate) fn run_forwarded(shared: &Shared, command: &[u8]) -> Executed {
+pub(crate) fn run_forwarded(shared: &Shared, command: &[u8]) -> Ran {
     let mut counts = Counts::default();
     let mut resume = 0;
     let mut out = Output::new(true, usize::MAX, 256);
     counts.forwarded_in += 1;
-    let executed = match parse(command, &shared.limits) {
+    let ran = match parse(command, &shared.limits) {
         Ok(Some((cmd, used))) if used == command.len() && !is_local_only(&cmd) => {
+            let gated = cmd
+                .single_key()
+                .and_then(|k| shared.keyspace.gated_bucket(k));
             let mut exec = Exec {
                 shared,
                 counts: &mut counts,
@@ -420,16 +423,20 @@ pub(crate) fn run_forwarded(shared: &Shared, command: &[u8]) -> Executed {
                 Some(r) => Executed::NotMine {
                     bucket: r.bucket,
                     epoch: r.epoch,
+                }
+                .into(),
+                None => Ran {
+                    executed: Executed::Reply(std::mem::take(out.ready())),
+                    after: gated.and_then(|b| shared.keyspace.copies_hold(b)),
                 },
-                None => Executed::Reply(std::mem::take(out.ready())),
             }
         }
-        Ok(_) => Executed::Reply(b"SERVER_ERROR bad forwarded command\r\n".to_vec()),
-        Err(e) if e.noreply => Executed::Reply(Vec::new()),
-        Err(e) => Executed::Reply(e.kind.reply().to_vec()),
+        Ok(_) => Executed::Reply(b"SERVER_ERROR bad forwarded command\r\n".to_vec()).into(),
+        Err(e) if e.noreply => Executed::Reply(Vec::new()).into(),
+        Err(e) => Executed::Reply(e.kind.reply().to_vec()).into(),
     };
     counts.flush_into(shared.keyspace.stats());
-    executed
+    ran
 }
 
 /// Commands that are never forwarded (they have no key, or affect the connection).

@@ -219,6 +219,25 @@ pub enum TextCommand<'a> {
     },
 }
 
+impl TextCommand<'_> {
+    /// The key of a command that addresses exactly one (a get of one key included); `None`
+    /// for multi-key gets and commands without a key.
+    pub fn single_key(&self) -> Option<&[u8]> {
+        match self {
+            TextCommand::Get { keys, .. } | TextCommand::Gat { keys, .. } => {
+                let mut it = keys.iter();
+                it.next().filter(|_| it.next().is_none())
+            }
+            TextCommand::Store { key, .. }
+            | TextCommand::Delete { key, .. }
+            | TextCommand::Incr { key, .. }
+            | TextCommand::Touch { key, .. } => Some(key),
+            TextCommand::Meta(req) => Some(req.key()),
+            _ => None,
+        }
+    }
+}
+
 /// Why a command was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

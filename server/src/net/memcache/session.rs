@@ -103,10 +103,16 @@ impl Session for TextSession {
                         forwarded: false,
                         not_mine: None,
                     };
+                    let keyspace = &self.shared.keyspace;
+                    let gated = cmd.single_key().and_then(|k| keyspace.gated_bucket(k));
+                    let mark = out.mark();
                     match exec.run(cmd, out) {
                         Outcome::Done => {
                             self.counts.commands += 1;
                             pos += used;
+                            if let Some(hold) = gated.and_then(|b| keyspace.copies_hold(b)) {
+                                out.hold_back(mark, hold);
+                            }
                         }
                         Outcome::Paused => {
                             more = true;
