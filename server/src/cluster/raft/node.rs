@@ -40,7 +40,7 @@ use bytes::Bytes;
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, EmptyNode, ServerState};
 use shoal_proto::cluster::AdminRequest;
-use shoal_proto::peer::ForwardReply;
+use shoal_proto::peer::{decode_forward_batch, ForwardReply};
 use shoal_proto::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -1374,6 +1374,18 @@ impl PeerHandler for Service {
         op: PeerOpcode,
         body: &[u8],
     ) -> Option<Result<Vec<u8>, PeerFailure>> {
+        if op == PeerOpcode::ForwardBatch {
+            let forwarding = self.node.view.forwarding();
+            return Some(match decode_forward_batch(body) {
+                Ok(commands) => forwarding
+                    .run_local_batch(&commands)
+                    .map_err(|e| PeerFailure::not_ready(e.to_string())),
+                Err(kind) => Err(PeerFailure::bad_request(format!(
+                    "malformed FORWARD_BATCH: {}",
+                    kind.as_str()
+                ))),
+            });
+        }
         if op != PeerOpcode::Forward {
             return None;
         }
