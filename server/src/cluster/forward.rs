@@ -9,11 +9,13 @@
 //! - **The sending side:** [`send_once`] makes one attempt at a command: it finds the
 //!   bucket's primary in the applied table and sends the command over one of a few pooled,
 //!   pipelined peer connections to it (or runs it here when the primary is this node), and
-//!   says what happened ([`Attempt`]); [`send_to`] does the same on a named member.
+//!   says what happened ([`Attempt`]); [`send_to`] does the same on a named member, and
+//!   [`send_batch_to`] sends several commands for one owner in one FORWARD_BATCH.
 //!   [`forward`] is the retry loop for one key, inside a deadline; multi-key and all-member
 //!   callers build their own loop from these and [`wait_to_retry`].
 //! - **The owning side:** [`Forwarding::run_local`] runs a forwarded command through the
-//!   [`LocalRunner`] the data path installs at start.
+//!   [`LocalRunner`] the data path installs at start; [`Forwarding::run_local_batch`] runs
+//!   a FORWARD_BATCH's commands in order.
 //!
 //! What may be retried: a command that was not applied (the owner answered NOT_MINE, could
 //! not be reached, or was not ready) is sent again once the table changed or after a short

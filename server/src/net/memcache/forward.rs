@@ -5,7 +5,10 @@
 //! ([`route`], [`defer`]):
 //!
 //! - sends a single-key command, as the client's bytes, to the bucket's owner through
-//!   `cluster::forward` and relays the owner's reply bytes unchanged;
+//!   `cluster::forward` and relays the owner's reply bytes unchanged; the single-key
+//!   commands of one input batch are queued ([`Batch`]) and leave at its end ([`flush`]),
+//!   one FORWARD_BATCH per owner, so a pipelined batch costs one task and one peer request
+//!   per owner instead of one per command;
 //! - splits a multi-get by owner, sends the parts at once (the keys this node serves are read
 //!   here through the same path), and answers the values in the client's key order;
 //! - sends `flush_all` to every member, since a client pointed at one node sees one cache;
@@ -14,8 +17,10 @@
 //!
 //! Replies are deferred ([`Output::defer`]): the connection goes on reading and serving, and
 //! memcached's rule that replies leave in request order holds. Commands for one bucket from
-//! one connection are sent in the order they arrived (each waits for the previous one's
-//! reply), so a pipelined `set k ... noreply` followed by `get k` reads what it wrote.
+//! one connection are sent in the order they arrived: within a batch, in order in one
+//! FORWARD_BATCH (the owner runs them in order and stops at the first it may not run);
+//! across batches, a command waits for the reply of the previous one on its bucket. So a
+//! pipelined `set k ... noreply` followed by `get k` reads what it wrote.
 //!
 //! The owner's side is [`run_forwarded`]: it runs one command as any session would, except
 //! that a key of a bucket it does not serve (the bucket moved, or the sender's table is
