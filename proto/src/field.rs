@@ -83,6 +83,12 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// A byte string with a `u32` length (checked against the bytes left).
+    pub(crate) fn long(&mut self) -> Result<&'a [u8], DecodeErrorKind> {
+        let len = self.u32()?;
+        self.take(len as usize)
+    }
+
     /// Everything not read yet.
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.buf

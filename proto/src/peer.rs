@@ -60,6 +60,10 @@ wire_table! {
     /// A bucket's copy, from its primary to the target of a move: open, snapshot items, or
     /// change-log records (the body is defined by the server's mover).
     Move = 0xCA, "MOVE";
+    /// Several memcached text commands for buckets of one owner, run in order by that owner
+    /// ([`encode_forward_batch`], [`ForwardBatchReplies`]). Served in the order the connection
+    /// sent them, with FORWARD.
+    ForwardBatch = 0xCB, "FORWARD_BATCH";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the
@@ -172,6 +176,123 @@ impl ForwardReply<'_> {
             }
             _ => Err(DecodeErrorKind::BadField),
         }
+    }
+}
+
+/// Most bytes of replies an owner gathers into one FORWARD_BATCH reply: once past it, it runs
+/// no more of the batch's commands (the sender sends them again). A single command's reply
+/// may still exceed it.
+pub const FORWARD_BATCH_REPLY_BUDGET: usize = 8 * 1024 * 1024;
+
+/// Appends a FORWARD_BATCH request body: `count u32`, then for each command `len u32` and
+/// the command (its line and data block, exactly as a client sent it), in the order the
+/// owner is to run them.
+pub fn encode_forward_batch<'a>(
+    dst: &mut Vec<u8>,
+    commands: impl ExactSizeIterator<Item = &'a [u8]>,
+) {
+    dst.extend_from_slice(&(commands.len() as u32).to_be_bytes());
+    for command in commands {
+        dst.extend_from_slice(&(command.len() as u32).to_be_bytes());
+        dst.extend_from_slice(command);
+    }
+}
+
+/// Decodes a FORWARD_BATCH request body into its commands, in order.
+///
+/// # Errors
+/// `Truncated` when a length runs past the body (a count larger than the body can hold is
+/// refused before anything is allocated), `TrailingBytes` after the last command.
+pub fn decode_forward_batch(body: &[u8]) -> Result<Vec<&[u8]>, DecodeErrorKind> {
+    let mut r = Reader::new(body);
+    let count = r.u32()? as usize;
+    // Each command takes at least its 4-byte length.
+    if count > r.rest().len() / 4 {
+        return Err(DecodeErrorKind::Truncated);
+    }
+    let mut commands = Vec::with_capacity(count);
+    for _ in 0..count {
+        commands.push(r.long()?);
+    }
+    r.finish()?;
+    Ok(commands)
+}
+
+/// Builds a FORWARD_BATCH reply body: `count u32`, then for each command run, in order, `len
+/// u32` and its [`ForwardReply`] body. `count` may be smaller than the number of commands
+/// sent: the owner ran none of the commands after the ones answered (it stops after a
+/// NOT_MINE, so that nothing behind a command that was not applied is applied before it, and
+/// once [`FORWARD_BATCH_REPLY_BUDGET`] is passed).
+#[derive(Debug)]
+pub struct ForwardBatchReplies {
+    body: Vec<u8>,
+    count: u32,
+}
+
+impl Default for ForwardBatchReplies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ForwardBatchReplies {
+    /// An empty reply (no command answered yet).
+    pub fn new() -> Self {
+        Self {
+            body: vec![0; 4],
+            count: 0,
+        }
+    }
+
+    /// Appends the reply of the next command.
+    pub fn push(&mut self, reply: &ForwardReply<'_>) {
+        let at = self.body.len();
+        self.body.extend_from_slice(&[0; 4]);
+        reply.encode(&mut self.body);
+        let len = (self.body.len() - at - 4) as u32;
+        self.body[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self.count += 1;
+    }
+
+    /// Commands answered so far.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Bytes of the body so far.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether no command was answered yet.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The finished body.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.body[..4].copy_from_slice(&self.count.to_be_bytes());
+        self.body
+    }
+
+    /// Decodes a FORWARD_BATCH reply body into the replies of the first commands, in order.
+    ///
+    /// # Errors
+    /// `Truncated` when a length runs past the body, `TrailingBytes` after the last reply,
+    /// and [`ForwardReply::decode`]'s errors for a reply.
+    pub fn decode(body: &[u8]) -> Result<Vec<ForwardReply<'_>>, DecodeErrorKind> {
+        let mut r = Reader::new(body);
+        let count = r.u32()? as usize;
+        // Each reply takes at least its 4-byte length and its tag.
+        if count > r.rest().len() / 5 {
+            return Err(DecodeErrorKind::Truncated);
+        }
+        let mut replies = Vec::with_capacity(count);
+        for _ in 0..count {
+            replies.push(ForwardReply::decode(r.long()?)?);
+        }
+        r.finish()?;
+        Ok(replies)
     }
 }
 
@@ -435,7 +556,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 11);
+        assert_eq!(PEER_OPCODES.len(), 12);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");
@@ -446,7 +567,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xCB), None);
+        assert_eq!(PeerOpcode::from_u8(0xCC), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 
@@ -548,6 +669,63 @@ mod tests {
         unknown_status[4] = 0xff;
         let f = decode_frame(&unknown_status, 1024).unwrap().unwrap();
         assert_eq!(check_reply(&f.header), Err(DecodeErrorKind::UnknownStatus));
+    }
+
+    #[test]
+    fn forward_batches_round_trip_and_bad_bodies_are_refused() {
+        let commands: [&[u8]; 3] = [b"get a\r\n", b"", b"set b 0 0 1\r\nx\r\n"];
+        let mut body = Vec::new();
+        encode_forward_batch(&mut body, commands.iter().copied());
+        assert_eq!(decode_forward_batch(&body), Ok(commands.to_vec()));
+        for cut in 0..body.len() {
+            assert!(decode_forward_batch(&body[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut long = body.clone();
+        long.push(0);
+        assert_eq!(
+            decode_forward_batch(&long),
+            Err(DecodeErrorKind::TrailingBytes)
+        );
+        // A count the body cannot hold is refused before anything is allocated.
+        assert_eq!(
+            decode_forward_batch(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
+            Err(DecodeErrorKind::Truncated)
+        );
+
+        let mut replies = ForwardBatchReplies::new();
+        assert!(replies.is_empty());
+        let sent = [
+            ForwardReply::Executed(b"VALUE a 0 1\r\nx\r\nEND\r\n"),
+            ForwardReply::Executed(b""),
+            ForwardReply::NotMine {
+                bucket: 3,
+                epoch: 9,
+            },
+        ];
+        for reply in &sent {
+            replies.push(reply);
+        }
+        assert_eq!(replies.count(), 3);
+        let body = replies.finish();
+        assert_eq!(ForwardBatchReplies::decode(&body), Ok(sent.to_vec()));
+        assert_eq!(
+            ForwardBatchReplies::decode(&ForwardBatchReplies::new().finish()),
+            Ok(Vec::new())
+        );
+        for cut in 0..body.len() {
+            assert!(
+                ForwardBatchReplies::decode(&body[..cut]).is_err(),
+                "prefix {cut}"
+            );
+        }
+        assert_eq!(
+            ForwardBatchReplies::decode(&[0, 0, 0, 1, 0, 0, 0, 1, 7]),
+            Err(DecodeErrorKind::BadField)
+        );
+        assert_eq!(
+            ForwardBatchReplies::decode(&[0, 0, 0, 9, 0, 0, 0, 1, 0]),
+            Err(DecodeErrorKind::Truncated)
+        );
     }
 
     #[test]

@@ -223,6 +223,84 @@ fn pipelined_noreply_writes_are_read_in_order_through_a_forwarding_node() {
     feeder.join().expect("feeder");
 }
 
+/// Many commands pipelined on one connection to a node that owns nothing: they leave for
+/// their owners in batches (FORWARD_BATCH), keys repeat within a batch and across batches,
+/// and the replies come back in request order, byte for byte what a model of the cache says.
+#[test]
+fn pipelined_forwarded_commands_are_answered_in_order_byte_exact() {
+    let (c, late) = four_nodes(&[]);
+    const N: usize = 6000;
+    let mut model: std::collections::HashMap<String, (u32, Vec<u8>)> = Default::default();
+    let mut batch = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..N {
+        // 301 keys: every key sees every kind of command; consecutive commands on one key
+        // are often in the same client batch.
+        let k = format!("pipe:{}", (i * 7) % 301);
+        let flags = (i % 13) as u32;
+        let v = value(i);
+        let stored = |cmd: &str, batch: &mut Vec<u8>| {
+            batch.extend_from_slice(format!("{cmd} {k} {flags} 0 {}\r\n", v.len()).as_bytes());
+            batch.extend_from_slice(&v);
+            batch.extend_from_slice(b"\r\n");
+        };
+        match i % 6 {
+            0 | 3 => {
+                stored("set", &mut batch);
+                want.extend_from_slice(b"STORED\r\n");
+                model.insert(k.clone(), (flags, v.clone()));
+            }
+            1 | 4 => {
+                batch.extend_from_slice(format!("get {k}\r\n").as_bytes());
+                if let Some((f, val)) = model.get(&k) {
+                    want.extend_from_slice(format!("VALUE {k} {f} {}\r\n", val.len()).as_bytes());
+                    want.extend_from_slice(val);
+                    want.extend_from_slice(b"\r\n");
+                }
+                want.extend_from_slice(b"END\r\n");
+            }
+            2 => {
+                stored("add", &mut batch);
+                if model.contains_key(&k) {
+                    want.extend_from_slice(b"NOT_STORED\r\n");
+                } else {
+                    want.extend_from_slice(b"STORED\r\n");
+                    model.insert(k.clone(), (flags, v.clone()));
+                }
+            }
+            _ => {
+                batch.extend_from_slice(format!("delete {k}\r\n").as_bytes());
+                if model.remove(&k).is_some() {
+                    want.extend_from_slice(b"DELETED\r\n");
+                } else {
+                    want.extend_from_slice(b"NOT_FOUND\r\n");
+                }
+            }
+        }
+    }
+    let mut t = Text::connect(mc(&c.members[late]));
+    let forwarded_before = stat(mc(&c.members[late]), "forwarded_out");
+    let feeder = t.send_in_background(batch);
+    let got = t.bytes(want.len());
+    feeder.join().expect("feeder");
+    if got != want {
+        let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+        let from = at.saturating_sub(80);
+        panic!(
+            "replies differ at byte {at}: got {:?}, want {:?}",
+            String::from_utf8_lossy(&got[from..(at + 80).min(got.len())]),
+            String::from_utf8_lossy(&want[from..(at + 80).min(want.len())])
+        );
+    }
+    assert_eq!(
+        stat(mc(&c.members[late]), "forwarded_out") - forwarded_before,
+        N as u64
+    );
+    assert_eq!(stat(mc(&c.members[late]), "forward_errors"), 0);
+    // Nothing more is pending on the connection.
+    assert_eq!(t.ask("version\r\n").split(' ').next(), Some("VERSION"));
+}
+
 #[test]
 fn forwarding_to_a_stopped_owner_ends_in_server_error_within_the_deadline() {
     let mut c = Cluster::start(3, &["--forward-timeout", "300ms"]);

@@ -9,11 +9,13 @@
 //! - **The sending side:** [`send_once`] makes one attempt at a command: it finds the
 //!   bucket's primary in the applied table and sends the command over one of a few pooled,
 //!   pipelined peer connections to it (or runs it here when the primary is this node), and
-//!   says what happened ([`Attempt`]); [`send_to`] does the same on a named member.
+//!   says what happened ([`Attempt`]); [`send_to`] does the same on a named member, and
+//!   [`send_batch_to`] sends several commands for one owner in one FORWARD_BATCH.
 //!   [`forward`] is the retry loop for one key, inside a deadline; multi-key and all-member
 //!   callers build their own loop from these and [`wait_to_retry`].
 //! - **The owning side:** [`Forwarding::run_local`] runs a forwarded command through the
-//!   [`LocalRunner`] the data path installs at start.
+//!   [`LocalRunner`] the data path installs at start; [`Forwarding::run_local_batch`] runs
+//!   a FORWARD_BATCH's commands in order.
 //!
 //! What may be retried: a command that was not applied (the owner answered NOT_MINE, could
 //! not be reached, or was not ready) is sent again once the table changed or after a short
@@ -26,7 +28,9 @@ use super::in_sync::CopiesHold;
 use super::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use super::ClusterView;
 use crate::datadir::NodeId;
-use shoal_proto::peer::ForwardReply;
+use shoal_proto::peer::{
+    encode_forward_batch, ForwardBatchReplies, ForwardReply, FORWARD_BATCH_REPLY_BUDGET,
+};
 use shoal_proto::Status;
 use std::collections::HashMap;
 use std::fmt;
@@ -120,7 +124,7 @@ pub enum ForwardError {
 
 impl ForwardError {
     /// Whether the command was certainly not applied.
-    fn not_applied(&self) -> bool {
+    pub fn not_applied(&self) -> bool {
         !matches!(self, ForwardError::InDoubt { .. })
     }
 }
@@ -225,6 +229,50 @@ impl Forwarding {
         Ok(runner(command))
     }
 
+    /// Runs the commands of a FORWARD_BATCH here, in order, and returns the reply body (the
+    /// replies of the commands run) and what it must wait for (in-sync copies, as
+    /// [`Ran::after`]). It stops after the first NOT_MINE (nothing behind a
+    /// command that was not applied is applied before it) and once the replies pass
+    /// [`FORWARD_BATCH_REPLY_BUDGET`]; the sender sends the rest again. One check that the
+    /// node still runs forwarded commands covers the whole batch.
+    ///
+    /// # Errors
+    /// As [`Forwarding::run_local`], for the whole batch (nothing ran).
+    pub fn run_local_batch(
+        &self,
+        commands: &[&[u8]],
+    ) -> Result<(Vec<u8>, Option<CopiesHold>), ForwardError> {
+        let stopped = self.stopped.read().unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return Err(ForwardError::NotReady);
+        }
+        let runner = self.local.get().ok_or(ForwardError::NotReady)?;
+        let mut replies = ForwardBatchReplies::new();
+        let mut holds = Vec::new();
+        for command in commands {
+            if !replies.is_empty() && replies.len() >= FORWARD_BATCH_REPLY_BUDGET {
+                break;
+            }
+            let ran = runner(command);
+            holds.extend(ran.after);
+            match ran.executed {
+                Executed::Reply(bytes) => replies.push(&ForwardReply::Executed(&bytes)),
+                Executed::NotMine { bucket, epoch } => {
+                    replies.push(&ForwardReply::NotMine { bucket, epoch });
+                    break;
+                }
+            }
+        }
+        let after = (!holds.is_empty()).then(|| -> CopiesHold {
+            Box::pin(async move {
+                for hold in holds {
+                    hold.await;
+                }
+            })
+        });
+        Ok((replies.finish(), after))
+    }
+
     /// Refuses forwarded commands from now on, once the ones running have finished: called
     /// when the node starts to stop, so that nothing is applied after its connections have
     /// drained and its savefile is being written.
@@ -290,18 +338,85 @@ pub async fn send_to(
             Executed::NotMine { bucket, .. } => Attempt::NotMine { bucket },
         };
     }
-    let Some(identity) = forwarding.identity.get() else {
-        return Attempt::Failed(ForwardError::NotReady);
+    let (body, owner) =
+        match call_member(view, node, bucket, PeerOpcode::Forward, command, deadline).await {
+            Ok(x) => x,
+            Err(e) => return Attempt::Failed(e),
+        };
+    match ForwardReply::decode(&body) {
+        Ok(ForwardReply::Executed(bytes)) => Attempt::Done(bytes.to_vec()),
+        Ok(ForwardReply::NotMine { bucket, .. }) => Attempt::NotMine { bucket },
+        Err(e) => Attempt::Failed(ForwardError::Failed {
+            reason: format!("undecodable FORWARD reply from {owner}: {}", e.as_str()),
+        }),
+    }
+}
+
+/// One attempt at several commands on the member `node` (not this node), in one
+/// FORWARD_BATCH; `bucket` picks the connection. `Ok` holds the replies of the commands the
+/// owner ran, in order: fewer than sent when it stopped early (the rest did not run), and a
+/// NOT_MINE only as the last one.
+///
+/// # Errors
+/// The transport's or the owner's failure, for the whole batch; an undecodable reply is in
+/// doubt (the commands may have run).
+pub async fn send_batch_to(
+    view: &ClusterView,
+    node: NodeId,
+    bucket: u32,
+    commands: &[&[u8]],
+    deadline: Instant,
+) -> Result<Vec<Attempt>, ForwardError> {
+    let mut body = Vec::with_capacity(4 + commands.iter().map(|c| c.len() + 4).sum::<usize>());
+    encode_forward_batch(&mut body, commands.iter().copied());
+    let (reply, owner) = call_member(
+        view,
+        node,
+        bucket,
+        PeerOpcode::ForwardBatch,
+        &body,
+        deadline,
+    )
+    .await?;
+    let in_doubt = |cause: String| ForwardError::InDoubt {
+        owner: owner.clone(),
+        cause,
     };
+    let replies = ForwardBatchReplies::decode(&reply)
+        .map_err(|e| in_doubt(format!("undecodable FORWARD_BATCH reply: {}", e.as_str())))?;
+    if replies.len() > commands.len() {
+        return Err(in_doubt("more FORWARD_BATCH replies than commands".into()));
+    }
+    Ok(replies
+        .into_iter()
+        .map(|r| match r {
+            ForwardReply::Executed(bytes) => Attempt::Done(bytes.to_vec()),
+            ForwardReply::NotMine { bucket, .. } => Attempt::NotMine { bucket },
+        })
+        .collect())
+}
+
+/// Sends one peer request to the member `node` over the pooled connection that `bucket`
+/// picks, within `deadline`: its OK reply body and the member's peer address (for errors).
+async fn call_member(
+    view: &ClusterView,
+    node: NodeId,
+    bucket: u32,
+    op: PeerOpcode,
+    body: &[u8],
+    deadline: Instant,
+) -> Result<(bytes::Bytes, String), ForwardError> {
+    let forwarding = view.forwarding();
+    let identity = forwarding.identity.get().ok_or(ForwardError::NotReady)?;
     let state = view.state();
     let Some(member) = state.nodes.get(&node) else {
-        return Attempt::Failed(ForwardError::Failed {
+        return Err(ForwardError::Failed {
             reason: format!("node {node} is not a member"),
         });
     };
     let addr_text = member.addrs.peer.clone();
     let Ok(addr) = addr_text.parse::<SocketAddr>() else {
-        return Attempt::Failed(ForwardError::Unreachable {
+        return Err(ForwardError::Unreachable {
             owner: addr_text,
             cause: "not a socket address".into(),
         });
@@ -315,7 +430,7 @@ pub async fn send_to(
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if down.is_some_and(|until| now < until) {
-            return Attempt::Failed(ForwardError::Unreachable {
+            return Err(ForwardError::Unreachable {
                 owner: addr_text,
                 cause: "it did not answer a moment ago".into(),
             });
@@ -323,11 +438,8 @@ pub async fn send_to(
     }
     let client = &owner.clients[bucket as usize % owner.clients.len()];
     let timeout = deadline.saturating_duration_since(now);
-    let result = client
-        .call(PeerOpcode::Forward, command.to_vec(), timeout)
-        .await;
-    let body = match result {
-        Ok(body) => body,
+    match client.call(op, body.to_vec(), timeout).await {
+        Ok(reply) => Ok((reply, addr_text)),
         Err(e) => {
             if matches!(e, PeerCallError::Unreachable { .. }) {
                 *owner
@@ -335,15 +447,8 @@ pub async fn send_to(
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + DOWN_FOR);
             }
-            return Attempt::Failed(call_error(addr_text, e));
+            Err(call_error(addr_text, e))
         }
-    };
-    match ForwardReply::decode(&body) {
-        Ok(ForwardReply::Executed(bytes)) => Attempt::Done(bytes.to_vec()),
-        Ok(ForwardReply::NotMine { bucket, .. }) => Attempt::NotMine { bucket },
-        Err(e) => Attempt::Failed(ForwardError::Failed {
-            reason: format!("undecodable FORWARD reply from {addr_text}: {}", e.as_str()),
-        }),
     }
 }
 
@@ -456,5 +561,69 @@ mod tests {
         assert!(matches!(refused, Err(ForwardError::NotReady)));
         assert!(refused.is_err_and(|e| e.not_applied()));
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_batch_runs_in_order_and_stops_after_a_command_that_is_not_mine() {
+        let forwarding = Forwarding::default();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let log = ran.clone();
+        forwarding.set_runner(Arc::new(move |command: &[u8]| {
+            log.lock().expect("log").push(command.to_vec());
+            let executed = if command.starts_with(b"get moved") {
+                Executed::NotMine {
+                    bucket: 4,
+                    epoch: 9,
+                }
+            } else if command.starts_with(b"get big") {
+                Executed::Reply(vec![b'x'; FORWARD_BATCH_REPLY_BUDGET])
+            } else {
+                Executed::Reply(command.to_ascii_uppercase())
+            };
+            executed.into()
+        }));
+        let decode = |(body, after): &(Vec<u8>, Option<CopiesHold>)| -> Vec<Vec<u8>> {
+            assert!(after.is_none(), "no in-sync copy: nothing to wait for");
+            ForwardBatchReplies::decode(body)
+                .expect("reply")
+                .into_iter()
+                .map(|r| match r {
+                    ForwardReply::Executed(b) => b.to_vec(),
+                    ForwardReply::NotMine { bucket, epoch } => {
+                        format!("NOT_MINE {bucket} {epoch}").into_bytes()
+                    }
+                })
+                .collect()
+        };
+        let body = forwarding
+            .run_local_batch(&[b"get a\r\n", b"set b 0 0 1\r\nx\r\n"])
+            .expect("runs");
+        assert_eq!(
+            decode(&body),
+            vec![b"GET A\r\n".to_vec(), b"SET B 0 0 1\r\nX\r\n".to_vec()]
+        );
+        // Nothing after a NOT_MINE runs.
+        ran.lock().expect("log").clear();
+        let body = forwarding
+            .run_local_batch(&[b"get a\r\n", b"get moved\r\n", b"set a 0 0 1\r\ny\r\n"])
+            .expect("runs");
+        assert_eq!(
+            decode(&body),
+            vec![b"GET A\r\n".to_vec(), b"NOT_MINE 4 9".to_vec()]
+        );
+        assert_eq!(ran.lock().expect("log").len(), 2);
+        // Past the reply budget, the rest waits for the next request.
+        let body = forwarding
+            .run_local_batch(&[b"get big\r\n", b"get a\r\n"])
+            .expect("runs");
+        assert_eq!(decode(&body).len(), 1);
+        // A stopping node runs none of a batch.
+        forwarding.stop_running();
+        ran.lock().expect("log").clear();
+        assert!(matches!(
+            forwarding.run_local_batch(&[b"get a\r\n"]),
+            Err(ForwardError::NotReady)
+        ));
+        assert!(ran.lock().expect("log").is_empty());
     }
 }

@@ -305,6 +305,13 @@ impl Text {
         }
     }
 
+    /// Reads exactly `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        self.r.read_exact(&mut out).expect("read");
+        out
+    }
+
     /// Sends `command` and reads a one-line reply.
     pub fn ask(&mut self, command: &str) -> String {
         self.send(command.as_bytes());

@@ -40,7 +40,7 @@ use bytes::Bytes;
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, EmptyNode, ServerState};
 use shoal_proto::cluster::AdminRequest;
-use shoal_proto::peer::ForwardReply;
+use shoal_proto::peer::{decode_forward_batch, ForwardReply};
 use shoal_proto::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -1369,6 +1369,28 @@ struct Service {
 
 impl PeerHandler for Service {
     fn handle_in_order(&self, _from: &PeerInfo, op: PeerOpcode, body: &[u8]) -> Option<InOrder> {
+        if op == PeerOpcode::ForwardBatch {
+            let forwarding = self.node.view.forwarding();
+            return Some(match decode_forward_batch(body) {
+                Ok(commands) => match forwarding.run_local_batch(&commands) {
+                    Ok((reply, after)) => InOrder {
+                        reply: Ok(reply),
+                        after,
+                    },
+                    Err(e) => InOrder {
+                        reply: Err(PeerFailure::not_ready(e.to_string())),
+                        after: None,
+                    },
+                },
+                Err(kind) => InOrder {
+                    reply: Err(PeerFailure::bad_request(format!(
+                        "malformed FORWARD_BATCH: {}",
+                        kind.as_str()
+                    ))),
+                    after: None,
+                },
+            });
+        }
         if op != PeerOpcode::Forward {
             return None;
         }

@@ -5,7 +5,10 @@
 //! ([`route`], [`defer`]):
 //!
 //! - sends a single-key command, as the client's bytes, to the bucket's owner through
-//!   `cluster::forward` and relays the owner's reply bytes unchanged;
+//!   `cluster::forward` and relays the owner's reply bytes unchanged; the single-key
+//!   commands of one input batch are queued ([`Batch`]) and leave at its end ([`flush`]),
+//!   one FORWARD_BATCH per owner, so a pipelined batch costs one task and one peer request
+//!   per owner instead of one per command;
 //! - splits a multi-get by owner, sends the parts at once (the keys this node serves are read
 //!   here through the same path), and answers the values in the client's key order;
 //! - sends `flush_all` to every member, since a client pointed at one node sees one cache;
@@ -14,8 +17,10 @@
 //!
 //! Replies are deferred ([`Output::defer`]): the connection goes on reading and serving, and
 //! memcached's rule that replies leave in request order holds. Commands for one bucket from
-//! one connection are sent in the order they arrived (each waits for the previous one's
-//! reply), so a pipelined `set k ... noreply` followed by `get k` reads what it wrote.
+//! one connection are sent in the order they arrived: within a batch, in order in one
+//! FORWARD_BATCH (the owner runs them in order and stops at the first it may not run);
+//! across batches, a command waits for the reply of the previous one on its bucket. So a
+//! pipelined `set k ... noreply` followed by `get k` reads what it wrote.
 //!
 //! The owner's side is [`run_forwarded`]: it runs one command as any session would, except
 //! that a key of a bucket it does not serve (the bucket moved, or the sender's table is
@@ -25,15 +30,27 @@ use super::exec::{Counts, Exec};
 use super::meta::MetaKind;
 use super::parse::{parse, Keys, TextCommand};
 use crate::cluster::forward::{
-    self, send_once, send_to, wait_to_retry, Attempt, Executed, ForwardError, Ran,
+    self, send_batch_to, send_once, send_to, wait_to_retry, Attempt, Executed, ForwardError, Ran,
 };
 use crate::cluster::ClusterView;
 use crate::datadir::NodeId;
 use crate::net::{Output, Shared};
 use crate::stats::ServerStats;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use tokio::sync::watch;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+
+/// Most commands sent to one owner in one FORWARD_BATCH; more go in further batches, one
+/// after the other.
+const MAX_BATCH: usize = 256;
+/// The reply of a forwarded command whose task ended without one (it panicked).
+const LOST_REPLY: &[u8] = b"SERVER_ERROR forwarding failed; the command may have been applied\r\n";
 
 /// Where a command goes.
 #[derive(Debug)]
@@ -152,27 +169,72 @@ impl Chains {
     }
 }
 
-/// Hands `cmd` (whose bytes, line and data block, are `bytes`) to a task that runs it on its
-/// owner, and defers its reply on `out`.
+/// Per connection: the single-key commands of the current input that go elsewhere, queued
+/// so that those for one owner leave in one FORWARD_BATCH ([`flush`] sends them).
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// The commands' bytes, one after the other.
+    bytes: Vec<u8>,
+    items: Vec<Queued>,
+}
+
+/// One queued single-key command.
+#[derive(Debug)]
+struct Queued {
+    /// Its bytes in [`Batch::bytes`].
+    range: Range<usize>,
+    bucket: u32,
+    idempotent: bool,
+    noreply: bool,
+    /// Where its reply goes (the connection's deferred reply waits on the other end).
+    reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// Takes `cmd` (whose bytes, line and data block, are `bytes`) to run on its owner, and
+/// defers its reply on `out`. A single-key command is queued in `batch` until [`flush`];
+/// any other first flushes the batch (so it is ordered after the queued commands on its
+/// buckets), then goes to a task of its own.
 pub(super) fn defer(
     shared: &Shared,
     chains: &mut Chains,
+    batch: &mut Batch,
     route: Route,
     bytes: &[u8],
     out: &mut Output,
 ) {
+    if let Route::One {
+        bucket,
+        idempotent,
+        noreply,
+    } = route
+    {
+        let (reply, rx) = oneshot::channel();
+        let start = batch.bytes.len();
+        batch.bytes.extend_from_slice(bytes);
+        batch.items.push(Queued {
+            range: start..batch.bytes.len(),
+            bucket,
+            idempotent,
+            noreply,
+            reply,
+        });
+        out.defer(Box::pin(async move {
+            rx.await.unwrap_or_else(|_| LOST_REPLY.to_vec())
+        }));
+        return;
+    }
+    flush(shared, chains, batch);
     let view = shared.keyspace.cluster().clone();
     let stats = shared.keyspace.stats().clone();
     let deadline = Instant::now() + shared.forward_timeout;
     let buckets: Vec<u32> = match &route {
-        Route::One { bucket, .. } => vec![*bucket],
-        Route::All { .. } => Vec::new(),
         Route::Get { keys, .. } => {
             let n = shared.keyspace.buckets();
             keys.iter()
                 .map(|k| shoal_proto::hash::bucket_of(k, n))
                 .collect()
         }
+        _ => Vec::new(),
     };
     let (before, done) = chains.enter(&buckets);
     let command = bytes.to_vec();
@@ -181,6 +243,11 @@ pub(super) fn defer(
             let _ = prev.wait_for(|d| *d).await;
         }
         let (result, noreply) = match route {
+            Route::Get { verb, keys } => (
+                forward_get(&view, &verb, &keys, &buckets, deadline).await,
+                false,
+            ),
+            Route::All { noreply } => (broadcast(&view, &command, deadline).await, noreply),
             Route::One {
                 bucket,
                 idempotent,
@@ -189,32 +256,231 @@ pub(super) fn defer(
                 forward::forward(&view, bucket, &command, idempotent, deadline).await,
                 noreply,
             ),
-            Route::Get { verb, keys } => (
-                forward_get(&view, &verb, &keys, &buckets, deadline).await,
-                false,
-            ),
-            Route::All { noreply } => (broadcast(&view, &command, deadline).await, noreply),
-        };
-        let reply = match result {
-            Ok(reply) => reply,
-            Err(e) => {
-                ServerStats::incr(&stats.forward_errors);
-                tracing::debug!(error = %e, "forwarded command failed");
-                if noreply {
-                    Vec::new()
-                } else {
-                    server_error(&e)
-                }
-            }
         };
         let _ = done.send(true);
-        reply
+        finish(result, noreply, &stats)
     });
     out.defer(Box::pin(async move {
-        task.await.unwrap_or_else(|_| {
-            b"SERVER_ERROR forwarding failed; the command may have been applied\r\n".to_vec()
-        })
+        task.await.unwrap_or_else(|_| LOST_REPLY.to_vec())
     }));
+}
+
+/// Sends the commands queued in `batch` on their way. Those whose bucket has no command of
+/// this connection in flight leave together, one FORWARD_BATCH per owner, on one task;
+/// one whose bucket has (rare: the same key twice within a round trip) waits for that
+/// command on a task of its own, as does every later one on its bucket.
+pub(super) fn flush(shared: &Shared, chains: &mut Chains, batch: &mut Batch) {
+    if batch.items.is_empty() {
+        return;
+    }
+    let view = shared.keyspace.cluster().clone();
+    let stats = shared.keyspace.stats().clone();
+    let deadline = Instant::now() + shared.forward_timeout;
+    let bytes = std::mem::take(&mut batch.bytes);
+    let (done, mine) = watch::channel(false);
+    let mut together = Vec::with_capacity(batch.items.len());
+    for item in batch.items.drain(..) {
+        match chains.last.entry(item.bucket) {
+            Entry::Vacant(slot) => {
+                slot.insert(mine.clone());
+                together.push(item);
+                continue;
+            }
+            Entry::Occupied(mut slot) => {
+                let prev = slot.get();
+                if prev.same_channel(&mine) || *prev.borrow() {
+                    slot.insert(mine.clone());
+                    together.push(item);
+                    continue;
+                }
+            }
+        }
+        let (before, alone) = chains.enter(&[item.bucket]);
+        let command = bytes[item.range.clone()].to_vec();
+        let (view, stats) = (view.clone(), stats.clone());
+        tokio::spawn(async move {
+            for mut prev in before {
+                let _ = prev.wait_for(|d| *d).await;
+            }
+            let result =
+                forward::forward(&view, item.bucket, &command, item.idempotent, deadline).await;
+            let _ = alone.send(true);
+            let _ = item.reply.send(finish(result, item.noreply, &stats));
+        });
+    }
+    if together.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let results = forward_batch(&view, &bytes, &together, deadline).await;
+        let _ = done.send(true);
+        for (item, result) in together.into_iter().zip(results) {
+            let _ = item.reply.send(finish(result, item.noreply, &stats));
+        }
+    });
+}
+
+/// A forwarded command's reply bytes: the owner's, or for a failure `SERVER_ERROR <reason>`
+/// (nothing under noreply), counted.
+fn finish(
+    result: Result<Vec<u8>, ForwardError>,
+    noreply: bool,
+    stats: &Arc<ServerStats>,
+) -> Vec<u8> {
+    match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            ServerStats::incr(&stats.forward_errors);
+            tracing::debug!(error = %e, "forwarded command failed");
+            if noreply {
+                Vec::new()
+            } else {
+                server_error(&e)
+            }
+        }
+    }
+}
+
+/// Runs the queued single-key `items` (their bytes in `bytes`) on their owners: the
+/// commands of each owner in one FORWARD_BATCH (at most [`MAX_BATCH`] at a time), all
+/// owners at once. Returns each command's result, in the order of `items`.
+async fn forward_batch(
+    view: &ClusterView,
+    bytes: &[u8],
+    items: &[Queued],
+    deadline: Instant,
+) -> Vec<Result<Vec<u8>, ForwardError>> {
+    let mut groups: Vec<(Option<NodeId>, Vec<usize>)> = Vec::new();
+    {
+        let state = view.state();
+        for (i, item) in items.iter().enumerate() {
+            let owner = state.bucket(item.bucket).and_then(|b| b.primary);
+            match groups.iter_mut().find(|(o, _)| *o == owner) {
+                Some((_, part)) => part.push(i),
+                None => groups.push((owner, vec![i])),
+            }
+        }
+    }
+    let mut results: Vec<Option<Result<Vec<u8>, ForwardError>>> = vec![None; items.len()];
+    let runs: Vec<_> = groups
+        .into_iter()
+        .map(|(owner, part)| {
+            Box::pin(forward_part(view, owner, bytes, items, part, deadline))
+                as Pin<Box<dyn Future<Output = _> + Send + '_>>
+        })
+        .collect();
+    for part in join_all(runs).await {
+        for (i, result) in part {
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(ForwardError::NotReady)))
+        .collect()
+}
+
+/// Runs the commands `part` of `items`, all for buckets whose primary is `owner` in the table
+/// read just before, in order: in FORWARD_BATCHes to a remote owner; what a batch did not
+/// run, and every command when the owner is this node, unknown or the only command, one at
+/// a time through [`forward::forward`] (with its retries).
+async fn forward_part(
+    view: &ClusterView,
+    owner: Option<NodeId>,
+    bytes: &[u8],
+    items: &[Queued],
+    part: Vec<usize>,
+    deadline: Instant,
+) -> Vec<(usize, Result<Vec<u8>, ForwardError>)> {
+    let command = |i: usize| &bytes[items[i].range.clone()];
+    let mut out = Vec::with_capacity(part.len());
+    let mut next = 0;
+    if let Some(node) = owner.filter(|&n| n != view.me() && part.len() > 1) {
+        while next < part.len() {
+            let chunk = &part[next..part.len().min(next + MAX_BATCH)];
+            let commands: Vec<&[u8]> = chunk.iter().map(|&i| command(i)).collect();
+            let bucket = items[chunk[0]].bucket;
+            match send_batch_to(view, node, bucket, &commands, deadline).await {
+                Ok(attempts) => {
+                    let mut ran = 0;
+                    for attempt in attempts {
+                        let Attempt::Done(reply) = attempt else { break };
+                        out.push((part[next], Ok(reply)));
+                        next += 1;
+                        ran += 1;
+                    }
+                    // The commands the owner did not run (after a NOT_MINE, or past its
+                    // reply budget) and the chunks not sent yet go one at a time, below.
+                    if ran < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.not_applied() => break,
+                Err(e) => {
+                    // In doubt: reads are asked again below; writes are reported.
+                    for &i in chunk {
+                        if !items[i].idempotent {
+                            out.push((i, Err(e.clone())));
+                        }
+                    }
+                    let retry: Vec<usize> = chunk
+                        .iter()
+                        .copied()
+                        .filter(|&i| items[i].idempotent)
+                        .chain(part[next + chunk.len()..].iter().copied())
+                        .collect();
+                    for i in retry {
+                        let item = &items[i];
+                        let result = forward::forward(
+                            view,
+                            item.bucket,
+                            command(i),
+                            item.idempotent,
+                            deadline,
+                        )
+                        .await;
+                        out.push((i, result));
+                    }
+                    return out;
+                }
+            }
+        }
+    }
+    for &i in &part[next..] {
+        let item = &items[i];
+        let result =
+            forward::forward(view, item.bucket, command(i), item.idempotent, deadline).await;
+        out.push((i, result));
+    }
+    out
+}
+
+/// Runs `futures` at once on the calling task; their outputs, in order.
+async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    if futures.len() == 1 {
+        if let Some(only) = futures.pop() {
+            return vec![only.await];
+        }
+    }
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 fn server_error(e: &ForwardError) -> Vec<u8> {

@@ -6,7 +6,7 @@
 //! I/O (the connection driver in `net/conn.rs` does).
 
 use super::exec::{Counts, Exec, Outcome};
-use super::forward::{self, Chains};
+use super::forward::{self, Batch, Chains};
 use super::parse::{parse, request_len, ParseError, ParseErrorKind, TextCommand};
 use crate::net::{Output, Session, Shared, Step};
 
@@ -26,6 +26,8 @@ pub struct TextSession {
     counts: Counts,
     /// Forwarded commands in flight, by bucket (their order is kept per bucket).
     chains: Chains,
+    /// Single-key commands of the current input to forward, sent together at its end.
+    batch: Batch,
 }
 
 impl TextSession {
@@ -37,6 +39,7 @@ impl TextSession {
             resume: 0,
             counts: Counts::default(),
             chains: Chains::default(),
+            batch: Batch::default(),
         }
     }
 
@@ -87,7 +90,14 @@ impl Session for TextSession {
                     };
                     if let Some(route) = elsewhere {
                         let bytes = &input[pos..pos + used];
-                        forward::defer(&self.shared, &mut self.chains, route, bytes, out);
+                        forward::defer(
+                            &self.shared,
+                            &mut self.chains,
+                            &mut self.batch,
+                            route,
+                            bytes,
+                            out,
+                        );
                         self.counts.commands += 1;
                         self.counts.forwarded_out += 1;
                         pos += used;
@@ -143,6 +153,7 @@ impl Session for TextSession {
                 break;
             }
         }
+        forward::flush(&self.shared, &mut self.chains, &mut self.batch);
         self.counts.flush_into(self.shared.keyspace.stats());
         Step {
             parked: false,
