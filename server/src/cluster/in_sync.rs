@@ -123,11 +123,6 @@ impl InSync {
 }
 
 impl Gate {
-    /// The bucket.
-    pub fn bucket(&self) -> u32 {
-        self.bucket
-    }
-
     /// The copy holds the bucket up to `seq`: releases the replies that waited for it.
     pub fn acked(&self, seq: u64) {
         self.shared.acked.send_if_modified(|acked| {
