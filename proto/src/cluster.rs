@@ -852,7 +852,7 @@ mod tests {
             Err(DecodeErrorKind::TrailingBytes)
         );
         // A move phase out of range (the first move's phase byte) is refused, not a panic.
-        for bad_phase in [0u8, 5, 255] {
+        for bad_phase in [0u8, 6, 255] {
             let mut bad = body.clone();
             bad[old_len + 2 + 4 + 16] = bad_phase;
             assert_eq!(NodeStatus::decode(&bad), Err(DecodeErrorKind::BadField));
@@ -903,13 +903,14 @@ mod tests {
         for n in 0..=255u8 {
             match MovePhase::from_u8(n) {
                 Some(p) => {
-                    assert!((1..=4).contains(&n));
+                    assert!((1..=5).contains(&n));
                     assert_eq!(p.as_u8(), n);
                 }
-                None => assert!(n == 0 || n > 4),
+                None => assert!(n == 0 || n > 5),
             }
         }
         assert_eq!(MovePhase::Parked.name(), "parked");
+        assert_eq!(MovePhase::InSync.name(), "in-sync");
     }
 
     #[test]
