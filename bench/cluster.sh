@@ -6,6 +6,8 @@
 #
 #   bench/cluster.sh            # 5 interleaved repetitions, 10 s per run (~8 min)
 #   bench/cluster.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
+#   bench/cluster.sh --replication   # the same, 3-node cluster with --replicas 0 against
+#                                    # --replicas 1 (what keeping a replica in sync costs)
 #   options: --reps N --duration S --out DIR --no-build --rate R (fixed rate, default 20000)
 #            --pipeline P (closed loop, default 16) --tasks T (shoal-client tasks, default 64)
 #            --server-cpu N --client-cpu M
@@ -17,7 +19,9 @@
 #            once every bucket has a live primary (shoal-ctl status --json). shoal-client's
 #            throughput example given one seed (it routes by bucket), then shoal-bench against
 #            the first node's memcached port only, so 2/3 of the keys are forwarded to their
-#            owner over the peer port: closed loop, then the same fixed rate.
+#            owner over the peer port: closed loop, then the same fixed rate. `--replicas 0`.
+#   replicated (with --replication, against cluster): the same cluster with `--replicas 1`,
+#            measured once every bucket's replica is in sync.
 # Every server (all of them, in both setups) is pinned to --server-cpu and every load
 # generator to --client-cpu, so both setups get the same one core for servers. Each run
 # records the sum of the servers' CPU time and each thread's (by name), so the output also
@@ -37,9 +41,11 @@ PIPELINE=16
 TASKS=64
 SERVER_CPU=0
 CLIENT_CPU=1
+SETUPS=(single cluster)
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) REPS=1; DURATION=2 ;;
+    --replication) SETUPS=(cluster replicated) ;;
     --reps) REPS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --out) OUT=$2; shift ;;
@@ -49,7 +55,7 @@ while [ $# -gt 0 ]; do
     --tasks) TASKS=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --client-cpu) CLIENT_CPU=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -122,7 +128,8 @@ wait_settled() { # members
     status=$("$BIN/shoal-ctl" --server "${NATIVE[0]}" status --json 2>/dev/null) || status=""
     if [ -n "$status" ] && jq -e --argjson n "$1" '.table_version as $v
         | .healthy and (.members | length) == $n and .buckets_without_live_primary == 0
-        and all(.members[]; .status.table_version == $v)' >/dev/null 2>&1 <<<"$status"; then
+        and all(.members[]; .status.table_version == $v)
+        and .replication.copies_in_sync >= .replication.copies_wanted' >/dev/null 2>&1 <<<"$status"; then
       return 0
     fi
     sleep 0.1
@@ -132,8 +139,8 @@ wait_settled() { # members
 }
 
 start_single() { start_node single; }
-start_cluster() {
-  start_node node0 --initial-nodes 3
+start_cluster() { # replicas
+  start_node node0 --initial-nodes 3 --replicas "$1"
   local seed=$PEER
   start_node node1 --join "$seed"
   start_node node2 --join "$seed"
@@ -200,7 +207,11 @@ bench_run() { # addr label workload extra...
 
 run_setup() { # single|cluster
   local setup=$1 mc label
-  if [ "$setup" = single ]; then start_single; label=single-direct; else start_cluster; label=cluster-forwarded; fi
+  case $setup in
+    single) start_single; label=single-direct ;;
+    cluster) start_cluster 0; label=cluster-forwarded ;;
+    replicated) start_cluster 1; label=replicated-forwarded ;;
+  esac
   mc=${MEMCACHE[0]}
   echo "## rep $REP/$REPS: $setup (${#PIDS[@]} node(s); load: $(cut -d' ' -f1-3 /proc/loadavg))"
   measure "$setup" native native_run "${NATIVE[0]}"
@@ -215,7 +226,7 @@ echo "# cluster: $REPS reps x $DURATION s; shoal-client $TASKS tasks, closed loo
 echo "# start: $(uptime)"
 { uname -a; nproc; grep -m1 'model name' /proc/cpuinfo; git -C "$ROOT" rev-parse HEAD; } >"$OUT/machine.txt" 2>&1
 for REP in $(seq "$REPS"); do
-  if [ $((REP % 2)) = 1 ]; then order=(single cluster); else order=(cluster single); fi
+  if [ $((REP % 2)) = 1 ]; then order=("${SETUPS[0]}" "${SETUPS[1]}"); else order=("${SETUPS[1]}" "${SETUPS[0]}"); fi
   for setup in "${order[@]}"; do run_setup "$setup"; done
 done
 echo "# end: $(uptime)"
@@ -225,7 +236,8 @@ echo
 echo "Medians over $REPS interleaved repetitions (min-max in brackets). Busy cores = servers' CPU"
 echo "seconds per wall second (all nodes summed). Raw records: $OUT/runs.jsonl"
 echo
-jq -r -s --arg tasks "$TASKS" --arg rate "rate$RATE" --arg p "p$PIPELINE" '
+jq -r -s --arg tasks "$TASKS" --arg rate "rate$RATE" --arg p "p$PIPELINE" \
+  --arg a "${SETUPS[0]}" --arg b "${SETUPS[1]}" '
   def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
               else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def k: if . == null then "-" elif . >= 1e6 then "\(. / 1e4 | round / 100)M"
@@ -235,17 +247,18 @@ jq -r -s --arg tasks "$TASKS" --arg rate "rate$RATE" --arg p "p$PIPELINE" '
   def percore: .ops_per_sec / .servers_cpu;
   . as $all
   | [["native", "native (shoal-client, \($tasks) tasks)"], [$p, "memcached text \($p) (50 conns)"]] as $closed
-  | "| closed loop | one node | 3-node cluster | cluster / one node |",
+  | ({single: "one node", cluster: "3-node cluster", replicated: "3-node cluster, 1 replica"}) as $names
+  | "| closed loop | \($names[$a]) | \($names[$b]) | \($b) / \($a) |",
     "|---|---|---|---|",
     ($closed[] as [$w, $name]
-      | ($all | runs("single"; $w)) as $s | ($all | runs("cluster"; $w)) as $c
+      | ($all | runs($a; $w)) as $s | ($all | runs($b; $w)) as $c
       | "| \($name) ops/s | \($s | spread(.ops_per_sec)) | \($c | spread(.ops_per_sec)) | \(($c | map(.ops_per_sec) | median) / ($s | map(.ops_per_sec) | median) * 100 | round / 100)x |",
         "| \($name) busy cores | \($s | spread(.servers_cpu)) | \($c | spread(.servers_cpu)) | |",
         "| \($name) ops/s per busy core | \($s | spread(percore)) | \($c | spread(percore)) | **\(($c | map(percore) | median) / ($s | map(percore) | median) * 100 | round / 100)x** |"),
     "",
-    "| \($rate) (memcached text), us | direct (one node) | forwarded (cluster, one node'"'"'s port) | forwarded - direct |",
+    "| \($rate) (memcached text, one node'"'"'s port), us | \($names[$a]) | \($names[$b]) | \($b) - \($a) |",
     "|---|---|---|---|",
-    (($all | runs("single"; $rate)) as $s | ($all | runs("cluster"; $rate)) as $c
+    (($all | runs($a; $rate)) as $s | ($all | runs($b; $rate)) as $c
       | (["p50", "p90", "p99", "p999"][] as $q
           | "| \($q) | \($s | spread(.latency_us[$q])) | \($c | spread(.latency_us[$q])) | \((($c | map(.latency_us[$q]) | median) - ($s | map(.latency_us[$q]) | median)) * 10 | round / 10) |"),
         "| answered / sent | \($s | map("\(.ops)/\(.sent)") | join(", ")) | \($c | map("\(.ops)/\(.sent)") | join(", ")) | |",
@@ -253,7 +266,7 @@ jq -r -s --arg tasks "$TASKS" --arg rate "rate$RATE" --arg p "p$PIPELINE" '
     "",
     "| setup, workload | CPU per wall second by node and thread (median) |",
     "|---|---|",
-    (["single", "cluster"][] as $setup | ["native", $p, $rate][] as $w
+    ([$a, $b][] as $setup | ["native", $p, $rate][] as $w
       | ($all | runs($setup; $w)) as $r
       | "| \($setup), \($w) | \([$r[].threads[]] | group_by(.node + " " + .thread)
           | map({k: (.[0].node + " " + .[0].thread), v: (map(.cpu) | median)}) | map(select(.v >= 0.01))

@@ -132,6 +132,7 @@ pub use bytes::Bytes;
 pub use client::{Client, Item, RoutingStats, REFRESH_INTERVAL};
 pub use error::{Error, ErrorCode, Failure, FailureKind, LimitKind, Redirect};
 pub use shoal_proto::cluster::{
-    AdminRequest, MovePhase, MoveProgress, NodeState, RaftRole, TableBucket, TableNode, NO_PRIMARY,
+    AdminRequest, MovePhase, MoveProgress, NodeState, RaftRole, ReplicationStatus, TableBucket,
+    TableNode, NO_PRIMARY,
 };
 pub use shoal_proto::{Limits, NodeStatus, Status, TableView};

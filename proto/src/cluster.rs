@@ -376,6 +376,22 @@ pub struct NodeStatus {
     pub version: String,
     /// The bucket moves it runs now, by bucket (empty from a node that predates them).
     pub moves: Vec<MoveProgress>,
+    /// Its replica roles (zeros from a node that predates replication).
+    pub replication: ReplicationStatus,
+}
+
+/// A node's replica roles, by its applied table (part of [`NodeStatus`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicationStatus {
+    /// The cluster's replica setting (copies per bucket besides its primary).
+    pub setting: u32,
+    /// Buckets it holds a replica copy of.
+    pub replica_of: u32,
+    /// Of those, the ones it is in sync for (it may be promoted for them).
+    pub in_sync_of: u32,
+    /// Replicas of the buckets it is primary of that are not in sync yet (being built or
+    /// catching up).
+    pub building: u32,
 }
 
 impl NodeStatus {
@@ -400,10 +416,15 @@ impl NodeStatus {
         for m in moves {
             m.encode(dst);
         }
+        let r = &self.replication;
+        for n in [r.setting, r.replica_of, r.in_sync_of, r.building] {
+            dst.extend_from_slice(&n.to_be_bytes());
+        }
     }
 
     /// Decodes a whole body. A body that ends right after `version` (a node that predates
-    /// moves in the status) has no moves.
+    /// moves in the status) has no moves; one that ends after the moves has no replication
+    /// figures (zeros).
     ///
     /// # Errors
     /// `Truncated`, `TrailingBytes`, or `BadField` for an unknown role or move phase or a
@@ -425,6 +446,7 @@ impl NodeStatus {
             wall_clock_us: r.u64()?,
             version: read_string(&mut r)?,
             moves: Vec::new(),
+            replication: ReplicationStatus::default(),
         };
         if !r.rest().is_empty() {
             let count = usize::from(r.u16()?);
@@ -436,6 +458,14 @@ impl NodeStatus {
             for _ in 0..count {
                 out.moves.push(MoveProgress::read(&mut r)?);
             }
+        }
+        if !r.rest().is_empty() {
+            out.replication = ReplicationStatus {
+                setting: r.u32()?,
+                replica_of: r.u32()?,
+                in_sync_of: r.u32()?,
+                building: r.u32()?,
+            };
         }
         r.finish()?;
         Ok(out)
@@ -567,6 +597,8 @@ pub enum AdminRequest {
     Pause(bool),
     /// Stop the whole cluster: every node saves its buckets and exits, staying a member.
     StopCluster,
+    /// Set the number of replicas per bucket (copies besides the primary).
+    SetReplicas(u32),
 }
 
 /// CLUSTER_ADMIN request kinds.
@@ -575,6 +607,7 @@ const ADMIN_CANCEL_MOVE: u8 = 2;
 const ADMIN_DRAIN: u8 = 3;
 const ADMIN_PAUSE: u8 = 4;
 const ADMIN_STOP_CLUSTER: u8 = 5;
+const ADMIN_SET_REPLICAS: u8 = 6;
 
 impl AdminRequest {
     /// Appends the body to `dst`.
@@ -598,6 +631,10 @@ impl AdminRequest {
                 dst.push(u8::from(paused));
             }
             AdminRequest::StopCluster => dst.push(ADMIN_STOP_CLUSTER),
+            AdminRequest::SetReplicas(n) => {
+                dst.push(ADMIN_SET_REPLICAS);
+                dst.extend_from_slice(&n.to_be_bytes());
+            }
         }
     }
 
@@ -624,6 +661,7 @@ impl AdminRequest {
             ADMIN_DRAIN => AdminRequest::Drain { node: node(r)? },
             ADMIN_PAUSE => AdminRequest::Pause(r.flag()?),
             ADMIN_STOP_CLUSTER => AdminRequest::StopCluster,
+            ADMIN_SET_REPLICAS => AdminRequest::SetReplicas(r.u32()?),
             _ => return Err(DecodeErrorKind::BadField),
         })
     }
@@ -709,6 +747,12 @@ mod tests {
                     elapsed_ms: 0,
                 },
             ],
+            replication: ReplicationStatus {
+                setting: 1,
+                replica_of: 300,
+                in_sync_of: 290,
+                building: 4,
+            },
         }
     }
 
@@ -830,13 +874,20 @@ mod tests {
         let mut body = Vec::new();
         s.encode(&mut body);
         assert_eq!(NodeStatus::decode(&body).unwrap(), s);
-        // Every strict prefix is truncated, except the one that ends after `version`: an
-        // older node's status, without moves.
-        let old_len = body.len() - 2 - 2 * MOVE_LEN;
+        // Every strict prefix is truncated, except the one that ends after `version` (an
+        // older node's status, without moves) and the one that ends after the moves
+        // (without replication figures).
+        let old_len = body.len() - 16 - 2 - 2 * MOVE_LEN;
         for n in 0..body.len() {
             let got = NodeStatus::decode(&body[..n]);
             if n == old_len {
                 assert_eq!(got.map(|o| o.moves), Ok(vec![]));
+            } else if n == body.len() - 16 {
+                let got = got.unwrap();
+                assert_eq!(
+                    (got.moves, got.replication),
+                    (s.moves.clone(), ReplicationStatus::default())
+                );
             } else {
                 assert_eq!(
                     got.err(),
@@ -925,8 +976,9 @@ mod tests {
             AdminRequest::Pause(true),
             AdminRequest::Pause(false),
             AdminRequest::StopCluster,
+            AdminRequest::SetReplicas(2),
         ];
-        let lens = [21, 5, 17, 2, 2, 1];
+        let lens = [21, 5, 17, 2, 2, 1, 5];
         for (req, len) in all.iter().zip(lens) {
             let mut body = Vec::new();
             req.encode(&mut body);
@@ -935,7 +987,7 @@ mod tests {
             check_prefixes(&body, AdminRequest::decode);
         }
         // Unknown kinds, a pause flag other than 0/1, and an all-zeros node id.
-        for bad in [&[0u8][..], &[6], &[255, 0, 0, 0, 0], &[4, 2]] {
+        for bad in [&[0u8][..], &[7], &[255, 0, 0, 0, 0], &[4, 2]] {
             assert_eq!(
                 AdminRequest::decode(bad),
                 Err(DecodeErrorKind::BadField),

@@ -64,6 +64,10 @@ wire_table! {
     /// ([`encode_forward_batch`], [`ForwardBatchReplies`]). Served in the order the connection
     /// sent them, with FORWARD.
     ForwardBatch = 0xCB, "FORWARD_BATCH";
+    /// A bucket's copy, from its primary to a replica: open, snapshot items, or change-log
+    /// records (the MOVE body, whose id is the primary's epoch; the replica refuses an epoch
+    /// its applied table has passed).
+    Replicate = 0xCC, "REPLICATE";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the
@@ -556,7 +560,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 12);
+        assert_eq!(PEER_OPCODES.len(), 13);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");
@@ -567,7 +571,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xCC), None);
+        assert_eq!(PeerOpcode::from_u8(0xCD), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 

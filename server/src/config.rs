@@ -165,8 +165,8 @@ pub struct Config {
     #[arg(long, default_value_t = 1)]
     pub initial_nodes: usize,
 
-    /// Copies of each bucket besides its primary, for a new cluster (used once replication
-    /// exists).
+    /// Copies of each bucket besides its primary, for a new cluster (0 to 4; kept in sync by
+    /// replication; `shoal-ctl set replicas N` changes it later).
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
 
@@ -367,6 +367,12 @@ impl Config {
         }
         if self.initial_nodes == 0 {
             return Err(ConfigError("initial-nodes must be at least 1".into()));
+        }
+        if self.replicas > crate::cluster::state::MAX_REPLICAS {
+            return Err(ConfigError(format!(
+                "replicas must be at most {}",
+                crate::cluster::state::MAX_REPLICAS
+            )));
         }
         if self.max_moves == 0 {
             return Err(ConfigError("max-moves must be at least 1".into()));
@@ -735,6 +741,18 @@ mod tests {
         .unwrap()
         .is_err());
         assert!(bad(&["--memory", "lots"]).is_err());
+    }
+
+    #[test]
+    fn replicas_are_at_most_four() {
+        let parse = |n: &str| Config::from_args(["shoald", "--replicas", n]).unwrap();
+        assert_eq!(Config::default().replicas, 1);
+        parse("4").validate().unwrap();
+        parse("0").validate().unwrap();
+        assert_eq!(
+            parse("5").validate().unwrap_err().0,
+            "replicas must be at most 4"
+        );
     }
 
     #[test]

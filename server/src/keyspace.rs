@@ -186,6 +186,15 @@ impl From<WriteMode> for SetMode {
     }
 }
 
+/// The buckets a request's reply may have to wait for ([`Keyspace::gated`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gated {
+    /// One bucket (a single-key request, or keys of one bucket).
+    One(u32),
+    /// Several distinct buckets (a multi-get).
+    Many(Vec<u32>),
+}
+
 /// The node's data as every protocol sees it. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Keyspace {
@@ -249,24 +258,52 @@ impl Keyspace {
             .ok_or_else(|| self.not_mine(bucket))
     }
 
-    /// The bucket of `key` when some bucket of this node has an in-sync copy (then a reply
-    /// to a request on `key` asks [`Keyspace::copies_hold`] once the request ran); `None`
-    /// otherwise, at the cost of one atomic load.
+    /// The buckets of `keys` (a request's keys, asked only when some bucket of this node
+    /// has an in-sync copy: otherwise `None` at the cost of one atomic load). After the
+    /// request ran, [`Keyspace::copies_hold`] says what its reply waits for.
     #[inline]
-    pub fn gated_bucket(&self, key: &[u8]) -> Option<u32> {
-        self.cluster
-            .in_sync()
-            .any()
-            .then(|| shoal_proto::hash::bucket_of(key, self.store.buckets()))
+    pub fn gated<'k, I: Iterator<Item = &'k [u8]>>(
+        &self,
+        keys: impl FnOnce() -> I,
+    ) -> Option<Gated> {
+        if !self.cluster.in_sync().any() {
+            return None;
+        }
+        let buckets = self.store.buckets();
+        let mut keys = keys().map(|k| shoal_proto::hash::bucket_of(k, buckets));
+        let first = keys.next()?;
+        let mut rest: Vec<u32> = keys.filter(|b| *b != first).collect();
+        if rest.is_empty() {
+            return Some(Gated::One(first));
+        }
+        rest.push(first);
+        rest.sort_unstable();
+        rest.dedup();
+        Some(Gated::Many(rest))
     }
 
-    /// What the reply to a request just run here in `bucket` must wait for: an in-sync copy
-    /// of the bucket to hold it up to now (see [`crate::cluster::in_sync`]); `None` when it
-    /// has no such copy or the copy holds everything already.
-    pub fn copies_hold(&self, bucket: u32) -> Option<CopiesHold> {
-        self.cluster
-            .in_sync()
-            .wait(bucket, || self.store.bucket_stats(bucket).seq)
+    /// What the reply to a request just run here must wait for: the in-sync copies of its
+    /// buckets to hold them up to now (see [`crate::cluster::in_sync`]); `None` when they
+    /// have no such copy or the copies hold everything already.
+    pub fn copies_hold(&self, gated: Gated) -> Option<CopiesHold> {
+        let in_sync = self.cluster.in_sync();
+        let seq = |b: u32| move || self.store.bucket_stats(b).seq;
+        match gated {
+            Gated::One(b) => in_sync.wait(b, seq(b)),
+            Gated::Many(buckets) => {
+                let holds: Vec<CopiesHold> = buckets
+                    .into_iter()
+                    .filter_map(|b| in_sync.wait(b, seq(b)))
+                    .collect();
+                (!holds.is_empty()).then(|| -> CopiesHold {
+                    Box::pin(async move {
+                        for hold in holds {
+                            hold.await;
+                        }
+                    })
+                })
+            }
+        }
     }
 
     #[cold]

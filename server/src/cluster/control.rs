@@ -13,7 +13,7 @@
 //! would refuse, with a reason a person can act on; [`outcome`] says what committing it
 //! did. Both are pure; the control plane runs them around `Node::propose`.
 
-use super::state::{ClusterState, Command, NodeState, Outcome, Refusal};
+use super::state::{ClusterState, Command, NodeState, Outcome, Refusal, MAX_REPLICAS};
 use crate::datadir::NodeId;
 use shoal_proto::cluster::AdminRequest;
 use shoal_proto::Status;
@@ -170,6 +170,10 @@ pub fn plan(state: &ClusterState, req: &AdminRequest) -> Result<Command, AdminEr
         }
         AdminRequest::Pause(paused) => Ok(Command::SetPaused(paused)),
         AdminRequest::StopCluster => Ok(Command::StopCluster),
+        AdminRequest::SetReplicas(n) if n > MAX_REPLICAS => Err(AdminError::Refused(format!(
+            "{n} replicas: at most {MAX_REPLICAS} per bucket"
+        ))),
+        AdminRequest::SetReplicas(n) => Ok(Command::SetReplicas(n)),
     }
 }
 
@@ -225,6 +229,10 @@ pub fn outcome(req: &AdminRequest, outcome: &Outcome) -> Result<String, AdminErr
             "the cluster is stopping: every node saves its buckets and exits".to_string()
         }
         AdminRequest::StopCluster => "the cluster was already stopping".to_string(),
+        AdminRequest::SetReplicas(n) if changed => format!(
+            "replicas set to {n}: copies are added or dropped in the background (see status)"
+        ),
+        AdminRequest::SetReplicas(n) => format!("replicas were already {n}"),
     })
 }
 

@@ -1,5 +1,5 @@
 //! Acknowledging after the copies: while a bucket has an in-sync copy on another node, a
-//! request in it is answered only once that copy holds the bucket up to the request.
+//! request in it is answered only once every such copy holds the bucket up to the request.
 //!
 //! ```text
 //!  request in bucket b ──► store (seq s) ──► reply held ──► sent once acked(b) >= s
@@ -7,11 +7,12 @@
 //!  mover: changes of b up to seq n ──► copy ──► acked(b) = n   (or the gate closes)
 //! ```
 //!
-//! A [`Gate`] is opened by whoever keeps the copy in sync (a move's source in its last
-//! phase; replication later) and closed by dropping it, which releases every held reply at
-//! once: the owner keeps serving without the copy. The owner's data path asks
+//! A [`Gate`] leg is opened by whoever keeps a copy in sync (a move's source in its last
+//! phase; the primary's replication to each replica, [`super::replication`]) and closed by
+//! dropping it: replies then stop waiting for that copy (with no leg left, every held reply
+//! is released at once and the owner serves without copies). The owner's data path asks
 //! [`InSync::wait`] after each request it ran in a bucket; with no gate open anywhere that
-//! is one atomic load.
+//! is one atomic load, otherwise a lock on one of 64 shards.
 //!
 //! What a gate promises is that a reply leaves only when the copy holds the bucket up to
 //! the bucket's seq as it was after the request ran (so up to the request's own write, and
@@ -22,7 +23,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{watch, Notify};
 
@@ -30,60 +31,125 @@ use tokio::sync::{watch, Notify};
 /// gate closed).
 pub type CopiesHold = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Shards of the bucket → gate map (by bucket number), so that requests in different
+/// buckets rarely meet on one lock.
+const SHARDS: usize = 64;
+
+/// One shard's gates: bucket → its gate.
+type Gates = HashMap<u32, Arc<Shared>>;
+
 /// The open gates of one node (held by the [`ClusterView`](super::ClusterView)).
 #[derive(Debug, Default)]
 pub struct InSync {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    /// How many gates are open (the data path looks at `gates` only when this is not 0).
+    /// How many buckets have a gate (the data path looks at `gates` only when this is not 0).
     open: AtomicUsize,
-    gates: Mutex<HashMap<u32, Arc<Shared>>>,
+    gates: Box<[Mutex<Gates>]>,
+    /// Names the legs.
+    next_leg: AtomicU64,
 }
 
-/// One bucket's gate, shared by its keeper and the replies it holds.
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            open: AtomicUsize::new(0),
+            gates: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            next_leg: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Inner {
+    fn shard(&self, bucket: u32) -> std::sync::MutexGuard<'_, Gates> {
+        self.gates[bucket as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One bucket's gate, shared by its keepers and the replies it holds.
 #[derive(Debug)]
 struct Shared {
-    /// The bucket's seq the copy holds; `u64::MAX` once the gate is closed.
+    /// The bucket's seq every copy holds (the least over the legs); `u64::MAX` once the
+    /// last leg closed.
     acked: watch::Sender<u64>,
-    /// Told when a reply starts waiting (the keeper sends what is new).
-    wanted: Notify,
+    /// One per copy kept in sync.
+    legs: Mutex<Vec<Leg>>,
 }
 
-/// The keeper's end of one bucket's gate. Dropping it closes the gate and releases the
-/// replies it holds.
+#[derive(Debug)]
+struct Leg {
+    id: u64,
+    acked: u64,
+    /// Told when a reply starts waiting (the keeper sends what is new).
+    wanted: Arc<Notify>,
+}
+
+impl Shared {
+    fn legs(&self) -> std::sync::MutexGuard<'_, Vec<Leg>> {
+        self.legs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the least seq over the legs (`u64::MAX` with none left).
+    fn publish(&self, legs: &[Leg]) {
+        let least = legs.iter().map(|l| l.acked).min().unwrap_or(u64::MAX);
+        self.acked.send_if_modified(|acked| {
+            let changed = *acked != least;
+            *acked = least;
+            changed
+        });
+    }
+}
+
+/// One keeper's end of a bucket's gate: a copy of the bucket on another node that replies in
+/// the bucket wait for. A bucket may have several (a move's target and replicas); a reply
+/// waits for all of them. Dropping a `Gate` stops waiting for its copy (the replies the
+/// other copies hold already are released; with no copy left, every reply is).
 #[derive(Debug)]
 pub struct Gate {
     bucket: u32,
+    leg: u64,
+    wanted: Arc<Notify>,
     shared: Arc<Shared>,
     inner: Arc<Inner>,
 }
 
 impl InSync {
-    /// Opens the gate of `bucket`, whose copy holds it up to seq `acked` already. A gate
-    /// the bucket had is closed first (its replies are released).
+    /// Opens a gate leg on `bucket` for a copy that holds it up to seq `acked` already:
+    /// from now on replies in the bucket also wait for this copy.
     pub fn open(&self, bucket: u32, acked: u64) -> Gate {
-        let (tx, _) = watch::channel(acked);
-        let shared = Arc::new(Shared {
-            acked: tx,
-            wanted: Notify::new(),
-        });
-        let old = self
-            .inner
-            .gates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(bucket, shared.clone());
-        match old {
-            Some(old) => release(&old),
-            None => {
+        let leg = self.inner.next_leg.fetch_add(1, Ordering::Relaxed);
+        let wanted = Arc::new(Notify::new());
+        let mut gates = self.inner.shard(bucket);
+        let shared = gates
+            .entry(bucket)
+            .or_insert_with(|| {
                 self.inner.open.fetch_add(1, Ordering::AcqRel);
-            }
+                let (tx, _) = watch::channel(acked);
+                Arc::new(Shared {
+                    acked: tx,
+                    legs: Mutex::default(),
+                })
+            })
+            .clone();
+        {
+            let mut legs = shared.legs();
+            legs.push(Leg {
+                id: leg,
+                acked,
+                wanted: wanted.clone(),
+            });
+            shared.publish(&legs);
         }
+        drop(gates);
         Gate {
             bucket,
+            leg,
+            wanted,
             shared,
             inner: self.inner.clone(),
         }
@@ -95,26 +161,27 @@ impl InSync {
         self.inner.open.load(Ordering::Acquire) != 0
     }
 
+    /// Whether `bucket` has a gate open.
+    pub fn is_open(&self, bucket: u32) -> bool {
+        self.any() && self.inner.shard(bucket).contains_key(&bucket)
+    }
+
     /// What a reply to a request just run in `bucket` must wait for: `None` when the bucket
-    /// has no gate or its copy already holds `seq()` (the bucket's seq now, read only when
+    /// has no gate or its copies already hold `seq()` (the bucket's seq now, read only when
     /// the bucket has a gate).
     pub fn wait(&self, bucket: u32, seq: impl FnOnce() -> u64) -> Option<CopiesHold> {
         if !self.any() {
             return None;
         }
-        let shared = self
-            .inner
-            .gates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&bucket)?
-            .clone();
+        let shared = self.inner.shard(bucket).get(&bucket)?.clone();
         let mut rx = shared.acked.subscribe();
         let seq = seq();
         if *rx.borrow_and_update() >= seq {
             return None;
         }
-        shared.wanted.notify_one();
+        for leg in shared.legs().iter().filter(|l| l.acked < seq) {
+            leg.wanted.notify_one();
+        }
         Some(Box::pin(async move {
             // An error means the gate is gone: released.
             let _ = rx.wait_for(|&acked| acked >= seq).await;
@@ -123,46 +190,39 @@ impl InSync {
 }
 
 impl Gate {
-    /// The copy holds the bucket up to `seq`: releases the replies that waited for it.
+    /// The copy holds the bucket up to `seq`: releases the replies that waited only for it.
     pub fn acked(&self, seq: u64) {
-        self.shared.acked.send_if_modified(|acked| {
-            let newer = seq > *acked;
-            if newer {
-                *acked = seq;
+        let mut legs = self.shared.legs();
+        if let Some(leg) = legs.iter_mut().find(|l| l.id == self.leg) {
+            if seq > leg.acked {
+                leg.acked = seq;
+                self.shared.publish(&legs);
             }
-            newer
-        });
+        }
     }
 
-    /// Completes when a reply starts waiting for the copy (at once if one did since the
+    /// Completes when a reply starts waiting for this copy (at once if one did since the
     /// last call).
     pub async fn wanted(&self) {
-        self.shared.wanted.notified().await;
+        self.wanted.notified().await;
     }
 }
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        let mut gates = self
-            .inner
-            .gates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if gates
-            .get(&self.bucket)
-            .is_some_and(|g| Arc::ptr_eq(g, &self.shared))
+        let mut gates = self.inner.shard(self.bucket);
+        let mut legs = self.shared.legs();
+        legs.retain(|l| l.id != self.leg);
+        if legs.is_empty()
+            && gates
+                .get(&self.bucket)
+                .is_some_and(|g| Arc::ptr_eq(g, &self.shared))
         {
             gates.remove(&self.bucket);
             self.inner.open.fetch_sub(1, Ordering::AcqRel);
         }
-        drop(gates);
-        release(&self.shared);
+        self.shared.publish(&legs);
     }
-}
-
-/// Releases every reply a gate holds, and any that would wait on it later.
-fn release(shared: &Shared) {
-    shared.acked.send_replace(u64::MAX);
 }
 
 #[cfg(test)]
@@ -216,21 +276,24 @@ mod tests {
     }
 
     #[test]
-    fn reopening_a_bucket_releases_the_old_gate_only() {
+    fn a_reply_waits_for_every_leg_and_a_closed_leg_stops_holding_it() {
         let in_sync = InSync::default();
-        let old = in_sync.open(2, 0);
+        let a = in_sync.open(2, 0);
         let mut held = in_sync.wait(2, || 3).expect("waits");
-        let new = in_sync.open(2, 0);
-        assert!(ready(&mut held), "the old gate's replies are released");
-        drop(old);
-        assert!(
-            in_sync.any(),
-            "dropping the old gate leaves the new one open"
-        );
-        let mut again = in_sync.wait(2, || 1).expect("waits on the new gate");
-        new.acked(1);
-        assert!(ready(&mut again));
-        drop(new);
+        let b = in_sync.open(2, 1);
+        assert!(in_sync.is_open(2) && !in_sync.is_open(3));
+        a.acked(3);
+        assert!(!ready(&mut held), "leg b holds seq 1 only");
+        let mut later = in_sync.wait(2, || 4).expect("waits on both");
+        drop(b);
+        assert!(ready(&mut held), "with b closed, a's seq releases it");
+        assert!(!ready(&mut later));
+        assert!(in_sync.any(), "leg a is still open");
+        a.acked(4);
+        assert!(ready(&mut later));
+        let mut last = in_sync.wait(2, || 9).expect("waits");
+        drop(a);
+        assert!(ready(&mut last));
         assert!(!in_sync.any());
     }
 

@@ -197,9 +197,12 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
     }
     // Draining members' buckets first, then other inactive primaries; highest number first.
     leaving.sort_by_key(|(later, b)| (*later, std::cmp::Reverse(*b)));
-    let least_loaded = |load: &BTreeMap<NodeId, usize>| {
+    // Among the least loaded, a member that is not a replica of the bucket (a move to a
+    // replica costs the bucket that copy until it is built again).
+    let least_loaded = |load: &BTreeMap<NodeId, usize>, bucket: Option<u32>| {
+        let replicas: &[NodeId] = bucket.map_or(&[], |b| &state.buckets[b as usize].replicas);
         load.iter()
-            .min_by_key(|(id, n)| (**n, **id))
+            .min_by_key(|(id, n)| (**n, replicas.contains(id), **id))
             .map(|(id, n)| (*id, *n))
     };
     let mut moves = Vec::new();
@@ -216,7 +219,7 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
         if budget == 0 {
             break;
         }
-        let Some((to, _)) = least_loaded(&load) else {
+        let Some((to, _)) = least_loaded(&load, Some(bucket)) else {
             break;
         };
         start(bucket, to);
@@ -224,7 +227,7 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
         budget -= 1;
     }
     while budget > 0 {
-        let Some((to, min)) = least_loaded(&load) else {
+        let Some((to, min)) = least_loaded(&load, None) else {
             break;
         };
         let mut donors: Vec<(usize, NodeId)> = load
@@ -236,15 +239,118 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
         let Some(&(_, from)) = donors.first() else {
             break;
         };
-        let Some(bucket) = movable.get_mut(&from).and_then(Vec::pop) else {
+        let Some(list) = movable.get_mut(&from) else {
             break;
         };
+        // The highest-numbered bucket `to` is not a replica of, else the highest.
+        let Some(pos) = list
+            .iter()
+            .rposition(|b| !state.buckets[*b as usize].replicas.contains(&to))
+            .or(list.len().checked_sub(1))
+        else {
+            break;
+        };
+        let bucket = list.remove(pos);
         start(bucket, to);
         *load.entry(from).or_default() -= 1;
         *load.entry(to).or_default() += 1;
         budget -= 1;
     }
     moves
+}
+
+/// Replica copies built at once per move allowed (`--max-moves`): a copy costs what a move
+/// does in bandwidth (they share the node's budget) but parks nothing and hands nothing over,
+/// and most of a new cluster's copies are of empty buckets.
+pub const BUILDS_PER_MOVE: usize = 4;
+
+/// The replica changes to make now, so that every bucket with a primary has
+/// `settings.replicas` copies on other active members (fewer when there are not enough
+/// members): replicas on members that are not active are dropped (once the bucket has its
+/// count of in-sync copies elsewhere, or at once when the node is gone), extra replicas are
+/// dropped (those not in sync first), and missing ones are added on the active member
+/// holding the fewest replica copies (ties by id), never the primary or a move's target.
+/// Copies being built (replicas not in sync) stay within `max_builds`, counting those in
+/// progress; drops are not limited. As compare-and-set [`Command::AddReplica`]s and
+/// [`Command::DropReplica`]s. Empty while the cluster is forming, paused or stopping.
+pub fn plan_replicas(state: &ClusterState, max_builds: usize) -> Vec<Command> {
+    if state.forming || state.settings.paused || state.settings.stopping {
+        return Vec::new();
+    }
+    let is_active = |id: &NodeId| {
+        state
+            .nodes
+            .get(id)
+            .is_some_and(|m| m.state == NodeState::Active)
+    };
+    let mut copies: BTreeMap<NodeId, usize> = state
+        .nodes
+        .iter()
+        .filter(|(_, m)| m.state == NodeState::Active)
+        .map(|(id, _)| (*id, 0))
+        .collect();
+    let want = (state.settings.replicas as usize).min(copies.len().saturating_sub(1));
+    for b in &state.buckets {
+        for r in &b.replicas {
+            if let Some(n) = copies.get_mut(r) {
+                *n += 1;
+            }
+        }
+    }
+    let building: usize = state.buckets.iter().map(|b| b.building()).sum();
+    let mut budget = max_builds.saturating_sub(building);
+    let mut out = Vec::new();
+    for (i, b) in state.buckets.iter().enumerate() {
+        let bucket = i as u32;
+        let Some(primary) = b.primary else {
+            continue;
+        };
+        let (good, bad): (Vec<NodeId>, Vec<NodeId>) = b.replicas.iter().partition(|r| is_active(r));
+        let good_in_sync = good.iter().filter(|r| b.in_sync.contains(r)).count();
+        let mut drops: Vec<NodeId> = bad
+            .into_iter()
+            .filter(|r| !state.nodes.contains_key(r) || good_in_sync >= want)
+            .collect();
+        if good.len() > want {
+            let mut extra = good.clone();
+            // Not in sync first, then the most loaded.
+            extra.sort_by_key(|r| {
+                (
+                    b.in_sync.contains(r),
+                    std::cmp::Reverse(copies.get(r).copied().unwrap_or(0)),
+                    *r,
+                )
+            });
+            drops.extend(extra.into_iter().take(good.len() - want));
+        }
+        for node in drops {
+            if let Some(n) = copies.get_mut(&node) {
+                *n -= 1;
+            }
+            out.push(Command::DropReplica { bucket, node });
+        }
+        if good.len() < want && budget > 0 {
+            let taken = |id: &NodeId| {
+                *id == primary || b.replicas.contains(id) || b.moving.is_some_and(|m| m.to == *id)
+            };
+            let to = copies
+                .iter()
+                .filter(|(id, _)| !taken(id))
+                .min_by_key(|(id, n)| (**n, **id))
+                .map(|(id, _)| *id);
+            if let Some(node) = to {
+                *copies.entry(node).or_default() += 1;
+                budget -= 1;
+                out.push(Command::AddReplica {
+                    bucket,
+                    epoch: b.epoch,
+                    version: b.version,
+                    node,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The moves to cancel: those whose target is no longer an active member (draining,
@@ -274,7 +380,7 @@ pub fn stale_moves(state: &ClusterState) -> Vec<Command> {
 mod tests {
     use super::*;
     use crate::cluster::state::fixtures::{addrs, created_by};
-    use crate::cluster::state::Outcome;
+    use crate::cluster::state::{Bucket, Outcome};
     use proptest::prelude::*;
 
     fn id(n: u8) -> NodeId {
@@ -654,6 +760,138 @@ mod tests {
             prop_assert!(max - min <= 1);
             prop_assert_eq!(counts.values().sum::<usize>(), buckets as usize);
             prop_assert!(spread_evenly(&s, &owners).is_none());
+        }
+    }
+
+    /// Plans and applies replica changes, and has every primary bring its new replicas in
+    /// sync, until the planner has nothing more; checks the build limit on the way and
+    /// returns the rounds taken.
+    fn settle_replicas(
+        s: &mut ClusterState,
+        index: &mut u64,
+        max_builds: usize,
+    ) -> Result<usize, TestCaseError> {
+        for round in 0..400 {
+            let plan = plan_replicas(s, max_builds);
+            if plan.is_empty() && s.buckets.iter().all(|b| b.building() == 0) {
+                return Ok(round);
+            }
+            for cmd in &plan {
+                let out = s.apply(*index, cmd);
+                *index += 1;
+                prop_assert!(
+                    matches!(out, Outcome::Done | Outcome::Stale { .. }),
+                    "{:?}: {:?}",
+                    cmd,
+                    out
+                );
+                let building: usize = s.buckets.iter().map(Bucket::building).sum();
+                prop_assert!(building <= max_builds, "{} copies building", building);
+            }
+            // Every primary catches its new replicas up.
+            let joins: Vec<Command> = s
+                .buckets
+                .iter()
+                .enumerate()
+                .flat_map(|(b, bucket)| {
+                    bucket
+                        .replicas
+                        .iter()
+                        .filter(|r| !bucket.in_sync.contains(r))
+                        .map(move |r| Command::JoinInSync {
+                            bucket: b as u32,
+                            epoch: bucket.epoch,
+                            node: *r,
+                        })
+                })
+                .collect();
+            apply_all(s, index, &joins);
+        }
+        Err(TestCaseError::fail("replicas did not settle in 400 rounds"))
+    }
+
+    #[test]
+    fn replicas_go_to_the_members_holding_fewest_never_the_primary() {
+        let (mut s, mut index) = owned(&[Active, Active, Active], &[1, 1, 2, 3, 1, 2, 3, 3]);
+        // Replicas 1 (the default): one copy per bucket, within the build limit.
+        let plan = plan_replicas(&s, 4);
+        assert_eq!(plan.len(), 4);
+        apply_all(&mut s, &mut index, &plan);
+        assert!(plan_replicas(&s, 4).is_empty(), "4 copies building already");
+        settle_replicas(&mut s, &mut index, 4).unwrap();
+        let (of_1, of_2, of_3) = (
+            s.replica_counts(id(1)).0,
+            s.replica_counts(id(2)).0,
+            s.replica_counts(id(3)).0,
+        );
+        assert_eq!(of_1 + of_2 + of_3, 8);
+        assert!([of_1, of_2, of_3].iter().all(|n| (2..=3).contains(n)));
+        for b in &s.buckets {
+            assert_eq!(b.replicas.len(), 1);
+            assert_ne!(Some(b.replicas[0]), b.primary);
+            assert_eq!(b.in_sync, b.replicas);
+        }
+        // A draining member's copies go once each bucket is in sync elsewhere.
+        apply_all(
+            &mut s,
+            &mut index,
+            &[Command::SetNodeState {
+                node: id(3),
+                state: Draining,
+            }],
+        );
+        let plan = plan_replicas(&s, 8);
+        assert!(
+            plan.iter().all(|c| matches!(c, Command::AddReplica { .. })),
+            "nothing dropped before its replacement is in sync: {plan:?}"
+        );
+        settle_replicas(&mut s, &mut index, 8).unwrap();
+        for b in s.buckets.iter().filter(|b| b.primary != Some(id(3))) {
+            assert_eq!(b.replicas.len(), 1);
+            assert_ne!(b.replicas[0], id(3));
+        }
+        // Replicas 0: every copy dropped at once.
+        apply_all(&mut s, &mut index, &[Command::SetReplicas(0)]);
+        settle_replicas(&mut s, &mut index, 1).unwrap();
+        assert!(s.buckets.iter().all(|b| b.replicas.is_empty()));
+    }
+
+    proptest! {
+        /// Any members in any states owning any buckets, any replica count and build limit:
+        /// the replicas settle with every bucket holding as many in-sync copies as there
+        /// are other active members, up to the setting, all on active members other than
+        /// its primary.
+        #[test]
+        fn replicas_settle_on_other_active_members(
+            states in proptest::collection::vec(node_state(), 1..=6),
+            owners in proptest::collection::vec(any::<prop::sample::Index>(), 64),
+            replicas in 0u32..=3,
+            max_builds in 1usize..=8,
+        ) {
+            let owners: Vec<u8> = owners
+                .iter()
+                .map(|i| i.index(states.len()) as u8 + 1)
+                .collect();
+            let (mut s, mut index) = owned(&states, &owners);
+            s.apply(index, &Command::SetReplicas(replicas));
+            index += 1;
+            settle_replicas(&mut s, &mut index, max_builds)?;
+            let active: BTreeSet<NodeId> = s
+                .nodes
+                .iter()
+                .filter(|(_, m)| m.state == Active)
+                .map(|(id, _)| *id)
+                .collect();
+            let want = (replicas as usize).min(active.len().saturating_sub(1));
+            for (b, bucket) in s.buckets.iter().enumerate() {
+                let p = bucket.primary.unwrap();
+                let others = active.iter().filter(|n| **n != p).count();
+                prop_assert_eq!(bucket.replicas.len(), want.min(others), "bucket {}", b);
+                prop_assert_eq!(&bucket.in_sync, &bucket.replicas);
+                for r in &bucket.replicas {
+                    prop_assert!(active.contains(r) && *r != p, "bucket {}", b);
+                }
+            }
         }
     }
 }

@@ -53,7 +53,7 @@ impl From<crate::persist::PersistMode> for PersistSetting {
 pub struct Settings {
     /// Number of buckets: a power of two, fixed when the cluster is created.
     pub buckets: u32,
-    /// Backup copies per bucket (used once replication exists).
+    /// Copies per bucket besides its primary, kept in sync by replication.
     pub replicas: u32,
     /// While paused, the planner starts no movement.
     pub paused: bool,
@@ -129,9 +129,12 @@ pub struct Member {
 pub struct Bucket {
     /// The node that serves it, if any.
     pub primary: Option<NodeId>,
-    /// Nodes holding backup copies.
+    /// Nodes given a copy of it, kept by replication from the primary (never the primary
+    /// or a move's target). A replica not in `in_sync` is being built or catching up.
     pub replicas: Vec<NodeId>,
-    /// The replicas known to hold every acknowledged write.
+    /// The replicas that hold every write the primary acknowledged (a subset of `replicas`):
+    /// joined by the primary once a copy caught up, left (committed before any write is
+    /// acknowledged without it) when one falls behind, emptied when the primary changes.
     pub in_sync: Vec<NodeId>,
     /// Log index of the entry that last changed `primary` (0: never assigned).
     pub epoch: u64,
@@ -140,6 +143,24 @@ pub struct Bucket {
     /// The copy of this bucket to another node in progress, if any.
     #[serde(default)]
     pub moving: Option<Move>,
+}
+
+impl Bucket {
+    /// Makes `node` the primary at log index `index` (a new epoch): a move in progress ends,
+    /// `node` stops being a replica, and no replica is in sync with it until it says so.
+    fn new_primary(&mut self, node: NodeId, index: u64) {
+        self.primary = Some(node);
+        self.epoch = index;
+        self.version = index;
+        self.moving = None;
+        self.replicas.retain(|r| *r != node);
+        self.in_sync.clear();
+    }
+
+    /// How many of its replicas are not in sync (being built or catching up).
+    pub fn building(&self) -> usize {
+        self.replicas.len() - self.in_sync.len()
+    }
 }
 
 /// A bucket being copied from its primary to another node (the first step of a move).
@@ -222,7 +243,8 @@ pub enum Command {
     /// Starts copying a bucket from its primary to `to`, conditional on the bucket's
     /// `(epoch, version)`; the move's id is this entry's index. Refused when the bucket has
     /// no primary, `to` is its primary, or `to` cannot take buckets; stale when the bucket
-    /// changed (a move already running changed its version).
+    /// changed (a move already running changed its version). A replica named as `to` stops
+    /// being one.
     StartMove {
         /// The bucket.
         bucket: u32,
@@ -249,6 +271,51 @@ pub enum Command {
         /// The move to cancel, if only that one.
         move_id: Option<u64>,
     },
+    /// Gives a bucket one more replica (not in sync: its primary builds the copy),
+    /// conditional on the bucket's `(epoch, version)`. Refused when the bucket has no
+    /// primary, or `node` is its primary, a replica already, the target of its move, or not
+    /// an active member.
+    AddReplica {
+        /// The bucket.
+        bucket: u32,
+        /// The epoch it must still have.
+        epoch: u64,
+        /// The version it must still have.
+        version: u64,
+        /// The new replica.
+        node: NodeId,
+    },
+    /// Takes a replica away (the node drops its copy); unchanged when it is not one.
+    DropReplica {
+        /// The bucket.
+        bucket: u32,
+        /// The replica.
+        node: NodeId,
+    },
+    /// The primary of epoch `epoch` reports that replica `node` holds every write it
+    /// acknowledged, and will acknowledge none without it from now on. Stale when the
+    /// bucket's primary changed since; refused when `node` is not a replica.
+    JoinInSync {
+        /// The bucket.
+        bucket: u32,
+        /// The primary's epoch.
+        epoch: u64,
+        /// The replica.
+        node: NodeId,
+    },
+    /// The primary of epoch `epoch` acknowledges writes without replica `node` from now on
+    /// (it fell behind). Stale when the bucket's primary changed since; unchanged when the
+    /// replica is not in sync.
+    LeaveInSync {
+        /// The bucket.
+        bucket: u32,
+        /// The primary's epoch.
+        epoch: u64,
+        /// The replica.
+        node: NodeId,
+    },
+    /// Sets the number of replicas per bucket (the planner adds or drops copies to match).
+    SetReplicas(u32),
 }
 
 /// Why a command was refused (deterministically, so every node refuses it alike).
@@ -270,7 +337,14 @@ pub enum Refusal {
     NotEligible(NodeId),
     /// Another member already uses this peer address.
     AddressInUse(NodeId),
+    /// The node is not a replica of the bucket.
+    NotReplica(NodeId),
+    /// More replicas than [`MAX_REPLICAS`].
+    TooManyReplicas(u32),
 }
+
+/// The most replicas per bucket a cluster can be set to.
+pub const MAX_REPLICAS: u32 = 4;
 
 /// What applying a command did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -427,6 +501,11 @@ impl ClusterState {
                     if bucket.primary == Some(*node) {
                         bucket.primary = *heir;
                         bucket.epoch = index;
+                        // The heir holds none of it: no copy is in sync with it.
+                        bucket.in_sync.clear();
+                        if let Some(heir) = heir {
+                            bucket.replicas.retain(|r| r != heir);
+                        }
                         changed = true;
                     }
                     // A move from or to the removed node ends with it.
@@ -463,10 +542,7 @@ impl ClusterState {
                 for a in assignments {
                     let bucket = &mut self.buckets[a.bucket as usize];
                     if bucket.primary != Some(a.primary) {
-                        bucket.primary = Some(a.primary);
-                        bucket.epoch = index;
-                        bucket.version = index;
-                        bucket.moving = None;
+                        bucket.new_primary(a.primary, index);
                         changed = true;
                     }
                 }
@@ -548,6 +624,13 @@ impl ClusterState {
                 }
                 let b = &mut self.buckets[*bucket as usize];
                 b.moving = Some(Move { id: index, to: *to });
+                // A replica that becomes the target stops being a replica in the same entry:
+                // its copy is made again by the move.
+                if b.replicas.contains(to) {
+                    b.replicas.retain(|r| r != to);
+                    b.in_sync.retain(|r| r != to);
+                    self.table_version = index;
+                }
                 b.version = index;
                 Ok(Outcome::Done)
             }
@@ -567,10 +650,7 @@ impl ClusterState {
                         version: b.version,
                     });
                 };
-                b.primary = Some(m.to);
-                b.moving = None;
-                b.epoch = index;
-                b.version = index;
+                b.new_primary(m.to, index);
                 self.table_version = index;
                 Ok(Outcome::Done)
             }
@@ -587,6 +667,106 @@ impl ClusterState {
                     }
                     _ => Ok(Outcome::Unchanged),
                 }
+            }
+            Command::AddReplica {
+                bucket,
+                epoch,
+                version,
+                node,
+            } => {
+                let b = self
+                    .buckets
+                    .get(*bucket as usize)
+                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
+                if (b.epoch, b.version) != (*epoch, *version) {
+                    return Ok(Outcome::Stale {
+                        bucket: *bucket,
+                        epoch: b.epoch,
+                        version: b.version,
+                    });
+                }
+                if b.primary.is_none()
+                    || b.primary == Some(*node)
+                    || b.replicas.contains(node)
+                    || b.moving.is_some_and(|m| m.to == *node)
+                {
+                    return Err(Refusal::NotEligible(*node));
+                }
+                match self.nodes.get(node) {
+                    Some(m) if m.state == NodeState::Active => {}
+                    Some(_) => return Err(Refusal::NotEligible(*node)),
+                    None => return Err(Refusal::UnknownNode(*node)),
+                }
+                let b = &mut self.buckets[*bucket as usize];
+                b.replicas.push(*node);
+                b.version = index;
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::DropReplica { bucket, node } => {
+                let b = self
+                    .buckets
+                    .get_mut(*bucket as usize)
+                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
+                if !b.replicas.contains(node) {
+                    return Ok(Outcome::Unchanged);
+                }
+                b.replicas.retain(|r| r != node);
+                b.in_sync.retain(|r| r != node);
+                b.version = index;
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::JoinInSync {
+                bucket,
+                epoch,
+                node,
+            }
+            | Command::LeaveInSync {
+                bucket,
+                epoch,
+                node,
+            } => {
+                let join = matches!(cmd, Command::JoinInSync { .. });
+                let b = self
+                    .buckets
+                    .get_mut(*bucket as usize)
+                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
+                if b.epoch != *epoch || b.primary.is_none() {
+                    return Ok(Outcome::Stale {
+                        bucket: *bucket,
+                        epoch: b.epoch,
+                        version: b.version,
+                    });
+                }
+                if !b.replicas.contains(node) {
+                    return if join {
+                        Err(Refusal::NotReplica(*node))
+                    } else {
+                        Ok(Outcome::Unchanged)
+                    };
+                }
+                if join == b.in_sync.contains(node) {
+                    return Ok(Outcome::Unchanged);
+                }
+                if join {
+                    b.in_sync.push(*node);
+                } else {
+                    b.in_sync.retain(|r| r != node);
+                }
+                b.version = index;
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
+            Command::SetReplicas(n) => {
+                if *n > MAX_REPLICAS {
+                    return Err(Refusal::TooManyReplicas(*n));
+                }
+                if self.settings.replicas == *n {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.settings.replicas = *n;
+                Ok(Outcome::Done)
             }
         }
     }
@@ -614,6 +794,22 @@ impl ClusterState {
             }
         }
         counts
+    }
+
+    /// `node`'s replica roles: buckets it is a replica of, of those the ones it is in sync
+    /// for, and the replicas of its own buckets that are not in sync.
+    pub fn replica_counts(&self, node: NodeId) -> (u32, u32, u32) {
+        let (mut of, mut in_sync, mut building) = (0, 0, 0);
+        for b in &self.buckets {
+            if b.replicas.contains(&node) {
+                of += 1;
+                in_sync += u32::from(b.in_sync.contains(&node));
+            }
+            if b.primary == Some(node) {
+                building += b.building() as u32;
+            }
+        }
+        (of, in_sync, building)
     }
 
     /// The member whose peer address is `peer`, if any.
@@ -1222,7 +1418,7 @@ mod tests {
                 }
             ),
             any::<bool>().prop_map(Command::SetPaused),
-            (0u32..9, 0u64..3, 0u64..3, node).prop_map(|(bucket, epoch, version, to)| {
+            (0u32..9, 0u64..3, 0u64..3, node.clone()).prop_map(|(bucket, epoch, version, to)| {
                 Command::StartMove {
                     bucket,
                     epoch,
@@ -1234,6 +1430,34 @@ mod tests {
                 .prop_map(|(bucket, move_id)| Command::FinishMove { bucket, move_id }),
             (0u32..9, proptest::option::of(0u64..40))
                 .prop_map(|(bucket, move_id)| Command::CancelMove { bucket, move_id }),
+            (0u32..9, 0u64..40, 0u64..40, node.clone()).prop_map(
+                |(bucket, epoch, version, node)| {
+                    Command::AddReplica {
+                        bucket,
+                        epoch,
+                        version,
+                        node,
+                    }
+                }
+            ),
+            (0u32..9, node.clone())
+                .prop_map(|(bucket, node)| Command::DropReplica { bucket, node }),
+            (0u32..9, 0u64..40, node, any::<bool>()).prop_map(|(bucket, epoch, node, join)| {
+                if join {
+                    Command::JoinInSync {
+                        bucket,
+                        epoch,
+                        node,
+                    }
+                } else {
+                    Command::LeaveInSync {
+                        bucket,
+                        epoch,
+                        node,
+                    }
+                }
+            }),
+            (0u32..6).prop_map(Command::SetReplicas),
         ]
     }
 
@@ -1266,7 +1490,19 @@ mod tests {
                         prop_assert!(new.primary.is_some_and(|p| p != m.to), "bucket {}", b);
                         prop_assert!(s.nodes.contains_key(&m.to));
                         prop_assert!(m.id <= new.version);
+                        prop_assert!(!new.replicas.contains(&m.to), "bucket {}", b);
                     }
+                    // Replicas are members other than the primary, each once; the in-sync
+                    // ones are among them, and none is in sync with a new primary.
+                    for r in &new.replicas {
+                        prop_assert!(s.nodes.contains_key(r) && Some(*r) != new.primary);
+                        prop_assert_eq!(new.replicas.iter().filter(|x| *x == r).count(), 1);
+                    }
+                    prop_assert!(new.in_sync.iter().all(|r| new.replicas.contains(r)));
+                    if new.epoch != old.epoch {
+                        prop_assert!(new.in_sync.is_empty(), "bucket {}", b);
+                    }
+                    prop_assert!(s.settings.replicas <= MAX_REPLICAS);
                 }
                 for r in &s.removed {
                     prop_assert!(!s.nodes.contains_key(r));

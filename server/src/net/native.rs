@@ -302,6 +302,15 @@ impl NativeSession {
             wall_clock_us,
             version: SERVER_NAME.to_string(),
             moves: cluster.move_progress(),
+            replication: {
+                let (replica_of, in_sync_of, building) = state.replica_counts(cluster.me());
+                wire::ReplicationStatus {
+                    setting: state.settings.replicas,
+                    replica_of,
+                    in_sync_of,
+                    building,
+                }
+            },
         }
     }
 
@@ -439,12 +448,22 @@ impl Session for NativeSession {
                     consumed += used;
                     requests += 1;
                     let keyspace = &self.shared.keyspace;
-                    let gated = req.command.key().and_then(|k| keyspace.gated_bucket(k));
+                    let gated = keyspace.gated(|| {
+                        let many = match &req.command {
+                            Command::MultiGet { keys } => Some(keys.iter()),
+                            _ => None,
+                        };
+                        req.command
+                            .key()
+                            .into_iter()
+                            .chain(many.into_iter().flatten())
+                    });
                     let mark = out.mark();
                     if self.handle(req, out) {
                         break true;
                     }
-                    if let Some(hold) = gated.and_then(|b| self.shared.keyspace.copies_hold(b)) {
+                    let hold = gated.and_then(|g| self.shared.keyspace.copies_hold(g));
+                    if let Some(hold) = hold {
                         out.hold_back(mark, hold);
                     }
                 }

@@ -148,7 +148,8 @@ impl Cluster {
     }
 
     /// Waits until the running members agree: the same table version, `members` nodes in the
-    /// table, every bucket with a primary that is a running member, and one leader.
+    /// table, every bucket with a primary that is a running member, one leader, and no
+    /// replica still being built.
     pub fn wait_settled(&self, members: usize, limit: Duration) -> bool {
         wait_for(limit, || self.settled(members))
     }
@@ -175,7 +176,23 @@ impl Cluster {
             .iter()
             .filter(|s| s.role == RaftRole::Leader)
             .count();
-        all_owned && leaders == 1
+        // Every replica the setting asks for in sync (the table stops changing once they
+        // are).
+        let setting = statuses
+            .iter()
+            .map(|s| s.replication.setting)
+            .max()
+            .unwrap_or(0);
+        let active = t
+            .nodes
+            .iter()
+            .filter(|n| n.state == shoal_proto::cluster::NodeState::Active)
+            .count() as u32;
+        let wanted = BUCKETS * setting.min(active.saturating_sub(1));
+        let in_sync: u32 = statuses.iter().map(|s| s.replication.in_sync_of).sum();
+        let replicas_built =
+            in_sync >= wanted && statuses.iter().all(|s| s.replication.building == 0);
+        all_owned && leaders == 1 && replicas_built
     }
 }
 

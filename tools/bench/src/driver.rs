@@ -19,7 +19,7 @@
 //! before the end is sent, however late, and counted in `sent`; the readers stop when the
 //! pacer has finished and their FIFO is empty (or a grace period later).
 
-use crate::codec::{Codec, Kind, Op, Outcome, ProtocolError};
+use crate::codec::{Codec, Kind, Op, Outcome, ProtocolError, ReplyId};
 use crate::report::Tally;
 use crate::workload::{Generator, Workload};
 use std::collections::VecDeque;
@@ -364,20 +364,45 @@ async fn closed_loop(
         }
         let now = Instant::now();
         let mut pos = 0;
-        while let Some(front) = inflight.front() {
-            let Some((outcome, used)) =
-                conn.codec
-                    .decode(&conn.input[pos..], front.kind, front.id)?
+        while let Some(next) = answered(conn.codec, &conn.input[pos..], &inflight)? {
+            let req = &inflight[next];
+            let Some((outcome, used)) = conn.codec.decode(&conn.input[pos..], req.kind, req.id)?
             else {
                 break;
             };
             pos += used;
-            tally.record(front.kind, outcome, now - front.at);
-            inflight.pop_front();
+            tally.record(req.kind, outcome, now - req.at);
+            inflight.remove(next);
         }
         conn.input.drain(..pos);
     }
     Ok(tally)
+}
+
+/// The position in `inflight` of the request the next reply in `input` answers: the
+/// oldest, except on the native protocol, whose replies carry request ids and may come in
+/// any order (a reply held for a bucket's in-sync replicas lets later ones pass). `None`
+/// when nothing is in flight or the reply's header is not complete yet.
+///
+/// # Errors
+/// A native reply whose id no request in flight has.
+fn answered(
+    codec: Codec,
+    input: &[u8],
+    inflight: &VecDeque<Inflight>,
+) -> Result<Option<usize>, ProtocolError> {
+    if inflight.is_empty() {
+        return Ok(None);
+    }
+    match codec.reply_id(input) {
+        ReplyId::InOrder => Ok(Some(0)),
+        ReplyId::Incomplete => Ok(None),
+        ReplyId::Id(id) => inflight
+            .iter()
+            .position(|r| r.id == id)
+            .map(Some)
+            .ok_or_else(|| ProtocolError(format!("native: reply #{id} to no request in flight"))),
+    }
 }
 
 /// Encodes the operation `choice` describes; returns its kind.
@@ -606,14 +631,15 @@ async fn read_replies(
         let now = Instant::now();
         let mut pos = 0;
         let mut q = lock(&queue);
-        while let Some(front) = q.front() {
-            let Some((outcome, used)) = codec.decode(&input[pos..], front.kind, front.id)? else {
+        while let Some(next) = answered(codec, &input[pos..], &q)? {
+            let req = &q[next];
+            let Some((outcome, used)) = codec.decode(&input[pos..], req.kind, req.id)? else {
                 break;
             };
             pos += used;
-            tally.record(front.kind, outcome, now - front.at);
-            tally.record_service(now - front.sent);
-            q.pop_front();
+            tally.record(req.kind, outcome, now - req.at);
+            tally.record_service(now - req.sent);
+            q.remove(next);
         }
         drop(q);
         input.drain(..pos);

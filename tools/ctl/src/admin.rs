@@ -43,6 +43,8 @@ pub enum Action {
     Pause(bool),
     /// `stop-cluster`.
     StopCluster,
+    /// `set replicas N`.
+    SetReplicas(u32),
 }
 
 /// Why a change was not made.
@@ -132,6 +134,7 @@ pub fn request(table: &TableView, action: &Action) -> Result<AdminRequest, Strin
         },
         Action::Pause(paused) => AdminRequest::Pause(*paused),
         Action::StopCluster => AdminRequest::StopCluster,
+        Action::SetReplicas(n) => AdminRequest::SetReplicas(*n),
     })
 }
 

@@ -71,6 +71,27 @@ enum Cmd {
     /// again on their data directories, the nodes serve what they saved; movement resumes
     /// once every member is back.
     StopCluster,
+    /// Check the cluster's invariants: a leader, every member reachable, every bucket with a
+    /// live primary, every replica copy the setting asks for in sync. Prints the status and
+    /// what fails; exits 1 when anything does.
+    Check,
+    /// Change a cluster-wide setting.
+    Set {
+        /// The setting.
+        #[command(subcommand)]
+        setting: Setting,
+    },
+}
+
+/// A cluster-wide setting `set` changes.
+#[derive(Debug, Subcommand)]
+enum Setting {
+    /// Copies of each bucket besides its primary (0 to 4). Replicas are built or dropped in
+    /// the background; writes are acknowledged once every in-sync replica holds them.
+    Replicas {
+        /// The number of replicas.
+        n: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,12 +112,16 @@ fn main() -> ExitCode {
             json,
             clock_warn_ms,
         } => return status(&runtime, &cli.server, timeout, json, clock_warn_ms),
+        Cmd::Check => return check(&runtime, &cli.server, timeout),
         Cmd::Move { bucket, to } => Action::Move { bucket, to },
         Cmd::CancelMove { bucket } => Action::CancelMove { bucket },
         Cmd::Drain { node } => Action::Drain { node },
         Cmd::Pause => Action::Pause(true),
         Cmd::Resume => Action::Pause(false),
         Cmd::StopCluster => Action::StopCluster,
+        Cmd::Set {
+            setting: Setting::Replicas { n },
+        } => Action::SetReplicas(n),
     };
     match runtime.block_on(admin::run(&cli.server, timeout, &action)) {
         Ok(message) => {
@@ -115,6 +140,28 @@ fn main() -> ExitCode {
 }
 
 /// `status`: gathers, reports, and exits by the cluster's health.
+fn check(runtime: &tokio::runtime::Runtime, server: &str, timeout: Duration) -> ExitCode {
+    let (table, probes) = match runtime.block_on(gather(server, timeout)) {
+        Ok(got) => got,
+        Err(e) => {
+            eprintln!("shoal-ctl: {e}");
+            return ExitCode::from(exit_code::SERVER_UNREACHABLE);
+        }
+    };
+    let report = Report::build(&table, &probes, DEFAULT_CLOCK_WARN_MS);
+    print!("{}", report.render());
+    let failed = report.check_failures();
+    for f in &failed {
+        println!("check failed: {f}");
+    }
+    if failed.is_empty() {
+        println!("check passed");
+        ExitCode::from(exit_code::HEALTHY)
+    } else {
+        ExitCode::from(exit_code::UNHEALTHY)
+    }
+}
+
 fn status(
     runtime: &tokio::runtime::Runtime,
     server: &str,

@@ -167,6 +167,12 @@ pub struct MemberStatus {
     pub memory_limit: u64,
     /// Items it holds.
     pub items: u64,
+    /// Buckets it holds a replica copy of.
+    pub replica_of: u32,
+    /// Of those, the ones it is in sync for (it may be promoted for them).
+    pub in_sync_of: u32,
+    /// Replicas of its own buckets not in sync yet (being built or catching up).
+    pub replicas_building: u32,
 }
 
 /// One bucket move in progress, as the member running it reports it.
@@ -245,11 +251,48 @@ pub struct Report {
     pub moves: Vec<MoveReport>,
     /// Members that are draining (handing their buckets away before they stop), by id.
     pub draining: Vec<String>,
+    /// Replica copies: wanted and in sync.
+    pub replication: Replication,
     /// Round trips and clock offsets.
     pub measured: Measured,
 }
 
+/// Replica copies across the cluster, from the members' NODE_STATUS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Replication {
+    /// Copies per bucket besides its primary (the cluster's setting).
+    pub setting: u32,
+    /// Copies the setting asks for, over every bucket with a primary (fewer per bucket when
+    /// there are fewer other active members).
+    pub copies_wanted: u64,
+    /// In-sync copies the reachable members hold.
+    pub copies_in_sync: u64,
+    /// Copies being built or catching up (reported by the primaries).
+    pub copies_building: u64,
+}
+
+impl Replication {
+    /// Whether every wanted copy is in sync.
+    pub fn complete(&self) -> bool {
+        self.copies_in_sync >= self.copies_wanted
+    }
+}
+
 impl Report {
+    /// The invariants `check` verifies that do not hold: the health problems, and replica
+    /// copies not in sync.
+    pub fn check_failures(&self) -> Vec<String> {
+        let mut failed = self.problems.clone();
+        let r = &self.replication;
+        if !r.complete() {
+            failed.push(format!(
+                "{} of {} replica copies in sync ({} per bucket; {} building)",
+                r.copies_in_sync, r.copies_wanted, r.setting, r.copies_building
+            ));
+        }
+        failed
+    }
+
     /// Builds the report from the table and one probe per table node (same order).
     pub fn build(table: &TableView, probes: &[Probe], clock_warn_ms: u64) -> Report {
         let owned = table.owned_counts();
@@ -284,6 +327,9 @@ impl Report {
                         memory_used: s.memory_used,
                         memory_limit: s.memory_limit,
                         items: s.items,
+                        replica_of: s.replication.replica_of,
+                        in_sync_of: s.replication.in_sync_of,
+                        replicas_building: s.replication.building,
                     }),
                 };
                 (i, member)
@@ -370,6 +416,7 @@ impl Report {
             .filter(|(_, m)| m.state == NodeState::Draining.name())
             .map(|(_, m)| m.id.clone())
             .collect();
+        let replication = replication(table, probes);
 
         let leader_offset = leader_index
             .and_then(|i| probes.get(i))
@@ -408,6 +455,7 @@ impl Report {
             members: members.into_iter().map(|(_, m)| m).collect(),
             moves: moves.into_values().collect(),
             draining,
+            replication,
             measured,
         }
     }
@@ -426,8 +474,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>17}  {:>10}  {:>9}  {:>8}  VERSION",
-            "ID", "STATE", "NATIVE", "MEMCACHE", "ROLE", "TERM", "APPLIED", "BUCKETS", "MEMORY (MiB)", "ITEMS", "CLOCK ms", "RTT us"
+            "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>13}  {:>17}  {:>10}  {:>9}  {:>8}  VERSION",
+            "ID", "STATE", "NATIVE", "MEMCACHE", "ROLE", "TERM", "APPLIED", "BUCKETS", "REPLICAS", "MEMORY (MiB)", "ITEMS", "CLOCK ms", "RTT us"
         );
         for m in &self.members {
             let measured = self.measured.members.iter().find(|x| x.id == m.id);
@@ -440,7 +488,7 @@ impl Report {
                 Some(s) => {
                     let _ = writeln!(
                         out,
-                        "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>17}  {:>10}  {:>9}  {:>8}  {}",
+                        "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>13}  {:>17}  {:>10}  {:>9}  {:>8}  {}",
                         m.id,
                         m.state,
                         m.native,
@@ -449,6 +497,12 @@ impl Report {
                         s.term,
                         s.last_applied,
                         m.buckets_owned,
+                        // In sync / held (+ own replicas being built).
+                        if s.replicas_building > 0 {
+                            format!("{}/{} +{}", s.in_sync_of, s.replica_of, s.replicas_building)
+                        } else {
+                            format!("{}/{}", s.in_sync_of, s.replica_of)
+                        },
                         format!("{:.1}/{:.1}", mib(s.memory_used), mib(s.memory_limit)),
                         s.items,
                         clock,
@@ -497,6 +551,14 @@ impl Report {
                 "draining: {id} ({native}) hands its buckets away, then stops"
             );
         }
+        let r = &self.replication;
+        if r.setting > 0 || r.copies_in_sync > 0 {
+            let _ = writeln!(
+                out,
+                "replicas: {} per bucket; {} of {} copies in sync, {} building",
+                r.setting, r.copies_in_sync, r.copies_wanted, r.copies_building
+            );
+        }
         for w in &self.measured.clock_warnings {
             let _ = writeln!(out, "warning: {w}");
         }
@@ -509,6 +571,37 @@ impl Report {
             let _ = writeln!(out, "UNHEALTHY");
         }
         out
+    }
+}
+
+/// The cluster's replica copies: the setting (the highest any member reports), the copies
+/// it asks for (per bucket with a primary, as many as there are other active members, up to
+/// the setting) and those the reachable members hold in sync or build.
+fn replication(table: &TableView, probes: &[Probe]) -> Replication {
+    let statuses = || probes.iter().filter_map(|p| p.status.as_ref().ok());
+    let setting = statuses().map(|s| s.replication.setting).max().unwrap_or(0);
+    let active: Vec<bool> = table
+        .nodes
+        .iter()
+        .map(|n| n.state == NodeState::Active)
+        .collect();
+    let active_count = active.iter().filter(|a| **a).count() as u64;
+    let copies_wanted = table
+        .buckets
+        .iter()
+        .filter(|b| b.primary != NO_PRIMARY)
+        .map(|b| {
+            let primary_active = active.get(usize::from(b.primary)).copied().unwrap_or(false);
+            u64::from(setting).min(active_count - u64::from(primary_active))
+        })
+        .sum();
+    Replication {
+        setting,
+        copies_wanted,
+        copies_in_sync: statuses()
+            .map(|s| u64::from(s.replication.in_sync_of))
+            .sum(),
+        copies_building: statuses().map(|s| u64::from(s.replication.building)).sum(),
     }
 }
 
@@ -557,6 +650,7 @@ mod tests {
             wall_clock_us: wall,
             version: "shoald 0.1.0".into(),
             moves: Vec::new(),
+            replication: Default::default(),
         }
     }
 
@@ -566,6 +660,50 @@ mod tests {
             rtt_us,
             offset_us,
         }
+    }
+
+    #[test]
+    fn check_fails_while_replica_copies_are_missing() {
+        let t = table(3);
+        let with = |id: u8, role, in_sync_of: u32, building: u32| {
+            let mut s = status(id, role, 0);
+            s.replication = shoal_client::ReplicationStatus {
+                setting: 2,
+                replica_of: in_sync_of + building,
+                in_sync_of,
+                building,
+            };
+            probe(s, 100, 0)
+        };
+        // 8 buckets, 3 active members, 2 replicas each: 16 copies.
+        let full = [
+            with(1, RaftRole::Leader, 6, 0),
+            with(2, RaftRole::Follower, 5, 0),
+            with(3, RaftRole::Follower, 5, 0),
+        ];
+        let r = Report::build(&t, &full, 500);
+        assert_eq!(r.replication.copies_wanted, 16);
+        assert!(r.check_failures().is_empty(), "{:?}", r.check_failures());
+        assert!(r
+            .render()
+            .contains("replicas: 2 per bucket; 16 of 16 copies in sync"));
+        let short = [
+            with(1, RaftRole::Leader, 6, 1),
+            with(2, RaftRole::Follower, 4, 0),
+            with(3, RaftRole::Follower, 5, 0),
+        ];
+        let r = Report::build(&t, &short, 500);
+        assert!(r.healthy, "building copies do not make status unhealthy");
+        assert_eq!(
+            r.check_failures(),
+            vec!["15 of 16 replica copies in sync (2 per bucket; 1 building)".to_string()]
+        );
+        // With one member draining, its buckets' copies go to the two others: 2 per bucket
+        // for its buckets, 1 for the rest.
+        let mut drained = t.clone();
+        drained.nodes[2].state = NodeState::Draining;
+        let r = Report::build(&drained, &full, 500);
+        assert_eq!(r.replication.copies_wanted, 2 * 2 + 6);
     }
 
     #[test]

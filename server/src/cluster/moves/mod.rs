@@ -1,5 +1,5 @@
 //! Moving a bucket to another node while it is served: one mechanism for rebalancing,
-//! drains and hand-off at stop.
+//! drains, hand-off at stop, and the copies replicas keep.
 //!
 //! ```text
 //!  leader: StartMove(b, S→T) committed
@@ -16,6 +16,8 @@
 //!
 //! - [`wire`]: the MOVE request body.
 //! - [`source`]: the mover on the source, one task per move this node is the source of.
+//! - [`replicate`]: replication on a bucket's primary, one task per replica: the same copy,
+//!   kept in sync for good instead of switched over.
 //! - this module: the target's side ([`Moves::receive`]) and the rules for hidden copies
 //!   ([`Moves::before_serving`]).
 //!
@@ -27,6 +29,7 @@
 //! never deciding by a timer alone. The source drops its copy only once it has applied a
 //! table that names another primary.
 
+pub mod replicate;
 pub mod source;
 pub mod wire;
 
@@ -54,13 +57,32 @@ const HEADROOM_SHIFT: u32 = 4;
 #[derive(Debug, Default)]
 pub struct Moves {
     store: OnceLock<Store>,
-    /// Copies being received here: bucket → move id.
-    incoming: Mutex<BTreeMap<u32, u64>>,
+    /// Copies being received or kept here: bucket → whose.
+    incoming: Mutex<BTreeMap<u32, Incoming>>,
     /// Buckets hidden here by moves (being received, or moved away and dropped): shown
     /// again when this node becomes their primary.
     hidden: Mutex<BTreeSet<u32>>,
     /// Where a stopping node asks its control plane to hand its buckets off.
     hand_offs: OnceLock<mpsc::Sender<HandOffRequest>>,
+}
+
+/// Why this node receives a copy of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Incoming {
+    /// It is the target of this move (the id of its StartMove).
+    Move(u64),
+    /// It is a replica under the primary of this epoch.
+    Replica(u64),
+}
+
+impl Incoming {
+    /// Whether `state` still sends this copy to `me`.
+    fn wanted(self, bucket: u32, me: NodeId, state: &ClusterState) -> bool {
+        state.bucket(bucket).is_some_and(|b| match self {
+            Incoming::Move(id) => b.moving == Some(Move { id, to: me }),
+            Incoming::Replica(epoch) => b.epoch == epoch && b.replicas.contains(&me),
+        })
+    }
 }
 
 /// What the hand-off at a graceful stop achieved.
@@ -133,24 +155,30 @@ impl Moves {
         };
         let mut hidden = self.hidden.lock().unwrap_or_else(PoisonError::into_inner);
         let mut incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ended = Vec::new();
         hidden.retain(|&b| {
             let mine = state.bucket(b).is_some_and(|x| x.primary == Some(me));
             if mine {
-                incoming.remove(&b);
+                // A replica's copy becomes the bucket only through a promotion; given the
+                // bucket any other way (a new assignment), this node starts it empty.
+                if let Some(Incoming::Replica(_)) = incoming.remove(&b) {
+                    tracing::info!(
+                        bucket = b,
+                        "given a bucket it was a replica of: starting it empty"
+                    );
+                    store.drop_bucket(b);
+                }
                 store.show_bucket(b);
             }
             !mine
         });
-        let mut ended = Vec::new();
-        incoming.retain(|&b, &mut id| {
-            let wanted = state
-                .bucket(b)
-                .is_some_and(|x| x.moving == Some(Move { id, to: me }));
+        incoming.retain(|&b, copy| {
+            let wanted = copy.wanted(b, me, state);
             if !wanted {
                 tracing::info!(
                     bucket = b,
-                    move_id = id,
-                    "move ended without this node: dropping its copy"
+                    copy = ?copy,
+                    "copy no longer wanted here: dropping it"
                 );
                 ended.push(b);
             }
@@ -209,17 +237,20 @@ impl Moves {
         );
     }
 
-    /// Serves one MOVE request from `from` (the target's side). Returns the reply body: the
-    /// bucket's sequence number here after the request.
+    /// Serves one MOVE request (the target's side) or REPLICATE request (a replica's side,
+    /// `replica`: the body's id is the primary's epoch) from `from`. Returns the reply body:
+    /// the bucket's sequence number here after the request.
     ///
     /// # Errors
-    /// A [`PeerFailure`]: undecodable body; a move the applied table does not show (after
-    /// waiting [`OPEN_WAIT`] for it) or that is not open here; short of memory (the copy
-    /// never evicts what this node serves).
+    /// A [`PeerFailure`]: undecodable body; a move or replica the applied table does not
+    /// show (after waiting [`OPEN_WAIT`] for it) or that is not open here; a primary whose
+    /// epoch the table has passed; short of memory (a copy never evicts what this node
+    /// serves).
     pub async fn receive(
         &self,
         view: &super::ClusterView,
         from: NodeId,
+        replica: bool,
         body: &[u8],
     ) -> Result<Vec<u8>, PeerFailure> {
         let req = MoveRequest::decode(body).map_err(|e| PeerFailure::bad_request(e.to_string()))?;
@@ -228,15 +259,17 @@ impl Moves {
             .get()
             .ok_or_else(|| PeerFailure::not_ready("the data path is not running yet"))?;
         let me = view.me();
-        let wanted = Move {
-            id: req.move_id,
-            to: me,
+        let copy = if replica {
+            Incoming::Replica(req.move_id)
+        } else {
+            Incoming::Move(req.move_id)
+        };
+        let shows = |s: &ClusterState| {
+            copy.wanted(req.bucket, me, s)
+                && s.bucket(req.bucket)
+                    .is_some_and(|b| b.primary == Some(from))
         };
         if let Payload::Open = req.payload {
-            let shows = |s: &ClusterState| {
-                s.bucket(req.bucket)
-                    .is_some_and(|b| b.moving == Some(wanted) && b.primary == Some(from))
-            };
             let mut applied = view.applied_changes();
             let deadline = tokio::time::Instant::now() + OPEN_WAIT;
             while !shows(&view.state()) {
@@ -246,9 +279,9 @@ impl Moves {
                         return Err(PeerFailure::new(
                             Status::NotMyBucket,
                             format!(
-                            "the table here shows no move {} of bucket {} from {from} to this node",
-                            req.move_id, req.bucket
-                        ),
+                                "the table here does not send bucket {} from {from} to this node ({copy:?})",
+                                req.bucket
+                            ),
                         ))
                     }
                 }
@@ -260,9 +293,9 @@ impl Moves {
             self.incoming
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(req.bucket, req.move_id);
+                .insert(req.bucket, copy);
             store.drop_bucket(req.bucket);
-            tracing::info!(bucket = req.bucket, move_id = req.move_id, %from, "receiving a bucket");
+            tracing::info!(bucket = req.bucket, ?copy, %from, "receiving a bucket");
             return Ok(0u64.to_be_bytes().to_vec());
         }
         let open = self
@@ -270,12 +303,23 @@ impl Moves {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&req.bucket)
-            == Some(&req.move_id);
+            == Some(&copy);
         if !open {
             return Err(PeerFailure::bad_request(format!(
-                "move {} of bucket {} is not open here",
-                req.move_id, req.bucket
+                "{copy:?} of bucket {} is not open here",
+                req.bucket
             )));
+        }
+        // A replica takes records only from the primary the applied table names: an old
+        // primary (the table passed its epoch) can have no write acknowledged through here.
+        if replica && !shows(&view.state()) {
+            return Err(PeerFailure::new(
+                Status::NotMyBucket,
+                format!(
+                    "bucket {}: the table here has moved past the primary of epoch {}",
+                    req.bucket, req.move_id
+                ),
+            ));
         }
         match &req.payload {
             Payload::Open => {}
@@ -289,14 +333,18 @@ impl Moves {
                 }
             }
             Payload::Changes { through, changes } => {
-                let bytes: usize = changes
-                    .iter()
-                    .map(|c| match c {
-                        crate::store::Change::Set(item) => wire::item_len(item),
-                        _ => 0,
-                    })
-                    .sum();
-                check_room(store, bytes)?;
+                // A replica keeps up with what its primary holds; the room check is for
+                // copies still being made.
+                if !replica {
+                    let bytes: usize = changes
+                        .iter()
+                        .map(|c| match c {
+                            crate::store::Change::Set(item) => wire::item_len(item),
+                            _ => 0,
+                        })
+                        .sum();
+                    check_room(store, bytes)?;
+                }
                 for change in changes {
                     store.apply(change).map_err(store_failure)?;
                 }

@@ -45,18 +45,18 @@ const CHANGES_PER_REQUEST: usize = 1024;
 /// Snapshot requests in flight at once.
 const WINDOW: usize = 4;
 /// Time allowed for one MOVE request.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one MOVE request once the target is in sync (replies in the bucket wait
 /// for it): a target slower than this leaves the in-sync set (the attempt fails and the
 /// held replies are released; the source still holds every write).
-const IN_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const IN_SYNC_TIMEOUT: Duration = Duration::from_secs(1);
 /// Tail rounds after which the source parks even if writes keep coming (the park then
 /// sends what is left while nothing new arrives).
 const MAX_TAIL_ROUNDS: usize = 64;
 /// Attempts of one move before it is cancelled.
 const ATTEMPTS: u32 = 3;
 /// Pause between attempts.
-const RETRY_AFTER: Duration = Duration::from_millis(500);
+pub(super) const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// How moves run on this node.
 #[derive(Debug, Clone)]
@@ -143,9 +143,9 @@ pub async fn drive(ctx: Context) {
     }
 }
 
-/// Why one attempt of a move stopped.
+/// Why one attempt of a move (or of keeping a replica) stopped.
 #[derive(Debug)]
-enum Stop {
+pub(super) enum Stop {
     /// The table no longer shows this move with this node as the source.
     Gone,
     /// Something failed; the move may be tried again.
@@ -307,9 +307,9 @@ fn current(view: &ClusterView, bucket: u32, m: Move) -> bool {
 }
 
 /// Stops the bucket's change log when the attempt ends, however it ends.
-struct LogReader<'a> {
-    store: &'a Store,
-    bucket: u32,
+pub(super) struct LogReader<'a> {
+    pub(super) store: &'a Store,
+    pub(super) bucket: u32,
 }
 
 impl Drop for LogReader<'_> {
@@ -318,11 +318,13 @@ impl Drop for LogReader<'_> {
     }
 }
 
-/// The target's connection for one attempt.
-struct Target {
-    client: PeerClient,
-    move_id: u64,
-    bucket: u32,
+/// The receiving node's connection for one attempt: a move's target (MOVE, named by the
+/// move id) or a replica (REPLICATE, named by the primary's epoch).
+pub(super) struct Target {
+    pub(super) client: PeerClient,
+    pub(super) opcode: PeerOpcode,
+    pub(super) id: u64,
+    pub(super) bucket: u32,
 }
 
 /// `--fault-drop-move-change`: leaves the first set out of `changes`, once per attempt.
@@ -342,25 +344,90 @@ fn fault_drop_change(changes: &mut Vec<crate::store::Change>, dropped: &mut bool
 }
 
 impl Target {
-    async fn send(&self, payload: Payload) -> Result<u64, Stop> {
+    /// A second handle on the same connection.
+    fn again(&self) -> Target {
+        Target {
+            client: self.client.clone(),
+            opcode: self.opcode,
+            id: self.id,
+            bucket: self.bucket,
+        }
+    }
+
+    pub(super) async fn send(&self, payload: Payload) -> Result<u64, Stop> {
         self.send_within(payload, CALL_TIMEOUT).await
     }
 
-    async fn send_within(&self, payload: Payload, timeout: Duration) -> Result<u64, Stop> {
+    pub(super) async fn send_within(
+        &self,
+        payload: Payload,
+        timeout: Duration,
+    ) -> Result<u64, Stop> {
         let mut body = Vec::new();
         MoveRequest {
-            move_id: self.move_id,
+            move_id: self.id,
             bucket: self.bucket,
             payload,
         }
         .encode(&mut body);
-        let reply = self.client.call(PeerOpcode::Move, body, timeout).await?;
+        let reply = self.client.call(self.opcode, body, timeout).await?;
         let seq: [u8; 8] = reply
             .as_ref()
             .try_into()
-            .map_err(|_| Stop::Failed("the target's MOVE reply is not a seq".into()))?;
+            .map_err(|_| Stop::Failed("the target's reply is not a seq".into()))?;
         Ok(u64::from_be_bytes(seq))
     }
+}
+
+/// Sends the bucket's snapshot to `target` in batches (a few requests in flight, within the
+/// node's bandwidth budget) while `still()` holds; `progress(bytes, items)` after each
+/// batch. Returns the snapshot's start seq (read the change log from there) and the bytes
+/// and items sent.
+pub(super) async fn send_snapshot(
+    ctx: &Context,
+    store: &Store,
+    target: &Target,
+    still: impl Fn() -> bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(u64, u64, u64), Stop> {
+    let mut snapshot = store.snapshot_bucket(target.bucket);
+    let start = snapshot.start_seq();
+    let mut bytes = 0u64;
+    let mut items = 0u64;
+    let mut in_flight: JoinSet<Result<u64, Stop>> = JoinSet::new();
+    let mut batch: Vec<OwnedItem> = Vec::new();
+    let mut batch_bytes = 0;
+    loop {
+        let next = snapshot.next_batch();
+        let done = next.is_none();
+        for item in next.into_iter().flatten() {
+            batch_bytes += item_len(&item);
+            batch.push(item);
+        }
+        if batch_bytes >= BATCH_BYTES || (done && !batch.is_empty()) {
+            if !still() {
+                return Err(Stop::Gone);
+            }
+            ctx.budget.take(batch_bytes as u64).await;
+            bytes += batch_bytes as u64;
+            items += batch.len() as u64;
+            progress(bytes, items);
+            let payload = Payload::Items(std::mem::take(&mut batch));
+            batch_bytes = 0;
+            while in_flight.len() >= WINDOW {
+                in_flight.join_next().await.map_or(Ok(0), flatten)?;
+            }
+            let t = target.again();
+            in_flight.spawn(async move { t.send(payload).await });
+        }
+        if done {
+            break;
+        }
+    }
+    while let Some(r) = in_flight.join_next().await {
+        flatten(r)?;
+    }
+    Ok((start, bytes, items))
 }
 
 async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
@@ -396,7 +463,8 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     };
     let target = Target {
         client: PeerClient::new(addr, Some(m.to), ctx.identity.clone()),
-        move_id: m.id,
+        opcode: PeerOpcode::Move,
+        id: m.id,
         bucket,
     };
     target.send(Payload::Open).await?;
@@ -408,49 +476,14 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     }
 
     // 1. The snapshot, a few requests in flight.
-    let mut snapshot = store.snapshot_bucket(bucket);
-    let start = snapshot.start_seq();
-    let mut bytes = 0u64;
-    let mut items = 0u64;
-    {
-        let mut in_flight: JoinSet<Result<u64, Stop>> = JoinSet::new();
-        let mut batch: Vec<OwnedItem> = Vec::new();
-        let mut batch_bytes = 0;
-        loop {
-            let next = snapshot.next_batch();
-            let done = next.is_none();
-            for item in next.into_iter().flatten() {
-                batch_bytes += item_len(&item);
-                batch.push(item);
-            }
-            if batch_bytes >= BATCH_BYTES || (done && !batch.is_empty()) {
-                if !current(view, bucket, m) {
-                    return Err(Stop::Gone);
-                }
-                ctx.budget.take(batch_bytes as u64).await;
-                bytes += batch_bytes as u64;
-                items += batch.len() as u64;
-                report(view, bucket, m, MovePhase::Snapshot, bytes, items, started);
-                let payload = Payload::Items(std::mem::take(&mut batch));
-                batch_bytes = 0;
-                while in_flight.len() >= WINDOW {
-                    in_flight.join_next().await.map_or(Ok(0), flatten)?;
-                }
-                let t = Target {
-                    client: target.client.clone(),
-                    move_id: m.id,
-                    bucket,
-                };
-                in_flight.spawn(async move { t.send(payload).await });
-            }
-            if done {
-                break;
-            }
-        }
-        while let Some(r) = in_flight.join_next().await {
-            flatten(r)?;
-        }
-    }
+    let (start, mut bytes, items) = send_snapshot(
+        ctx,
+        &store,
+        &target,
+        || current(view, bucket, m),
+        |bytes, items| report(view, bucket, m, MovePhase::Snapshot, bytes, items, started),
+    )
+    .await?;
 
     // 2. The change log from the snapshot's start, until caught up.
     report(view, bucket, m, MovePhase::Tail, bytes, items, started);
@@ -566,7 +599,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
 /// Sends the changes after `through` in requests, once around; returns the bytes sent and
 /// whether the target holds everything up to the bucket's seq now. With the target in sync
 /// (`gate`), each request has [`IN_SYNC_TIMEOUT`] and releases the replies it covers.
-async fn send_changes(
+pub(super) async fn send_changes(
     ctx: &Context,
     store: &Store,
     target: &Target,

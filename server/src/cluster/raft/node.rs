@@ -12,6 +12,7 @@
 //!      raft members not in the state -> removed;  new members -> learners -> active
 //!      voters -> planner::desired_voters;  --initial-nodes reached -> spread;  orphans;
 //!      stale moves -> cancelled;  planner::plan_moves -> moves started (up to --max-moves)
+//!      planner::plan_replicas -> replicas added (built by their primaries) or dropped
 //! ```
 //!
 //! Running Raft apart from the data path's runtime keeps heartbeats on time while clients
@@ -247,7 +248,9 @@ async fn run(
     let coming_back = node.clone();
     tokio::spawn(async move { coming_back.reactivate().await });
     let reconciler = tokio::spawn(node.clone().reconcile_forever());
-    let mover = tokio::spawn(moves::source::drive(node.move_context()));
+    let copies = node.move_context();
+    let mover = tokio::spawn(moves::source::drive(copies.clone()));
+    let replicator = tokio::spawn(moves::replicate::drive(copies));
     let hand_offs = node
         .view
         .moves()
@@ -263,6 +266,7 @@ async fn run(
     let _ = stop.await;
     reconciler.abort();
     mover.abort();
+    replicator.abort();
     for task in [hand_offs, admin].into_iter().flatten() {
         task.abort();
     }
@@ -929,14 +933,28 @@ impl Node {
             return Ok(true);
         }
         let starts = planner::plan_moves(&state, self.config.max_moves);
-        if starts.is_empty() {
-            return Ok(false);
-        }
-        for cmd in starts {
+        for cmd in &starts {
             tracing::info!(?cmd, "starting a bucket move");
-            self.write(cmd).await?;
+            // Stale when a primary changed the bucket's replicas meanwhile: planned again.
+            self.write_settled(cmd.clone()).await?;
         }
-        Ok(true)
+
+        // 6. Replicas: added where missing (built by the primaries), dropped where extra.
+        let replicas =
+            planner::plan_replicas(&state, self.config.max_moves * planner::BUILDS_PER_MOVE);
+        // Proposed together, so that Raft commits them in a few batches rather than one
+        // entry (and one log flush) after another.
+        let changed = !replicas.is_empty();
+        let mut writes = tokio::task::JoinSet::new();
+        for cmd in replicas {
+            tracing::debug!(?cmd, "changing a bucket's replicas");
+            let node = self.clone();
+            writes.spawn(async move { node.write_settled(cmd).await });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.map_err(|e| format!("replica change: {e}"))??;
+        }
+        Ok(!starts.is_empty() || changed)
     }
 
     /// Commits `cmd` through the Raft leader and returns what applying it did: here, under
@@ -1306,6 +1324,18 @@ impl Node {
         )
     }
 
+    /// Like [`Node::write`], but a stale compare-and-set is not an error (the planner looks
+    /// again at the next round).
+    async fn write_settled(&self, cmd: Command) -> Result<(), String> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(r) => match r.data {
+                Outcome::Done | Outcome::Unchanged | Outcome::Stale { .. } => Ok(()),
+                other => Err(format!("{cmd:?}: {other:?}")),
+            },
+            Err(e) => Err(format!("{cmd:?}: {e}")),
+        }
+    }
+
     async fn write(&self, cmd: Command) -> Result<(), String> {
         match self.raft.client_write(cmd.clone()).await {
             Ok(r) => match r.data {
@@ -1430,11 +1460,16 @@ impl PeerHandler for Service {
                     .await
                     .map_err(PeerFailure::bad_request)
             }
-            PeerOpcode::Move => {
+            PeerOpcode::Move | PeerOpcode::Replicate => {
                 self.node
                     .view
                     .moves()
-                    .receive(&self.node.view, from.node_id, &body)
+                    .receive(
+                        &self.node.view,
+                        from.node_id,
+                        op == PeerOpcode::Replicate,
+                        &body,
+                    )
                     .await
             }
             PeerOpcode::LeaveVoters => {

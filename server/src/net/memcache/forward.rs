@@ -674,9 +674,7 @@ pub(crate) fn run_forwarded(shared: &Shared, command: &[u8]) -> Ran {
     counts.forwarded_in += 1;
     let ran = match parse(command, &shared.limits) {
         Ok(Some((cmd, used))) if used == command.len() && !is_local_only(&cmd) => {
-            let gated = cmd
-                .single_key()
-                .and_then(|k| shared.keyspace.gated_bucket(k));
+            let gated = shared.keyspace.gated(|| cmd.keys());
             let mut exec = Exec {
                 shared,
                 counts: &mut counts,
@@ -693,7 +691,7 @@ pub(crate) fn run_forwarded(shared: &Shared, command: &[u8]) -> Ran {
                 .into(),
                 None => Ran {
                     executed: Executed::Reply(std::mem::take(out.ready())),
-                    after: gated.and_then(|b| shared.keyspace.copies_hold(b)),
+                    after: gated.and_then(|g| shared.keyspace.copies_hold(g)),
                 },
             }
         }

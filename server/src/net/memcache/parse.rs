@@ -220,21 +220,21 @@ pub enum TextCommand<'a> {
 }
 
 impl TextCommand<'_> {
-    /// The key of a command that addresses exactly one (a get of one key included); `None`
-    /// for multi-key gets and commands without a key.
-    pub fn single_key(&self) -> Option<&[u8]> {
-        match self {
+    /// Every key the command reads or writes (none for commands without keys), for the
+    /// in-sync gate.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let (one, many) = match self {
             TextCommand::Get { keys, .. } | TextCommand::Gat { keys, .. } => {
-                let mut it = keys.iter();
-                it.next().filter(|_| it.next().is_none())
+                (None, Some(keys.iter()))
             }
             TextCommand::Store { key, .. }
             | TextCommand::Delete { key, .. }
             | TextCommand::Incr { key, .. }
-            | TextCommand::Touch { key, .. } => Some(key),
-            TextCommand::Meta(req) => Some(req.key()),
-            _ => None,
-        }
+            | TextCommand::Touch { key, .. } => (Some(*key), None),
+            TextCommand::Meta(req) => (Some(req.key()), None),
+            _ => (None, None),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 

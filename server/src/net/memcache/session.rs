@@ -114,13 +114,14 @@ impl Session for TextSession {
                         not_mine: None,
                     };
                     let keyspace = &self.shared.keyspace;
-                    let gated = cmd.single_key().and_then(|k| keyspace.gated_bucket(k));
+                    let gated = keyspace.gated(|| cmd.keys());
                     let mark = out.mark();
                     match exec.run(cmd, out) {
                         Outcome::Done => {
                             self.counts.commands += 1;
                             pos += used;
-                            if let Some(hold) = gated.and_then(|b| keyspace.copies_hold(b)) {
+                            let hold = gated.and_then(|g| keyspace.copies_hold(g));
+                            if let Some(hold) = hold {
                                 out.hold_back(mark, hold);
                             }
                         }

@@ -129,6 +129,14 @@ impl Codec {
         }
     }
 
+    /// Which request the reply at the start of `input` answers.
+    pub fn reply_id(&self, input: &[u8]) -> ReplyId {
+        match self.protocol {
+            Protocol::Memcache | Protocol::Resp => ReplyId::InOrder,
+            Protocol::Native => native::reply_id(input),
+        }
+    }
+
     /// Decodes the reply to a request of kind `kind` (and id `id`) at the start of `input`.
     /// `Ok(None)`: more bytes are needed.
     ///
@@ -141,6 +149,17 @@ impl Codec {
             Protocol::Native => native::decode(input, kind, id),
         }
     }
+}
+
+/// Which request a reply answers ([`Codec::reply_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyId {
+    /// The oldest one in flight (replies come in request order).
+    InOrder,
+    /// The one with this request id.
+    Id(u32),
+    /// Not known until more of the reply arrived.
+    Incomplete,
 }
 
 /// Position of the first `\r\n` in `buf`, if any.

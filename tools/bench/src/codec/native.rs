@@ -39,6 +39,14 @@ pub fn encode(op: &Op<'_>, id: u32, out: &mut Vec<u8>) {
     Request { id, command }.encode(out);
 }
 
+/// The request id of the reply at the start of `input` (header bytes 8..12).
+pub fn reply_id(input: &[u8]) -> super::ReplyId {
+    match input.get(8..12) {
+        Some(id) => super::ReplyId::Id(u32::from_be_bytes([id[0], id[1], id[2], id[3]])),
+        None => super::ReplyId::Incomplete,
+    }
+}
+
 /// Decodes the reply to the request of kind `kind` and id `id` (0 for HELLO).
 ///
 /// # Errors

@@ -1,0 +1,200 @@
+//! Replication between real `shoald` processes: every bucket gets its replicas on other
+//! nodes, a write is acknowledged only once every in-sync replica holds it, a replica that
+//! stops answering leaves the in-sync set (writes go on) and is rebuilt when it is back, and
+//! the replica count changes at run time.
+
+mod cluster_common;
+
+use cluster_common::{mc, stat, workspace_binary, Cluster, Member, Text, BUCKETS, SETTLE};
+use shoal_client::blocking::Client;
+use shoal_client::Client as AsyncClient;
+use shoal_proto::cluster::ReplicationStatus;
+use shoal_tests::wait_for;
+use std::time::Duration;
+
+/// A routed client of the whole cluster through `seed`.
+fn routed(seed: std::net::SocketAddr) -> Client {
+    AsyncClient::builder()
+        .seed(seed.to_string())
+        .connect_timeout(Duration::from_secs(2))
+        .build_blocking()
+        .expect("client")
+}
+
+/// Every member's replication figures (a member that does not answer counts as zeros).
+fn replication(c: &Cluster) -> Vec<ReplicationStatus> {
+    c.statuses()
+        .into_iter()
+        .map(|s| s.map(|s| s.replication).unwrap_or_default())
+        .collect()
+}
+
+/// Buckets with an in-sync replica, summed over the members (a bucket counts once per
+/// replica).
+fn in_sync_total(c: &Cluster) -> u32 {
+    replication(c).iter().map(|r| r.in_sync_of).sum()
+}
+
+/// Items held as replica copies, summed over the members.
+fn copies_total(members: &[&Member]) -> u64 {
+    members.iter().map(|m| stat(mc(m), "copy_items")).sum()
+}
+
+/// Items served, summed over the members.
+fn items_total(members: &[&Member]) -> u64 {
+    members.iter().map(|m| stat(mc(m), "curr_items")).sum()
+}
+
+fn ctl(c: &Cluster, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(workspace_binary("shoal-ctl"))
+        .args(["--server", &c.members[0].native().to_string()])
+        .args(args)
+        .output()
+        .expect("run shoal-ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn every_bucket_gets_an_in_sync_replica_and_a_write_is_acknowledged_once_its_replica_holds_it() {
+    // The default: one replica per bucket.
+    let c = Cluster::start(3, &[]);
+    let reps = replication(&c);
+    assert_eq!(in_sync_total(&c), BUCKETS, "{reps:?}");
+    for r in &reps {
+        // Spread: each node holds about a third of the copies.
+        assert!(r.replica_of >= BUCKETS / 3 - 2, "{reps:?}");
+        assert_eq!(r.replica_of, r.in_sync_of, "{reps:?}");
+    }
+    let members: Vec<&Member> = c.members.iter().collect();
+    // Through a routed native client, a node's memcached port (its own buckets, and others'
+    // forwarded): after each reply the item is on its replica already.
+    let native = routed(c.members[0].native());
+    let mut text = Text::connect(mc(&c.members[1]));
+    for i in 0..60u64 {
+        let key = format!("r{i}");
+        if i % 2 == 0 {
+            native.set(key.as_bytes(), b"v", 0, 0).expect("set");
+        } else {
+            assert_eq!(text.set(&key, "v"), "STORED\r\n");
+        }
+        assert_eq!(copies_total(&members), i + 1, "after {key}");
+    }
+    // Every kind of change reaches the replica before its reply: overwrite, append, delete.
+    assert_eq!(text.ask("append r1 0 0 1\r\nw\r\n"), "STORED\r\n");
+    native.delete(b"r0").expect("delete");
+    assert_eq!(copies_total(&members), 59);
+    assert_eq!(items_total(&members), 59);
+}
+
+#[test]
+fn a_replica_that_stops_answering_leaves_the_in_sync_set_and_is_rebuilt_when_back() {
+    let c = Cluster::start(3, &[]);
+    let members: Vec<&Member> = c.members.iter().collect();
+    let native = routed(c.members[0].native());
+    for i in 0..200 {
+        native
+            .set(format!("a{i}").as_bytes(), b"before", 0, 0)
+            .expect("set");
+    }
+    let paused = &c.members[2];
+    let held_before = stat(mc(paused), "copy_items");
+    assert!(held_before > 0);
+    paused.proc.pause();
+    // The other primaries take it out of the in-sync set of their buckets (it does not
+    // answer within the bound), and their writes go on without it.
+    let others = [&c.members[0], &c.members[1]];
+    let table = c.members[0].table().expect("table");
+    let paused_index = cluster_common::index_in(&table, paused);
+    assert!(
+        wait_for(SETTLE, || {
+            others
+                .iter()
+                .filter_map(|m| m.status())
+                .map(|s| s.replication.building)
+                .sum::<u32>()
+                > 0
+        }),
+        "the paused replica never left the in-sync set"
+    );
+    let mut writer = Text::connect(mc(&c.members[0]));
+    let mut written = 0;
+    for i in 0..200 {
+        let key = format!("a{i}");
+        if cluster_common::owner(&table, &key) == paused_index {
+            continue; // its primary is the paused node: no failover yet
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(writer.set(&key, "during"), "STORED\r\n");
+        // Bounded by the in-sync timeout (1 s) and one commit, not by the pause.
+        assert!(started.elapsed() < Duration::from_secs(5), "{key}");
+        written += 1;
+    }
+    assert!(written > 100);
+    paused.proc.resume();
+    // Back: rebuilt and in sync again; every served item has its copy.
+    assert!(
+        wait_for(SETTLE, || in_sync_total(&c) == BUCKETS
+            && replication(&c).iter().all(|r| r.building == 0)),
+        "{:?}",
+        replication(&c)
+    );
+    assert!(wait_for(SETTLE, || copies_total(&members) == items_total(&members)));
+    for i in 0..200 {
+        let key = format!("a{i}");
+        let got = native.get(key.as_bytes()).expect("get").expect("present");
+        assert!(
+            got.value.as_ref() == b"during" || got.value.as_ref() == b"before",
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn the_replica_count_changes_at_run_time() {
+    let c = Cluster::start(3, &[]);
+    let members: Vec<&Member> = c.members.iter().collect();
+    let native = routed(c.members[0].native());
+    for i in 0..300 {
+        native
+            .set(format!("n{i}").as_bytes(), b"x", 0, 0)
+            .expect("set");
+    }
+    assert_eq!(copies_total(&members), 300);
+
+    let (code, out) = ctl(&c, &["set", "replicas", "2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        wait_for(SETTLE, || in_sync_total(&c) == 2 * BUCKETS),
+        "{:?}",
+        replication(&c)
+    );
+    assert!(wait_for(SETTLE, || copies_total(&members) == 600));
+    // Each bucket now lives on every node: one primary, two replicas.
+    for s in c.statuses().into_iter().map(|s| s.expect("status")) {
+        assert_eq!(s.replication.replica_of + s.buckets_owned, BUCKETS, "{s:?}");
+    }
+
+    // More than the limit is refused; one node short of copies is not an error (as many as
+    // there are other members).
+    let (code, out) = ctl(&c, &["set", "replicas", "5"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("at most 4"), "{out}");
+
+    let (code, out) = ctl(&c, &["set", "replicas", "0"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        wait_for(SETTLE, || replication(&c).iter().all(|r| r.replica_of == 0)),
+        "{:?}",
+        replication(&c)
+    );
+    assert!(wait_for(SETTLE, || copies_total(&members) == 0));
+    assert_eq!(items_total(&members), 300);
+    let (code, out) = ctl(&c, &["set", "replicas", "0"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("already 0"), "{out}");
+}
