@@ -26,8 +26,9 @@
 //!   classes, free lists, CLOCK hands, bucket indexes and counters. A partition keeps the
 //!   pages it took until `flush_all`; keys spread evenly over buckets, so partitions fill
 //!   evenly.
-//! - **Eviction and rebalancing.** CLOCK per class, pages moved between classes under
-//!   pressure; the policy is documented in [`partition`].
+//! - **Eviction and rebalancing.** CLOCK per class, pages moved to a class whose items are
+//!   replaced faster than another class's (by the age of the pages each would give up next);
+//!   the policy is documented in [`partition`].
 //! - **Expiry.** TTLs are relative seconds (0 = never) turned into monotonic expiry times
 //!   ([`Clock::now`]). Expired items are reclaimed on access, by the eviction hand, and by
 //!   [`Store::crawl_expired`], which examines a bounded number of chunks per lock hold.
