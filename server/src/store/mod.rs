@@ -574,6 +574,19 @@ impl Store {
         self.lock(loc.part).incr(loc, key, delta, decr, create, now)
     }
 
+    /// Makes the OS commit up to `bytes` of the memory not yet given to any slab class, page
+    /// by page on the calling thread, stopping early once `stop` is set. A savefile load runs
+    /// it on a second thread: otherwise committing fresh memory (the kernel zeroing it on
+    /// first touch) takes half of the loading thread's time. Returns the bytes committed.
+    pub fn prefault(&self, bytes: u64, stop: &std::sync::atomic::AtomicBool) -> u64 {
+        let page = self.inner.config.page_size as u64;
+        let mut done = 0;
+        while done < bytes && !stop.load(Ordering::Relaxed) && self.inner.pool.prefault_one() {
+            done += page;
+        }
+        done
+    }
+
     /// Removes every item and returns all pages to the pool, one partition at a time.
     /// Every bucket's sequence number takes one step (it is never reset).
     pub fn flush_all(&self) {
