@@ -42,9 +42,12 @@ fn recently_written_keys_survive_a_full_cache_over_the_socket() {
         .expect("timeout");
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
-    let sizes = sizes(0x5eed_0f_ca11_ab1e, 2_500, 100.0, 500.0 * 1024.0);
+    let sizes = sizes(0x005e_ed0f_ca11_ab1e, 2_500, 100.0, 500.0 * 1024.0);
     let total: usize = sizes.iter().sum();
-    assert!(total > 2 * memory, "the run fills the cache more than twice");
+    assert!(
+        total > 2 * memory,
+        "the run fills the cache more than twice"
+    );
     for (i, &len) in sizes.iter().enumerate() {
         let mut req = format!("set key{i} 0 0 {len}\r\n").into_bytes();
         req.resize(req.len() + len, b'a' + (i % 26) as u8);

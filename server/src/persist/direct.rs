@@ -32,7 +32,7 @@ pub(crate) struct AlignedBuf {
 impl AlignedBuf {
     /// An empty buffer; `capacity` must be a multiple of [`DIRECT_ALIGN`].
     pub(crate) fn new(capacity: usize) -> AlignedBuf {
-        debug_assert_eq!(capacity % DIRECT_ALIGN, 0);
+        debug_assert!(capacity.is_multiple_of(DIRECT_ALIGN));
         let data = vec![0u8; capacity + DIRECT_ALIGN];
         let misalign = data.as_ptr() as usize % DIRECT_ALIGN;
         AlignedBuf {

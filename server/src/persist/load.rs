@@ -228,7 +228,7 @@ fn read_full(file: &File, buf: &mut AlignedBuf, offset: u64) -> io::Result<()> {
 
 /// Whether a direct read of `n` bytes ended off the alignment (only at the end of the file).
 fn direct_short(n: usize) -> bool {
-    n % DIRECT_ALIGN != 0
+    !n.is_multiple_of(DIRECT_ALIGN)
 }
 
 impl ReadAhead {
