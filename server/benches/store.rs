@@ -1,5 +1,6 @@
-//! Store micro-benchmark: get and set at 1 and 2 threads (ns per operation), and the
-//! capacity of the default 64 MiB store for 16-byte keys with 100-byte values.
+//! Store micro-benchmark: get and set at 1 and 2 threads (ns per operation), a set into a
+//! full store (every set evicts), and the capacity of the default 64 MiB store for 16-byte
+//! keys with 100-byte values.
 //!
 //! `cargo bench -p shoald --bench store` (plain timing loop, no harness). Compare the capacity
 //! with memcached using `server/benches/memcached_capacity.py`.
@@ -64,13 +65,21 @@ fn main() {
         println!("set  threads={threads}: {ns:7.1} ns/op per thread, {mops:6.2} Mops/s total");
     }
 
-    // Capacity: how many 16 + 100 byte items fit in the default 64 MiB.
+    // Capacity: how many 16 + 100 byte items fit in the default 64 MiB. The second half of
+    // the fill evicts on every set: its time is the cost of a set into a full store.
     let store = Store::new(StoreConfig::default()).expect("default config");
-    for i in 0..1_000_000 {
-        store
-            .set(SetMode::Set, &key(i), &value, 0, 0)
-            .expect("fill");
-    }
+    let fill = |from: u64, to: u64| {
+        for i in from..to {
+            store
+                .set(SetMode::Set, &key(i), &value, 0, 0)
+                .expect("fill");
+        }
+    };
+    fill(0, 500_000);
+    let start = Instant::now();
+    fill(500_000, 1_000_000);
+    let ns = start.elapsed().as_nanos() as f64 / 500_000.0;
+    println!("set into a full store (evicting), 1 thread: {ns:7.1} ns/op");
     let stats = store.stats();
     println!(
         "capacity: {} items of 16-byte key + 100-byte value in {} MiB ({} evictions, index {} KiB, other overhead {} KiB)",

@@ -4,17 +4,24 @@
 //! [`super::Persistence::open`]'s.
 
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::direct::{self, AlignedBuf, DIRECT_ALIGN};
 use super::savefile::{Header, Owned, SavefileReader};
 use super::{mb_per_s, PersistError, KEEP_ASIDE, PROGRESS_EVERY, SAVEFILE};
 use crate::datadir::sync_dir;
 use crate::store::{Store, StoreError};
 
-/// Buffer between the file and the savefile reader (1 MiB).
-const READ_BUFFER: usize = 1 << 20;
+/// Size of the reads a load makes (4 MiB, a multiple of [`DIRECT_ALIGN`]).
+const READ_BUFFER: usize = 4 << 20;
+/// Buffers read ahead of the savefile reader.
+const READS_AHEAD: usize = 4;
 
 /// What a load found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,15 +58,38 @@ pub struct LoadSummary {
 /// [`PersistError::Io`] when the file cannot be opened; [`PersistError::Damaged`] for any
 /// failed check (including read errors part-way).
 pub fn load(store: &Store, path: &Path, wall_now: u64) -> Result<LoadSummary, PersistError> {
+    let size = fs::metadata(path)
+        .map_err(PersistError::io("open", path))?
+        .len();
+    // A second thread commits the store's fresh memory ahead of the items (see
+    // `Store::prefault`), about as much as the file holds; it stops when the load ends.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let prefault = std::thread::Builder::new()
+            .name("shoald-prefault".into())
+            .spawn_scoped(scope, || store.prefault(size, &stop));
+        let loaded = load_items(store, path, size, wall_now);
+        stop.store(true, Ordering::Relaxed);
+        if let Ok(t) = prefault {
+            let _ = t.join();
+        }
+        loaded
+    })
+}
+
+fn load_items(
+    store: &Store,
+    path: &Path,
+    size: u64,
+    wall_now: u64,
+) -> Result<LoadSummary, PersistError> {
     let started = Instant::now();
-    let file = File::open(path).map_err(PersistError::io("open", path))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let damaged = |error| PersistError::Damaged {
         path: path.to_path_buf(),
         error,
     };
-    let mut reader =
-        SavefileReader::new(BufReader::with_capacity(READ_BUFFER, file)).map_err(damaged)?;
+    let read_ahead = ReadAhead::new(path).map_err(PersistError::io("open", path))?;
+    let mut reader = SavefileReader::new(read_ahead).map_err(damaged)?;
     let header = *reader.header();
     let evictions_before = store.stats().evictions;
     let mut summary = LoadSummary {
@@ -161,4 +191,122 @@ pub(super) fn set_aside(
         }
     }
     Ok(target)
+}
+
+/// A [`Read`] over a file read by a thread of its own, [`READS_AHEAD`] buffers of
+/// [`READ_BUFFER`] bytes ahead: the disk's reads overlap with checking and storing the
+/// items. The file is read directly (bypassing the page cache, see [`super::direct`]) when
+/// the file system allows. A read error reaches the reader where it happened; the thread
+/// stops when the reader is dropped.
+struct ReadAhead {
+    current: Option<AlignedBuf>,
+    at: usize,
+    full: Receiver<io::Result<AlignedBuf>>,
+    empty: Sender<AlignedBuf>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Fills `buf` from `file` at `offset`, until full or the end of the file.
+fn read_full(file: &File, buf: &mut AlignedBuf, offset: u64) -> io::Result<()> {
+    buf.offset = offset;
+    buf.len = 0;
+    let cap = buf.capacity();
+    while buf.len < cap {
+        let at = buf.len;
+        let n = file.read_at(&mut buf.space()[at..], offset + at as u64)?;
+        if n == 0 {
+            break;
+        }
+        buf.len += n;
+        if direct_short(n) {
+            // A direct read that stops short of the alignment is at the end of the file.
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a direct read of `n` bytes ended off the alignment (only at the end of the file).
+fn direct_short(n: usize) -> bool {
+    !n.is_multiple_of(DIRECT_ALIGN)
+}
+
+impl ReadAhead {
+    fn new(path: &Path) -> io::Result<Self> {
+        let (mut file, mut direct) = direct::open(path)?;
+        let path = path.to_path_buf();
+        let (tx, full) = sync_channel::<io::Result<AlignedBuf>>(READS_AHEAD);
+        let (empty, recycled) = channel::<AlignedBuf>();
+        let thread = std::thread::Builder::new()
+            .name("shoald-load".into())
+            .spawn(move || {
+                let mut offset = 0u64;
+                loop {
+                    let mut buf = recycled
+                        .try_recv()
+                        .unwrap_or_else(|_| AlignedBuf::new(READ_BUFFER));
+                    let mut result = read_full(&file, &mut buf, offset);
+                    if direct
+                        && matches!(&result, Err(e) if e.kind() == io::ErrorKind::InvalidInput)
+                    {
+                        // The file system does not take direct reads after all.
+                        result = File::open(&path).and_then(|f| {
+                            file = f;
+                            direct = false;
+                            read_full(&file, &mut buf, offset)
+                        });
+                    }
+                    offset += buf.len as u64;
+                    let done = !matches!(&result, Ok(()) if buf.len > 0);
+                    if tx.send(result.map(|()| buf)).is_err() || done {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            current: None,
+            at: 0,
+            full,
+            empty,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(buf) = &self.current {
+                if self.at < buf.len {
+                    let n = out.len().min(buf.len - self.at);
+                    out[..n].copy_from_slice(&buf.bytes()[self.at..self.at + n]);
+                    self.at += n;
+                    return Ok(n);
+                }
+            }
+            match self.full.recv() {
+                Ok(Ok(buf)) if buf.len == 0 => return Ok(0),
+                Ok(Ok(buf)) => {
+                    if let Some(old) = self.current.replace(buf) {
+                        let _ = self.empty.send(old);
+                    }
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The thread ended after the end of the file or an error, both delivered.
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Unblock the thread (its send fails once the receiver is gone) and wait for it.
+        let (_, dead) = sync_channel(0);
+        drop(std::mem::replace(&mut self.full, dead));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -28,6 +28,7 @@
 //! temporary file. A loaded savefile is renamed aside before the node serves, so it is never
 //! loaded twice (which would bring back keys deleted after the load).
 
+mod direct;
 pub mod error;
 pub mod load;
 pub mod mode;

@@ -8,31 +8,45 @@
 //!
 //! # Eviction (CLOCK)
 //!
-//! Each class has a hand that sweeps its chunks page by page. Reads set a reference bit in
-//! the item's status byte. When the class needs a chunk and no free page is left, the hand
-//! advances: an expired item is reclaimed (counted as an expiration), an item with the bit set
-//! gets it cleared and is passed over, the first item without it is evicted. This
-//! approximates LRU within a class (an item survives at least one full sweep after its last
-//! read) at the cost of one bit and no list maintenance on reads.
+//! Each class has a hand that sweeps its chunks page by page, in the order of the class's
+//! page list. Reads set a reference bit in the item's status byte. When the class needs a
+//! chunk and no free page is left, the hand advances: an expired item is reclaimed (counted
+//! as an expiration), an item with the bit set gets it cleared and is passed over, the first
+//! item without it is evicted. This approximates LRU within a class at the cost of one bit
+//! and no list maintenance on reads, as long as every item, read or written, is met by the
+//! hand only after a full sweep:
+//!
+//! - an item written into the chunk the hand just freed, or into a new page (which joins the
+//!   class just behind the hand), is the last the hand reaches;
+//! - an item written into any other free chunk (freed by a delete, an overwrite, or a chained
+//!   item whose chunks were spread over the class) may be just ahead of the hand, so it is
+//!   written with the reference bit set: the hand passes it over once;
+//! - a page leaving the class leaves the hand where it was among the other pages.
+//!
+//! So an item is evicted only after the hand swept the whole class since it was last read
+//! or written, and never before an older item that nobody read.
 //!
 //! # Page rebalancing
 //!
-//! A class's *pressure* is the number of items it evicted since it last gained or lost a
-//! page. When a class must evict and no free page is left:
+//! The partition counts its writes (the *write clock*), and every page carries the clock of
+//! the last write of an item or part of one into it (its *stamp*). A class's *oldest page*
+//! is the one with the oldest stamp: everything in it is at least that old, wherever the
+//! hand is and however chained items are spread over the class, so it is the page the class
+//! gives up when another class takes one (found in amortised O(1), see
+//! [`Slab::oldest_page`]). When a class must evict and no free page is left:
 //!
-//! 1. a class with no page at all takes one from the class with the most pages;
-//! 2. a class whose pressure reached a quarter page of its chunks takes a page from
-//!    - the class (with at least 2 pages) with the most free chunks, if that is at least a
-//!      page's worth, or else
-//!    - the class (with at least 2 pages) with the lowest pressure per page, if that is at
-//!      most a quarter of its own: that class replaces its items rarely, so they are older;
+//! 1. a class with no page at all takes one: the oldest page of the class (with at least 2
+//!    pages) whose oldest page is the oldest, else a page of the class with the most pages;
+//! 2. a class whose own oldest page is less than half as old as the oldest page of another
+//!    class (with at least 2 pages) takes that page instead of evicting: memory goes where
+//!    items are replaced fastest, so items of every size live about as long (a global LRU,
+//!    within a factor of 2), and a shift in value sizes moves memory to the new sizes at once
+//!    instead of making them evict each other ("slab calcification");
 //! 3. a class that cannot free enough chunks by evicting its own items (a large chain) takes
 //!    a page from the class with the most pages.
 //!
-//! Moving a page evicts the items in it (counted as evictions), so a workload shift moves
-//! memory to the new size mix instead of starving it ("slab calcification"). Both classes'
-//! pressure is reset afterwards. Items are never moved, only evicted, so ids held by a
-//! snapshot stay meaningful.
+//! Moving a page evicts the items in it (counted as evictions). Items are never moved, only
+//! evicted, so ids held by a snapshot stay meaningful.
 //!
 //! # Hidden buckets and change logs
 //!
@@ -112,6 +126,8 @@ pub(crate) struct Partition {
     hidden: usize,
     /// Byte cap of each bucket's change log.
     log_cap: usize,
+    /// The write clock: items written into this partition, ever (see the module docs).
+    tick: u64,
 }
 
 impl Partition {
@@ -136,6 +152,7 @@ impl Partition {
             scratch: Vec::new(),
             hidden: 0,
             log_cap,
+            tick: 0,
         }
     }
 
@@ -687,13 +704,21 @@ impl Partition {
             seq,
             chained: place.chunks > 1,
         };
-        let head = self
+        let (head, recycled) = self
             .slab
-            .alloc(place.class)
+            .alloc_placed(place.class)
             .ok_or(StoreError::OutOfMemory)?;
+        self.tick += 1;
+        let tick = self.tick;
+        self.slab.stamp(self.slab.page_of(head), tick);
+        // A chunk freed anywhere in the class may be just ahead of the hand (module docs).
+        let ahead = recycled && !self.slab.hand_just_passed(place.class, head);
         let mut cursor = PartsCursor::new(parts);
         let chunk = self.slab.chunk_mut(head);
         hdr.write(chunk);
+        if ahead {
+            chunk[0] |= ST_REF;
+        }
         write_atime(chunk, now);
         let key_off = hdr.key_offset();
         chunk[key_off..key_off + key.len()].copy_from_slice(key);
@@ -710,6 +735,7 @@ impl Partition {
                 self.slab.free_chain(head);
                 return Err(StoreError::OutOfMemory);
             };
+            self.slab.stamp(self.slab.page_of(id), tick);
             let chunk = self.slab.chunk_mut(id);
             chunk[0] = ST_USED;
             wr_u32(chunk, OFF_CONT_HEAD, head);
@@ -750,13 +776,15 @@ impl Partition {
                 return Ok(());
             }
             if let Some(page) = self.pool.take(self.slab.page_count()) {
-                self.slab.add_page(page, class);
+                self.slab.add_page(page, class, self.tick);
                 continue;
             }
             let victim = if self.slab.classes[class].pages.is_empty() {
-                self.largest_other_class(class)
+                self.older_class(class, 0)
+                    .or_else(|| self.largest_other_class(class))
             } else {
-                self.rebalance_victim(class)
+                let own = self.slab.oldest_page(class).map_or(0, |p| self.age(p));
+                self.older_class(class, own.saturating_mul(2))
             };
             if victim.is_some_and(|victim| self.move_page(victim, class, now)) {
                 continue;
@@ -779,37 +807,46 @@ impl Partition {
             .max_by_key(|&v| (self.slab.classes[v].pages.len(), self.slab.free_count(v)))
     }
 
-    /// Rule 2 of the rebalancing policy (see the module docs).
-    fn rebalance_victim(&self, class: usize) -> Option<usize> {
-        let classes = &self.slab.classes;
-        let c = &classes[class];
-        if c.pressure < u64::from((c.per_page / 4).max(1)) {
-            return None;
-        }
-        let candidates =
-            || (0..classes.len()).filter(move |&v| v != class && classes[v].pages.len() >= 2);
-        let roomy = candidates()
-            .filter(|&v| self.slab.free_count(v) >= classes[v].per_page)
-            .max_by_key(|&v| self.slab.free_count(v));
-        if roomy.is_some() {
-            return roomy;
-        }
-        let rate = |v: usize| classes[v].pressure / classes[v].pages.len().max(1) as u64;
-        let own = rate(class);
-        candidates()
-            .filter(|&v| rate(v).saturating_mul(4) <= own)
-            .min_by_key(|&v| (rate(v), std::cmp::Reverse(classes[v].pages.len())))
+    /// Write clock ticks since `page` was last written.
+    #[inline]
+    fn age(&self, page: u32) -> u64 {
+        self.tick - self.slab.page(page).stamp
     }
 
-    /// Moves the emptiest page of `from` to `to`, evicting whatever it holds; pages holding
-    /// items of hidden buckets are not moved. Returns whether a page moved.
+    /// The class other than `class`, with at least 2 pages, whose oldest page is the oldest,
+    /// if that page is older than `than` ticks (rules 1 and 2 of the module docs).
+    fn older_class(&mut self, class: usize, than: u64) -> Option<usize> {
+        let mut best: Option<(usize, u64)> = None;
+        for v in 0..self.slab.classes.len() {
+            if v == class || self.slab.classes[v].pages.len() < 2 {
+                continue;
+            }
+            let Some(page) = self.slab.oldest_page(v) else {
+                continue;
+            };
+            let age = self.age(page);
+            if age > than && best.is_none_or(|(_, a)| age > a) {
+                best = Some((v, age));
+            }
+        }
+        best.map(|(v, _)| v)
+    }
+
+    /// Moves the oldest page of `from` (see the module docs) to `to`, evicting whatever it
+    /// holds; pages holding items of hidden buckets are not moved (then the emptiest other
+    /// page goes). Returns whether a page moved.
     fn move_page(&mut self, from: usize, to: usize, now: u32) -> bool {
-        let Some(&page) = self.slab.classes[from]
-            .pages
-            .iter()
-            .filter(|&&p| self.hidden == 0 || !self.page_has_hidden(p))
-            .min_by_key(|&&p| self.slab.page(p).used)
-        else {
+        let oldest = self.slab.oldest_page(from);
+        let movable = |p: u32| self.hidden == 0 || !self.page_has_hidden(p);
+        let next = oldest.filter(|&p| movable(p));
+        let Some(page) = next.or_else(|| {
+            self.slab.classes[from]
+                .pages
+                .iter()
+                .copied()
+                .filter(|&p| movable(p))
+                .min_by_key(|&p| self.slab.page(p).used)
+        }) else {
             return false;
         };
         for slot in 0..self.slab.page(page).init {
@@ -830,11 +867,8 @@ impl Partition {
             };
             self.remove_by_id(head, reason);
         }
-        self.slab.move_page(page, to);
-        self.slab.classes[from].pressure = 0;
-        let target = &mut self.slab.classes[to];
-        target.pressure = 0;
-        target.pages_gained += 1;
+        self.slab.move_page(page, to, self.tick);
+        self.slab.classes[to].pages_gained += 1;
         self.counters.pages_moved += 1;
         true
     }
@@ -878,7 +912,6 @@ impl Partition {
                 continue;
             }
             self.remove_by_id(id, Reason::Evicted);
-            self.slab.classes[class].pressure += 1;
             return true;
         }
         false

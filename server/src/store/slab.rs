@@ -110,7 +110,10 @@ impl Geometry {
 /// The pages not yet given to a partition. Locked briefly, only when a class needs a page.
 #[derive(Debug)]
 pub(crate) struct PagePool {
+    /// Pages never written to since they were allocated (the OS commits them on first touch).
     pages: Mutex<Vec<Box<[u8]>>>,
+    /// Pages already touched by [`PagePool::prefault_one`]; handed out first.
+    ready: Mutex<Vec<Box<[u8]>>>,
     /// Most pages one partition may hold (the memory limit, `Store::set_memory_limit`);
     /// `usize::MAX` (no limit beyond the pool) at start.
     per_partition: AtomicUsize,
@@ -124,6 +127,7 @@ impl PagePool {
             .collect();
         Self {
             pages: Mutex::new(pages),
+            ready: Mutex::new(Vec::new()),
             per_partition: AtomicUsize::new(usize::MAX),
         }
     }
@@ -134,14 +138,44 @@ impl PagePool {
         if held >= self.per_partition.load(Ordering::Relaxed) {
             return None;
         }
-        self.pages
+        let ready = self
+            .ready
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+            .pop();
+        ready.or_else(|| {
+            self.pages
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()
+        })
+    }
+
+    /// Touches one untouched page (a write per 4 KiB, outside any lock) so that the OS
+    /// commits it now, on the calling thread, instead of in the middle of a write under a
+    /// partition lock; returns whether there was one. Used while loading a savefile, where
+    /// committing fresh pages is half of the loading thread's time.
+    pub(crate) fn prefault_one(&self) -> bool {
+        let page = self
+            .pages
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let Some(mut page) = page else {
+            return false;
+        };
+        for at in (0..page.len()).step_by(4096) {
+            page[at] = std::hint::black_box(0);
+        }
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(page);
+        true
     }
 
     pub(crate) fn give_back(&self, pages: impl Iterator<Item = Box<[u8]>>) {
-        self.pages
+        self.ready
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(pages);
@@ -158,10 +192,17 @@ impl PagePool {
     }
 
     pub(crate) fn free_pages(&self) -> usize {
-        self.pages
+        let ready = self
+            .ready
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .len();
+        ready
+            + self
+                .pages
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
     }
 }
 
@@ -177,6 +218,9 @@ pub(crate) struct Page {
     pub init: u32,
     /// Slots currently allocated.
     pub used: u32,
+    /// The partition's write clock when an item (or part of one) was last written into the
+    /// page, or when the page joined its class: how long the page has gone unwritten.
+    pub stamp: u64,
 }
 
 /// One slab class of a partition.
@@ -195,16 +239,17 @@ pub(crate) struct Class {
     bump: u32,
     /// Chunks allocated.
     pub used: u64,
-    /// CLOCK hand: position in `pages` and slot.
+    /// CLOCK hand: position in `pages`. `pages` is kept in the hand's order: a page joins
+    /// just behind the hand, and a page leaving keeps the order of the others.
     pub hand_pos: usize,
     /// CLOCK hand: slot within the page.
     pub hand_slot: u32,
     /// Items evicted from this class, ever.
     pub evictions: u64,
-    /// Items evicted since the class last gained or lost a page (rebalance pressure).
-    pub pressure: u64,
     /// Pages moved into this class by rebalancing.
     pub pages_gained: u64,
+    /// Cache of [`Slab::oldest_page`]: the page and its stamp when it was found.
+    oldest: (u32, u64),
 }
 
 /// The slab memory of one partition.
@@ -230,8 +275,8 @@ impl Slab {
                 hand_pos: 0,
                 hand_slot: 0,
                 evictions: 0,
-                pressure: 0,
                 pages_gained: 0,
+                oldest: (NONE, 0),
             })
             .collect();
         Self {
@@ -316,7 +361,14 @@ impl Slab {
 
     /// Takes a free chunk of `class`, or `None` when there is none.
     pub(crate) fn alloc(&mut self, class: usize) -> Option<ChunkId> {
-        let id = if self.classes[class].free_head != NONE {
+        self.alloc_placed(class).map(|(id, _)| id)
+    }
+
+    /// Takes a free chunk of `class`; also says whether it came from the free list (a chunk
+    /// freed anywhere in the class) rather than from a fresh page's bump cursor.
+    pub(crate) fn alloc_placed(&mut self, class: usize) -> Option<(ChunkId, bool)> {
+        let recycled = self.classes[class].free_head != NONE;
+        let id = if recycled {
             let id = self.classes[class].free_head;
             let next = rd_u32(self.chunk(id), OFF_FREE_NEXT);
             if next != NONE {
@@ -345,7 +397,50 @@ impl Slab {
         self.classes[class].used += 1;
         // Mark as used right away so a half-written chain is never mistaken for free.
         self.chunk_mut(id)[0] = ST_USED;
-        Some(id)
+        Some((id, recycled))
+    }
+
+    /// Whether the CLOCK hand of `class` passed `id` last: the chunk is in the hand's page,
+    /// before the hand. An item written there is the last one the hand reaches again.
+    #[inline]
+    pub(crate) fn hand_just_passed(&self, class: usize, id: ChunkId) -> bool {
+        let c = &self.classes[class];
+        let (page, slot) = self.split(id);
+        c.pages.get(c.hand_pos) == Some(&(page as u32)) && (slot as u32) < c.hand_slot
+    }
+
+    /// The page of `class` written longest ago (oldest [`Page::stamp`]): every item (part)
+    /// in it is at least that old, so it is the one the class gives up when another class
+    /// takes a page. `None` without pages. Amortised O(1): the answer is cached and
+    /// recomputed only once that page was written or left the class (stamps only grow).
+    pub(crate) fn oldest_page(&mut self, class: usize) -> Option<u32> {
+        let (page, stamp) = self.classes[class].oldest;
+        if page != NONE {
+            let p = &self.pages[page as usize];
+            if p.class == class && p.stamp == stamp {
+                return Some(page);
+            }
+        }
+        let c = &self.classes[class];
+        let oldest = c
+            .pages
+            .iter()
+            .map(|&p| (p, self.pages[p as usize].stamp))
+            .min_by_key(|&(_, stamp)| stamp);
+        self.classes[class].oldest = oldest.unwrap_or((NONE, 0));
+        oldest.map(|(p, _)| p)
+    }
+
+    /// Records that page `page` was written at write clock `tick`.
+    #[inline]
+    pub(crate) fn stamp(&mut self, page: u32, tick: u64) {
+        self.pages[page as usize].stamp = tick;
+    }
+
+    /// The page holding chunk `id`.
+    #[inline]
+    pub(crate) fn page_of(&self, id: ChunkId) -> u32 {
+        self.split(id).0 as u32
     }
 
     /// Returns one chunk to its class's free list.
@@ -402,8 +497,9 @@ impl Slab {
         count
     }
 
-    /// Gives `class` a page: a fresh one from the pool (`data`), handed out by the bump cursor.
-    pub(crate) fn add_page(&mut self, data: Box<[u8]>, class: usize) {
+    /// Gives `class` a page: a fresh one from the pool (`data`), handed out by the bump cursor,
+    /// stamped with write clock `tick`.
+    pub(crate) fn add_page(&mut self, data: Box<[u8]>, class: usize, tick: u64) {
         let index = self.pages.len() as u32;
         self.pages.push(Page {
             data,
@@ -411,12 +507,14 @@ impl Slab {
             size: self.classes[class].size,
             init: 0,
             used: 0,
+            stamp: tick,
         });
-        self.attach(index, class);
+        self.attach(index, class, tick);
     }
 
-    /// Makes the (emptied) page `index` part of `class`, with its bump cursor at slot 0.
-    fn attach(&mut self, index: u32, class: usize) {
+    /// Makes the (emptied) page `index` part of `class`, with its bump cursor at slot 0, just
+    /// behind the class's CLOCK hand (its new items are the last the hand reaches).
+    fn attach(&mut self, index: u32, class: usize, tick: u64) {
         // A partly used bump page is cut up first, so the class has one bump page at most.
         let old = self.classes[class].bump;
         if old != NONE {
@@ -436,13 +534,18 @@ impl Slab {
         page.size = size;
         page.init = 0;
         page.used = 0;
+        page.stamp = tick;
         let c = &mut self.classes[class];
-        c.pages.push(index);
+        let at = c.hand_pos.min(c.pages.len());
+        c.pages.insert(at, index);
+        c.hand_pos = at + 1;
         c.bump = index;
     }
 
-    /// Moves the page `index`, whose chunks must all be free already, from its class to `to`.
-    pub(crate) fn move_page(&mut self, index: u32, to: usize) {
+    /// Moves the page `index`, whose chunks must all be free already, from its class to `to`
+    /// (stamped with write clock `tick`). The other pages of its class keep their order and
+    /// the hand stays where it was among them.
+    pub(crate) fn move_page(&mut self, index: u32, to: usize, tick: u64) {
         let from = self.pages[index as usize].class;
         debug_assert_eq!(self.pages[index as usize].used, 0, "page still holds items");
         for slot in 0..self.pages[index as usize].init {
@@ -454,11 +557,14 @@ impl Slab {
             c.bump = NONE;
         }
         if let Some(pos) = c.pages.iter().position(|&p| p == index) {
-            c.pages.swap_remove(pos);
+            c.pages.remove(pos);
+            if pos < c.hand_pos {
+                c.hand_pos -= 1;
+            } else if pos == c.hand_pos {
+                c.hand_slot = 0;
+            }
         }
-        c.hand_pos = 0;
-        c.hand_slot = 0;
-        self.attach(index, to);
+        self.attach(index, to, tick);
     }
 
     /// Takes every page back (for `flush_all`), leaving the slab empty.
@@ -471,7 +577,7 @@ impl Slab {
             c.used = 0;
             c.hand_pos = 0;
             c.hand_slot = 0;
-            c.pressure = 0;
+            c.oldest = (NONE, 0);
         }
         self.pages.drain(..).map(|p| p.data)
     }
@@ -514,7 +620,7 @@ mod tests {
     fn alloc_free_and_move_page_keep_counts() {
         let g = geo();
         let mut slab = Slab::new(g.clone());
-        slab.add_page(vec![0u8; g.page_size].into_boxed_slice(), 0);
+        slab.add_page(vec![0u8; g.page_size].into_boxed_slice(), 0, 0);
         let per = g.per_page(0);
         assert_eq!(slab.free_count(0), per);
         let ids: Vec<_> = (0..10).map(|_| slab.alloc(0).expect("chunk")).collect();
@@ -525,7 +631,7 @@ mod tests {
         assert_eq!(slab.free_count(0), per);
         assert_eq!(slab.alloc(0), Some(ids[9]), "free list is LIFO");
         slab.free(ids[9]);
-        slab.move_page(0, 3);
+        slab.move_page(0, 3, 0);
         assert_eq!(slab.free_count(0), 0);
         assert_eq!(slab.free_count(3), g.per_page(3));
         assert_eq!(slab.classes[0].free_len, 0);

@@ -1066,3 +1066,137 @@ fn memory_limit_caps_the_pages_partitions_take_and_can_be_lifted() {
     fill(&store, "b");
     assert!(store.stats().pages_used > 48);
 }
+
+// ---- eviction order under a full store (issue 20) ----
+
+/// A small deterministic generator (xorshift64*), so the size sequences are reproducible.
+struct Sizes(u64);
+
+impl Sizes {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A size between `lo` and `hi`, log-uniform (every order of magnitude as likely).
+    fn log_uniform(&mut self, lo: usize, hi: usize) -> usize {
+        let (l, h) = ((lo as f64).ln(), (hi as f64).ln());
+        let x = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        ((l + (h - l) * x).exp() as usize).clamp(lo, hi)
+    }
+
+    /// A size between `lo` and `hi`, uniform.
+    fn uniform(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// Writes `sizes` under keys `{prefix}{i}` (each value filled with a byte of its index), then
+/// checks that the most recently written items whose sizes add up to at most `window` bytes
+/// are all readable with their values. Reads nothing before the check (a read would protect
+/// an item). Returns how many items the window held.
+fn recent_items_survive(store: &Store, prefix: &str, sizes: &[usize], window: usize) -> usize {
+    for (i, &len) in sizes.iter().enumerate() {
+        store
+            .set(
+                SetMode::Set,
+                format!("{prefix}{i}").as_bytes(),
+                &vec![i as u8; len],
+                0,
+                0,
+            )
+            .expect("set");
+    }
+    let (mut bytes, mut n, mut lost) = (0, 0, Vec::new());
+    for (i, &len) in sizes.iter().enumerate().rev() {
+        bytes += len;
+        if bytes > window {
+            break;
+        }
+        n += 1;
+        let key = format!("{prefix}{i}");
+        let no_update = MetaGet {
+            no_update: true,
+            ..MetaGet::default()
+        };
+        match store.meta_get(key.as_bytes(), &no_update, |item, _| item.value_vec()) {
+            Some(v) if v.len() == len && v.iter().all(|&b| b == i as u8) => {}
+            Some(_) => panic!("{key}: wrong value"),
+            None => lost.push((sizes.len() - 1 - i, len)),
+        }
+    }
+    let stats = store.stats();
+    assert!(stats.evictions > 0, "the store never filled: {stats:?}");
+    assert!(
+        lost.is_empty(),
+        "{} of the {n} most recent items ({window} bytes of {} memory) were evicted; \
+         (age in writes, size) of the first: {:?}; pages moved {}, evictions {}",
+        lost.len(),
+        stats.memory,
+        &lost[..lost.len().min(10)],
+        stats.pages_moved,
+        stats.evictions
+    );
+    n
+}
+
+fn eviction_config(memory: usize) -> StoreConfig {
+    StoreConfig {
+        memory,
+        max_value: 512 << 10,
+        ..StoreConfig::default()
+    }
+}
+
+#[test]
+fn recent_items_survive_mixed_sizes_up_to_500k() {
+    let (store, _) = store_with_clock(eviction_config(64 << 20));
+    let mut rng = Sizes(0x9e37_79b9_7f4a_7c15);
+    let sizes: Vec<usize> = (0..4_000)
+        .map(|_| rng.log_uniform(100, 500 << 10))
+        .collect();
+    let n = recent_items_survive(&store, "mixed", &sizes, 16 << 20);
+    assert!(n > 50, "{n}");
+}
+
+#[test]
+fn recent_items_survive_uniform_sizes_up_to_500k() {
+    let (store, _) = store_with_clock(eviction_config(64 << 20));
+    let mut rng = Sizes(0x1234_5678_9abc_def1);
+    let sizes: Vec<usize> = (0..1_000).map(|_| rng.uniform(100, 500 << 10)).collect();
+    let n = recent_items_survive(&store, "uniform", &sizes, 16 << 20);
+    assert!(n > 10, "{n}");
+}
+
+#[test]
+fn recent_items_survive_a_shift_from_small_to_large_values() {
+    let (store, _) = store_with_clock(eviction_config(32 << 20));
+    let mut rng = Sizes(0xdead_beef_cafe_f00d);
+    // Many small values (about twice the memory), then larger ones (twice the memory).
+    let mut sizes: Vec<usize> = (0..300_000).map(|_| rng.uniform(100, 200)).collect();
+    let mut large = 0;
+    while large < 64 << 20 {
+        let len = rng.uniform(2 << 10, 60 << 10);
+        large += len;
+        sizes.push(len);
+    }
+    let n = recent_items_survive(&store, "shift", &sizes, 8 << 20);
+    assert!(n > 100, "{n}");
+}
+
+#[test]
+fn recent_items_survive_a_shift_partway_through() {
+    // The check right after the new size starts to take over: the class still grows.
+    let (store, _) = store_with_clock(eviction_config(32 << 20));
+    let mut rng = Sizes(0x0bad_cafe_1234_5678);
+    let mut sizes: Vec<usize> = (0..300_000).map(|_| rng.uniform(100, 200)).collect();
+    let mut large = 0;
+    while large < 12 << 20 {
+        let len = rng.uniform(2 << 10, 60 << 10);
+        large += len;
+        sizes.push(len);
+    }
+    recent_items_survive(&store, "partway", &sizes, 8 << 20);
+}
