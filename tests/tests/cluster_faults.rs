@@ -99,9 +99,15 @@ fn sigusr1_cuts_a_node_off_from_its_peers_and_sigusr2_heals_it() {
 
 #[test]
 fn a_node_ignoring_the_table_keeps_keys_of_buckets_it_does_not_own() {
+    // No replicas: a replica copy on the faulty node would be hidden there, and a write to
+    // it forwarded to the owner instead of kept.
     let c = Cluster::start_nodes(
         fault_shoald_binary(),
-        &[&[], &[], &["--fault-ignore-table"]],
+        &[
+            &["--replicas", "0"],
+            &["--replicas", "0"],
+            &["--replicas", "0", "--fault-ignore-table"],
+        ],
     );
     let (owner, normal, faulty) = (&c.members[0], &c.members[1], &c.members[2]);
     let table = c.members[0].table().expect("table");

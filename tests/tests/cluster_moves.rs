@@ -146,11 +146,15 @@ struct StalledMove {
 
 impl StalledMove {
     fn start(phase: &str, park_timeout: &str) -> StalledMove {
+        // No replicas: the move to the other node copies the bucket (a move to an in-sync
+        // replica copies nothing, so it has none of these phases).
         let flags: &[&str] = &[
             "--fault-stall-move-at",
             phase,
             "--park-timeout",
             park_timeout,
+            "--replicas",
+            "0",
         ];
         let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[flags, flags]);
         let admin = routed(c.members[0].native());

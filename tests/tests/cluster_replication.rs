@@ -198,3 +198,45 @@ fn the_replica_count_changes_at_run_time() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("already 0"), "{out}");
 }
+
+#[test]
+fn a_move_to_an_in_sync_replica_promotes_its_copy_and_every_key_reads_back() {
+    // Two nodes, one replica: every bucket's replica is the other node.
+    let c = Cluster::start(2, &[]);
+    let members: Vec<&Member> = c.members.iter().collect();
+    let table = c.members[0].table().expect("table");
+    let key = cluster_common::key_owned_by(&table, &c.members[0], "p");
+    let bucket = shoal_proto::hash::bucket_of(key.as_bytes(), BUCKETS);
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("p{i}"))
+        .filter(|k| shoal_proto::hash::bucket_of(k.as_bytes(), BUCKETS) == bucket)
+        .take(50)
+        .collect();
+    let native = routed(c.members[0].native());
+    for k in &keys {
+        native.set(k.as_bytes(), k.as_bytes(), 0, 0).expect("set");
+    }
+    let held_before = stat(mc(&c.members[1]), "copy_items");
+    let target = c.members[1].status().expect("status").node_id;
+    let to: String = target.iter().map(|b| format!("{b:02x}")).collect();
+    let (code, out) = ctl(&c, &["move", &bucket.to_string(), "--to", &to]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        wait_for(SETTLE, || c.members[0].table().is_some_and(|t| t
+            .primary_of(bucket)
+            .is_some_and(|p| p.id == target))),
+        "the switchover did not happen"
+    );
+    // Promoted, not copied: the replica's items became served items.
+    assert!(wait_for(SETTLE, || stat(mc(&c.members[1]), "copy_items")
+        <= held_before - keys.len() as u64
+        || c.wait_settled(2, Duration::from_millis(1))));
+    for k in &keys {
+        let got = native.get(k.as_bytes()).expect("get").expect("present");
+        assert_eq!(got.value.as_ref(), k.as_bytes());
+    }
+    // The old primary becomes the replica again, in sync.
+    assert!(c.wait_settled(2, SETTLE), "{:?}", replication(&c));
+    assert_eq!(in_sync_total(&c), BUCKETS);
+    assert_eq!(copies_total(&members), items_total(&members));
+}

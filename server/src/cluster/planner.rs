@@ -197,12 +197,22 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
     }
     // Draining members' buckets first, then other inactive primaries; highest number first.
     leaving.sort_by_key(|(later, b)| (*later, std::cmp::Reverse(*b)));
-    // Among the least loaded, a member that is not a replica of the bucket (a move to a
-    // replica costs the bucket that copy until it is built again).
-    let least_loaded = |load: &BTreeMap<NodeId, usize>, bucket: Option<u32>| {
-        let replicas: &[NodeId] = bucket.map_or(&[], |b| &state.buckets[b as usize].replicas);
+    // How good a target `to` is for `bucket`, best first: an in-sync replica (the move is a
+    // promotion: nothing is copied), a member holding no copy, a replica still being built
+    // (its copy is dropped and made again).
+    let rank = |bucket: u32, to: &NodeId| {
+        let b = &state.buckets[bucket as usize];
+        if b.in_sync.contains(to) {
+            0
+        } else if !b.replicas.contains(to) {
+            1
+        } else {
+            2
+        }
+    };
+    let least_loaded = |load: &BTreeMap<NodeId, usize>| {
         load.iter()
-            .min_by_key(|(id, n)| (**n, replicas.contains(id), **id))
+            .min_by_key(|(id, n)| (**n, **id))
             .map(|(id, n)| (*id, *n))
     };
     let mut moves = Vec::new();
@@ -219,7 +229,13 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
         if budget == 0 {
             break;
         }
-        let Some((to, _)) = least_loaded(&load, Some(bucket)) else {
+        // A leaving bucket goes to its in-sync replica if it has one (a promotion, no copy),
+        // else to the least loaded member.
+        let Some(to) = load
+            .iter()
+            .min_by_key(|(id, n)| (rank(bucket, id), **n, **id))
+            .map(|(id, _)| *id)
+        else {
             break;
         };
         start(bucket, to);
@@ -227,7 +243,7 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
         budget -= 1;
     }
     while budget > 0 {
-        let Some((to, min)) = least_loaded(&load, None) else {
+        let Some((to, min)) = least_loaded(&load) else {
             break;
         };
         let mut donors: Vec<(usize, NodeId)> = load
@@ -242,12 +258,8 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
         let Some(list) = movable.get_mut(&from) else {
             break;
         };
-        // The highest-numbered bucket `to` is not a replica of, else the highest.
-        let Some(pos) = list
-            .iter()
-            .rposition(|b| !state.buckets[*b as usize].replicas.contains(&to))
-            .or(list.len().checked_sub(1))
-        else {
+        // The best-ranked bucket for `to` (highest number first among equals).
+        let Some(pos) = (0..list.len()).rev().min_by_key(|i| rank(list[*i], &to)) else {
             break;
         };
         let bucket = list.remove(pos);

@@ -143,6 +143,11 @@ pub struct Bucket {
     /// The copy of this bucket to another node in progress, if any.
     #[serde(default)]
     pub moving: Option<Move>,
+    /// When the primary's data is the replica copy it held under the previous primary, that
+    /// primary's epoch (a promoted in-sync replica keeps its copy and serves it); `None` when
+    /// it came from a move's copy, a savefile, or nothing.
+    #[serde(default)]
+    pub promoted_from: Option<u64>,
 }
 
 impl Bucket {
@@ -155,6 +160,22 @@ impl Bucket {
         self.moving = None;
         self.replicas.retain(|r| *r != node);
         self.in_sync.clear();
+        self.promoted_from = None;
+    }
+
+    /// Makes in-sync replica `node` the primary at log index `index`: it serves the copy it
+    /// holds.
+    fn promote(&mut self, node: NodeId, index: u64) {
+        let from = self.epoch;
+        self.new_primary(node, index);
+        self.promoted_from = Some(from);
+    }
+
+    /// A planned promotion of `node` ends when it stops being an in-sync replica.
+    fn end_promotion_of(&mut self, node: NodeId) {
+        if self.moving.is_some_and(|m| m.promote && m.to == node) {
+            self.moving = None;
+        }
     }
 
     /// How many of its replicas are not in sync (being built or catching up).
@@ -171,6 +192,11 @@ pub struct Move {
     pub id: u64,
     /// The node receiving the copy (the new primary once the move finishes).
     pub to: NodeId,
+    /// `to` is an in-sync replica: no copy is made, the switchover promotes its replica
+    /// copy (a planned switchover). Ends (the move is dropped) when `to` leaves the in-sync
+    /// set.
+    #[serde(default)]
+    pub promote: bool,
 }
 
 /// One bucket's new primary, conditional on the bucket being unchanged since it was read.
@@ -503,6 +529,7 @@ impl ClusterState {
                         bucket.epoch = index;
                         // The heir holds none of it: no copy is in sync with it.
                         bucket.in_sync.clear();
+                        bucket.promoted_from = None;
                         if let Some(heir) = heir {
                             bucket.replicas.retain(|r| r != heir);
                         }
@@ -623,10 +650,15 @@ impl ClusterState {
                     None => return Err(Refusal::UnknownNode(*to)),
                 }
                 let b = &mut self.buckets[*bucket as usize];
-                b.moving = Some(Move { id: index, to: *to });
-                // A replica that becomes the target stops being a replica in the same entry:
-                // its copy is made again by the move.
-                if b.replicas.contains(to) {
+                let promote = b.in_sync.contains(to);
+                b.moving = Some(Move {
+                    id: index,
+                    to: *to,
+                    promote,
+                });
+                // A replica not in sync that becomes the target stops being a replica in the
+                // same entry: its copy is made again by the move.
+                if !promote && b.replicas.contains(to) {
                     b.replicas.retain(|r| r != to);
                     b.in_sync.retain(|r| r != to);
                     self.table_version = index;
@@ -642,15 +674,22 @@ impl ClusterState {
                     .buckets
                     .get_mut(*bucket as usize)
                     .ok_or(Refusal::NoSuchBucket(*bucket))?;
-                // A target that stopped being active (it is stopping too) takes nothing.
-                let Some(m) = b.moving.filter(|m| m.id == *move_id && active(&m.to)) else {
+                // A target that stopped being active (it is stopping too) takes nothing; a
+                // replica to promote must still be in sync.
+                let Some(m) = b.moving.filter(|m| {
+                    m.id == *move_id && active(&m.to) && (!m.promote || b.in_sync.contains(&m.to))
+                }) else {
                     return Ok(Outcome::Stale {
                         bucket: *bucket,
                         epoch: b.epoch,
                         version: b.version,
                     });
                 };
-                b.new_primary(m.to, index);
+                if m.promote {
+                    b.promote(m.to, index);
+                } else {
+                    b.new_primary(m.to, index);
+                }
                 self.table_version = index;
                 Ok(Outcome::Done)
             }
@@ -713,6 +752,7 @@ impl ClusterState {
                 }
                 b.replicas.retain(|r| r != node);
                 b.in_sync.retain(|r| r != node);
+                b.end_promotion_of(*node);
                 b.version = index;
                 self.table_version = index;
                 Ok(Outcome::Done)
@@ -753,6 +793,7 @@ impl ClusterState {
                     b.in_sync.push(*node);
                 } else {
                     b.in_sync.retain(|r| r != node);
+                    b.end_promotion_of(*node);
                 }
                 b.version = index;
                 self.table_version = index;
@@ -1149,7 +1190,14 @@ mod tests {
         let table_version = s.table_version;
         assert_eq!(s.apply(7, &start(2, 1, 1, id(2))), Outcome::Done);
         let b = &s.buckets[2];
-        assert_eq!(b.moving, Some(Move { id: 7, to: id(2) }));
+        assert_eq!(
+            b.moving,
+            Some(Move {
+                id: 7,
+                to: id(2),
+                promote: false
+            })
+        );
         assert_eq!(
             b.primary,
             Some(id(1)),
@@ -1359,7 +1407,14 @@ mod tests {
         assert_eq!(s.buckets[1].moving, None);
         assert_eq!(s.buckets[1].primary, Some(id(1)));
         assert_eq!((s.buckets[1].epoch, s.buckets[1].version), (1, 10));
-        assert_eq!(s.buckets[0].moving, Some(Move { id: 8, to: id(2) }));
+        assert_eq!(
+            s.buckets[0].moving,
+            Some(Move {
+                id: 8,
+                to: id(2),
+                promote: false
+            })
+        );
         assert_eq!(
             s.buckets[2].version, 1,
             "untouched buckets keep their version"
@@ -1490,7 +1545,10 @@ mod tests {
                         prop_assert!(new.primary.is_some_and(|p| p != m.to), "bucket {}", b);
                         prop_assert!(s.nodes.contains_key(&m.to));
                         prop_assert!(m.id <= new.version);
-                        prop_assert!(!new.replicas.contains(&m.to), "bucket {}", b);
+                        // A copy goes to a node that is no replica; a promotion to an
+                        // in-sync one.
+                        prop_assert_eq!(m.promote, new.in_sync.contains(&m.to), "bucket {}", b);
+                        prop_assert_eq!(m.promote, new.replicas.contains(&m.to), "bucket {}", b);
                     }
                     // Replicas are members other than the primary, each once; the in-sync
                     // ones are among them, and none is in sync with a new primary.

@@ -34,7 +34,7 @@ pub mod source;
 pub mod wire;
 
 use crate::cluster::peer::server::PeerFailure;
-use crate::cluster::state::{ClusterState, Move};
+use crate::cluster::state::ClusterState;
 use crate::datadir::NodeId;
 use crate::store::{Store, StoreError};
 use shoal_proto::Status;
@@ -79,7 +79,9 @@ impl Incoming {
     /// Whether `state` still sends this copy to `me`.
     fn wanted(self, bucket: u32, me: NodeId, state: &ClusterState) -> bool {
         state.bucket(bucket).is_some_and(|b| match self {
-            Incoming::Move(id) => b.moving == Some(Move { id, to: me }),
+            Incoming::Move(id) => b
+                .moving
+                .is_some_and(|m| m.id == id && m.to == me && !m.promote),
             Incoming::Replica(epoch) => b.epoch == epoch && b.replicas.contains(&me),
         })
     }
@@ -161,12 +163,19 @@ impl Moves {
             if mine {
                 // A replica's copy becomes the bucket only through a promotion; given the
                 // bucket any other way (a new assignment), this node starts it empty.
-                if let Some(Incoming::Replica(_)) = incoming.remove(&b) {
-                    tracing::info!(
-                        bucket = b,
-                        "given a bucket it was a replica of: starting it empty"
-                    );
-                    store.drop_bucket(b);
+                let promoted = state.bucket(b).and_then(|x| x.promoted_from);
+                match incoming.remove(&b) {
+                    Some(Incoming::Replica(epoch)) if promoted == Some(epoch) => {
+                        tracing::info!(bucket = b, "promoted: serving its replica copy");
+                    }
+                    Some(Incoming::Replica(_)) => {
+                        tracing::info!(
+                            bucket = b,
+                            "given a bucket it was a replica of: starting it empty"
+                        );
+                        store.drop_bucket(b);
+                    }
+                    _ => {}
                 }
                 store.show_bucket(b);
             }

@@ -446,6 +446,9 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
         ));
     }
     let flushes = store.flushes();
+    if m.promote {
+        return promote(ctx, &store, bucket, m, flushes).await;
+    }
     let addr: SocketAddr = {
         let state = view.state();
         let member = state.nodes.get(&m.to).ok_or(Stop::Gone)?;
@@ -664,8 +667,6 @@ async fn switch_over(
     (through, dropped): (&mut u64, &mut bool),
     (parked, flushes): (Instant, u64),
 ) -> Result<bool, Stop> {
-    let view = &ctx.view;
-    let bucket = target.bucket;
     loop {
         let (_, caught_up) = send_changes(ctx, store, target, through, dropped, Some(gate)).await?;
         if caught_up {
@@ -685,6 +686,22 @@ async fn switch_over(
             "the target holds the bucket up to seq {confirmed}, not {through}"
         )));
     }
+    commit_switch(ctx, target.bucket, m, (parked, flushes)).await
+}
+
+/// With the bucket parked and the target holding all of it: proposes the switchover and
+/// learns its outcome from the log (see [`switch_over`]).
+async fn commit_switch(
+    ctx: &Context,
+    bucket: u32,
+    m: Move,
+    (parked, flushes): (Instant, u64),
+) -> Result<bool, Stop> {
+    let view = &ctx.view;
+    let store = view
+        .moves()
+        .store()
+        .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))?;
     // A flush_all that began while parked (after the last changes were read) is not in the
     // copy: start again from a fresh snapshot rather than hand over flushed items. (One
     // before the park reached the copy as a Clear in the change log.)
@@ -719,6 +736,61 @@ async fn switch_over(
         if applied.changed().await.is_err() {
             return Err(Stop::Failed("the control plane stopped".into()));
         }
+    }
+}
+
+/// A planned switchover to an in-sync replica (`m.promote`): no copy is made. Parks the
+/// bucket, waits until every in-sync copy holds it up to its last write (the replication
+/// sends what the replies in flight wrote), proposes the switchover (which the state machine
+/// accepts only while the target is still in sync), and once this node applied it, unparks
+/// (the waiting requests are redirected) and drops its copy.
+async fn promote(
+    ctx: &Context,
+    store: &Store,
+    bucket: u32,
+    m: Move,
+    flushes: u64,
+) -> Result<(), Stop> {
+    let view = &ctx.view;
+    let started = Instant::now();
+    if !view.park(bucket, ctx.config.park_timeout).await {
+        return Err(Stop::Failed(
+            "calls in the bucket did not end in time".into(),
+        ));
+    }
+    let parked = Instant::now();
+    report(view, bucket, m, MovePhase::Parked, 0, 0, started);
+    let result = async {
+        let seq = store.bucket_stats(bucket).seq;
+        let in_sync = view.in_sync();
+        if !in_sync.is_open(bucket) {
+            return Err(Stop::Failed(
+                "no copy of the bucket is kept in sync here".into(),
+            ));
+        }
+        if let Some(hold) = in_sync.wait(bucket, || seq) {
+            tokio::time::timeout_at(parked + ctx.config.park_timeout / 2, hold)
+                .await
+                .map_err(|_| Stop::Failed("the replica did not catch up in time".into()))?;
+        }
+        // Released by a closed gate rather than acknowledged: not known to hold it.
+        if !in_sync.is_open(bucket) {
+            return Err(Stop::Failed("the bucket's in-sync copies left".into()));
+        }
+        report(view, bucket, m, MovePhase::Finishing, 0, 0, started);
+        commit_switch(ctx, bucket, m, (parked, flushes)).await
+    }
+    .await;
+    view.unpark(bucket);
+    let park_ms = parked.elapsed().as_millis();
+    match result {
+        Ok(true) => {
+            view.moves().drop_moved_away(bucket);
+            tracing::info!(bucket, move_id = m.id, to = %m.to, parked_ms = park_ms, "bucket handed to its in-sync replica");
+            Ok(())
+        }
+        Ok(false) => Err(Stop::Gone),
+        Err(e) => Err(e),
     }
 }
 
