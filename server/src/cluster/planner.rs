@@ -7,6 +7,24 @@ use super::state::{Assignment, ClusterState, Command, NodeState};
 use crate::datadir::NodeId;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Whether `id` is an active member (one that may be given buckets and copies).
+fn is_active(state: &ClusterState, id: &NodeId) -> bool {
+    state
+        .nodes
+        .get(id)
+        .is_some_and(|m| m.state == NodeState::Active)
+}
+
+/// Every active member, each with a count of 0 (for the planners to fill).
+fn active_members(state: &ClusterState) -> BTreeMap<NodeId, usize> {
+    state
+        .nodes
+        .iter()
+        .filter(|(_, m)| m.state == NodeState::Active)
+        .map(|(id, _)| (*id, 0))
+        .collect()
+}
+
 /// Voters a cluster keeps: 3, or 5 once it has at least 5 members; never more than members.
 pub fn voter_target(members: usize) -> usize {
     if members >= 5 {
@@ -157,18 +175,8 @@ pub fn plan_moves(state: &ClusterState, max_moves: usize) -> Vec<Command> {
     if state.forming || state.settings.paused {
         return Vec::new();
     }
-    let is_active = |id: &NodeId| {
-        state
-            .nodes
-            .get(id)
-            .is_some_and(|m| m.state == NodeState::Active)
-    };
-    let mut load: BTreeMap<NodeId, usize> = state
-        .nodes
-        .iter()
-        .filter(|(_, m)| m.state == NodeState::Active)
-        .map(|(id, _)| (*id, 0))
-        .collect();
+    let is_active = |id: &NodeId| is_active(state, id);
+    let mut load = active_members(state);
     let in_flight = state.buckets.iter().filter(|b| b.moving.is_some()).count();
     let mut budget = max_moves.saturating_sub(in_flight);
     if load.is_empty() || budget == 0 {
@@ -289,18 +297,8 @@ pub fn plan_replicas(state: &ClusterState, max_builds: usize) -> Vec<Command> {
     if state.forming || state.settings.paused || state.settings.stopping {
         return Vec::new();
     }
-    let is_active = |id: &NodeId| {
-        state
-            .nodes
-            .get(id)
-            .is_some_and(|m| m.state == NodeState::Active)
-    };
-    let mut copies: BTreeMap<NodeId, usize> = state
-        .nodes
-        .iter()
-        .filter(|(_, m)| m.state == NodeState::Active)
-        .map(|(id, _)| (*id, 0))
-        .collect();
+    let is_active = |id: &NodeId| is_active(state, id);
+    let mut copies = active_members(state);
     let want = (state.settings.replicas as usize).min(copies.len().saturating_sub(1));
     for b in &state.buckets {
         for r in &b.replicas {

@@ -630,25 +630,14 @@ impl ClusterState {
                 version,
                 to,
             } => {
-                let b = self
-                    .buckets
-                    .get(*bucket as usize)
-                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
-                if (b.epoch, b.version) != (*epoch, *version) {
-                    return Ok(Outcome::Stale {
-                        bucket: *bucket,
-                        epoch: b.epoch,
-                        version: b.version,
-                    });
-                }
+                let b = match self.unchanged_bucket(*bucket, *epoch, *version)? {
+                    Ok(b) => b,
+                    Err(stale) => return Ok(stale),
+                };
                 if b.primary.is_none() || b.primary == Some(*to) || b.moving.is_some() {
                     return Err(Refusal::NotEligible(*to));
                 }
-                match self.nodes.get(to) {
-                    Some(m) if m.state == NodeState::Active => {}
-                    Some(_) => return Err(Refusal::NotEligible(*to)),
-                    None => return Err(Refusal::UnknownNode(*to)),
-                }
+                self.check_active(to)?;
                 let b = &mut self.buckets[*bucket as usize];
                 let promote = b.in_sync.contains(to);
                 b.moving = Some(Move {
@@ -713,17 +702,10 @@ impl ClusterState {
                 version,
                 node,
             } => {
-                let b = self
-                    .buckets
-                    .get(*bucket as usize)
-                    .ok_or(Refusal::NoSuchBucket(*bucket))?;
-                if (b.epoch, b.version) != (*epoch, *version) {
-                    return Ok(Outcome::Stale {
-                        bucket: *bucket,
-                        epoch: b.epoch,
-                        version: b.version,
-                    });
-                }
+                let b = match self.unchanged_bucket(*bucket, *epoch, *version)? {
+                    Ok(b) => b,
+                    Err(stale) => return Ok(stale),
+                };
                 if b.primary.is_none()
                     || b.primary == Some(*node)
                     || b.replicas.contains(node)
@@ -731,11 +713,7 @@ impl ClusterState {
                 {
                     return Err(Refusal::NotEligible(*node));
                 }
-                match self.nodes.get(node) {
-                    Some(m) if m.state == NodeState::Active => {}
-                    Some(_) => return Err(Refusal::NotEligible(*node)),
-                    None => return Err(Refusal::UnknownNode(*node)),
-                }
+                self.check_active(node)?;
                 let b = &mut self.buckets[*bucket as usize];
                 b.replicas.push(*node);
                 b.version = index;
@@ -809,6 +787,37 @@ impl ClusterState {
                 self.settings.replicas = *n;
                 Ok(Outcome::Done)
             }
+        }
+    }
+
+    /// The bucket, if it still has `(epoch, version)`; `Err(Stale)` with its current values
+    /// otherwise.
+    fn unchanged_bucket(
+        &self,
+        bucket: u32,
+        epoch: u64,
+        version: u64,
+    ) -> Result<Result<&Bucket, Outcome>, Refusal> {
+        let b = self
+            .buckets
+            .get(bucket as usize)
+            .ok_or(Refusal::NoSuchBucket(bucket))?;
+        if (b.epoch, b.version) != (epoch, version) {
+            return Ok(Err(Outcome::Stale {
+                bucket,
+                epoch: b.epoch,
+                version: b.version,
+            }));
+        }
+        Ok(Ok(b))
+    }
+
+    /// Whether `node` is an active member (it may receive a copy).
+    fn check_active(&self, node: &NodeId) -> Result<(), Refusal> {
+        match self.nodes.get(node) {
+            Some(m) if m.state == NodeState::Active => Ok(()),
+            Some(_) => Err(Refusal::NotEligible(*node)),
+            None => Err(Refusal::UnknownNode(*node)),
         }
     }
 

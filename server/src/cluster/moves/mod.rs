@@ -364,6 +364,49 @@ impl Moves {
     }
 }
 
+/// Runs until the node stops: in every applied state, `jobs` lists the work this node should
+/// be doing as `(key, id, job)`; a task `run(job)` is started for each unless one with the
+/// same key and id runs already. Tasks end on their own (each checks the table); a key whose
+/// id changed gets a new task.
+pub(super) async fn drive_tasks<K, J, Fut>(
+    view: super::ClusterView,
+    jobs: impl Fn(&ClusterState, NodeId) -> Vec<(K, u64, J)>,
+    run: impl Fn(J) -> Fut,
+) where
+    K: Ord + Copy + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut applied = view.applied_changes();
+    let running: std::sync::Arc<Mutex<BTreeMap<K, u64>>> = Default::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        applied.mark_unchanged();
+        let wanted = jobs(&view.state(), view.me());
+        for (key, id, job) in wanted {
+            {
+                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                if running.get(&key) == Some(&id) {
+                    continue;
+                }
+                running.insert(key, id);
+            }
+            let task = run(job);
+            let running = running.clone();
+            tasks.spawn(async move {
+                task.await;
+                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+                if running.get(&key) == Some(&id) {
+                    running.remove(&key);
+                }
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Refuses `bytes` more of a copy when they would leave less than the headroom free.
 fn check_room(store: &Store, bytes: usize) -> Result<(), PeerFailure> {
     let stats = store.stats();

@@ -32,11 +32,9 @@ use crate::cluster::state::{Command, Outcome};
 use crate::cluster::ClusterView;
 use crate::datadir::NodeId;
 use crate::store::Store;
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// How often an idle in-sync replica is asked whether it still holds its copy (a replica
@@ -56,15 +54,11 @@ struct Copy {
 /// Runs until the node stops: starts a task for every replica of every bucket the applied
 /// table names this node primary of, and lets each end on its own (each checks the table).
 pub async fn drive(ctx: Context) {
-    let mut applied = ctx.view.applied_changes();
-    let running: Arc<Mutex<HashMap<(u32, NodeId), u64>>> = Arc::default();
-    let mut tasks = JoinSet::new();
-    loop {
-        applied.mark_unchanged();
-        let state = ctx.view.state();
-        let me = ctx.view.me();
+    let view = ctx.view.clone();
+    let jobs = |state: &crate::cluster::state::ClusterState, me| {
+        let mut jobs = Vec::new();
         for (b, bucket) in state.buckets.iter().enumerate() {
-            if bucket.primary != Some(me) || bucket.replicas.is_empty() {
+            if bucket.primary != Some(me) {
                 continue;
             }
             for &replica in &bucket.replicas {
@@ -73,31 +67,16 @@ pub async fn drive(ctx: Context) {
                     replica,
                     epoch: bucket.epoch,
                 };
-                let key = (copy.bucket, replica);
-                {
-                    let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
-                    if running.get(&key) == Some(&copy.epoch) {
-                        continue;
-                    }
-                    running.insert(key, copy.epoch);
-                }
-                let ctx = ctx.clone();
-                let running = running.clone();
-                tasks.spawn(async move {
-                    keep(&ctx, copy).await;
-                    let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
-                    if running.get(&key) == Some(&copy.epoch) {
-                        running.remove(&key);
-                    }
-                });
+                jobs.push(((copy.bucket, replica), copy.epoch, copy));
             }
         }
-        drop(state);
-        while tasks.try_join_next().is_some() {}
-        if applied.changed().await.is_err() {
-            return;
-        }
-    }
+        jobs
+    };
+    super::drive_tasks(view, jobs, move |copy| {
+        let ctx = ctx.clone();
+        async move { keep(&ctx, copy).await }
+    })
+    .await;
 }
 
 /// Whether the applied table still names this node primary of the bucket at the copy's

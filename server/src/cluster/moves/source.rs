@@ -20,7 +20,6 @@ use crate::cluster::state::{Command, Move, Outcome};
 use crate::cluster::ClusterView;
 use crate::store::{ChangeLogError, OwnedItem, Store};
 use shoal_proto::cluster::{MovePhase, MoveProgress};
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -103,44 +102,21 @@ impl Context {
 /// Runs until the node stops: starts a task for every move the applied table shows with
 /// this node as the bucket's primary, and lets each end on its own (each checks the table).
 pub async fn drive(ctx: Context) {
-    let mut applied = ctx.view.applied_changes();
-    let running: Arc<Mutex<HashMap<u32, u64>>> = Arc::default();
-    let mut tasks = JoinSet::new();
-    loop {
-        applied.mark_unchanged();
-        let state = ctx.view.state();
-        let me = ctx.view.me();
-        for (b, bucket) in state.buckets.iter().enumerate() {
-            let (Some(m), Some(primary)) = (bucket.moving, bucket.primary) else {
-                continue;
-            };
-            if primary != me {
-                continue;
-            }
-            let b = b as u32;
-            {
-                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
-                if running.get(&b) == Some(&m.id) {
-                    continue;
-                }
-                running.insert(b, m.id);
-            }
-            let ctx = ctx.clone();
-            let running = running.clone();
-            tasks.spawn(async move {
-                run(&ctx, b, m).await;
-                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
-                if running.get(&b) == Some(&m.id) {
-                    running.remove(&b);
-                }
-            });
-        }
-        drop(state);
-        while tasks.try_join_next().is_some() {}
-        if applied.changed().await.is_err() {
-            return;
-        }
-    }
+    let view = ctx.view.clone();
+    let jobs = |state: &crate::cluster::state::ClusterState, me| {
+        state
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.primary == Some(me))
+            .filter_map(|(b, bucket)| bucket.moving.map(|m| (b as u32, m.id, (b as u32, m))))
+            .collect()
+    };
+    super::drive_tasks(view, jobs, move |(b, m)| {
+        let ctx = ctx.clone();
+        async move { run(&ctx, b, m).await }
+    })
+    .await;
 }
 
 /// Why one attempt of a move (or of keeping a replica) stopped.
