@@ -27,7 +27,7 @@ use super::source::{
     send_changes, send_snapshot, Context, LogReader, Stop, Target, CALL_TIMEOUT, RETRY_AFTER,
 };
 use crate::cluster::in_sync::Gate;
-use crate::cluster::peer::{PeerClient, PeerOpcode};
+use crate::cluster::peer::PeerOpcode;
 use crate::cluster::state::{Command, Outcome};
 use crate::cluster::ClusterView;
 use crate::datadir::NodeId;
@@ -209,7 +209,7 @@ async fn attempt(ctx: &Context, copy: Copy) -> Result<(), Stop> {
         bucket: copy.bucket,
     };
     let target = Target {
-        client: PeerClient::new(addr, Some(copy.replica), ctx.identity.clone()),
+        client: ctx.replica_link(copy.replica, addr),
         opcode: PeerOpcode::Replicate,
         id: copy.epoch,
         bucket: copy.bucket,

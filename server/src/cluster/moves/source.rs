@@ -18,8 +18,10 @@ use crate::cluster::in_sync::Gate;
 use crate::cluster::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use crate::cluster::state::{Command, Move, Outcome};
 use crate::cluster::ClusterView;
+use crate::datadir::NodeId;
 use crate::store::{ChangeLogError, OwnedItem, Store};
 use shoal_proto::cluster::{MovePhase, MoveProgress};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,6 +80,9 @@ pub struct Context {
     /// Limits.
     pub config: MoveConfig,
     budget: Arc<Bandwidth>,
+    /// One peer connection per replica node, shared by the replication of all its buckets
+    /// (so their requests share writes and reads instead of a connection each).
+    replica_links: Arc<Mutex<HashMap<NodeId, (SocketAddr, PeerClient)>>>,
 }
 
 impl Context {
@@ -95,6 +100,24 @@ impl Context {
             propose,
             config,
             budget,
+            replica_links: Arc::default(),
+        }
+    }
+
+    /// The shared connection to replica `node` at `addr` (a new one when its address
+    /// changed).
+    pub(super) fn replica_link(&self, node: NodeId, addr: SocketAddr) -> PeerClient {
+        let mut links = self
+            .replica_links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match links.get(&node) {
+            Some((at, client)) if *at == addr => client.clone(),
+            _ => {
+                let client = PeerClient::new(addr, Some(node), self.identity.clone());
+                links.insert(node, (addr, client.clone()));
+                client
+            }
         }
     }
 }
