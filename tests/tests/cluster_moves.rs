@@ -4,21 +4,11 @@
 
 mod cluster_common;
 
-use cluster_common::{Cluster, Member, BUCKETS, SETTLE};
+use cluster_common::{routed, Cluster, Member, BUCKETS, SETTLE};
 use shoal_client::blocking::Client;
-use shoal_client::Client as AsyncClient;
 use shoal_proto::cluster::TableView;
 use shoal_tests::wait_for;
 use std::time::Duration;
-
-/// A routed client of the whole cluster through `seed`.
-fn routed(seed: std::net::SocketAddr) -> Client {
-    AsyncClient::builder()
-        .seed(seed.to_string())
-        .connect_timeout(Duration::from_secs(2))
-        .build_blocking()
-        .expect("client")
-}
 
 fn value(i: usize) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat(i % 300)).into_bytes()

@@ -5,21 +5,10 @@
 
 mod cluster_common;
 
-use cluster_common::{mc, stat, workspace_binary, Cluster, Member, Text, BUCKETS, SETTLE};
-use shoal_client::blocking::Client;
-use shoal_client::Client as AsyncClient;
+use cluster_common::{mc, routed, stat, workspace_binary, Cluster, Member, Text, BUCKETS, SETTLE};
 use shoal_proto::cluster::ReplicationStatus;
 use shoal_tests::wait_for;
 use std::time::Duration;
-
-/// A routed client of the whole cluster through `seed`.
-fn routed(seed: std::net::SocketAddr) -> Client {
-    AsyncClient::builder()
-        .seed(seed.to_string())
-        .connect_timeout(Duration::from_secs(2))
-        .build_blocking()
-        .expect("client")
-}
 
 /// Every member's replication figures (a member that does not answer counts as zeros).
 fn replication(c: &Cluster) -> Vec<ReplicationStatus> {

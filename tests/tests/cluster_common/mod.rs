@@ -89,6 +89,15 @@ pub fn client(addr: SocketAddr) -> Option<Client> {
         .ok()
 }
 
+/// A routed client of the whole cluster through `seed` (panics when it cannot connect).
+pub fn routed(seed: SocketAddr) -> Client {
+    AsyncClient::builder()
+        .seed(seed.to_string())
+        .connect_timeout(Duration::from_secs(2))
+        .build_blocking()
+        .expect("client")
+}
+
 /// Several members.
 pub struct Cluster {
     /// The members, in start order.

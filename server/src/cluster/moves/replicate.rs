@@ -24,7 +24,8 @@
 //! commit the leave keeps holding those replies.
 
 use super::source::{
-    send_changes, send_snapshot, Context, LogReader, Stop, Target, CALL_TIMEOUT, RETRY_AFTER,
+    peer_addr, send_changes, send_snapshot, Context, LogReader, Stop, Target, CALL_TIMEOUT,
+    RETRY_AFTER,
 };
 use crate::cluster::in_sync::Gate;
 use crate::cluster::peer::PeerOpcode;
@@ -32,7 +33,6 @@ use crate::cluster::state::{Command, Outcome};
 use crate::cluster::ClusterView;
 use crate::datadir::NodeId;
 use crate::store::Store;
-use std::net::SocketAddr;
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -193,15 +193,7 @@ async fn attempt(ctx: &Context, copy: Copy) -> Result<(), Stop> {
             "the bucket's saved items are not confirmed by the table yet".into(),
         ));
     }
-    let addr: SocketAddr = {
-        let state = view.state();
-        let member = state.nodes.get(&copy.replica).ok_or(Stop::Gone)?;
-        member
-            .addrs
-            .peer
-            .parse()
-            .map_err(|_| Stop::Failed(format!("bad peer address {}", member.addrs.peer)))?
-    };
+    let addr = peer_addr(view, copy.replica)?;
     let started = Instant::now();
     store.start_change_log(copy.bucket)?;
     let _log = LogReader {

@@ -305,6 +305,17 @@ fn current(view: &ClusterView, bucket: u32, m: Move) -> bool {
         .is_some_and(|b| b.moving == Some(m) && b.primary == Some(view.me()))
 }
 
+/// The peer address the applied table gives `node` (`Gone` when it is no member).
+pub(super) fn peer_addr(view: &ClusterView, node: NodeId) -> Result<SocketAddr, Stop> {
+    let state = view.state();
+    let member = state.nodes.get(&node).ok_or(Stop::Gone)?;
+    member
+        .addrs
+        .peer
+        .parse()
+        .map_err(|_| Stop::Failed(format!("bad peer address {}", member.addrs.peer)))
+}
+
 /// Stops the bucket's change log when the attempt ends, however it ends.
 pub(super) struct LogReader<'a> {
     pub(super) store: &'a Store,
@@ -448,15 +459,7 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     if m.promote {
         return promote(ctx, &store, bucket, m, flushes).await;
     }
-    let addr: SocketAddr = {
-        let state = view.state();
-        let member = state.nodes.get(&m.to).ok_or(Stop::Gone)?;
-        member
-            .addrs
-            .peer
-            .parse()
-            .map_err(|_| Stop::Failed(format!("bad peer address {}", member.addrs.peer)))?
-    };
+    let addr = peer_addr(view, m.to)?;
     let started = Instant::now();
     store.start_change_log(bucket)?;
     let _log = LogReader {
