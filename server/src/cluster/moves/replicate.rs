@@ -172,11 +172,7 @@ async fn leave(ctx: &Context, copy: Copy) {
 /// One attempt: build the copy, bring it in sync, keep it so.
 async fn attempt(ctx: &Context, copy: Copy) -> Result<(), Stop> {
     let view = &ctx.view;
-    let store = view
-        .moves()
-        .store()
-        .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))?
-        .clone();
+    let store = ctx.store()?;
     if !current(view, copy) {
         return Err(Stop::Gone);
     }

@@ -104,6 +104,15 @@ impl Context {
         }
     }
 
+    /// The node's store (`Failed` before the data path gave it).
+    pub(super) fn store(&self) -> Result<Store, Stop> {
+        self.view
+            .moves()
+            .store()
+            .cloned()
+            .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))
+    }
+
     /// The shared connection to replica `node` at `addr` (a new one when its address
     /// changed).
     pub(super) fn replica_link(&self, node: NodeId, addr: SocketAddr) -> PeerClient {
@@ -442,11 +451,7 @@ pub(super) async fn send_snapshot(
 
 async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     let view = &ctx.view;
-    let store = view
-        .moves()
-        .store()
-        .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))?
-        .clone();
+    let store = ctx.store()?;
     if !current(view, bucket, m) {
         return Err(Stop::Gone);
     }
@@ -700,10 +705,7 @@ async fn commit_switch(
     (parked, flushes): (Instant, u64),
 ) -> Result<bool, Stop> {
     let view = &ctx.view;
-    let store = view
-        .moves()
-        .store()
-        .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))?;
+    let store = &ctx.store()?;
     // A flush_all that began while parked (after the last changes were read) is not in the
     // copy: start again from a fresh snapshot rather than hand over flushed items. (One
     // before the park reached the copy as a Clear in the change log.)

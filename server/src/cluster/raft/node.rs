@@ -1327,23 +1327,26 @@ impl Node {
     /// Like [`Node::write`], but a stale compare-and-set is not an error (the planner looks
     /// again at the next round).
     async fn write_settled(&self, cmd: Command) -> Result<(), String> {
-        match self.raft.client_write(cmd.clone()).await {
-            Ok(r) => match r.data {
-                Outcome::Done | Outcome::Unchanged | Outcome::Stale { .. } => Ok(()),
-                other => Err(format!("{cmd:?}: {other:?}")),
-            },
-            Err(e) => Err(format!("{cmd:?}: {e}")),
+        match self.commit(cmd.clone()).await? {
+            Outcome::Done | Outcome::Unchanged | Outcome::Stale { .. } => Ok(()),
+            other => Err(format!("{cmd:?}: {other:?}")),
         }
     }
 
     async fn write(&self, cmd: Command) -> Result<(), String> {
-        match self.raft.client_write(cmd.clone()).await {
-            Ok(r) => match r.data {
-                Outcome::Done | Outcome::Unchanged => Ok(()),
-                other => Err(format!("{cmd:?}: {other:?}")),
-            },
-            Err(e) => Err(format!("{cmd:?}: {e}")),
+        match self.commit(cmd.clone()).await? {
+            Outcome::Done | Outcome::Unchanged => Ok(()),
+            other => Err(format!("{cmd:?}: {other:?}")),
         }
+    }
+
+    /// Commits `cmd` as the leader: what applying it did.
+    async fn commit(&self, cmd: Command) -> Result<Outcome, String> {
+        self.raft
+            .client_write(cmd.clone())
+            .await
+            .map(|r| r.data)
+            .map_err(|e| format!("{cmd:?}: {e}"))
     }
 }
 
