@@ -57,6 +57,13 @@ wire_table! {
     NotReady = 22, "NOT_READY";
     /// Only in a NOTICE: the bucket table changed; the body is the new table version.
     TableChanged = 23, "TABLE_CHANGED";
+    /// The node holds no valid lease from the cluster (it cannot reach the Raft leader, or
+    /// it was fenced): it serves nothing; retry later, perhaps on another node after
+    /// fetching the table again. Nothing was applied.
+    NoLease = 24, "NO_LEASE";
+    /// The write was applied on this node, but its lease ran out before every copy was known
+    /// to hold it: it may or may not survive (the bucket may have failed over without it).
+    InDoubt = 25, "IN_DOUBT";
 }
 
 impl Status {
@@ -66,7 +73,12 @@ impl Status {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::Paused | Self::ShuttingDown | Self::Busy | Self::Loading | Self::NotReady
+            Self::Paused
+                | Self::ShuttingDown
+                | Self::Busy
+                | Self::Loading
+                | Self::NotReady
+                | Self::NoLease
         )
     }
 }
