@@ -249,7 +249,14 @@ pub enum ErrorCode {
 impl Error {
     /// Whether the request may have been applied although no reply said so.
     pub fn is_in_doubt(&self) -> bool {
-        matches!(self, Error::InDoubt(_))
+        matches!(
+            self,
+            Error::InDoubt(_)
+                | Error::Server {
+                    status: Status::InDoubt,
+                    ..
+                }
+        )
     }
 
     /// Whether the request certainly was not applied and trying again may succeed
@@ -300,7 +307,9 @@ impl Error {
                 | Status::Busy
                 | Status::Loading
                 | Status::NotReady
+                | Status::NoLease
                 | Status::NotMyBucket => ErrorCode::Unavailable,
+                Status::InDoubt => ErrorCode::InDoubt,
                 Status::OutOfMemory => ErrorCode::OutOfMemory,
                 Status::AuthRequired | Status::AuthFailed => ErrorCode::Auth,
                 // WRONG_CLUSTER and WRONG_NODE are peer-port statuses; a client never sees them.
