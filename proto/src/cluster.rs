@@ -73,6 +73,9 @@ pub enum NodeState {
     Active,
     /// Leaving: gets no new buckets. (2)
     Draining,
+    /// Fenced: its lease ran out or it restarted without its copies; owns and copies
+    /// nothing until it renews its lease again. (3)
+    Down,
 }
 
 impl NodeState {
@@ -82,6 +85,7 @@ impl NodeState {
             0 => Some(NodeState::Joining),
             1 => Some(NodeState::Active),
             2 => Some(NodeState::Draining),
+            3 => Some(NodeState::Down),
             _ => None,
         }
     }
@@ -91,12 +95,13 @@ impl NodeState {
         self as u8
     }
 
-    /// The name used in status output (`joining`, `active`, `draining`).
+    /// The name used in status output (`joining`, `active`, `draining`, `down`).
     pub fn name(self) -> &'static str {
         match self {
             NodeState::Joining => "joining",
             NodeState::Active => "active",
             NodeState::Draining => "draining",
+            NodeState::Down => "down",
         }
     }
 }

@@ -100,6 +100,10 @@ pub enum NodeState {
     Active,
     /// Leaving: gets no new buckets, gives its buckets away.
     Draining,
+    /// Fenced ([`Command::FenceNode`]): its lease ran out, or it restarted and lost its
+    /// copies. Owns and copies nothing; back to active once it renews its lease again
+    /// ([`Command::Revive`]).
+    Down,
 }
 
 impl NodeState {
@@ -109,6 +113,7 @@ impl NodeState {
             NodeState::Joining => "joining",
             NodeState::Active => "active",
             NodeState::Draining => "draining",
+            NodeState::Down => "down",
         }
     }
 }
@@ -120,7 +125,8 @@ pub struct Member {
     pub addrs: NodeAddrs,
     /// Its life-cycle state.
     pub state: NodeState,
-    /// Bumped when the node is fenced (used with leases, later).
+    /// Bumped when the node is fenced: a node renews its lease under the epoch it has
+    /// applied, so a lease is granted only to a node that knows it was fenced.
     pub liveness_epoch: u64,
 }
 
@@ -342,6 +348,25 @@ pub enum Command {
     },
     /// Sets the number of replicas per bucket (the planner adds or drops copies to match).
     SetReplicas(u32),
+    /// Fences a member whose lease ran out (or that restarted without its copies): its
+    /// liveness epoch is bumped and it goes down; each bucket it was primary of gets an
+    /// in-sync replica on an active member promoted, or no primary (it comes back empty);
+    /// it stops being a replica or a move's target anywhere. Unchanged unless the member
+    /// still has `liveness_epoch`.
+    FenceNode {
+        /// The member.
+        node: NodeId,
+        /// Its liveness epoch when its lease was seen to run out.
+        liveness_epoch: u64,
+    },
+    /// A fenced member renewed its lease under its new liveness epoch: active again (it owns
+    /// nothing yet). Unchanged unless it is down with `liveness_epoch`.
+    Revive {
+        /// The member.
+        node: NodeId,
+        /// Its liveness epoch.
+        liveness_epoch: u64,
+    },
 }
 
 /// Why a command was refused (deterministically, so every node refuses it alike).
@@ -508,6 +533,11 @@ impl ClusterState {
                     .ok_or(Refusal::UnknownNode(*node))?;
                 if member.state == *state {
                     return Ok(Outcome::Unchanged);
+                }
+                // In and out of `Down` only by a fence and a revival (each conditional on
+                // the liveness epoch), so no late command brings a fenced node back.
+                if member.state == NodeState::Down || *state == NodeState::Down {
+                    return Err(Refusal::NotEligible(*node));
                 }
                 member.state = *state;
                 self.table_version = index;
@@ -777,6 +807,25 @@ impl ClusterState {
                 self.table_version = index;
                 Ok(Outcome::Done)
             }
+            Command::FenceNode {
+                node,
+                liveness_epoch,
+            } => self.fence(index, *node, *liveness_epoch),
+            Command::Revive {
+                node,
+                liveness_epoch,
+            } => {
+                let member = self
+                    .nodes
+                    .get_mut(node)
+                    .ok_or(Refusal::UnknownNode(*node))?;
+                if member.state != NodeState::Down || member.liveness_epoch != *liveness_epoch {
+                    return Ok(Outcome::Unchanged);
+                }
+                member.state = NodeState::Active;
+                self.table_version = index;
+                Ok(Outcome::Done)
+            }
             Command::SetReplicas(n) => {
                 if *n > MAX_REPLICAS {
                     return Err(Refusal::TooManyReplicas(*n));
@@ -788,6 +837,52 @@ impl ClusterState {
                 Ok(Outcome::Done)
             }
         }
+    }
+
+    /// [`Command::FenceNode`]: `node` goes down under a new liveness epoch and its buckets
+    /// fail over.
+    fn fence(&mut self, index: u64, node: NodeId, liveness_epoch: u64) -> Result<Outcome, Refusal> {
+        let member = self
+            .nodes
+            .get_mut(&node)
+            .ok_or(Refusal::UnknownNode(node))?;
+        if member.liveness_epoch != liveness_epoch {
+            return Ok(Outcome::Unchanged);
+        }
+        member.liveness_epoch += 1;
+        member.state = NodeState::Down;
+        let nodes = &self.nodes;
+        let active = |n: &NodeId| nodes.get(n).is_some_and(|m| m.state == NodeState::Active);
+        for bucket in &mut self.buckets {
+            if bucket.primary == Some(node) {
+                // Never a replica that is not in sync: it may lack acknowledged writes.
+                match bucket.in_sync.iter().copied().find(|r| active(r)) {
+                    Some(heir) => bucket.promote(heir, index),
+                    None => {
+                        bucket.primary = None;
+                        bucket.epoch = index;
+                        bucket.version = index;
+                        bucket.moving = None;
+                        bucket.in_sync.clear();
+                        bucket.promoted_from = None;
+                    }
+                }
+                continue;
+            }
+            let copied = bucket.replicas.contains(&node);
+            let target = bucket.moving.is_some_and(|m| m.to == node);
+            if !copied && !target {
+                continue;
+            }
+            bucket.replicas.retain(|r| *r != node);
+            bucket.in_sync.retain(|r| *r != node);
+            if target {
+                bucket.moving = None;
+            }
+            bucket.version = index;
+        }
+        self.table_version = index;
+        Ok(Outcome::Done)
     }
 
     /// The bucket, if it still has `(epoch, version)`; `Err(Stale)` with its current values
@@ -824,7 +919,12 @@ impl ClusterState {
     /// Whether `node` may be given buckets (`leaving` is about to go and may not).
     fn check_eligible(&self, node: &NodeId, leaving: Option<&NodeId>) -> Result<(), Refusal> {
         match self.nodes.get(node) {
-            Some(m) if Some(node) != leaving && m.state != NodeState::Draining => Ok(()),
+            Some(m)
+                if Some(node) != leaving
+                    && !matches!(m.state, NodeState::Draining | NodeState::Down) =>
+            {
+                Ok(())
+            }
             Some(_) => Err(Refusal::NotEligible(*node)),
             None => Err(Refusal::UnknownNode(*node)),
         }
@@ -1184,6 +1284,75 @@ mod tests {
         s
     }
 
+    #[test]
+    fn a_fence_promotes_in_sync_replicas_only_and_takes_the_node_out_of_everything() {
+        let mut s = with_move_targets();
+        let add = |bucket, node| Command::AddReplica {
+            bucket,
+            epoch: 1,
+            version: 1,
+            node,
+        };
+        assert_eq!(s.apply(7, &add(0, id(2))), Outcome::Done);
+        let join = Command::JoinInSync {
+            bucket: 0,
+            epoch: 1,
+            node: id(2),
+        };
+        assert_eq!(s.apply(8, &join), Outcome::Done);
+        assert_eq!(s.apply(9, &add(1, id(2))), Outcome::Done);
+        let fence = |node, liveness_epoch| Command::FenceNode {
+            node,
+            liveness_epoch,
+        };
+        assert_eq!(s.apply(10, &fence(id(1), 0)), Outcome::Done);
+        assert_eq!(s.nodes[&id(1)].state, NodeState::Down);
+        assert_eq!(s.nodes[&id(1)].liveness_epoch, 1);
+        // The in-sync replica serves its copy; the one being built is no heir.
+        let b0 = &s.buckets[0];
+        assert_eq!((b0.primary, b0.epoch, b0.promoted_from), (Some(id(2)), 10, Some(1)));
+        assert!(b0.replicas.is_empty() && b0.in_sync.is_empty());
+        let b1 = &s.buckets[1];
+        assert_eq!((b1.primary, b1.epoch, b1.promoted_from), (None, 10, None));
+        assert_eq!(b1.replicas, vec![id(2)]);
+        assert!(s.buckets[2..].iter().all(|b| b.primary.is_none()));
+        assert_eq!(s.table_version, 10);
+        // Once only: a late fence of the same epoch changes nothing.
+        assert_eq!(s.apply(11, &fence(id(1), 0)), Outcome::Unchanged);
+        // Down stays down but for a revival under the new epoch; it gets nothing meanwhile.
+        let active = Command::SetNodeState {
+            node: id(1),
+            state: NodeState::Active,
+        };
+        assert_eq!(
+            s.apply(12, &active),
+            Outcome::Refused(Refusal::NotEligible(id(1)))
+        );
+        let assign = Command::Assign(vec![Assignment {
+            bucket: 1,
+            epoch: 10,
+            version: 10,
+            primary: id(1),
+        }]);
+        assert_eq!(
+            s.apply(13, &assign),
+            Outcome::Refused(Refusal::NotEligible(id(1)))
+        );
+        let revive = |liveness_epoch| Command::Revive {
+            node: id(1),
+            liveness_epoch,
+        };
+        assert_eq!(s.apply(14, &revive(0)), Outcome::Unchanged);
+        assert_eq!(s.apply(15, &revive(1)), Outcome::Done);
+        assert_eq!(s.nodes[&id(1)].state, NodeState::Active);
+        // Fencing a replica (and primary) with no in-sync copy: its buckets come back empty
+        // and it is a replica nowhere.
+        assert_eq!(s.apply(16, &fence(id(2), 0)), Outcome::Done);
+        assert_eq!(s.buckets[0].primary, None);
+        assert!(s.buckets[1].replicas.is_empty());
+        assert_eq!(s.buckets[1].version, 16);
+    }
+
     fn start(bucket: u32, epoch: u64, version: u64, to: NodeId) -> Command {
         Command::StartMove {
             bucket,
@@ -1506,7 +1675,7 @@ mod tests {
             ),
             (0u32..9, node.clone())
                 .prop_map(|(bucket, node)| Command::DropReplica { bucket, node }),
-            (0u32..9, 0u64..40, node, any::<bool>()).prop_map(|(bucket, epoch, node, join)| {
+            (0u32..9, 0u64..40, node.clone(), any::<bool>()).prop_map(|(bucket, epoch, node, join)| {
                 if join {
                     Command::JoinInSync {
                         bucket,
@@ -1522,6 +1691,19 @@ mod tests {
                 }
             }),
             (0u32..6).prop_map(Command::SetReplicas),
+            (node.clone(), 0u64..3, any::<bool>()).prop_map(|(node, liveness_epoch, fence)| {
+                if fence {
+                    Command::FenceNode {
+                        node,
+                        liveness_epoch,
+                    }
+                } else {
+                    Command::Revive {
+                        node,
+                        liveness_epoch,
+                    }
+                }
+            }),
         ]
     }
 
@@ -1569,10 +1751,31 @@ mod tests {
                     if new.epoch != old.epoch {
                         prop_assert!(new.in_sync.is_empty(), "bucket {}", b);
                     }
+                    // A promoted copy was in sync with the primary before (never an unclean
+                    // election).
+                    if new.epoch != old.epoch && new.promoted_from.is_some() {
+                        prop_assert_eq!(new.promoted_from, Some(old.epoch));
+                        prop_assert!(new.primary.is_some_and(|p| old.in_sync.contains(&p)), "bucket {}", b);
+                    }
+                    // A fenced member owns, copies and receives nothing.
+                    let down = |n: &NodeId| s.nodes.get(n).is_some_and(|m| m.state == NodeState::Down);
+                    prop_assert!(!new.primary.is_some_and(|p| down(&p)), "bucket {}", b);
+                    prop_assert!(!new.replicas.iter().any(down), "bucket {}", b);
+                    prop_assert!(!new.moving.is_some_and(|m| down(&m.to)), "bucket {}", b);
                     prop_assert!(s.settings.replicas <= MAX_REPLICAS);
                 }
                 for r in &s.removed {
                     prop_assert!(!s.nodes.contains_key(r));
+                }
+                // Liveness epochs only go up; a fence bumps exactly one.
+                for (id, m) in &s.nodes {
+                    if let Some(old) = before.nodes.get(id) {
+                        prop_assert!(m.liveness_epoch >= old.liveness_epoch);
+                    }
+                }
+                if let (Command::FenceNode { node, .. }, Outcome::Done) = (cmd, &out) {
+                    prop_assert_eq!(s.nodes[node].liveness_epoch, before.nodes[node].liveness_epoch + 1);
+                    prop_assert_eq!(s.nodes[node].state, NodeState::Down);
                 }
             }
             prop_assert_eq!(s, replica);

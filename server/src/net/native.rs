@@ -566,6 +566,7 @@ fn table_view(state: &ClusterState) -> wire::TableView {
                     NodeState::Joining => wire::NodeState::Joining,
                     NodeState::Active => wire::NodeState::Active,
                     NodeState::Draining => wire::NodeState::Draining,
+                    NodeState::Down => wire::NodeState::Down,
                 },
                 native: m.addrs.native.clone(),
                 memcache: m.addrs.memcache.clone().unwrap_or_default(),

@@ -65,7 +65,9 @@ impl From<Error> for OpError {
             (_, Some(Status::NotStored)) => OpError::NotStored,
             (_, Some(Status::NotFound)) => OpError::NotFound,
             // A reply that made no sense still means the request reached the server.
-            (Error::InDoubt(_) | Error::Protocol(_), _) => OpError::InDoubt(e.to_string()),
+            (Error::InDoubt(_) | Error::Protocol(_), _) | (_, Some(Status::InDoubt)) => {
+                OpError::InDoubt(e.to_string())
+            }
             _ => OpError::Failed(e.to_string()),
         }
     }
