@@ -68,6 +68,11 @@ wire_table! {
     /// records (the MOVE body, whose id is the primary's epoch; the replica refuses an epoch
     /// its applied table has passed).
     Replicate = 0xCC, "REPLICATE";
+    /// A member asks the Raft leader to renew its lease: the body is its liveness epoch
+    /// (u64) as its applied state has it. Answered OK (empty) by the leader once a quorum
+    /// confirmed it leads; `NOT_READY` by other members and by a leader that cannot confirm;
+    /// `EXISTS` when the epoch is not the member's current one (it was fenced).
+    LeaseRenew = 0xCD, "LEASE_RENEW";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the
@@ -571,7 +576,7 @@ mod tests {
                 "{name} is a client opcode"
             );
         }
-        assert_eq!(PeerOpcode::from_u8(0xCD), None);
+        assert_eq!(PeerOpcode::from_u8(0xCE), None);
         assert_eq!(PeerOpcode::from_u8(0x10), None);
     }
 

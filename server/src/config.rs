@@ -149,6 +149,24 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub fault_early_drop: bool,
 
+    /// Test only (`fault-injection` builds): keep serving after the lease ran out.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_ignore_lease: bool,
+
+    /// Test only (`fault-injection` builds): when this node leads and fences a node, it
+    /// first marks every replica of that node's buckets in sync, so a copy that is not may be
+    /// promoted.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_promote_any: bool,
+
+    /// Test only (`fault-injection` builds): acknowledge writes without waiting for the
+    /// in-sync replicas.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true)]
+    pub fault_ack_early: bool,
+
     /// Peer addresses (`--peer-listen`) of cluster members to join through, comma
     /// separated, tried in turn. Without it a node creates a new cluster (or, restarted on
     /// its data directory, comes back to the one it belongs to).
@@ -174,6 +192,13 @@ pub struct Config {
     /// it spreads buckets over new members and off draining ones); at least 1.
     #[arg(long, default_value_t = DEFAULT_MAX_MOVES)]
     pub max_moves: usize,
+
+    /// How long a lease from the Raft leader lets this node serve: a node that cannot renew
+    /// it stops serving when it runs out, and a node silent for this long (plus a sixth) is
+    /// fenced, its buckets served by their in-sync replicas. Must exceed twice
+    /// --raft-election-timeout.
+    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    pub lease: Duration,
 
     /// How often the Raft leader sends heartbeats.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
@@ -382,6 +407,11 @@ impl Config {
                 "initial-nodes is for the node that creates the cluster, not one that joins".into(),
             ));
         }
+        if self.lease <= self.raft_election_timeout * 2 {
+            return Err(ConfigError(
+                "lease must be more than twice raft-election-timeout".into(),
+            ));
+        }
         if self.raft_heartbeat.is_zero() || self.raft_election_timeout <= self.raft_heartbeat * 2 {
             return Err(ConfigError(
                 "raft-election-timeout must be more than twice raft-heartbeat".into(),
@@ -447,7 +477,7 @@ impl Config {
              send-timeout = \"{}ms\"\noutput-buffer = {}\nmax-input-memory = {}\nmax-pending = {}\n\
              enable-shutdown = {}\nshutdown-timeout = \"{}ms\"\nthreads = {}\n\
              join = \"{}\"\njoin-timeout = \"{}ms\"\ninitial-nodes = {}\nreplicas = {}\nmax-moves = {}\n\
-             raft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
+             lease = \"{}ms\"\nraft-heartbeat = \"{}ms\"\nraft-election-timeout = \"{}ms\"\n\
              log-level = {:?}\nlog-file = {}\n",
             self.listen,
             self.peer_listen,
@@ -480,6 +510,7 @@ impl Config {
             self.initial_nodes,
             self.replicas,
             self.max_moves,
+            self.lease.as_millis(),
             self.raft_heartbeat.as_millis(),
             self.raft_election_timeout.as_millis(),
             self.log_level,

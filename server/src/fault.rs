@@ -15,6 +15,11 @@
 //! - `--fault-drop-move-change`: each bucket move leaves out one change-log record.
 //! - `--fault-early-drop`: a move drops the source's copy at park time and serves the bucket
 //!   again at once, before the switchover commits.
+//! - `--fault-ignore-lease`: the node keeps serving after its lease ran out
+//!   ([`ignore_lease`], read by `ClusterView::leased`).
+//! - `--fault-promote-any`: a leader that fences a node first marks every replica of its
+//!   buckets in sync, so a replica that was not may be promoted.
+//! - `--fault-ack-early`: replies do not wait for the in-sync replicas.
 //! - SIGUSR1 / SIGUSR2 (a partition): SIGUSR1 cuts the node off from every peer
 //!   ([`cut_peers`]), SIGUSR2 heals it. While cut off, live peer connections (both directions)
 //!   are closed, new incoming ones are dropped at accept and every peer call fails at once as
@@ -67,6 +72,29 @@ static STALL_AT: AtomicU64 = AtomicU64::new(0);
 static DROP_MOVE_CHANGE: AtomicBool = AtomicBool::new(false);
 /// Drop the source's copy at park time.
 static EARLY_DROP: AtomicBool = AtomicBool::new(false);
+/// Serve without a lease.
+static IGNORE_LEASE: AtomicBool = AtomicBool::new(false);
+/// Promote replicas that are not in sync.
+static PROMOTE_ANY: AtomicBool = AtomicBool::new(false);
+/// Acknowledge before the replicas hold the write.
+static ACK_EARLY: AtomicBool = AtomicBool::new(false);
+
+/// Whether the node serves without a lease (`--fault-ignore-lease`).
+#[inline]
+pub fn ignore_lease() -> bool {
+    IGNORE_LEASE.load(Ordering::Relaxed)
+}
+
+/// Whether a fencing leader marks every replica in sync first (`--fault-promote-any`).
+pub fn promote_any() -> bool {
+    PROMOTE_ANY.load(Ordering::Relaxed)
+}
+
+/// Whether replies go out before the in-sync replicas hold them (`--fault-ack-early`).
+#[inline]
+pub fn ack_early() -> bool {
+    ACK_EARLY.load(Ordering::Relaxed)
+}
 
 /// Whether moves stall at `phase` (`--fault-stall-move-at`).
 pub fn stall_move_at(phase: MovePhaseName) -> bool {
@@ -99,6 +127,18 @@ pub fn install(config: &Config) {
     }
     if config.fault_early_drop {
         tracing::warn!("FAULT INJECTION: bucket moves drop the source's copy at park time");
+    }
+    IGNORE_LEASE.store(config.fault_ignore_lease, Ordering::Relaxed);
+    PROMOTE_ANY.store(config.fault_promote_any, Ordering::Relaxed);
+    ACK_EARLY.store(config.fault_ack_early, Ordering::Relaxed);
+    for (on, what) in [
+        (config.fault_ignore_lease, "serving without a lease"),
+        (config.fault_promote_any, "fencing promotes replicas that are not in sync"),
+        (config.fault_ack_early, "acknowledging before the replicas hold the write"),
+    ] {
+        if on {
+            tracing::warn!("FAULT INJECTION: {what}");
+        }
     }
     DROP_EVERY.store(config.fault_drop_writes, Ordering::Relaxed);
     IGNORE_TABLE.store(config.fault_ignore_table, Ordering::Relaxed);

@@ -30,7 +30,7 @@
 //! - Admin operations that take time (SAVE) run off the session and return a future, which the
 //!   connection driver waits on while it goes on serving (see `net::Output`).
 
-use crate::cluster::in_sync::CopiesHold;
+use crate::cluster::in_sync::{CopiesHold, Held};
 use crate::cluster::{BucketGuard, ClusterView, Redirect};
 use crate::persist::{PersistError, PersistMode, Persistence, SaveSummary};
 use crate::stats::ServerStats;
@@ -109,6 +109,9 @@ pub enum OpError {
     /// This node does not serve the key's bucket: where it is served, by the applied table.
     /// Nothing was applied.
     NotMyBucket(Redirect),
+    /// This node holds no lease from the cluster, so it serves nothing (see
+    /// [`crate::cluster::lease`]). Nothing was applied.
+    NoLease,
 }
 
 impl From<StoreError> for OpError {
@@ -125,6 +128,7 @@ impl std::fmt::Display for OpError {
                 Some((id, addr)) => write!(f, "bucket {} is served by {id} at {addr}", r.bucket),
                 None => write!(f, "bucket {} has no owner", r.bucket),
             },
+            OpError::NoLease => f.write_str("this node holds no lease from the cluster"),
         }
     }
 }
@@ -249,13 +253,19 @@ impl Keyspace {
 
     /// Enters `key`'s bucket for one call (hold the guard until the store call returns);
     /// fails with [`OpError::NotMyBucket`] unless this node serves the bucket now (a parked
-    /// bucket is not served: see [`ClusterView::enter`]).
+    /// bucket is not served: see [`ClusterView::enter`]), and with [`OpError::NoLease`]
+    /// while it holds no lease.
     #[inline]
     fn enter(&self, key: &[u8]) -> OpResult<BucketGuard<'_>> {
         let bucket = shoal_proto::hash::bucket_of(key, self.store.buckets());
-        self.cluster
+        let guard = self
+            .cluster
             .enter(bucket)
-            .ok_or_else(|| self.not_mine(bucket))
+            .ok_or_else(|| self.not_mine(bucket))?;
+        if !self.cluster.leased() {
+            return Err(OpError::NoLease);
+        }
+        Ok(guard)
     }
 
     /// The buckets of `keys` (a request's keys, asked only when some bucket of this node
@@ -284,8 +294,24 @@ impl Keyspace {
 
     /// What the reply to a request just run here must wait for: the in-sync copies of its
     /// buckets to hold them up to now (see [`crate::cluster::in_sync`]); `None` when they
-    /// have no such copy or the copies hold everything already.
-    pub fn copies_hold(&self, gated: Gated) -> Option<CopiesHold> {
+    /// have no such copy or the copies hold everything already. The future answers whether
+    /// the reply may go out: `false` when this node's lease ran out meanwhile (the copies
+    /// may have been let go because the bucket failed over without this write), so the
+    /// session answers "in doubt" instead.
+    pub fn copies_hold(&self, gated: Gated) -> Option<Held> {
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::ack_early() {
+            return None;
+        }
+        let hold = self.copies_of(gated)?;
+        let cluster = self.cluster.clone();
+        Some(Box::pin(async move {
+            hold.await;
+            cluster.leased()
+        }))
+    }
+
+    fn copies_of(&self, gated: Gated) -> Option<CopiesHold> {
         let in_sync = self.cluster.in_sync();
         let seq = |b: u32| move || self.store.bucket_stats(b).seq;
         match gated {

@@ -19,6 +19,7 @@
 //! running at the deadline is abandoned and leaves no savefile behind (only a temporary file,
 //! deleted at the next start).
 
+use crate::cluster::lease::LeaseTiming;
 use crate::cluster::moves::source::MoveConfig;
 use crate::cluster::moves::HandOff;
 use crate::cluster::peer::{ClusterSecret, SecretError};
@@ -294,6 +295,7 @@ pub fn start_cluster(
                 bandwidth: config.move_bandwidth as u64,
                 park_timeout: config.park_timeout,
             },
+            lease: LeaseTiming::new(config.lease),
         },
         peer,
         view.clone(),

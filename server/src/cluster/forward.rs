@@ -24,8 +24,9 @@
 //! otherwise the client is told it is in doubt. Nothing here ever turns a failure into a
 //! miss or a value.
 
-use super::in_sync::CopiesHold;
 use super::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
+use super::in_sync::Held;
+use super::lease::LEASE_RAN_OUT;
 use super::ClusterView;
 use crate::datadir::NodeId;
 use shoal_proto::peer::{
@@ -58,8 +59,9 @@ pub struct Ran {
     /// What running it gave.
     pub executed: Executed,
     /// Completes when the reply may leave (an in-sync copy of the bucket holds the write;
-    /// see [`super::in_sync`]); `None`: at once.
-    pub after: Option<CopiesHold>,
+    /// see [`super::in_sync`]), with `false` when the owner's lease ran out meanwhile (the
+    /// command is in doubt); `None`: at once.
+    pub after: Option<Held>,
 }
 
 impl From<Executed> for Ran {
@@ -241,7 +243,7 @@ impl Forwarding {
     pub fn run_local_batch(
         &self,
         commands: &[&[u8]],
-    ) -> Result<(Vec<u8>, Option<CopiesHold>), ForwardError> {
+    ) -> Result<(Vec<u8>, Option<Held>), ForwardError> {
         let stopped = self.stopped.read().unwrap_or_else(PoisonError::into_inner);
         if *stopped {
             return Err(ForwardError::NotReady);
@@ -263,11 +265,13 @@ impl Forwarding {
                 }
             }
         }
-        let after = (!holds.is_empty()).then(|| -> CopiesHold {
+        let after = (!holds.is_empty()).then(|| -> Held {
             Box::pin(async move {
+                let mut sure = true;
                 for hold in holds {
-                    hold.await;
+                    sure &= hold.await;
                 }
+                sure
             })
         });
         Ok((replies.finish(), after))
@@ -331,7 +335,12 @@ pub async fn send_to(
             Err(e) => return Attempt::Failed(e),
         };
         if let Some(after) = ran.after {
-            after.await;
+            if !after.await {
+                return Attempt::Failed(ForwardError::InDoubt {
+                    owner: "this node".into(),
+                    cause: LEASE_RAN_OUT.into(),
+                });
+            }
         }
         return match ran.executed {
             Executed::Reply(bytes) => Attempt::Done(bytes),
@@ -464,6 +473,13 @@ fn call_error(owner: String, e: PeerCallError) -> ForwardError {
             status: Status::NotReady,
             ..
         } => ForwardError::NotReady,
+        PeerCallError::Remote {
+            status: Status::InDoubt,
+            message,
+        } => ForwardError::InDoubt {
+            owner,
+            cause: message,
+        },
         PeerCallError::Timeout => ForwardError::InDoubt {
             owner,
             cause: "deadline passed".into(),
@@ -582,7 +598,7 @@ mod tests {
             };
             executed.into()
         }));
-        let decode = |(body, after): &(Vec<u8>, Option<CopiesHold>)| -> Vec<Vec<u8>> {
+        let decode = |(body, after): &(Vec<u8>, Option<Held>)| -> Vec<Vec<u8>> {
             assert!(after.is_none(), "no in-sync copy: nothing to wait for");
             ForwardBatchReplies::decode(body)
                 .expect("reply")

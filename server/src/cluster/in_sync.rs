@@ -31,6 +31,11 @@ use tokio::sync::{watch, Notify};
 /// gate closed).
 pub type CopiesHold = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A reply held until the in-sync copies have its request
+/// ([`crate::keyspace::Keyspace::copies_hold`]): completes with whether the reply may go out
+/// as it is (`false`: this node's lease ran out meanwhile, so the request is in doubt).
+pub type Held = Pin<Box<dyn Future<Output = bool> + Send>>;
+
 /// Shards of the bucket → gate map (by bucket number), so that requests in different
 /// buckets rarely meet on one lock.
 const SHARDS: usize = 64;

@@ -16,6 +16,8 @@
 //! - [`moves`]: copying a bucket to another node while it is served, and the switchover.
 //! - [`in_sync`]: replies held until an in-sync copy of their bucket has the write.
 //! - [`held`]: saved buckets loaded at start, held until the applied table confirms them.
+//! - [`lease`]: the node's lease (nothing is served without one) and the leader's record of
+//!   renewals (when a silent node may be fenced).
 //! - [`control`]: cluster admin requests (CLUSTER_ADMIN) from the data path to the control
 //!   plane, and what they mean as commands.
 //!
@@ -28,6 +30,7 @@ pub mod held;
 pub mod identity;
 pub mod in_sync;
 pub mod join;
+pub mod lease;
 pub mod moves;
 pub mod peer;
 pub mod planner;
@@ -94,6 +97,10 @@ struct ClusterViewInner {
     /// Saved buckets loaded at start and not yet confirmed by the table (parked meanwhile);
     /// locked after `state`.
     held: Mutex<held::Held>,
+    /// This node's lease: no bucket is served without it.
+    lease: lease::Lease,
+    /// The node loaded saved buckets at start ([`ClusterView::hold_loaded`]).
+    loaded: AtomicBool,
 }
 
 /// A keyspace call inside one bucket ([`ClusterView::enter`]); dropping it ends the call.
@@ -161,14 +168,19 @@ impl ClusterView {
                 control: control::ControlHandle::default(),
                 progress: Mutex::new(BTreeMap::new()),
                 held: Mutex::new(held::Held::default()),
+                lease: lease::Lease::none(),
+                loaded: AtomicBool::new(false),
             }),
         }
     }
 
-    /// A node that serves every bucket, with no cluster behind it (unit tests of the data
-    /// path).
+    /// A node that serves every bucket, with no cluster behind it and a lease that never
+    /// ends (unit tests of the data path).
     pub fn everything(buckets: u32) -> ClusterView {
-        let o = ClusterView::new(NodeId::default(), buckets);
+        let mut o = ClusterView::new(NodeId::default(), buckets);
+        if let Some(inner) = Arc::get_mut(&mut o.inner) {
+            inner.lease = lease::Lease::forever();
+        }
         for word in o.inner.bits.iter() {
             word.store(u64::MAX, Ordering::Relaxed);
         }
@@ -205,6 +217,22 @@ impl ClusterView {
             return true;
         }
         self.inner.all.load(Ordering::Acquire)
+    }
+
+    /// This node's lease (renewed by the control plane; checked on every request). In
+    /// `fault-injection` builds run with `--fault-ignore-lease`, always valid.
+    pub fn lease(&self) -> &lease::Lease {
+        &self.inner.lease
+    }
+
+    /// Whether this node holds its lease now (it serves nothing otherwise).
+    #[inline]
+    pub fn leased(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::ignore_lease() {
+            return true;
+        }
+        self.inner.lease.valid()
     }
 
     /// Forwarding of commands to the nodes that serve their buckets.
@@ -300,6 +328,7 @@ impl ClusterView {
         if held.is_empty() {
             return;
         }
+        self.inner.loaded.store(true, Ordering::SeqCst);
         let state = self.lock_state();
         for b in held.buckets() {
             self.mark_parked(b, true);
@@ -310,6 +339,11 @@ impl ClusterView {
         );
         *self.held() = held;
         self.apply_bits(&state);
+    }
+
+    /// Whether this node loaded saved buckets at start.
+    pub fn holds_loaded(&self) -> bool {
+        self.inner.loaded.load(Ordering::SeqCst)
     }
 
     /// Whether `bucket` holds saved items not yet confirmed by the table.

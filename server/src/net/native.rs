@@ -22,6 +22,7 @@
 
 use super::{Output, Session, Shared, Step};
 use crate::cluster::state::{ClusterState, NodeState};
+use crate::cluster::lease::LEASE_RAN_OUT;
 use crate::cluster::{ClusterView, Redirect};
 use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
@@ -354,6 +355,11 @@ impl NativeSession {
                 // the decoder accepted, and would read as a miss.
                 Ok(None) | Err(OpError::Store(_)) => w.miss(),
                 Err(OpError::NotMyBucket(r)) => w.not_my_bucket(&redirect_body(&r)),
+                Err(OpError::NoLease) => {
+                    w.discard();
+                    error(out, Opcode::MultiGet, Status::NoLease, id, NO_LEASE);
+                    return;
+                }
             }
             if w.body_len() > max_frame {
                 w.discard();
@@ -459,12 +465,17 @@ impl Session for NativeSession {
                             .chain(many.into_iter().flatten())
                     });
                     let mark = out.mark();
+                    let (op, id) = (req.command.opcode(), req.id);
                     if self.handle(req, out) {
                         break true;
                     }
                     let hold = gated.and_then(|g| self.shared.keyspace.copies_hold(g));
                     if let Some(hold) = hold {
-                        out.hold_back(mark, hold);
+                        out.hold_back(mark, hold, move || {
+                            let mut reply = Vec::new();
+                            error(&mut reply, op, Status::InDoubt, id, LEASE_RAN_OUT.as_bytes());
+                            reply
+                        });
                     }
                 }
                 Err(e) => match self.reject(e, out) {
@@ -528,8 +539,12 @@ fn op_error(out: &mut Vec<u8>, op: Opcode, id: u32, e: OpError) {
             let (status, message) = store_error_status(e);
             error(out, op, status, id, message.as_bytes());
         }
+        OpError::NoLease => error(out, op, Status::NoLease, id, NO_LEASE),
     }
 }
+
+/// The message of a `NO_LEASE` reply.
+const NO_LEASE: &[u8] = b"this node holds no lease from the cluster; try again";
 
 /// The wire form of a redirect.
 fn redirect_body(r: &Redirect) -> NotMyBucket<'_> {

@@ -103,18 +103,27 @@ impl Output {
     }
 
     /// Holds the reply bytes added since `mark` until `until` completes: they become a
-    /// pending reply (so on an ordered connection the replies after them wait too). Nothing
-    /// is held when nothing was added, or when a reply was deferred since `mark` (its bytes
-    /// are not all in one place; the callers hold back single-key requests run here, which
+    /// pending reply (so on an ordered connection the replies after them wait too), sent as
+    /// they are if `until` gives `true`, replaced by `otherwise` if it gives `false`.
+    /// Nothing is held when nothing was added, or when a reply was deferred since `mark`
+    /// (its bytes are not all in one place; the callers hold back requests run here, which
     /// never defer).
-    pub fn hold_back(&mut self, mark: Mark, until: impl Future<Output = ()> + Send + 'static) {
+    pub fn hold_back(
+        &mut self,
+        mark: Mark,
+        until: impl Future<Output = bool> + Send + 'static,
+        otherwise: impl FnOnce() -> Vec<u8> + Send + 'static,
+    ) {
         if self.waiting.len() != mark.pending || self.len() <= mark.len {
             return;
         }
         let bytes = self.split_off(mark.len);
         self.defer(Box::pin(async move {
-            until.await;
-            bytes
+            if until.await {
+                bytes
+            } else {
+                otherwise()
+            }
         }));
     }
 
@@ -241,30 +250,37 @@ mod tests {
         out.extend_from_slice(b"a");
         let mark = out.mark();
         out.extend_from_slice(b"b");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        out.hold_back(mark, async move {
-            let _ = rx.await;
-        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<bool>();
+        let in_doubt = || b"?".to_vec();
+        out.hold_back(mark, async move { rx.await.unwrap_or(false) }, in_doubt);
         out.extend_from_slice(b"c");
         assert_eq!(out.ready().as_slice(), b"a");
         assert_eq!(out.pending(), 1);
-        tx.send(()).expect("receiver alive");
+        tx.send(true).expect("receiver alive");
         out.completed().await;
         assert_eq!(out.ready().as_slice(), b"abc");
 
         // Nothing added since the mark: nothing held.
         let mark = out.mark();
-        out.hold_back(mark, std::future::pending());
+        out.hold_back(mark, std::future::pending(), in_doubt);
         assert_eq!(out.pending(), 0);
 
         // A reply deferred since the mark: not split.
         let mark = out.mark();
         out.defer(Box::pin(async { b"d".to_vec() }));
         out.extend_from_slice(b"e");
-        out.hold_back(mark, std::future::pending());
+        out.hold_back(mark, std::future::pending(), in_doubt);
         assert_eq!(out.pending(), 1);
         out.completed().await;
         assert_eq!(out.ready().as_slice(), b"abcde");
+
+        // A condition that fails: the held bytes are replaced.
+        let mark = out.mark();
+        out.extend_from_slice(b"f");
+        out.hold_back(mark, async { false }, in_doubt);
+        out.extend_from_slice(b"g");
+        out.completed().await;
+        assert_eq!(out.ready().as_slice(), b"abcde?g");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 use super::handshake::{check_allowed, new_nonce, ListenerHandshake, Local, Verified};
 use super::wire::{write_frames, FrameReader, ReadError, HANDSHAKE_MAX_BODY};
 use super::{cut, PeerIdentity};
-use crate::cluster::in_sync::CopiesHold;
+use crate::cluster::in_sync::Held;
+use crate::cluster::lease::LEASE_RAN_OUT;
 use crate::datadir::{ClusterId, NodeId};
 use bytes::Bytes;
 use shoal_proto::peer::{
@@ -109,7 +110,7 @@ pub struct InOrder {
     pub reply: Result<Vec<u8>, PeerFailure>,
     /// What must complete before the reply is sent (an in-sync copy acknowledging the
     /// write); the next requests are carried out meanwhile. `None`: sent at once.
-    pub after: Option<CopiesHold>,
+    pub after: Option<Held>,
 }
 
 /// The handler of a node whose cluster layer is not running: every request is answered
@@ -545,7 +546,16 @@ impl<H: PeerHandler> Connection<H> {
                     Some(after) => {
                         let tx = tx.clone();
                         tokio::spawn(async move {
-                            after.await;
+                            if !after.await {
+                                out.clear();
+                                encode_refusal(
+                                    &mut out,
+                                    op as u8,
+                                    Status::InDoubt,
+                                    id,
+                                    LEASE_RAN_OUT,
+                                );
+                            }
                             let _ = tx.send(out).await;
                         });
                     }

@@ -27,6 +27,7 @@ use crate::cluster::identity::{
     clear_rejoin, forget_cluster, read_cluster_id, read_rejoin, write_cluster_id, IdentityError,
 };
 use crate::cluster::join::{plan_join, JoinPlan, JoinReply, JoinRequest};
+use crate::cluster::lease::{LeaseBook, LeaseTiming};
 use crate::cluster::moves::{self, source::MoveConfig, source::Proposer, HandOff, HandOffRequest};
 use crate::cluster::peer::{
     ClusterSecret, InOrder, PeerCallError, PeerFailure, PeerHandler, PeerIdentity, PeerInfo,
@@ -75,6 +76,8 @@ const PROPOSE_MIN_BACKOFF: Duration = Duration::from_millis(20);
 const PROPOSE_MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// How long an admin request (CLUSTER_ADMIN) may take: a leader election and a commit.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait at start for the node's first lease before it reports ready anyway.
+const FIRST_LEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// What the control plane needs to know about its node.
 #[derive(Debug, Clone)]
@@ -105,6 +108,8 @@ pub struct ControlPlaneConfig {
     pub secret: ClusterSecret,
     /// How bucket moves run from this node.
     pub moves: MoveConfig,
+    /// The node lease (`--lease`).
+    pub lease: LeaseTiming,
 }
 
 /// Why the control plane could not start.
@@ -244,6 +249,11 @@ async fn run(
         node.shutdown().await;
         return;
     }
+    // Serve (the ready line) once the node holds its first lease, or after a bound: a node
+    // restarted before a quorum of its peers gets one only when they are back.
+    let (first_tx, first_rx) = oneshot::channel();
+    let leaser = tokio::spawn(node.clone().keep_lease(first_tx));
+    let _ = tokio::time::timeout(FIRST_LEASE_WAIT, first_rx).await;
     let _ = started.send(Ok(()));
     let coming_back = node.clone();
     tokio::spawn(async move { coming_back.reactivate().await });
@@ -264,6 +274,7 @@ async fn run(
         .connect()
         .map(|jobs| tokio::spawn(node.clone().serve_admin(jobs)));
     let _ = stop.await;
+    leaser.abort();
     reconciler.abort();
     mover.abort();
     replicator.abort();
@@ -299,6 +310,11 @@ pub(crate) struct Node {
     committed: Option<u64>,
     /// The applied state, to wait until `committed` is applied again.
     replayed: watch::Receiver<Applied>,
+    /// When this node leads: the renewals it granted, by member (who may be fenced).
+    leases: Arc<std::sync::Mutex<LeaseBook>>,
+    /// When this node leads: the term and start time of the last quorum check that
+    /// confirmed it (renewals that arrived before that start share it).
+    confirmed: Arc<tokio::sync::Mutex<Option<(u64, std::time::Instant)>>>,
 }
 
 impl Node {
@@ -387,6 +403,8 @@ impl Node {
             started: Instant::now(),
             committed,
             replayed,
+            leases: Arc::default(),
+            confirmed: Arc::default(),
         };
         let server = PeerServer::new(listener, identity, Service { node: node.clone() });
         tokio::spawn(server.run(async move {
@@ -810,7 +828,7 @@ impl Node {
             tokio::select! {
                 _ = metrics.changed() => {}
                 _ = table.changed() => {}
-                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+                _ = tokio::time::sleep(RECONCILE_EVERY.min(self.config.lease.renew_every)) => {}
             }
         }
     }
@@ -819,11 +837,43 @@ impl Node {
     async fn reconcile_once(&self) -> Result<bool, String> {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
+            self.lease_book().follow();
             return Ok(false);
         }
         let state = self.view.state();
         if state.cluster_id.is_none() {
             return Ok(false);
+        }
+
+        // 0. Members whose lease has surely run out are fenced: their buckets fail over.
+        let now = std::time::Instant::now();
+        let expired: Vec<(NodeId, u64)> = {
+            let mut book = self.lease_book();
+            book.lead(metrics.current_term, now);
+            state
+                .nodes
+                .iter()
+                .filter(|(id, m)| {
+                    **id != self.me()
+                        && matches!(m.state, NodeState::Active | NodeState::Draining)
+                        && book.expired(**id, now, &self.config.lease)
+                })
+                .map(|(id, m)| (*id, m.liveness_epoch))
+                .collect()
+        };
+        // Not during a whole-cluster stop: the members are saving, not failing.
+        if !expired.is_empty() && !state.settings.stopping {
+            for (node, liveness_epoch) in expired {
+                tracing::warn!(%node, "its lease ran out: fencing it, its buckets fail over");
+                #[cfg(feature = "fault-injection")]
+                self.fault_mark_all_in_sync(&state, node).await?;
+                self.write(Command::FenceNode {
+                    node,
+                    liveness_epoch,
+                })
+                .await?;
+            }
+            return Ok(true);
         }
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() > 1 {
@@ -1038,6 +1088,223 @@ impl Node {
             .await
             .map(|r| r.data)
             .map_err(|e| ProposeFailure::Retry(format!("not committed: {e}")))
+    }
+
+    fn lease_book(&self) -> std::sync::MutexGuard<'_, LeaseBook> {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The leader's side of LEASE_RENEW from `node` (this node included), which arrived at
+    /// `arrived`: granted once a quorum confirmed this node leads after that, and only under
+    /// the member's current liveness epoch, read after everything committed is applied.
+    async fn grant_lease(
+        &self,
+        node: NodeId,
+        liveness_epoch: u64,
+        arrived: std::time::Instant,
+    ) -> Result<(), PeerFailure> {
+        let term = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            if m.state != ServerState::Leader {
+                return Err(PeerFailure::not_ready("not the leader"));
+            }
+            m.current_term
+        };
+        self.confirm_leader(term, arrived).await?;
+        match self.replayed.borrow().state.nodes.get(&node) {
+            Some(m) if m.liveness_epoch == liveness_epoch => {}
+            Some(m) => {
+                return Err(PeerFailure::new(
+                    Status::Exists,
+                    format!(
+                        "liveness epoch {liveness_epoch} is not current ({}): the node was fenced",
+                        m.liveness_epoch
+                    ),
+                ))
+            }
+            None => return Err(PeerFailure::new(Status::NotFound, "not a member")),
+        }
+        let mut book = self.lease_book();
+        book.lead(term, std::time::Instant::now());
+        book.renewed(term, node, arrived);
+        Ok(())
+    }
+
+    /// Confirms with a quorum that this node still leads `term`, by a check that started
+    /// after `arrived` (one check serves every renewal that arrived before it started), and
+    /// waits until everything committed is applied.
+    async fn confirm_leader(&self, term: u64, arrived: std::time::Instant) -> Result<(), PeerFailure> {
+        let mut confirmed = self.confirmed.lock().await;
+        if confirmed.is_some_and(|(t, started)| t == term && started >= arrived) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let check = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.config.lease.renew_every, check).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(PeerFailure::not_ready(format!("not confirmed as leader: {e}"))),
+            Err(_) => return Err(PeerFailure::not_ready("no quorum confirmed the leader in time")),
+        }
+        if self.raft.metrics().borrow().current_term != term {
+            return Err(PeerFailure::not_ready("the term changed"));
+        }
+        *confirmed = Some((term, started));
+        Ok(())
+    }
+
+    /// One renewal of this node's lease under `liveness_epoch`, with the leader it knows.
+    async fn renew_lease(&self, liveness_epoch: u64) -> Result<(), String> {
+        let leader = self
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .ok_or("no leader known")?;
+        if leader == self.me() {
+            return self
+                .grant_lease(leader, liveness_epoch, std::time::Instant::now())
+                .await
+                .map_err(|f| f.message);
+        }
+        let client = self
+            .peers
+            .member(leader)
+            .ok_or_else(|| format!("no address for leader {leader}"))?;
+        client
+            .call(
+                PeerOpcode::LeaseRenew,
+                liveness_epoch.to_be_bytes().to_vec(),
+                self.config.lease.renew_every,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("leader {leader}: {e}"))
+    }
+
+    /// Keeps this node's lease for as long as the control plane runs: renews it every
+    /// [`LeaseTiming::renew_every`] under the liveness epoch the applied state gives the
+    /// node; ends it when that epoch changes (the node was fenced); brings a fenced node
+    /// back (Revive) once it holds a lease again. First, a node that restarted without the
+    /// copies the table gives it fences itself, so their in-sync replicas take over at once
+    /// rather than after the lease. `first` is told when the first lease is granted.
+    async fn keep_lease(self, first: oneshot::Sender<()>) {
+        let me = self.me();
+        let timing = self.config.lease;
+        let mut first = Some(first);
+        let mut checked_restart = false;
+        let mut renewed_under: Option<u64> = None;
+        let mut lapsed = false;
+        loop {
+            let round = Instant::now();
+            let state = self.replayed.borrow().state.clone();
+            if let Some(member) = state.nodes.get(&me) {
+                let epoch = member.liveness_epoch;
+                if renewed_under.is_some_and(|e| e != epoch) {
+                    // Fenced (its lease had run out already; this only makes sure).
+                    self.view.lease().end();
+                    renewed_under = None;
+                }
+                if !checked_restart {
+                    checked_restart = self.fence_after_restart(&state, epoch).await;
+                    continue;
+                }
+                let sent = std::time::Instant::now();
+                match self.renew_lease(epoch).await {
+                    Ok(()) => {
+                        self.view.lease().extend(sent, timing.lease);
+                        renewed_under = Some(epoch);
+                        if lapsed {
+                            tracing::info!("lease renewed: serving again");
+                            lapsed = false;
+                        }
+                        if let Some(first) = first.take() {
+                            let _ = first.send(());
+                        }
+                        if member.state == NodeState::Down {
+                            self.revive(epoch).await;
+                        }
+                    }
+                    Err(e) => {
+                        if !lapsed && !self.view.leased() {
+                            tracing::warn!(error = %e, "lease ran out: serving nothing until it is renewed");
+                            lapsed = true;
+                        }
+                        tracing::debug!(error = %e, "lease not renewed");
+                    }
+                }
+            }
+            tokio::time::sleep_until(round + timing.renew_every).await;
+        }
+    }
+
+    /// At start: a member that restarted without the copies the table gives it (it loaded
+    /// no savefile, and outside a whole-cluster stop) while some are in sync elsewhere, or
+    /// it is a replica or a move's target, fences itself. `true` once done or not needed.
+    async fn fence_after_restart(&self, state: &ClusterState, liveness_epoch: u64) -> bool {
+        let me = self.me();
+        let holds_copies = state.buckets.iter().any(|b| {
+            (b.primary == Some(me) && !b.in_sync.is_empty())
+                || b.replicas.contains(&me)
+                || b.moving.is_some_and(|m| m.to == me)
+        });
+        if state.settings.stopping || self.view.holds_loaded() || !holds_copies {
+            return true;
+        }
+        let cmd = Command::FenceNode {
+            node: me,
+            liveness_epoch,
+        };
+        let deadline = Instant::now() + self.config.join_timeout;
+        match self.propose(cmd, deadline).await {
+            Ok(_) => {
+                tracing::info!("restarted without this node's copies: fenced it, its buckets fail over to their replicas");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fence this restarted node yet; trying again");
+                false
+            }
+        }
+    }
+
+    /// A fenced node that holds a lease again becomes an active member (it owns nothing).
+    async fn revive(&self, liveness_epoch: u64) {
+        let cmd = Command::Revive {
+            node: self.me(),
+            liveness_epoch,
+        };
+        let deadline = Instant::now() + self.config.lease.renew_every;
+        match self.propose(cmd, deadline).await {
+            Ok(_) => tracing::info!("back after a fence: an active member again"),
+            Err(e) => tracing::debug!(error = %e, "revival not committed yet"),
+        }
+    }
+
+    /// `--fault-promote-any`: marks every replica of `node`'s buckets in sync before the
+    /// fence, so a copy that is not may be promoted.
+    #[cfg(feature = "fault-injection")]
+    async fn fault_mark_all_in_sync(&self, state: &ClusterState, node: NodeId) -> Result<(), String> {
+        if !crate::fault::promote_any() {
+            return Ok(());
+        }
+        for (b, bucket) in state.buckets.iter().enumerate() {
+            if bucket.primary != Some(node) {
+                continue;
+            }
+            for r in bucket.replicas.iter().filter(|r| !bucket.in_sync.contains(r)) {
+                tracing::warn!(bucket = b, replica = %r, "FAULT INJECTION: marking a replica in sync");
+                self.write_settled(Command::JoinInSync {
+                    bucket: b as u32,
+                    epoch: bucket.epoch,
+                    node: *r,
+                })
+                .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Serves admin requests from the data path until the control plane stops: each runs
@@ -1491,6 +1758,16 @@ impl PeerHandler for Service {
                     .map_err(PeerFailure::not_ready)?;
                 serde_json::to_vec(&replaced)
                     .map_err(|e| PeerFailure::new(Status::ServerError, e.to_string()))
+            }
+            PeerOpcode::LeaseRenew => {
+                let arrived = std::time::Instant::now();
+                let epoch: [u8; 8] = body[..].try_into().map_err(|_| {
+                    PeerFailure::bad_request("LEASE_RENEW body is not a u64 liveness epoch")
+                })?;
+                self.node
+                    .grant_lease(from.node_id, u64::from_be_bytes(epoch), arrived)
+                    .await
+                    .map(|()| Vec::new())
             }
             PeerOpcode::Propose => {
                 let cmd: Command = serde_json::from_slice(&body)

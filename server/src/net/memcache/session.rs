@@ -5,6 +5,7 @@
 //! they arrive; turn parse errors into replies, counters and (when fatal) a close. It does no
 //! I/O (the connection driver in `net/conn.rs` does).
 
+use crate::cluster::lease::LEASE_RAN_OUT;
 use super::exec::{Counts, Exec, Outcome};
 use super::forward::{self, Batch, Chains};
 use super::parse::{parse, request_len, ParseError, ParseErrorKind, TextCommand};
@@ -122,7 +123,9 @@ impl Session for TextSession {
                             pos += used;
                             let hold = gated.and_then(|g| keyspace.copies_hold(g));
                             if let Some(hold) = hold {
-                                out.hold_back(mark, hold);
+                                out.hold_back(mark, hold, || {
+                                    format!("SERVER_ERROR {LEASE_RAN_OUT}\r\n").into_bytes()
+                                });
                             }
                         }
                         Outcome::Paused => {
