@@ -16,7 +16,9 @@
 //!                  leader id [16], table version u64, buckets owned u32, memory used u64,
 //!                  memory limit u64, items u64, wall clock us u64, version short,
 //!                  moves u16, moves x (bucket u32, to [16], phase u8, bytes u64, items u64,
-//!                  elapsed ms u64)   (an older node ends after `version`: no moves)
+//!                  elapsed ms u64)   (an older node ends after `version`: no moves),
+//!                  replicas setting u32, replica of u32, in sync of u32, building u32,
+//!                  lease left ms u64 (0: none; each group absent from an older node)
 //!  CLUSTER_ADMIN   kind u8: 1 MOVE bucket u32, to [16] | 2 CANCEL_MOVE bucket u32
 //!                  | 3 DRAIN node [16] | 4 PAUSE paused u8 (0/1)
 //!  NOTICE TABLE_CHANGED   version u64
@@ -383,6 +385,9 @@ pub struct NodeStatus {
     pub moves: Vec<MoveProgress>,
     /// Its replica roles (zeros from a node that predates replication).
     pub replication: ReplicationStatus,
+    /// How much of its lease is left, in milliseconds: 0 when it holds none (it serves
+    /// nothing), `u64::MAX` when it needs none; `None` from a node that predates leases.
+    pub lease_left_ms: Option<u64>,
 }
 
 /// A node's replica roles, by its applied table (part of [`NodeStatus`]).
@@ -425,11 +430,14 @@ impl NodeStatus {
         for n in [r.setting, r.replica_of, r.in_sync_of, r.building] {
             dst.extend_from_slice(&n.to_be_bytes());
         }
+        if let Some(left) = self.lease_left_ms {
+            dst.extend_from_slice(&left.to_be_bytes());
+        }
     }
 
     /// Decodes a whole body. A body that ends right after `version` (a node that predates
     /// moves in the status) has no moves; one that ends after the moves has no replication
-    /// figures (zeros).
+    /// figures (zeros); one that ends after those has no lease.
     ///
     /// # Errors
     /// `Truncated`, `TrailingBytes`, or `BadField` for an unknown role or move phase or a
@@ -452,6 +460,7 @@ impl NodeStatus {
             version: read_string(&mut r)?,
             moves: Vec::new(),
             replication: ReplicationStatus::default(),
+            lease_left_ms: None,
         };
         if !r.rest().is_empty() {
             let count = usize::from(r.u16()?);
@@ -471,6 +480,9 @@ impl NodeStatus {
                 in_sync_of: r.u32()?,
                 building: r.u32()?,
             };
+        }
+        if !r.rest().is_empty() {
+            out.lease_left_ms = Some(r.u64()?);
         }
         r.finish()?;
         Ok(out)
@@ -758,6 +770,7 @@ mod tests {
                 in_sync_of: 290,
                 building: 4,
             },
+            lease_left_ms: Some(4200),
         }
     }
 
@@ -880,19 +893,22 @@ mod tests {
         s.encode(&mut body);
         assert_eq!(NodeStatus::decode(&body).unwrap(), s);
         // Every strict prefix is truncated, except the one that ends after `version` (an
-        // older node's status, without moves) and the one that ends after the moves
-        // (without replication figures).
-        let old_len = body.len() - 16 - 2 - 2 * MOVE_LEN;
+        // older node's status, without moves), the one that ends after the moves
+        // (without replication figures) and the one that ends after those (no lease).
+        let old_len = body.len() - 8 - 16 - 2 - 2 * MOVE_LEN;
         for n in 0..body.len() {
             let got = NodeStatus::decode(&body[..n]);
             if n == old_len {
                 assert_eq!(got.map(|o| o.moves), Ok(vec![]));
-            } else if n == body.len() - 16 {
+            } else if n == body.len() - 8 - 16 {
                 let got = got.unwrap();
                 assert_eq!(
                     (got.moves, got.replication),
                     (s.moves.clone(), ReplicationStatus::default())
                 );
+            } else if n == body.len() - 8 {
+                let got = got.unwrap();
+                assert_eq!((got.replication, got.lease_left_ms), (s.replication, None));
             } else {
                 assert_eq!(
                     got.err(),
@@ -1084,7 +1100,8 @@ mod tests {
             }
         }
         assert_eq!(RaftRole::from_u8(4), Some(RaftRole::Leader));
-        assert_eq!(NodeState::from_u8(3), None);
+        assert_eq!(NodeState::from_u8(3), Some(NodeState::Down));
+        assert_eq!(NodeState::from_u8(4), None);
     }
 
     #[test]

@@ -565,7 +565,7 @@ mod tests {
 
     #[test]
     fn opcodes_are_in_the_peer_range_and_round_trip() {
-        assert_eq!(PEER_OPCODES.len(), 13);
+        assert_eq!(PEER_OPCODES.len(), 14);
         for &(n, name) in PEER_OPCODES {
             assert!((0xC0..=0xDF).contains(&n), "{name}");
             let op = PeerOpcode::from_u8(n).expect("assigned");

@@ -133,8 +133,14 @@ pub fn install(config: &Config) {
     ACK_EARLY.store(config.fault_ack_early, Ordering::Relaxed);
     for (on, what) in [
         (config.fault_ignore_lease, "serving without a lease"),
-        (config.fault_promote_any, "fencing promotes replicas that are not in sync"),
-        (config.fault_ack_early, "acknowledging before the replicas hold the write"),
+        (
+            config.fault_promote_any,
+            "fencing promotes replicas that are not in sync",
+        ),
+        (
+            config.fault_ack_early,
+            "acknowledging before the replicas hold the write",
+        ),
     ] {
         if on {
             tracing::warn!("FAULT INJECTION: {what}");

@@ -42,9 +42,9 @@ fn all_read_back(seed: &Member, keys: &[(String, String)]) -> bool {
     let Some(client) = cluster_common::client(seed.native()) else {
         return false;
     };
-    keys.iter().all(|(k, v)| {
-        matches!(client.get(k.as_bytes()), Ok(Some(got)) if got.value == v.as_bytes())
-    })
+    keys.iter().all(
+        |(k, v)| matches!(client.get(k.as_bytes()), Ok(Some(got)) if got.value == v.as_bytes()),
+    )
 }
 
 /// The member's state and how many buckets it is primary of, by `table`.
@@ -69,7 +69,10 @@ fn a_killed_node_is_fenced_after_its_lease_and_its_in_sync_replicas_serve_every_
         wait_for(SETTLE, || all_read_back(&c.members[0], &keys)),
         "not every acknowledged write came back after the failover"
     );
-    eprintln!("failover: every key readable {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "failover: every key readable {:?} after the kill",
+        killed.elapsed()
+    );
     let table = c.members[0].table().expect("table");
     assert_eq!(standing(&table, &c.members[victim]), (NodeState::Down, 0));
 

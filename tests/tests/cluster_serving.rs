@@ -99,6 +99,7 @@ fn partial_node() -> TestServer {
     };
     TestServer::start_with(config, |me, native| {
         let view = ClusterView::new(me, BUCKETS);
+        view.lease().never_end();
         view.update(Arc::new(two_members(me, native)));
         Some(view)
     })

@@ -24,9 +24,9 @@
 //! otherwise the client is told it is in doubt. Nothing here ever turns a failure into a
 //! miss or a value.
 
-use super::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use super::in_sync::Held;
 use super::lease::LEASE_RAN_OUT;
+use super::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
 use super::ClusterView;
 use crate::datadir::NodeId;
 use shoal_proto::peer::{

@@ -177,10 +177,8 @@ impl ClusterView {
     /// A node that serves every bucket, with no cluster behind it and a lease that never
     /// ends (unit tests of the data path).
     pub fn everything(buckets: u32) -> ClusterView {
-        let mut o = ClusterView::new(NodeId::default(), buckets);
-        if let Some(inner) = Arc::get_mut(&mut o.inner) {
-            inner.lease = lease::Lease::forever();
-        }
+        let o = ClusterView::new(NodeId::default(), buckets);
+        o.inner.lease.never_end();
         for word in o.inner.bits.iter() {
             word.store(u64::MAX, Ordering::Relaxed);
         }

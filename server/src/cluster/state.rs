@@ -1310,7 +1310,10 @@ mod tests {
         assert_eq!(s.nodes[&id(1)].liveness_epoch, 1);
         // The in-sync replica serves its copy; the one being built is no heir.
         let b0 = &s.buckets[0];
-        assert_eq!((b0.primary, b0.epoch, b0.promoted_from), (Some(id(2)), 10, Some(1)));
+        assert_eq!(
+            (b0.primary, b0.epoch, b0.promoted_from),
+            (Some(id(2)), 10, Some(1))
+        );
         assert!(b0.replicas.is_empty() && b0.in_sync.is_empty());
         let b1 = &s.buckets[1];
         assert_eq!((b1.primary, b1.epoch, b1.promoted_from), (None, 10, None));
@@ -1675,21 +1678,23 @@ mod tests {
             ),
             (0u32..9, node.clone())
                 .prop_map(|(bucket, node)| Command::DropReplica { bucket, node }),
-            (0u32..9, 0u64..40, node.clone(), any::<bool>()).prop_map(|(bucket, epoch, node, join)| {
-                if join {
-                    Command::JoinInSync {
-                        bucket,
-                        epoch,
-                        node,
-                    }
-                } else {
-                    Command::LeaveInSync {
-                        bucket,
-                        epoch,
-                        node,
+            (0u32..9, 0u64..40, node.clone(), any::<bool>()).prop_map(
+                |(bucket, epoch, node, join)| {
+                    if join {
+                        Command::JoinInSync {
+                            bucket,
+                            epoch,
+                            node,
+                        }
+                    } else {
+                        Command::LeaveInSync {
+                            bucket,
+                            epoch,
+                            node,
+                        }
                     }
                 }
-            }),
+            ),
             (0u32..6).prop_map(Command::SetReplicas),
             (node.clone(), 0u64..3, any::<bool>()).prop_map(|(node, liveness_epoch, fence)| {
                 if fence {

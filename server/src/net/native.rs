@@ -21,8 +21,8 @@
 //! has committed the change (or refused it).
 
 use super::{Output, Session, Shared, Step};
-use crate::cluster::state::{ClusterState, NodeState};
 use crate::cluster::lease::LEASE_RAN_OUT;
+use crate::cluster::state::{ClusterState, NodeState};
 use crate::cluster::{ClusterView, Redirect};
 use crate::keyspace::ItemRef;
 use crate::keyspace::{Expiry, OpError, StoreError, WriteMode};
@@ -312,6 +312,14 @@ impl NativeSession {
                     building,
                 }
             },
+            lease_left_ms: Some(
+                cluster
+                    .lease()
+                    .left(std::time::Instant::now())
+                    .map_or(0, |left| {
+                        u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+                    }),
+            ),
         }
     }
 
@@ -473,7 +481,13 @@ impl Session for NativeSession {
                     if let Some(hold) = hold {
                         out.hold_back(mark, hold, move || {
                             let mut reply = Vec::new();
-                            error(&mut reply, op, Status::InDoubt, id, LEASE_RAN_OUT.as_bytes());
+                            error(
+                                &mut reply,
+                                op,
+                                Status::InDoubt,
+                                id,
+                                LEASE_RAN_OUT.as_bytes(),
+                            );
                             reply
                         });
                     }

@@ -173,6 +173,8 @@ pub struct MemberStatus {
     pub in_sync_of: u32,
     /// Replicas of its own buckets not in sync yet (being built or catching up).
     pub replicas_building: u32,
+    /// Milliseconds of lease left (0: none, it serves nothing; `None`: not reported).
+    pub lease_left_ms: Option<u64>,
 }
 
 /// One bucket move in progress, as the member running it reports it.
@@ -330,6 +332,7 @@ impl Report {
                         replica_of: s.replication.replica_of,
                         in_sync_of: s.replication.in_sync_of,
                         replicas_building: s.replication.building,
+                        lease_left_ms: s.lease_left_ms,
                     }),
                 };
                 (i, member)
@@ -371,6 +374,17 @@ impl Report {
         for (_, m) in &members {
             if let Some(e) = &m.error {
                 problems.push(format!("member {} ({}) unreachable: {e}", m.id, m.native));
+            }
+        }
+        for (_, m) in &members {
+            if m.status
+                .as_ref()
+                .is_some_and(|s| s.lease_left_ms == Some(0))
+            {
+                problems.push(format!(
+                    "member {} ({}) holds no lease: it serves nothing",
+                    m.id, m.native
+                ));
             }
         }
         if without_live_primary > 0 {
@@ -474,8 +488,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>13}  {:>17}  {:>10}  {:>9}  {:>8}  VERSION",
-            "ID", "STATE", "NATIVE", "MEMCACHE", "ROLE", "TERM", "APPLIED", "BUCKETS", "REPLICAS", "MEMORY (MiB)", "ITEMS", "CLOCK ms", "RTT us"
+            "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>13}  {:>7}  {:>17}  {:>10}  {:>9}  {:>8}  VERSION",
+            "ID", "STATE", "NATIVE", "MEMCACHE", "ROLE", "TERM", "APPLIED", "BUCKETS", "REPLICAS", "LEASE s", "MEMORY (MiB)", "ITEMS", "CLOCK ms", "RTT us"
         );
         for m in &self.members {
             let measured = self.measured.members.iter().find(|x| x.id == m.id);
@@ -488,7 +502,7 @@ impl Report {
                 Some(s) => {
                     let _ = writeln!(
                         out,
-                        "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>13}  {:>17}  {:>10}  {:>9}  {:>8}  {}",
+                        "{:<32}  {:<8}  {:<21}  {:<21}  {:<9}  {:>5}  {:>8}  {:>7}  {:>13}  {:>7}  {:>17}  {:>10}  {:>9}  {:>8}  {}",
                         m.id,
                         m.state,
                         m.native,
@@ -502,6 +516,12 @@ impl Report {
                             format!("{}/{} +{}", s.in_sync_of, s.replica_of, s.replicas_building)
                         } else {
                             format!("{}/{}", s.in_sync_of, s.replica_of)
+                        },
+                        match s.lease_left_ms {
+                            None => none(),
+                            Some(0) => "none".to_string(),
+                            Some(u64::MAX) => "-".to_string(),
+                            Some(ms) => format!("{:.1}", ms as f64 / 1000.0),
                         },
                         format!("{:.1}/{:.1}", mib(s.memory_used), mib(s.memory_limit)),
                         s.items,
@@ -651,6 +671,7 @@ mod tests {
             version: "shoald 0.1.0".into(),
             moves: Vec::new(),
             replication: Default::default(),
+            lease_left_ms: Some(5000),
         }
     }
 
@@ -841,5 +862,24 @@ mod tests {
         orphan.buckets[3].primary = NO_PRIMARY;
         let r = Report::build(&orphan, &[probe(status(1, RaftRole::Leader, 0), 1, 0)], 500);
         assert_eq!(r.problems, vec!["1 of 8 buckets without a live primary"]);
+    }
+
+    #[test]
+    fn a_member_without_a_lease_is_a_problem_and_shows_in_the_lease_column() {
+        let t = table(2);
+        let mut lapsed = status(2, RaftRole::Follower, 0);
+        lapsed.lease_left_ms = Some(0);
+        let probes = [
+            probe(status(1, RaftRole::Leader, 0), 100, 0),
+            probe(lapsed, 100, 0),
+        ];
+        let r = Report::build(&t, &probes, 500);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0].contains("holds no lease"), "{:?}", r.problems);
+        let text = r.render();
+        assert!(
+            text.contains("LEASE s") && text.contains("5.0") && text.contains("none"),
+            "{text}"
+        );
     }
 }

@@ -845,7 +845,10 @@ impl Node {
             return Ok(false);
         }
 
-        // 0. Members whose lease has surely run out are fenced: their buckets fail over.
+        // 0. Active members whose lease has surely run out are fenced: their buckets fail
+        // over. Not draining ones: a stopping node that could not hand everything off saves
+        // the rest and stays a member owning it (its savefile serves it again when it is
+        // back), so its silence is not a failure.
         let now = std::time::Instant::now();
         let expired: Vec<(NodeId, u64)> = {
             let mut book = self.lease_book();
@@ -855,7 +858,7 @@ impl Node {
                 .iter()
                 .filter(|(id, m)| {
                     **id != self.me()
-                        && matches!(m.state, NodeState::Active | NodeState::Draining)
+                        && m.state == NodeState::Active
                         && book.expired(**id, now, &self.config.lease)
                 })
                 .map(|(id, m)| (*id, m.liveness_epoch))
@@ -1136,7 +1139,11 @@ impl Node {
     /// Confirms with a quorum that this node still leads `term`, by a check that started
     /// after `arrived` (one check serves every renewal that arrived before it started), and
     /// waits until everything committed is applied.
-    async fn confirm_leader(&self, term: u64, arrived: std::time::Instant) -> Result<(), PeerFailure> {
+    async fn confirm_leader(
+        &self,
+        term: u64,
+        arrived: std::time::Instant,
+    ) -> Result<(), PeerFailure> {
         let mut confirmed = self.confirmed.lock().await;
         if confirmed.is_some_and(|(t, started)| t == term && started >= arrived) {
             return Ok(());
@@ -1145,8 +1152,16 @@ impl Node {
         let check = self.raft.ensure_linearizable();
         match tokio::time::timeout(self.config.lease.renew_every, check).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(PeerFailure::not_ready(format!("not confirmed as leader: {e}"))),
-            Err(_) => return Err(PeerFailure::not_ready("no quorum confirmed the leader in time")),
+            Ok(Err(e)) => {
+                return Err(PeerFailure::not_ready(format!(
+                    "not confirmed as leader: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(PeerFailure::not_ready(
+                    "no quorum confirmed the leader in time",
+                ))
+            }
         }
         if self.raft.metrics().borrow().current_term != term {
             return Err(PeerFailure::not_ready("the term changed"));
@@ -1240,16 +1255,20 @@ impl Node {
         }
     }
 
-    /// At start: a member that restarted without the copies the table gives it (it loaded
-    /// no savefile, and outside a whole-cluster stop) while some are in sync elsewhere, or
-    /// it is a replica or a move's target, fences itself. `true` once done or not needed.
+    /// At start: a member that restarted (it had a Raft log) without the copies the table
+    /// gives it (it loaded no savefile, and outside a whole-cluster stop): primary of a
+    /// bucket with in-sync replicas, or a replica, fences itself. `true` once done or not
+    /// needed. (A move to it fails by itself: the restarted target refuses the copy.)
     async fn fence_after_restart(&self, state: &ClusterState, liveness_epoch: u64) -> bool {
+        if self.committed.is_none() {
+            // A new member: whatever the table gives it now was given to this process.
+            return true;
+        }
         let me = self.me();
-        let holds_copies = state.buckets.iter().any(|b| {
-            (b.primary == Some(me) && !b.in_sync.is_empty())
-                || b.replicas.contains(&me)
-                || b.moving.is_some_and(|m| m.to == me)
-        });
+        let holds_copies = state
+            .buckets
+            .iter()
+            .any(|b| (b.primary == Some(me) && !b.in_sync.is_empty()) || b.replicas.contains(&me));
         if state.settings.stopping || self.view.holds_loaded() || !holds_copies {
             return true;
         }
@@ -1286,7 +1305,11 @@ impl Node {
     /// `--fault-promote-any`: marks every replica of `node`'s buckets in sync before the
     /// fence, so a copy that is not may be promoted.
     #[cfg(feature = "fault-injection")]
-    async fn fault_mark_all_in_sync(&self, state: &ClusterState, node: NodeId) -> Result<(), String> {
+    async fn fault_mark_all_in_sync(
+        &self,
+        state: &ClusterState,
+        node: NodeId,
+    ) -> Result<(), String> {
         if !crate::fault::promote_any() {
             return Ok(());
         }
@@ -1294,7 +1317,11 @@ impl Node {
             if bucket.primary != Some(node) {
                 continue;
             }
-            for r in bucket.replicas.iter().filter(|r| !bucket.in_sync.contains(r)) {
+            for r in bucket
+                .replicas
+                .iter()
+                .filter(|r| !bucket.in_sync.contains(r))
+            {
                 tracing::warn!(bucket = b, replica = %r, "FAULT INJECTION: marking a replica in sync");
                 self.write_settled(Command::JoinInSync {
                     bucket: b as u32,

@@ -299,9 +299,9 @@ impl Exec<'_> {
         match e {
             OpError::NotMyBucket(r) => self.not_my_bucket(r),
             OpError::Store(e) => Cow::Borrowed(store_error_reply(e)),
-            OpError::NoLease => Cow::Borrowed(
-                b"SERVER_ERROR no lease: this node is not serving now; try again\r\n",
-            ),
+            OpError::NoLease => {
+                Cow::Borrowed(b"SERVER_ERROR no lease: this node is not serving now; try again\r\n")
+            }
         }
     }
 

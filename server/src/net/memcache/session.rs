@@ -5,10 +5,10 @@
 //! they arrive; turn parse errors into replies, counters and (when fatal) a close. It does no
 //! I/O (the connection driver in `net/conn.rs` does).
 
-use crate::cluster::lease::LEASE_RAN_OUT;
 use super::exec::{Counts, Exec, Outcome};
 use super::forward::{self, Batch, Chains};
 use super::parse::{parse, request_len, ParseError, ParseErrorKind, TextCommand};
+use crate::cluster::lease::LEASE_RAN_OUT;
 use crate::net::{Output, Session, Shared, Step};
 
 /// One memcached text protocol connection: turns input bytes into reply bytes.
