@@ -197,7 +197,7 @@ pub struct Config {
     /// it stops serving when it runs out, and a node silent for this long (plus a sixth) is
     /// fenced, its buckets served by their in-sync replicas. Must exceed twice
     /// --raft-election-timeout.
-    #[arg(long, default_value = "6s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub lease: Duration,
 
     /// How often the Raft leader sends heartbeats.

@@ -2,7 +2,8 @@
 //! restarted without its copies, is fenced once its lease has run out (or at once, by
 //! itself, when it restarts) and its buckets are served by their in-sync replicas with every
 //! acknowledged write; a paused node whose lease ran out serves nothing it lost; a fenced
-//! node comes back as an active member that owns nothing it had.
+//! node comes back as an active member that owns nothing it had; a node cut off from its
+//! peers (a `fault-injection` build) stops serving within its lease.
 
 mod cluster_common;
 
@@ -141,4 +142,97 @@ fn a_paused_primary_serves_nothing_it_lost_when_it_resumes() {
     assert_eq!(&got.value[..], b"new");
     // It comes back as an active member.
     assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
+}
+
+/// The status of one native request to the node at `addr`, on a connection of its own.
+fn direct(addr: std::net::SocketAddr, command: shoal_proto::Command<'_>) -> Status {
+    let mut c = shoal_tests::RawConn::hello(addr);
+    c.send(&shoal_proto::Request { id: 1, command });
+    c.recv(|r| r.status)
+}
+
+#[test]
+fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_takes_over() {
+    let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
+    let table = c.members[0].table().expect("table");
+    let cut = &c.members[2];
+    let key = keys_owned_by(&table, index_in(&table, cut), "c", 1)
+        .pop()
+        .expect("a key of the cut node");
+    let get = shoal_proto::Command::Get {
+        key: key.as_bytes(),
+    };
+    let set = shoal_proto::Command::Store {
+        mode: shoal_proto::StoreMode::Set,
+        key: key.as_bytes(),
+        value: b"stray",
+        flags: 0,
+        ttl: 0,
+    };
+    let client = routed(c.members[0].native());
+    client.set(key.as_bytes(), b"before", 0, 0).expect("set");
+    assert_eq!(direct(cut.native(), get), Status::Ok);
+
+    cut.proc.signal("USR1");
+    let cut_at = Instant::now();
+    // Its lease runs out: it serves nothing, reads or writes, on its own client port.
+    assert!(
+        wait_for(SETTLE, || direct(cut.native(), get) == Status::NoLease),
+        "the cut-off node kept serving"
+    );
+    eprintln!("cut off: no lease after {:?}", cut_at.elapsed());
+    assert_eq!(direct(cut.native(), set), Status::NoLease);
+    // The majority fences it and serves the key from the promoted replica.
+    assert!(
+        wait_for(SETTLE, || all_read_back(
+            &c.members[0],
+            &[(key.clone(), "before".to_string())]
+        )),
+        "the majority did not take the cut node's bucket over"
+    );
+    client.set(key.as_bytes(), b"after", 0, 0).expect("set");
+
+    // Healed, it comes back without anything it lost.
+    cut.proc.signal("USR2");
+    assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
+    assert!(all_read_back(cut, &[(key, "after".to_string())]));
+}
+
+#[test]
+fn a_lagging_replica_is_never_promoted_and_a_kill_after_it_loses_nothing() {
+    // Four nodes: with one fenced and one killed, two of the three voters remain.
+    let mut c = Cluster::start(4, FAST);
+    let (lagging, primary) = (1, 2);
+    let before = write_keys(&c, "l", 200);
+    c.members[lagging].proc.pause();
+    // Writes go on without it (it leaves the in-sync sets, then is fenced).
+    let during = write_keys(&c, "m", 200);
+    // Every bucket gets its in-sync replica again, on the other running members.
+    assert!(
+        wait_for(SETTLE, || {
+            let t = c.members[0].table().expect("table");
+            standing(&t, &c.members[lagging]) == (NodeState::Down, 0)
+                && [0, primary, 3]
+                    .iter()
+                    .filter_map(|&i| c.members[i].status())
+                    .map(|s| s.replication.in_sync_of)
+                    .sum::<u32>()
+                    == t.buckets.len() as u32
+        }),
+        "the replicas were not rebuilt without the lagging node: {:?}",
+        c.statuses()
+    );
+    c.members[primary].proc.kill();
+    let all: Vec<(String, String)> = before.into_iter().chain(during).collect();
+    assert!(
+        wait_for(SETTLE, || all_read_back(&c.members[0], &all)),
+        "an acknowledged write was lost"
+    );
+    // The lagging node was never given anything while it lagged.
+    let table = c.members[0].table().expect("table");
+    assert_eq!(standing(&table, &c.members[lagging]), (NodeState::Down, 0));
+    c.members[lagging].proc.resume();
+    c.members[primary].proc.restart();
+    assert!(c.wait_settled(4, SETTLE), "{:?}", c.statuses());
+    assert!(all_read_back(&c.members[lagging], &all));
 }

@@ -40,9 +40,6 @@ pub struct LeaseTiming {
 }
 
 impl LeaseTiming {
-    /// The default lease: 6 s (a crashed node's buckets fail over after about 7 s).
-    pub const DEFAULT: Duration = Duration::from_secs(6);
-
     /// The timing for a lease of `lease`: renewed and padded by a sixth of it each (so a
     /// node misses five renewals in a row before its lease runs out).
     pub fn new(lease: Duration) -> LeaseTiming {
@@ -56,12 +53,6 @@ impl LeaseTiming {
     /// How long after the last renewal the leader may fence a node.
     pub fn fence_after(&self) -> Duration {
         self.lease + self.margin
-    }
-}
-
-impl Default for LeaseTiming {
-    fn default() -> Self {
-        LeaseTiming::new(Self::DEFAULT)
     }
 }
 
@@ -88,11 +79,11 @@ impl Lease {
     /// Whether the lease holds now.
     #[inline]
     pub fn valid(&self) -> bool {
-        let until = self.until.load(Ordering::Acquire);
-        until == u64::MAX || self.nanos(Instant::now()) < until
+        self.valid_at(Instant::now())
     }
 
     /// Whether the lease holds at `now`.
+    #[inline]
     pub fn valid_at(&self, now: Instant) -> bool {
         let until = self.until.load(Ordering::Acquire);
         until == u64::MAX || self.nanos(now) < until
