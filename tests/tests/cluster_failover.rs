@@ -155,7 +155,8 @@ fn direct(addr: std::net::SocketAddr, command: shoal_proto::Command<'_>) -> Stat
 fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_takes_over() {
     let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
     let table = c.members[0].table().expect("table");
-    let cut = &c.members[2];
+    // The Raft leader: the majority elects another one, which fences it.
+    let cut = &c.members[c.leader().expect("a leader")];
     let key = keys_owned_by(&table, index_in(&table, cut), "c", 1)
         .pop()
         .expect("a key of the cut node");
@@ -169,7 +170,12 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
         flags: 0,
         ttl: 0,
     };
-    let client = routed(c.members[0].native());
+    let other = c
+        .members
+        .iter()
+        .find(|m| m.native() != cut.native())
+        .expect("another member");
+    let client = routed(other.native());
     client.set(key.as_bytes(), b"before", 0, 0).expect("set");
     assert_eq!(direct(cut.native(), get), Status::Ok);
 
@@ -185,15 +191,21 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
     // The majority fences it and serves the key from the promoted replica.
     assert!(
         wait_for(SETTLE, || all_read_back(
-            &c.members[0],
+            other,
             &[(key.clone(), "before".to_string())]
         )),
         "the majority did not take the cut node's bucket over"
     );
     client.set(key.as_bytes(), b"after", 0, 0).expect("set");
 
-    // Healed, it comes back without anything it lost.
+    // Healed, it comes back (active again) without anything it lost.
     cut.proc.signal("USR2");
+    assert!(
+        wait_for(SETTLE, || other
+            .table()
+            .is_some_and(|t| standing(&t, cut).0 == NodeState::Active)),
+        "the healed node did not come back"
+    );
     assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
     assert!(all_read_back(cut, &[(key, "after".to_string())]));
 }

@@ -367,38 +367,51 @@ impl Moves {
 /// Runs until the node stops: in every applied state, `jobs` lists the work this node should
 /// be doing as `(key, id, job)`; a task `run(job)` is started for each unless one with the
 /// same key and id runs already. Tasks end on their own (each checks the table); a key whose
-/// id changed gets a new task.
+/// id changed gets a new task. With `abort_unwanted`, a task whose key the table no longer
+/// lists, or lists with another id, is aborted (so whatever it holds, such as a gate leg
+/// that replies wait on, is released even if it is stuck on a peer that does not answer).
 pub(super) async fn drive_tasks<K, J, Fut>(
     view: super::ClusterView,
     jobs: impl Fn(&ClusterState, NodeId) -> Vec<(K, u64, J)>,
     run: impl Fn(J) -> Fut,
+    abort_unwanted: bool,
 ) where
     K: Ord + Copy + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    type Running<K> = BTreeMap<K, (u64, tokio::task::AbortHandle)>;
     let mut applied = view.applied_changes();
-    let running: std::sync::Arc<Mutex<BTreeMap<K, u64>>> = Default::default();
+    let running: std::sync::Arc<Mutex<Running<K>>> = Default::default();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         applied.mark_unchanged();
         let wanted = jobs(&view.state(), view.me());
-        for (key, id, job) in wanted {
-            {
-                let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
-                if running.get(&key) == Some(&id) {
-                    continue;
+        if abort_unwanted {
+            let ids: BTreeMap<K, u64> = wanted.iter().map(|(k, id, _)| (*k, *id)).collect();
+            let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+            running.retain(|key, (id, handle)| {
+                let keep = ids.get(key) == Some(id);
+                if !keep {
+                    handle.abort();
                 }
-                running.insert(key, id);
+                keep
+            });
+        }
+        for (key, id, job) in wanted {
+            let mut running_now = running.lock().unwrap_or_else(PoisonError::into_inner);
+            if running_now.get(&key).is_some_and(|(r, _)| *r == id) {
+                continue;
             }
             let task = run(job);
             let running = running.clone();
-            tasks.spawn(async move {
+            let handle = tasks.spawn(async move {
                 task.await;
                 let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
-                if running.get(&key) == Some(&id) {
+                if running.get(&key).is_some_and(|(r, _)| *r == id) {
                     running.remove(&key);
                 }
             });
+            running_now.insert(key, (id, handle));
         }
         while tasks.try_join_next().is_some() {}
         if applied.changed().await.is_err() {

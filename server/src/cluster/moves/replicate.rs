@@ -72,10 +72,17 @@ pub async fn drive(ctx: Context) {
         }
         jobs
     };
-    super::drive_tasks(view, jobs, move |copy| {
-        let ctx = ctx.clone();
-        async move { keep(&ctx, copy).await }
-    })
+    // A copy the table no longer wants (the bucket has another primary or epoch, or the
+    // replica was dropped) is let go at once: its gate leg must not hold replies.
+    super::drive_tasks(
+        view,
+        jobs,
+        move |copy| {
+            let ctx = ctx.clone();
+            async move { keep(&ctx, copy).await }
+        },
+        true,
+    )
     .await;
 }
 

@@ -144,10 +144,16 @@ pub async fn drive(ctx: Context) {
             .filter_map(|(b, bucket)| bucket.moving.map(|m| (b as u32, m.id, (b as u32, m))))
             .collect()
     };
-    super::drive_tasks(view, jobs, move |(b, m)| {
-        let ctx = ctx.clone();
-        async move { run(&ctx, b, m).await }
-    })
+    // A move ends on its own: after a switchover it still has to let the bucket go here.
+    super::drive_tasks(
+        view,
+        jobs,
+        move |(b, m)| {
+            let ctx = ctx.clone();
+            async move { run(&ctx, b, m).await }
+        },
+        false,
+    )
     .await;
 }
 

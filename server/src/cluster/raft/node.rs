@@ -867,7 +867,17 @@ impl Node {
         // Not during a whole-cluster stop: the members are saving, not failing.
         if !expired.is_empty() && !state.settings.stopping {
             for (node, liveness_epoch) in expired {
-                tracing::warn!(%node, "its lease ran out: fencing it, its buckets fail over");
+                let (owned, without_copy) = state
+                    .buckets
+                    .iter()
+                    .filter(|b| b.primary == Some(node))
+                    .fold((0, 0), |(n, empty), b| {
+                        (n + 1, empty + usize::from(b.in_sync.is_empty()))
+                    });
+                tracing::warn!(%node, buckets = owned, "its lease ran out: fencing it, its buckets fail over");
+                if without_copy > 0 {
+                    tracing::warn!(%node, buckets = without_copy, "buckets without an in-sync replica come back empty");
+                }
                 #[cfg(feature = "fault-injection")]
                 self.fault_mark_all_in_sync(&state, node).await?;
                 self.write(Command::FenceNode {
