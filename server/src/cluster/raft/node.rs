@@ -244,15 +244,19 @@ async fn run(
             return;
         }
     };
+    // The lease is kept from now on, before the node is a member again: the leader may make
+    // it active and give it buckets while it is still announcing itself, and would fence a
+    // member that does not renew.
+    let (first_tx, first_rx) = oneshot::channel();
+    let leaser = tokio::spawn(node.clone().keep_lease(first_tx));
     if let Err(e) = node.become_member().await {
+        leaser.abort();
         let _ = started.send(Err(e));
         node.shutdown().await;
         return;
     }
     // Serve (the ready line) once the node holds its first lease, or after a bound: a node
     // restarted before a quorum of its peers gets one only when they are back.
-    let (first_tx, first_rx) = oneshot::channel();
-    let leaser = tokio::spawn(node.clone().keep_lease(first_tx));
     let _ = tokio::time::timeout(FIRST_LEASE_WAIT, first_rx).await;
     let _ = started.send(Ok(()));
     let coming_back = node.clone();
@@ -1222,8 +1226,10 @@ impl Node {
         let mut checked_restart = false;
         let mut renewed_under: Option<u64> = None;
         let mut lapsed = false;
+        let mut applied = self.view.applied_changes();
         loop {
             let round = Instant::now();
+            applied.mark_unchanged();
             let state = self.replayed.borrow().state.clone();
             if let Some(member) = state.nodes.get(&me) {
                 let epoch = member.liveness_epoch;
@@ -1233,7 +1239,16 @@ impl Node {
                     renewed_under = None;
                 }
                 if !checked_restart {
-                    checked_restart = self.fence_after_restart(&state, epoch).await;
+                    // Judged on the state as it was when the node stopped, at the earliest.
+                    let replayed = self.committed.is_none_or(|c| {
+                        self.replayed.borrow().last_applied.is_some_and(|a| a >= c)
+                    });
+                    if replayed {
+                        checked_restart = self.fence_after_restart(&state, epoch).await;
+                        continue;
+                    }
+                    let _ = tokio::time::timeout_at(round + timing.renew_every, applied.changed())
+                        .await;
                     continue;
                 }
                 let sent = std::time::Instant::now();
@@ -1261,7 +1276,13 @@ impl Node {
                     }
                 }
             }
-            tokio::time::sleep_until(round + timing.renew_every).await;
+            if renewed_under.is_some() {
+                tokio::time::sleep_until(round + timing.renew_every).await;
+            } else {
+                // Not a member yet, or no lease: look again as soon as the state changes.
+                let _ =
+                    tokio::time::timeout_at(round + timing.renew_every, applied.changed()).await;
+            }
         }
     }
 
