@@ -295,9 +295,9 @@ impl Keyspace {
     /// What the reply to a request just run here must wait for: the in-sync copies of its
     /// buckets to hold them up to now (see [`crate::cluster::in_sync`]); `None` when they
     /// have no such copy or the copies hold everything already. The future answers whether
-    /// the reply may go out: `false` when this node's lease ran out meanwhile (the copies
-    /// may have been let go because the bucket failed over without this write), so the
-    /// session answers "in doubt" instead.
+    /// the reply may go out: `false` when this node's lease ran out meanwhile, even if it
+    /// was granted again since (the copies may have been let go because the bucket failed
+    /// over without this write), so the session answers "in doubt" instead.
     pub fn copies_hold(&self, gated: Gated) -> Option<Held> {
         #[cfg(feature = "fault-injection")]
         if crate::fault::ack_early() {
@@ -305,9 +305,12 @@ impl Keyspace {
         }
         let hold = self.copies_of(gated)?;
         let cluster = self.cluster.clone();
+        // After the request ran under a valid lease: a lapse since then is long enough for
+        // a fence only after this mark (the leader waits a margin past the lease's end).
+        let mark = cluster.lease_mark();
         Some(Box::pin(async move {
             hold.await;
-            cluster.leased()
+            cluster.leased_since(mark)
         }))
     }
 

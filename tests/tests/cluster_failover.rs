@@ -151,6 +151,17 @@ fn direct(addr: std::net::SocketAddr, command: shoal_proto::Command<'_>) -> Stat
     c.recv(|r| r.status)
 }
 
+/// The status of the next reply on `conn`, past TABLE_CHANGED notices; `None` when none
+/// came within the read timeout.
+fn reply_status(conn: &mut shoal_tests::RawConn) -> Option<Status> {
+    loop {
+        match conn.try_recv(|r| r.status) {
+            Some(Status::TableChanged) => {}
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_takes_over() {
     let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
@@ -181,6 +192,38 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
 
     cut.proc.signal("USR1");
     let cut_at = Instant::now();
+    // A write sent while its lease still holds is applied there, and its reply waits for
+    // the replica it cannot reach (a write sent before the cut took hold is answered at once:
+    // send another).
+    let bucket = |k: &str| shoal_proto::hash::bucket_of(k.as_bytes(), table.buckets.len() as u32);
+    // In another bucket, so that the reads of `key` below do not wait behind it.
+    let held_key = keys_owned_by(&table, index_in(&table, cut), "h", 50)
+        .into_iter()
+        .find(|k| bucket(k) != bucket(&key))
+        .expect("a key in another bucket of the cut node");
+    let stray = shoal_proto::Command::Store {
+        mode: shoal_proto::StoreMode::Set,
+        key: held_key.as_bytes(),
+        value: b"stray",
+        flags: 0,
+        ttl: 0,
+    };
+    let mut held = shoal_tests::RawConn::hello(cut.native());
+    held.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut attempts = 0;
+    loop {
+        held.send(&shoal_proto::Request {
+            id: 7,
+            command: stray,
+        });
+        match reply_status(&mut held) {
+            Some(Status::Ok) if attempts < 5 => attempts += 1,
+            None => break,
+            other => panic!("a write right after the cut answered {other:?} at once"),
+        }
+    }
     // Its lease runs out: it serves nothing, reads or writes, on its own client port.
     assert!(
         wait_for(SETTLE, || direct(cut.native(), get) == Status::NoLease),
@@ -207,6 +250,10 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
         "the healed node did not come back"
     );
     assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
+    // The held write is answered "in doubt", never OK: its bucket failed over without it
+    // while the reply waited (and the node's lease ran out meanwhile).
+    held.stream.set_read_timeout(Some(SETTLE)).expect("timeout");
+    assert_eq!(reply_status(&mut held), Some(Status::InDoubt));
     assert!(all_read_back(cut, &[(key, "after".to_string())]));
 }
 

@@ -65,6 +65,9 @@ pub struct Lease {
     /// End of the lease in nanoseconds after `origin`: 0 none, `u64::MAX` never ends (a
     /// data path with no cluster behind it).
     until: AtomicU64,
+    /// How many times the lease was granted again after it had run out (or was ended): a
+    /// reply held across a change of this count is in doubt even if the lease holds again.
+    lapses: AtomicU64,
 }
 
 impl Lease {
@@ -73,6 +76,7 @@ impl Lease {
         Lease {
             origin: Instant::now(),
             until: AtomicU64::new(0),
+            lapses: AtomicU64::new(0),
         }
     }
 
@@ -91,9 +95,26 @@ impl Lease {
 
     /// A renewal sent at `sent` was granted: the lease holds until `sent + length` (never
     /// shortened by a late answer to an earlier renewal).
+    /// A grant after the lease ran out counts a lapse first, so that whoever sees the new
+    /// end also sees the lapse.
     pub fn extend(&self, sent: Instant, length: Duration) {
         let until = self.nanos(sent).saturating_add(nanos_of(length));
+        let before = self.until.load(Ordering::Acquire);
+        if before != u64::MAX && before <= self.nanos(Instant::now()) && until > before {
+            self.lapses.fetch_add(1, Ordering::AcqRel);
+        }
         self.until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// The count of lapses so far, to compare with [`Lease::held_since`] later.
+    pub fn mark(&self) -> u64 {
+        self.lapses.load(Ordering::Acquire)
+    }
+
+    /// Whether the lease holds now and has not run out since [`Lease::mark`] gave `mark`.
+    pub fn held_since(&self, mark: u64) -> bool {
+        // The end first: a grant counts its lapse before it moves the end.
+        self.valid() && self.lapses.load(Ordering::Acquire) == mark
     }
 
     /// Makes the lease never end: a data path run by a table with no control plane behind
@@ -197,6 +218,30 @@ mod tests {
         lease.never_end();
         assert!(lease.valid());
         assert_eq!(lease.left(t0), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn a_grant_after_the_lease_ran_out_breaks_every_earlier_mark() {
+        let lease = Lease::none();
+        let now = Instant::now();
+        lease.extend(now, ms(60_000));
+        let mark = lease.mark();
+        assert!(lease.held_since(mark));
+        // Renewed while it holds: still the same run.
+        lease.extend(now + ms(10), ms(60_000));
+        assert!(lease.held_since(mark));
+        // Ended (fenced), then granted again: valid, but not since the mark.
+        lease.end();
+        assert!(!lease.held_since(mark));
+        lease.extend(Instant::now(), ms(60_000));
+        assert!(lease.valid() && !lease.held_since(mark));
+        let mark = lease.mark();
+        assert!(lease.held_since(mark));
+        // Ran out by itself (its end long past), then granted again.
+        lease.until.store(1, Ordering::Release);
+        assert!(!lease.held_since(mark));
+        lease.extend(Instant::now(), ms(60_000));
+        assert!(lease.valid() && !lease.held_since(mark));
     }
 
     #[test]

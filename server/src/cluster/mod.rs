@@ -233,6 +233,21 @@ impl ClusterView {
         self.inner.lease.valid()
     }
 
+    /// A mark of this node's lease now, for [`ClusterView::leased_since`].
+    pub fn lease_mark(&self) -> u64 {
+        self.inner.lease.mark()
+    }
+
+    /// Whether this node holds its lease now and held it without a break since
+    /// [`ClusterView::lease_mark`] gave `mark`: a reply held meanwhile may go out as it is.
+    pub fn leased_since(&self, mark: u64) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::ignore_lease() {
+            return true;
+        }
+        self.inner.lease.held_since(mark)
+    }
+
     /// Forwarding of commands to the nodes that serve their buckets.
     pub fn forwarding(&self) -> &forward::Forwarding {
         &self.inner.forwarding
@@ -276,7 +291,12 @@ impl ClusterView {
     /// node's store serves nothing (the join refuses such a node before it gets here).
     pub fn update(&self, state: Arc<ClusterState>) {
         let mut current = self.lock_state();
-        let ended = self.inner.moves.before_serving(self.inner.me, &state);
+        let ended = {
+            let held = self.held();
+            self.inner
+                .moves
+                .before_serving(self.inner.me, (&current, &state), |b| held.contains(b))
+        };
         *current = state;
         let (confirmed, refuted) = self
             .held()

@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     pub keep_data: bool,
     /// Faults to inject, comma-separated: graceful, kill, pause, join, drain, leader,
-    /// full-stop (or full-restart), partition (or none). Each fault is drawn with equal
+    /// full-stop (or full-restart), partition, lag-kill (or none). Each fault is drawn with equal
     /// chance; name one twice to make it twice as likely.
     #[arg(long, default_value = "graceful", value_delimiter = ',')]
     pub nemesis: Vec<String>,

@@ -1,7 +1,8 @@
 //! Short runs against a real three-node cluster: the checker forms it, runs the load, and
 //! passes a cluster that keeps its promises under each fault the nemesis injects; a
 //! partition (with a `fault-injection` build) loses nothing, and one asked of a `shoald`
-//! without that feature fails with a clear error. (Wall time: about a minute for the file.)
+//! without that feature fails with a clear error; with replicas, lag-kills serve nothing
+//! older. (Wall time: about a minute and a half.)
 
 mod common;
 
@@ -97,6 +98,35 @@ fn restarts_leader_faults_joins_and_full_stops_pass() {
         assert_eq!(full.node, None);
         assert_eq!(full.buckets, 1024);
     }
+}
+
+#[test]
+fn lag_kills_with_replicas_serve_nothing_older() {
+    // The correct build's side of prove_it_can_fail's promote-any case: a bucket whose only
+    // replica was paused out of sync comes back empty (allowed), never with older values.
+    let bin = shoald();
+    // Faults spaced so that the moves back to a restarted node and its new replicas are
+    // done before the next (one copy survives one failure, not two in a row).
+    let mut args = cluster_args(bin.to_str().expect("utf-8"), "lag-kill", "25s");
+    args.extend([
+        "--replicas",
+        "1",
+        "--shoald-arg=--lease=3s",
+        "--shoald-arg=--raft-election-timeout=300ms",
+        "--shoald-arg=--raft-heartbeat=100ms",
+        "--interval",
+        "2s..3s",
+        "--pause",
+        "1500ms..2s",
+        "--down",
+        "4s..5s",
+        "--require-faults",
+        "lag-kill=2",
+    ]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    let lag_kill = s.fault_log.iter().find(|f| f.kind == "lag-kill");
+    assert!(lag_kill.is_some_and(|f| f.buckets > 0), "{s:?}");
 }
 
 #[test]

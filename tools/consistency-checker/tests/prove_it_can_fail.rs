@@ -14,6 +14,15 @@
 //! - nodes whose bucket moves leave one change-log record out: **stale** or **lost**;
 //! - nodes that drop a moving bucket's copy when they park it, serving it empty until the
 //!   switchover: **stale** or **lost**.
+//!
+//! The failover cases run 3 nodes with `replicas = 1` and a short lease:
+//!
+//! - nodes that acknowledge a write before their replicas hold it, under kills: **lost** or
+//!   **stale** (the promoted replica lacks the last acknowledged writes);
+//! - a leader that promotes a replica that was not in sync, under lag-kills (one node
+//!   paused until its copies leave the in-sync sets, another killed meanwhile): **stale**
+//!   (the promoted copy holds older values; the correct build serves those buckets empty,
+//!   which the checker allows).
 
 mod common;
 
@@ -23,18 +32,19 @@ use shoal_consistency_checker::report::Summary;
 /// Runs one case `runs()` times on a 3-node cluster with `extra` options and checks each
 /// summary with `caught`.
 fn every_run(name: &str, seed_base: u32, extra: &[&str], caught: impl Fn(&Summary) -> u64) {
-    every_run_on(name, seed_base, 3, extra, caught);
+    every_run_on(name, seed_base, 3, 0, extra, caught);
 }
 
-/// [`every_run`] on `nodes` nodes.
+/// [`every_run`] on `nodes` nodes with `replicas` copies of each bucket.
 fn every_run_on(
     name: &str,
     seed_base: u32,
     nodes: usize,
+    replicas: u32,
     extra: &[&str],
     caught: impl Fn(&Summary) -> u64,
 ) {
-    let nodes = nodes.to_string();
+    let (nodes, replicas) = (nodes.to_string(), replicas.to_string());
     let shoald = fault_shoald();
     for run in 0..runs() {
         let seed = (seed_base + run).to_string();
@@ -44,7 +54,7 @@ fn every_run_on(
             "--nodes",
             &nodes,
             "--replicas",
-            "0",
+            &replicas,
             "--duration",
             "10s",
             "--keys",
@@ -111,6 +121,7 @@ fn nodes_that_restore_an_old_savefile_are_reported_stale_every_time() {
         "old-savefile",
         3000,
         1,
+        0,
         &[
             "--shoald-arg=--fault-old-savefile",
             "--nemesis",
@@ -159,4 +170,66 @@ fn moves_that_leave_out_a_change_are_reported_every_time() {
 #[test]
 fn moves_that_drop_the_source_copy_at_park_time_are_reported_every_time() {
     every_move_run("early-drop", 5000, "--shoald-arg=--fault-early-drop");
+}
+
+/// A failover fault (`flag` on every node): 3 nodes, `replicas = 1`, a lease of `lease`
+/// (election timeout 300 ms), the `nemesis` options; a lost or older value must be reported.
+fn every_failover_run(name: &str, seed_base: u32, flag: &str, lease: &str, nemesis: &[&str]) {
+    let lease = format!("--shoald-arg=--lease={lease}");
+    let mut extra = vec![
+        flag,
+        &lease,
+        "--shoald-arg=--raft-election-timeout=300ms",
+        "--shoald-arg=--raft-heartbeat=100ms",
+        "--duration",
+        "40s",
+    ];
+    extra.extend_from_slice(nemesis);
+    every_run_on(name, seed_base, 3, 1, &extra, |s| {
+        s.counts["stale"] + s.counts["lost"]
+    });
+}
+
+#[test]
+fn nodes_that_acknowledge_before_their_replicas_hold_a_write_are_reported_every_time() {
+    every_failover_run(
+        "ack-early",
+        6000,
+        "--shoald-arg=--fault-ack-early",
+        "1500ms",
+        &[
+            "--nemesis",
+            "kill",
+            "--interval",
+            "1s..2s",
+            "--down",
+            "0s..1s",
+        ],
+    );
+}
+
+#[test]
+fn a_leader_that_promotes_a_replica_out_of_sync_is_reported_every_time() {
+    // The paused node must not be fenced itself (a pause well under the lease), but stay
+    // paused past the 1 s in which an unanswered copy leaves the in-sync set; the killed
+    // node stays down past its lease, so that the leader fences it (restarted sooner, it
+    // fences itself, which promotes in-sync replicas only).
+    every_failover_run(
+        "promote-any",
+        7000,
+        "--shoald-arg=--fault-promote-any",
+        "3s",
+        &[
+            "--nemesis",
+            "lag-kill",
+            "--interval",
+            "2s..3s",
+            "--pause",
+            "1500ms..2s",
+            "--down",
+            "4s..5s",
+            "--duration",
+            "60s",
+        ],
+    );
 }

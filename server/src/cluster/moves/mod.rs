@@ -146,12 +146,23 @@ impl Moves {
         self.store.get()
     }
 
-    /// Called with each newly applied state before the node serves by it: a bucket hidden
-    /// here that the state names this node primary of is made visible (a finished move's
-    /// copy, or a bucket given back after it moved away). Returns the copies the state no
-    /// longer sends here, for [`Moves::drop_copies`] (freeing them is slow for a large copy,
-    /// so the caller does it after releasing what the data path waits on).
-    pub fn before_serving(&self, me: NodeId, state: &ClusterState) -> Vec<u32> {
+    /// Called with each newly applied state (after `before`) before the node serves by it:
+    /// a bucket hidden here that the state names this node primary of is made visible (a
+    /// finished move's copy, or a bucket given back after it moved away), and a bucket this
+    /// node was primary of that the state gives to another node or to none (a fence, a
+    /// failover, a move) is hidden for good: the table has moved past this copy, which must
+    /// never be served again (given the bucket back by a new assignment, the node starts it
+    /// empty). Buckets for which `loaded(b)` holds (a savefile's, waiting for the table to
+    /// confirm them: the replay of the log passes through older tables) are left to
+    /// [`super::held`]. Returns the copies to free, for [`Moves::drop_copies`] (freeing them
+    /// is slow for a large copy, so the caller does it after releasing what the data path
+    /// waits on).
+    pub fn before_serving(
+        &self,
+        me: NodeId,
+        (before, state): (&ClusterState, &ClusterState),
+        loaded: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
         let Some(store) = self.store.get() else {
             return Vec::new();
         };
@@ -181,6 +192,13 @@ impl Moves {
             }
             !mine
         });
+        for (b, (was, now)) in before.buckets.iter().zip(&state.buckets).enumerate() {
+            let b = b as u32;
+            if was.primary == Some(me) && now.primary != Some(me) && !loaded(b) && hidden.insert(b)
+            {
+                ended.push(b);
+            }
+        }
         incoming.retain(|&b, copy| {
             let wanted = copy.wanted(b, me, state);
             if !wanted {
@@ -196,7 +214,7 @@ impl Moves {
         ended
     }
 
-    /// Frees the copies [`Moves::before_serving`] found ended, except one opened again
+    /// Frees the copies [`Moves::before_serving`] found ended or past, except one opened again
     /// meanwhile (a new move of the bucket to this node drops and refills it itself). Holds
     /// the copies' lock while freeing, so no copy is opened under a drop.
     pub fn drop_copies(&self, buckets: &[u32]) {

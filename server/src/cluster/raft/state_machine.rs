@@ -300,7 +300,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let reply = match entry.payload {
                 EntryPayload::Blank => Outcome::default(),
                 EntryPayload::Normal(cmd) => {
-                    Arc::make_mut(&mut data.state).apply(entry.log_id.index, &cmd)
+                    let outcome = Arc::make_mut(&mut data.state).apply(entry.log_id.index, &cmd);
+                    tracing::debug!(index = entry.log_id.index, ?cmd, ?outcome, "applied");
+                    outcome
                 }
                 EntryPayload::Membership(membership) => {
                     data.membership = StoredMembership::new(Some(entry.log_id), membership);

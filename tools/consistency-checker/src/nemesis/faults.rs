@@ -83,6 +83,10 @@ pub async fn execute(
         }
         Fault::FullStop => full_stop(plan, cspec, spec, ctx).await,
         Fault::Partition => partition(node, &mut rng, spec).await,
+        Fault::LagKill => match plan.nodes.get(1) {
+            Some(lagger) => lag_kill(node, lagger, plan, cspec, spec, ctx, &mut rng).await,
+            None => Ok(()),
+        },
     }
 }
 
@@ -162,6 +166,49 @@ async fn full_stop(
         .await
         .map(|_| ())
         .map_err(|e| CheckerError::Node(format!("after a full stop, the cluster {e}")))
+}
+
+/// SIGSTOP `lagger` for `--pause` (its copies stop acknowledging and leave the in-sync sets
+/// after about a second), SIGKILL `victim` while it is paused, SIGCONT `lagger`, keep
+/// `victim` down for `--down`, start it again.
+///
+/// A bucket of the victim whose only in-sync copy was on the lagger has no copy left that
+/// holds every acknowledged write: it may come back empty (the model allows misses on every
+/// bucket the victim owned when it died), never with the lagger's older values, which is what
+/// promoting a copy that was not in sync gives.
+async fn lag_kill(
+    victim: &Node,
+    lagger: &Node,
+    plan: &Plan,
+    cspec: &ClusterSpec,
+    spec: &NemesisSpec,
+    ctx: &NemesisContext,
+    rng: &mut fastrand::Rng,
+) -> Result<(), CheckerError> {
+    lagger.signal("STOP").await;
+    tokio::time::sleep(between(rng, spec.pause)).await;
+    victim.kill().await;
+    // Moves to the victim went on while the lagger was paused: the buckets it owned when it
+    // died are the table's now (it is not fenced before its lease ran out), read from the
+    // nodes still running, with those of the table read before the fault.
+    let victim_addr = victim.addr_text();
+    let lagger_addr = lagger.addr_text();
+    let others: Vec<String> = plan
+        .addrs
+        .iter()
+        .filter(|a| **a != victim_addr && **a != lagger_addr)
+        .cloned()
+        .collect();
+    let mut buckets = plan.buckets.clone();
+    if let Ok(table) = ctx.control.table(&others).await {
+        buckets.extend(buckets_of(&table, &victim_addr));
+        buckets.sort_unstable();
+        buckets.dedup();
+    }
+    (ctx.crash)(&buckets);
+    lagger.signal("CONT").await;
+    tokio::time::sleep(between(rng, spec.down)).await;
+    victim.start(cspec).await
 }
 
 /// SIGUSR1 (cut), wait, SIGUSR2 (heal); each must show in the node's log.

@@ -13,7 +13,8 @@
 //! Modules: [`process`] owns the `shoald` processes ([`Node`], [`Cluster`]); [`faults`] does
 //! one fault. Faults ([`Fault`]): graceful restart, kill, pause, join (a new member), drain
 //! (a member leaves), leader (stop or kill the Raft leader), full stop, partition (a
-//! `fault-injection` build cut off from its peers). Every fault is printed with a timestamp
+//! `fault-injection` build cut off from its peers), lag-kill (pause one node, kill another
+//! meanwhile). Every fault is printed with a timestamp
 //! when it begins and when the node serves again, and its unavailability when its window
 //! closes.
 //!
@@ -62,11 +63,14 @@ pub enum Fault {
     FullStop,
     /// Cut a node off from its peers (SIGUSR1), heal it later (SIGUSR2).
     Partition,
+    /// Pause one node (SIGSTOP) until its replica copies fall out of sync, SIGKILL another
+    /// while it is paused, resume the first, start the killed one again.
+    LagKill,
 }
 
 impl Fault {
     /// Every fault kind.
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::Graceful,
         Fault::Kill,
         Fault::Pause,
@@ -75,6 +79,7 @@ impl Fault {
         Fault::Leader,
         Fault::FullStop,
         Fault::Partition,
+        Fault::LagKill,
     ];
 
     /// The name used on the command line and in reports.
@@ -88,6 +93,7 @@ impl Fault {
             Fault::Leader => "leader",
             Fault::FullStop => "full-stop",
             Fault::Partition => "partition",
+            Fault::LagKill => "lag-kill",
         }
     }
 
@@ -311,6 +317,13 @@ impl Scheduler {
                 Fault::Join if live >= self.spec.max_nodes => continue,
                 Fault::Join => vec![cluster.add_joiner()?],
                 Fault::Drain if live <= 1 || free.is_empty() => continue,
+                Fault::LagKill if free.len() < 2 => continue,
+                Fault::LagKill => {
+                    // The node to kill first, then the one paused (held by the fault too).
+                    let victim = self.rng.usize(..free.len());
+                    let lagger = (victim + 1 + self.rng.usize(..free.len() - 1)) % free.len();
+                    vec![free[victim].clone(), free[lagger].clone()]
+                }
                 Fault::FullStop => cluster.live().cloned().collect(),
                 Fault::Leader => {
                     let free_addrs: Vec<String> = free.iter().map(|n| n.addr_text()).collect();
@@ -508,14 +521,18 @@ impl Scheduler {
     }
 }
 
-/// `node I (ADDR)`, `node I (new)` or `all nodes`.
+/// `node I (ADDR)`, `node I (new)` or `all nodes`; a lag-kill adds `, node J paused`.
 fn target(plan: &Plan) -> String {
-    match (plan.fault, plan.nodes.first()) {
+    let first = match (plan.fault, plan.nodes.first()) {
         (Fault::FullStop, _) | (_, None) => "all nodes".to_string(),
         (_, Some(n)) => match n.addr() {
             Some(a) => format!("node {} ({a})", n.index),
             None => format!("node {} (new)", n.index),
         },
+    };
+    match (plan.fault, plan.nodes.get(1)) {
+        (Fault::LagKill, Some(lagger)) => format!("{first}, node {} paused", lagger.index),
+        _ => first,
     }
 }
 
