@@ -95,6 +95,7 @@ impl Lease {
 
     /// A renewal sent at `sent` was granted: the lease holds until `sent + length` (never
     /// shortened by a late answer to an earlier renewal).
+    ///
     /// A grant after the lease ran out counts a lapse first, so that whoever sees the new
     /// end also sees the lapse.
     pub fn extend(&self, sent: Instant, length: Duration) {
