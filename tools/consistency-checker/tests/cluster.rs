@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{check, fault_shoald, shoald};
+use common::{check, fault_shoald, shoald, FAST_ELECTION, LAG_KILLS};
 
 fn cluster_args<'a>(shoald: &'a str, nemesis: &'a str, duration: &'a str) -> Vec<&'a str> {
     vec![
@@ -105,24 +105,11 @@ fn lag_kills_with_replicas_serve_nothing_older() {
     // The correct build's side of prove_it_can_fail's promote-any case: a bucket whose only
     // replica was paused out of sync comes back empty (allowed), never with older values.
     let bin = shoald();
-    // Faults spaced so that the moves back to a restarted node and its new replicas are
-    // done before the next (one copy survives one failure, not two in a row).
     let mut args = cluster_args(bin.to_str().expect("utf-8"), "lag-kill", "25s");
-    args.extend([
-        "--replicas",
-        "1",
-        "--shoald-arg=--lease=3s",
-        "--shoald-arg=--raft-election-timeout=300ms",
-        "--shoald-arg=--raft-heartbeat=100ms",
-        "--interval",
-        "2s..3s",
-        "--pause",
-        "1500ms..2s",
-        "--down",
-        "4s..5s",
-        "--require-faults",
-        "lag-kill=2",
-    ]);
+    args.extend(["--replicas", "1", "--shoald-arg=--lease=3s"]);
+    args.extend(FAST_ELECTION);
+    args.extend(LAG_KILLS);
+    args.extend(["--require-faults", "lag-kill=2"]);
     let s = check(&args);
     assert!(s.passed(), "{s:?}");
     let lag_kill = s.fault_log.iter().find(|f| f.kind == "lag-kill");

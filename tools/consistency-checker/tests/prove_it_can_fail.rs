@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{check, fault_shoald, runs};
+use common::{check, fault_shoald, runs, FAST_ELECTION, LAG_KILLS};
 use shoal_consistency_checker::report::Summary;
 
 /// Runs one case `runs()` times on a 3-node cluster with `extra` options and checks each
@@ -176,14 +176,8 @@ fn moves_that_drop_the_source_copy_at_park_time_are_reported_every_time() {
 /// (election timeout 300 ms), the `nemesis` options; a lost or older value must be reported.
 fn every_failover_run(name: &str, seed_base: u32, flag: &str, lease: &str, nemesis: &[&str]) {
     let lease = format!("--shoald-arg=--lease={lease}");
-    let mut extra = vec![
-        flag,
-        &lease,
-        "--shoald-arg=--raft-election-timeout=300ms",
-        "--shoald-arg=--raft-heartbeat=100ms",
-        "--duration",
-        "40s",
-    ];
+    let mut extra = vec![flag, &lease, "--duration", "40s"];
+    extra.extend(FAST_ELECTION);
     extra.extend_from_slice(nemesis);
     every_run_on(name, seed_base, 3, 1, &extra, |s| {
         s.counts["stale"] + s.counts["lost"]
@@ -210,26 +204,15 @@ fn nodes_that_acknowledge_before_their_replicas_hold_a_write_are_reported_every_
 
 #[test]
 fn a_leader_that_promotes_a_replica_out_of_sync_is_reported_every_time() {
-    // The paused node must not be fenced itself (a pause well under the lease), but stay
-    // paused past the 1 s in which an unanswered copy leaves the in-sync set; the killed
-    // node stays down past its lease, so that the leader fences it (restarted sooner, it
-    // fences itself, which promotes in-sync replicas only).
+    // Restarted before its lease ran out, the killed node would fence itself, which
+    // promotes in-sync replicas only: LAG_KILLS keeps it down past the lease.
+    let mut schedule = LAG_KILLS.to_vec();
+    schedule.extend(["--duration", "60s"]);
     every_failover_run(
         "promote-any",
         7000,
         "--shoald-arg=--fault-promote-any",
         "3s",
-        &[
-            "--nemesis",
-            "lag-kill",
-            "--interval",
-            "2s..3s",
-            "--pause",
-            "1500ms..2s",
-            "--down",
-            "4s..5s",
-            "--duration",
-            "60s",
-        ],
+        &schedule,
     );
 }

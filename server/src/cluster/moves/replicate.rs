@@ -132,14 +132,14 @@ async fn settle(
 ) -> Result<bool, Stop> {
     let leave = matches!(cmd, Command::LeaveInSync { .. });
     loop {
-        if leave && !wait_leased(&ctx.view, copy).await {
-            return Ok(false);
-        }
         let mut until = Instant::now() + PROPOSE_TIMEOUT;
         if leave {
+            if !wait_leased(&ctx.view, copy).await {
+                return Ok(false);
+            }
             // Asked only while the lease holds: a proposal still being retried when it runs
             // out (a cut-off primary) could commit once the cut heals, just before the
-            // leader fences this node.
+            // leader fences this node. (`left` is capped: a lease that never ends is MAX.)
             if let Some(left) = ctx.view.lease().left(std::time::Instant::now()) {
                 until = until.min(Instant::now() + left.min(PROPOSE_TIMEOUT));
             }

@@ -92,3 +92,26 @@ pub fn runs() -> u32 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
 }
+
+/// `shoald` options of the failover runs, besides the lease: a Raft election short enough
+/// that a lease of 1.5 s or more exceeds twice it, so that a failover takes about a lease.
+pub const FAST_ELECTION: [&str; 2] = [
+    "--shoald-arg=--raft-election-timeout=300ms",
+    "--shoald-arg=--raft-heartbeat=100ms",
+];
+
+/// The lag-kill schedule (with a 3 s lease) that the correct build passes (`cluster.rs`) and
+/// the promote-any fault build fails (`prove_it_can_fail.rs`): pauses past the in-sync bound
+/// and under the lease, the killed node down past its lease (so the leader fences it), and
+/// faults spaced so that the moves back to a restarted node and its new replicas are done
+/// before the next (one copy survives one failure, not two in a row).
+pub const LAG_KILLS: [&str; 8] = [
+    "--nemesis",
+    "lag-kill",
+    "--interval",
+    "2s..3s",
+    "--pause",
+    "1500ms..2s",
+    "--down",
+    "4s..5s",
+];
