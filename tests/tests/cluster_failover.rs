@@ -162,6 +162,42 @@ fn reply_status(conn: &mut shoal_tests::RawConn) -> Option<Status> {
     }
 }
 
+/// Sends `cut` (just cut off from its peers) a write to a key of its own in another bucket
+/// than `key` (so that reads of `key` do not wait behind it) and returns the connection once
+/// the write is held: applied there while its lease still holds, its reply waiting for the
+/// replica it cannot reach. (A write sent before the cut took hold is answered at once: it
+/// sends another.)
+fn hold_a_write(cut: &Member, table: &TableView, key: &str) -> shoal_tests::RawConn {
+    let bucket = |k: &str| shoal_proto::hash::bucket_of(k.as_bytes(), table.buckets.len() as u32);
+    let held_key = keys_owned_by(table, index_in(table, cut), "h", 50)
+        .into_iter()
+        .find(|k| bucket(k) != bucket(key))
+        .expect("a key in another bucket of the cut node");
+    let stray = shoal_proto::Command::Store {
+        mode: shoal_proto::StoreMode::Set,
+        key: held_key.as_bytes(),
+        value: b"stray",
+        flags: 0,
+        ttl: 0,
+    };
+    let mut held = shoal_tests::RawConn::hello(cut.native());
+    held.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut attempts = 0;
+    loop {
+        held.send(&shoal_proto::Request {
+            id: 7,
+            command: stray,
+        });
+        match reply_status(&mut held) {
+            Some(Status::Ok) if attempts < 5 => attempts += 1,
+            None => return held,
+            other => panic!("a write right after the cut answered {other:?} at once"),
+        }
+    }
+}
+
 #[test]
 fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_takes_over() {
     let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
@@ -192,38 +228,7 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
 
     cut.proc.signal("USR1");
     let cut_at = Instant::now();
-    // A write sent while its lease still holds is applied there, and its reply waits for
-    // the replica it cannot reach (a write sent before the cut took hold is answered at once:
-    // send another).
-    let bucket = |k: &str| shoal_proto::hash::bucket_of(k.as_bytes(), table.buckets.len() as u32);
-    // In another bucket, so that the reads of `key` below do not wait behind it.
-    let held_key = keys_owned_by(&table, index_in(&table, cut), "h", 50)
-        .into_iter()
-        .find(|k| bucket(k) != bucket(&key))
-        .expect("a key in another bucket of the cut node");
-    let stray = shoal_proto::Command::Store {
-        mode: shoal_proto::StoreMode::Set,
-        key: held_key.as_bytes(),
-        value: b"stray",
-        flags: 0,
-        ttl: 0,
-    };
-    let mut held = shoal_tests::RawConn::hello(cut.native());
-    held.stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let mut attempts = 0;
-    loop {
-        held.send(&shoal_proto::Request {
-            id: 7,
-            command: stray,
-        });
-        match reply_status(&mut held) {
-            Some(Status::Ok) if attempts < 5 => attempts += 1,
-            None => break,
-            other => panic!("a write right after the cut answered {other:?} at once"),
-        }
-    }
+    let mut held = hold_a_write(cut, &table, &key);
     // Its lease runs out: it serves nothing, reads or writes, on its own client port.
     assert!(
         wait_for(SETTLE, || direct(cut.native(), get) == Status::NoLease),
@@ -255,6 +260,48 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
     held.stream.set_read_timeout(Some(SETTLE)).expect("timeout");
     assert_eq!(reply_status(&mut held), Some(Status::InDoubt));
     assert!(all_read_back(cut, &[(key, "after".to_string())]));
+}
+
+#[test]
+fn a_raft_leader_healed_as_its_lease_runs_out_answers_what_it_held_and_serves_again() {
+    let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
+    let table = c.members[0].table().expect("table");
+    let cut = &c.members[c.leader().expect("a leader")];
+    let key = keys_owned_by(&table, index_in(&table, cut), "c", 1)
+        .pop()
+        .expect("a key of the cut node");
+    let client = routed(cut.native());
+    client.set(key.as_bytes(), b"before", 0, 0).expect("set");
+
+    // Cut off while it leads Raft, with a reply held for the replica it cannot reach (its
+    // replication then asks its own log, as the leader, to take that replica out of the
+    // in-sync set: a write no one will commit).
+    cut.proc.signal("USR1");
+    let mut held = hold_a_write(cut, &table, &key);
+    let get = shoal_proto::Command::Get {
+        key: key.as_bytes(),
+    };
+    assert!(
+        wait_for(SETTLE, || direct(cut.native(), get) == Status::NoLease),
+        "the cut-off node kept serving"
+    );
+    // Healed at once: usually before the majority's new leader (which waits a lease past
+    // its own election) fences it.
+    cut.proc.signal("USR2");
+    // The held write is answered, "in doubt" (the lease ran out while it waited), and the
+    // node serves again: nothing waits on the write its old term never committed.
+    held.stream.set_read_timeout(Some(SETTLE)).expect("timeout");
+    assert_eq!(reply_status(&mut held), Some(Status::InDoubt));
+    assert!(c.wait_settled(3, SETTLE), "{:?}", c.statuses());
+    let client = routed(cut.native());
+    client.set(key.as_bytes(), b"after", 0, 0).expect("set");
+    assert!(
+        wait_for(SETTLE, || all_read_back(
+            cut,
+            &[(key.clone(), "after".into())]
+        )),
+        "the healed node does not serve"
+    );
 }
 
 #[test]

@@ -177,10 +177,26 @@ impl Bucket {
         self.promoted_from = Some(from);
     }
 
-    /// A planned promotion of `node` ends when it stops being an in-sync replica.
+    /// A planned promotion of `node` ends when it stops being a replica.
     fn end_promotion_of(&mut self, node: NodeId) {
         if self.moving.is_some_and(|m| m.promote && m.to == node) {
             self.moving = None;
+        }
+    }
+
+    /// A planned promotion of `node`, which just left the in-sync set, becomes a copy to it
+    /// (a new move, named by `index`): it stops being a replica and the move makes its copy
+    /// again, as a move to a replica that is not in sync does from the start. (The move was
+    /// asked for; a replica that falls behind, e.g. one not yet rebuilt after a
+    /// whole-cluster restart, does not cancel it.)
+    fn copy_instead_of_promoting(&mut self, node: NodeId, index: u64) {
+        if self.moving.is_some_and(|m| m.promote && m.to == node) {
+            self.moving = Some(Move {
+                id: index,
+                to: node,
+                promote: false,
+            });
+            self.replicas.retain(|r| *r != node);
         }
     }
 
@@ -801,7 +817,7 @@ impl ClusterState {
                     b.in_sync.push(*node);
                 } else {
                     b.in_sync.retain(|r| r != node);
-                    b.end_promotion_of(*node);
+                    b.copy_instead_of_promoting(*node, index);
                 }
                 b.version = index;
                 self.table_version = index;
@@ -1282,6 +1298,64 @@ mod tests {
             assert_eq!(out, Outcome::Done);
         }
         s
+    }
+
+    #[test]
+    fn a_switchover_target_that_leaves_the_in_sync_set_gets_a_copy_instead() {
+        let mut s = with_move_targets();
+        let add = Command::AddReplica {
+            bucket: 0,
+            epoch: 1,
+            version: 1,
+            node: id(2),
+        };
+        assert_eq!(s.apply(7, &add), Outcome::Done);
+        let sync = |join| {
+            let (bucket, epoch, node) = (0, 1, id(2));
+            if join {
+                Command::JoinInSync {
+                    bucket,
+                    epoch,
+                    node,
+                }
+            } else {
+                Command::LeaveInSync {
+                    bucket,
+                    epoch,
+                    node,
+                }
+            }
+        };
+        assert_eq!(s.apply(8, &sync(true)), Outcome::Done);
+        let start = Command::StartMove {
+            bucket: 0,
+            epoch: 1,
+            version: 8,
+            to: id(2),
+        };
+        assert_eq!(s.apply(9, &start), Outcome::Done);
+        let promote = Move {
+            id: 9,
+            to: id(2),
+            promote: true,
+        };
+        assert_eq!(s.buckets[0].moving, Some(promote));
+        // Out of sync: the move goes on as a new copy to the same node, no longer a replica.
+        assert_eq!(s.apply(10, &sync(false)), Outcome::Done);
+        let b = &s.buckets[0];
+        let copy = Move {
+            id: 10,
+            to: id(2),
+            promote: false,
+        };
+        assert_eq!(b.moving, Some(copy));
+        assert!(b.replicas.is_empty() && b.in_sync.is_empty());
+        assert_eq!((b.primary, b.epoch, b.version), (Some(id(1)), 1, 10));
+        // The switchover the old move would propose is stale; the copy finishes.
+        let finish = |move_id| Command::FinishMove { bucket: 0, move_id };
+        assert!(matches!(s.apply(11, &finish(9)), Outcome::Stale { .. }));
+        assert_eq!(s.apply(12, &finish(10)), Outcome::Done);
+        assert_eq!(s.buckets[0].primary, Some(id(2)));
     }
 
     #[test]

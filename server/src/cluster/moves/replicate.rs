@@ -9,8 +9,9 @@
 //!  caught up: open a gate leg for R (replies in b now wait for R too)
 //!  catch up once more; propose JoinInSync(b, e, R) ──►  committed: R may be promoted
 //!  for every write in b: its change-log record ──────►  applied; the reply's seq acked
-//!  no answer within 1 s: propose LeaveInSync(b, e, R), and only once it committed close
-//!  the leg (the held replies go out without R); then rebuild R from a fresh snapshot
+//!  no answer within 1 s: propose LeaveInSync(b, e, R) (only while P holds its lease), and
+//!  only once it committed close the leg (the held replies go out without R); then rebuild
+//!  R from a fresh snapshot
 //! ```
 //!
 //! What travels is the resulting item (hash, flags, seq, absolute expiry) or a delete or a
@@ -40,6 +41,8 @@ use tokio::time::Instant;
 /// How often an idle in-sync replica is asked whether it still holds its copy (a replica
 /// that restarted has lost it and must leave the in-sync set before it could be promoted).
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often a primary without a lease looks again before it proposes a LeaveInSync.
+const LEASE_POLL: Duration = Duration::from_millis(50);
 /// Time allowed for each proposal of JoinInSync or LeaveInSync.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -127,8 +130,20 @@ async fn settle(
     cmd: Command,
     deadline: Option<Instant>,
 ) -> Result<bool, Stop> {
+    let leave = matches!(cmd, Command::LeaveInSync { .. });
     loop {
-        let until = Instant::now() + PROPOSE_TIMEOUT;
+        let mut until = Instant::now() + PROPOSE_TIMEOUT;
+        if leave {
+            if !wait_leased(&ctx.view, copy).await {
+                return Ok(false);
+            }
+            // Asked only while the lease holds: a proposal still being retried when it runs
+            // out (a cut-off primary) could commit once the cut heals, just before the
+            // leader fences this node. (`left` is capped: a lease that never ends is MAX.)
+            if let Some(left) = ctx.view.lease().left(std::time::Instant::now()) {
+                until = until.min(Instant::now() + left.min(PROPOSE_TIMEOUT));
+            }
+        }
         let until = deadline.map_or(until, |d| d.min(until));
         match (ctx.propose)(cmd.clone(), until).await {
             Ok(Outcome::Done | Outcome::Unchanged) => {
@@ -144,6 +159,28 @@ async fn settle(
                 tracing::warn!(bucket = copy.bucket, replica = %copy.replica, error = %e, "cannot reach the log; asking again");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// Waits until this node holds its lease (`true`) or the table no longer wants the copy
+/// (`false`). A primary without a lease (cut off, and perhaps being fenced) must not take its
+/// replicas out of the in-sync sets: they hold every write it acknowledged, its buckets fail
+/// over to them, and it acknowledges nothing without a lease anyway. A lease granted again
+/// means the leader does not fence it for a whole lease.
+async fn wait_leased(view: &ClusterView, copy: Copy) -> bool {
+    let mut applied = view.applied_changes();
+    loop {
+        applied.mark_unchanged();
+        if !current(view, copy) {
+            return false;
+        }
+        if view.leased() {
+            return true;
+        }
+        // A renewal is not an applied change: look again every LEASE_POLL.
+        if let Ok(Err(_)) = tokio::time::timeout(LEASE_POLL, applied.changed()).await {
+            return false;
         }
     }
 }

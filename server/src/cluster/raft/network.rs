@@ -20,7 +20,7 @@ use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
@@ -78,12 +78,16 @@ impl Peers {
 /// openraft's network factory: one [`Connection`] per replication target.
 pub struct Network {
     peers: Peers,
+    backoff: Duration,
 }
 
 impl Network {
-    /// A factory over `peers`.
-    pub fn new(peers: Peers) -> Network {
-        Network { peers }
+    /// A factory over `peers`, whose connections wait `backoff` before they call a member
+    /// that could not be reached again (the heartbeat interval: a member that accepts and
+    /// closes every connection would otherwise be called, and an error logged, in a tight
+    /// loop).
+    pub fn new(peers: Peers, backoff: Duration) -> Network {
+        Network { peers, backoff }
     }
 }
 
@@ -94,6 +98,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             peers: self.peers.clone(),
+            backoff: self.backoff,
         }
     }
 }
@@ -103,6 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     peers: Peers,
+    backoff: Duration,
 }
 
 /// The target is not in the applied state (yet), so there is no address to dial.
@@ -169,9 +175,11 @@ impl Connection {
         let body =
             serde_json::to_vec(req).map_err(|e| CallError::Network(NetworkError::new(&e)))?;
         let reply = client.call(op, body, timeout).await.map_err(|e| match e {
-            PeerCallError::Unreachable { .. } | PeerCallError::Refused { .. } => {
-                CallError::Unreachable(Unreachable::new(&e))
-            }
+            // Closed: the member accepted the connection and ended it before answering
+            // (stopping, or cut off); calling it again at once would only fail again.
+            PeerCallError::Unreachable { .. }
+            | PeerCallError::Refused { .. }
+            | PeerCallError::Closed => CallError::Unreachable(Unreachable::new(&e)),
             _ => CallError::Network(NetworkError::new(&e)),
         })?;
         serde_json::from_slice(&reply).map_err(|e| CallError::Network(NetworkError::new(&e)))
@@ -195,6 +203,10 @@ impl Connection {
 }
 
 impl RaftNetwork<TypeConfig> for Connection {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.backoff))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -69,6 +69,11 @@ const REACTIVATE_RETRY: Duration = Duration::from_secs(1);
 const ALONE_MARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for one PROPOSE call to the leader.
 const PROPOSE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for one write to the Raft log on the leader. A leader cut off from the
+/// others cannot commit; when it later learns of the new leader its uncommitted entries are
+/// dropped, and a write whose entry went with a snapshot is never answered at all, so
+/// every write has a deadline (it was not committed as far as the caller knows).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause before proposing again (leader unknown or changed); doubles up to
 /// [`PROPOSE_MAX_BACKOFF`].
 const PROPOSE_MIN_BACKOFF: Duration = Duration::from_millis(20);
@@ -367,7 +372,7 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             raft_config,
-            Network::new(peers.clone()),
+            Network::new(peers.clone(), config.timing.heartbeat),
             log,
             state_machine,
         )
@@ -715,10 +720,18 @@ impl Node {
             };
         }
         let _one_at_a_time = self.leader_lock.lock().await;
-        if let Err(e) = self.raft.ensure_linearizable().await {
-            return JoinReply::Retry {
-                reason: format!("leadership not confirmed: {e}"),
-            };
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return JoinReply::Retry {
+                    reason: format!("leadership not confirmed: {e}"),
+                }
+            }
+            Err(_) => {
+                return JoinReply::Retry {
+                    reason: "leadership not confirmed in time".into(),
+                }
+            }
         }
         let state = self.view.state();
         let commands = match plan_join(&state, &req) {
@@ -1040,7 +1053,9 @@ impl Node {
         loop {
             let leader = self.raft.metrics().borrow().current_leader;
             let attempt = match leader {
-                Some(leader) if leader == self.me() => self.commit_as_leader(cmd.clone()).await,
+                Some(leader) if leader == self.me() => {
+                    self.commit_as_leader(cmd.clone(), deadline).await
+                }
                 Some(leader) => self.propose_to(leader, &body, deadline).await,
                 None => Err(ProposeFailure::Retry("no leader known".into())),
             };
@@ -1092,19 +1107,25 @@ impl Node {
         }
     }
 
-    /// The leader's side of a proposal (its own or a PROPOSE): one write.
-    async fn commit_as_leader(&self, cmd: Command) -> Result<Outcome, ProposeFailure> {
+    /// The leader's side of a proposal (its own or a PROPOSE): one write, given up at
+    /// `deadline` (and after [`COMMIT_TIMEOUT`] at most).
+    async fn commit_as_leader(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Outcome, ProposeFailure> {
         // No leader lock: every command is checked by the state machine when applied
         // (bucket commands are compare-and-sets), and a switchover must not wait behind the
         // reconciler's slower steps (adding a learner) while its bucket is parked.
         if self.raft.metrics().borrow().current_leader != Some(self.me()) {
             return Err(ProposeFailure::Retry("not the leader".into()));
         }
-        self.raft
-            .client_write(cmd)
-            .await
-            .map(|r| r.data)
-            .map_err(|e| ProposeFailure::Retry(format!("not committed: {e}")))
+        let deadline = deadline.min(Instant::now() + COMMIT_TIMEOUT);
+        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(e)) => Err(ProposeFailure::Retry(format!("not committed: {e}"))),
+            Err(_) => Err(ProposeFailure::Retry("not committed in time".into())),
+        }
     }
 
     fn lease_book(&self) -> std::sync::MutexGuard<'_, LeaseBook> {
@@ -1417,11 +1438,13 @@ impl Node {
         change: ChangeMembers<NodeId, EmptyNode>,
         retain: bool,
     ) -> Result<(), String> {
-        self.raft
-            .change_membership(change, retain)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("membership change: {e}"))
+        // Two commits (joint, then final): bounded like the join they usually serve.
+        let change = self.raft.change_membership(change, retain);
+        match tokio::time::timeout(self.config.join_timeout, change).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("membership change: {e}")),
+            Err(_) => Err("membership change: not committed in time".into()),
+        }
     }
 
     /// A member that starts again after a whole-cluster stop reports itself back, and one
@@ -1665,13 +1688,14 @@ impl Node {
         }
     }
 
-    /// Commits `cmd` as the leader: what applying it did.
+    /// Commits `cmd` as the leader: what applying it did (an error after
+    /// [`COMMIT_TIMEOUT`]).
     async fn commit(&self, cmd: Command) -> Result<Outcome, String> {
-        self.raft
-            .client_write(cmd.clone())
-            .await
-            .map(|r| r.data)
-            .map_err(|e| format!("{cmd:?}: {e}"))
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(cmd.clone())).await {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(e)) => Err(format!("{cmd:?}: {e}")),
+            Err(_) => Err(format!("{cmd:?}: not committed in time")),
+        }
     }
 }
 
@@ -1830,7 +1854,8 @@ impl PeerHandler for Service {
             PeerOpcode::Propose => {
                 let cmd: Command = serde_json::from_slice(&body)
                     .map_err(|e| PeerFailure::bad_request(format!("undecodable PROPOSE: {e}")))?;
-                let outcome = match self.node.commit_as_leader(cmd).await {
+                let deadline = Instant::now() + PROPOSE_CALL_TIMEOUT;
+                let outcome = match self.node.commit_as_leader(cmd, deadline).await {
                     Ok(outcome) => outcome,
                     Err(ProposeFailure::Retry(reason) | ProposeFailure::Fatal(reason)) => {
                         return Err(PeerFailure::not_ready(reason))
