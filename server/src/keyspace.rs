@@ -38,6 +38,7 @@ use crate::store::{SetMode, Store, StoreStats};
 
 pub use crate::store::{ItemRef, MetaSeen, StoreError, WriteOk};
 use crate::store::{MetaGet, MetaIncr};
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -193,10 +194,23 @@ impl From<WriteMode> for SetMode {
 /// The buckets a request's reply may have to wait for ([`Keyspace::gated`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gated {
-    /// One bucket (a single-key request, or keys of one bucket).
+    /// The bucket of a single-key request: a plain read of it waits only for the item it
+    /// read (see [`READ_SEQ`]).
+    Key(u32),
+    /// One bucket (keys of one bucket).
     One(u32),
     /// Several distinct buckets (a multi-get).
     Many(Vec<u32>),
+}
+
+thread_local! {
+    /// What the single-key request running on this thread needs its bucket's in-sync copies
+    /// to hold, when it only read: `Some(seq)` of the item a hit returned (`Some(0)` before
+    /// it ran), `None` (the bucket's seq, as for a write) once it did anything else: a miss
+    /// (the key may be gone by a delete the copies do not have yet), a write, or a second
+    /// keyed call. [`Keyspace::gated`] starts it, the keyspace calls move it, and
+    /// [`Keyspace::copies_hold`] takes it, all on the session's thread within one request.
+    static READ_SEQ: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// The node's data as every protocol sees it. Cheap to clone; clones share everything.
@@ -257,6 +271,13 @@ impl Keyspace {
     /// while it holds no lease.
     #[inline]
     fn enter(&self, key: &[u8]) -> OpResult<BucketGuard<'_>> {
+        READ_SEQ.set(None);
+        self.enter_to_read(key)
+    }
+
+    /// [`Keyspace::enter`] for a plain read, which leaves [`READ_SEQ`] to the caller.
+    #[inline]
+    fn enter_to_read(&self, key: &[u8]) -> OpResult<BucketGuard<'_>> {
         let bucket = shoal_proto::hash::bucket_of(key, self.store.buckets());
         let guard = self
             .cluster
@@ -282,7 +303,14 @@ impl Keyspace {
         let buckets = self.store.buckets();
         let mut keys = keys().map(|k| shoal_proto::hash::bucket_of(k, buckets));
         let first = keys.next()?;
-        let mut rest: Vec<u32> = keys.filter(|b| *b != first).collect();
+        let Some(second) = keys.next() else {
+            READ_SEQ.set(Some(0));
+            return Some(Gated::Key(first));
+        };
+        let mut rest: Vec<u32> = std::iter::once(second)
+            .chain(keys)
+            .filter(|b| *b != first)
+            .collect();
         if rest.is_empty() {
             return Some(Gated::One(first));
         }
@@ -318,6 +346,10 @@ impl Keyspace {
         let in_sync = self.cluster.in_sync();
         let seq = |b: u32| move || self.store.bucket_stats(b).seq;
         match gated {
+            Gated::Key(b) => match READ_SEQ.take() {
+                Some(read) => in_sync.wait(b, move || read),
+                None => in_sync.wait(b, seq(b)),
+            },
             Gated::One(b) => in_sync.wait(b, seq(b)),
             Gated::Many(buckets) => {
                 let holds: Vec<CopiesHold> = buckets
@@ -357,8 +389,16 @@ impl Keyspace {
     /// [`OpError::NotMyBucket`].
     #[inline]
     pub fn get<R>(&self, key: &[u8], f: impl FnOnce(ItemRef<'_>) -> R) -> OpResult<Option<R>> {
-        let _inside = self.enter(key)?;
-        Ok(self.store.get(key, f))
+        let read = READ_SEQ.take();
+        let _inside = self.enter_to_read(key)?;
+        let got = self.store.get(key, |item| {
+            let seq = item.seq();
+            (f(item), seq)
+        });
+        Ok(got.map(|(r, seq)| {
+            READ_SEQ.set(read.map(|r| r.max(seq)));
+            r
+        }))
     }
 
     /// Runs `f` on the item under `key` and gives it a new expiry, in one store operation.

@@ -7,6 +7,7 @@ mod cluster_common;
 
 use cluster_common::{mc, routed, stat, workspace_binary, Cluster, Member, Text, BUCKETS, SETTLE};
 use shoal_proto::cluster::ReplicationStatus;
+use shoal_proto::Status;
 use shoal_tests::wait_for;
 use std::time::Duration;
 
@@ -232,4 +233,106 @@ fn a_move_to_an_in_sync_replica_promotes_its_copy_and_every_key_reads_back() {
     assert!(c.wait_settled(2, SETTLE), "{:?}", replication(&c));
     assert_eq!(in_sync_total(&c), BUCKETS);
     assert_eq!(copies_total(&members), items_total(&members));
+}
+
+/// The value of the next GET reply on `conn` (past TABLE_CHANGED notices); `None` when no
+/// reply came within the read timeout, `Some(None)` for anything but a hit.
+fn get_reply(conn: &mut shoal_tests::RawConn) -> Option<Option<Vec<u8>>> {
+    loop {
+        let reply = conn.try_recv(|r| match (r.status, &r.body) {
+            (Status::TableChanged, _) => None,
+            (_, shoal_proto::ReplyBody::Value { value, .. }) => Some(Some(value.to_vec())),
+            _ => Some(None),
+        })?;
+        if let Some(reply) = reply {
+            return Some(reply);
+        }
+    }
+}
+
+#[test]
+fn a_read_waits_for_the_replica_only_when_the_item_it_read_is_newer_than_the_replica_holds() {
+    use shoal_proto::{Command, Request, StoreMode};
+    // Two nodes: every bucket of member 0 has its replica on member 1.
+    let c = Cluster::start(2, &[]);
+    let (primary, replica) = (&c.members[0], &c.members[1]);
+    let table = c.members[0].table().expect("table");
+    let keys =
+        cluster_common::keys_owned_by(&table, cluster_common::index_in(&table, primary), "w", 200);
+    let bucket = |k: &str| shoal_proto::hash::bucket_of(k.as_bytes(), BUCKETS);
+    let (old, new) = keys
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| {
+            let b = keys[i + 1..].iter().find(|b| bucket(b) == bucket(a))?;
+            Some((a.clone(), b.clone()))
+        })
+        .expect("two keys of one bucket");
+    let client = routed(primary.native());
+    client.set(old.as_bytes(), b"old", 0, 0).expect("set");
+    client.set(new.as_bytes(), b"before", 0, 0).expect("set");
+    let all_in_sync = || {
+        wait_for(SETTLE, || {
+            in_sync_total(&c) == BUCKETS && replication(&c).iter().all(|r| r.building == 0)
+        })
+    };
+    let connect = |timeout| {
+        let conn = shoal_tests::RawConn::hello(primary.native());
+        conn.stream
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        conn
+    };
+    let get = |conn: &mut shoal_tests::RawConn, key: &str| {
+        conn.send(&Request {
+            id: 2,
+            command: Command::Get {
+                key: key.as_bytes(),
+            },
+        });
+    };
+    // The replica is paused, so a write in the bucket is held (the primary cannot take the
+    // replica out of the in-sync set either: that needs the paused node's Raft vote).
+    // Meanwhile a read of an item the replica holds is answered, and a read of the held
+    // write is not. (All of it well within the 5 s lease, after which member 0 would serve
+    // nothing.)
+    assert!(all_in_sync(), "{:?}", replication(&c));
+    replica.proc.pause();
+    let mut writer = connect(Duration::from_millis(300));
+    writer.send(&Request {
+        id: 1,
+        command: Command::Store {
+            mode: StoreMode::Set,
+            key: new.as_bytes(),
+            value: b"after",
+            flags: 0,
+            ttl: 0,
+        },
+    });
+    assert_eq!(get_reply(&mut writer), None, "the write is held");
+    let mut fresh = connect(Duration::from_millis(300));
+    get(&mut fresh, &new);
+    let mut reader = connect(Duration::from_secs(2));
+    get(&mut reader, &old);
+    assert_eq!(
+        get_reply(&mut reader),
+        Some(Some(b"old".to_vec())),
+        "a read of an item the replica holds waited for a write to another key"
+    );
+    assert_eq!(
+        get_reply(&mut fresh),
+        None,
+        "a read of a write the replica does not hold was answered"
+    );
+    replica.proc.resume();
+    writer
+        .stream
+        .set_read_timeout(Some(SETTLE))
+        .expect("timeout");
+    fresh
+        .stream
+        .set_read_timeout(Some(SETTLE))
+        .expect("timeout");
+    assert_eq!(get_reply(&mut writer), Some(None), "the write is answered");
+    assert_eq!(get_reply(&mut fresh), Some(Some(b"after".to_vec())));
 }
