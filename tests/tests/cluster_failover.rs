@@ -162,6 +162,18 @@ fn reply_status(conn: &mut shoal_tests::RawConn) -> Option<Status> {
     }
 }
 
+/// A 3-node cluster of the fault-injection build with the fast timings, its table, which
+/// member leads Raft, and a key of a bucket that member is primary of.
+fn leader_and_its_key() -> (Cluster, TableView, usize, String) {
+    let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
+    let table = c.members[0].table().expect("table");
+    let leader = c.leader().expect("a leader");
+    let key = keys_owned_by(&table, index_in(&table, &c.members[leader]), "c", 1)
+        .pop()
+        .expect("a key of the leader");
+    (c, table, leader, key)
+}
+
 /// Sends `cut` (just cut off from its peers) a write to a key of its own in another bucket
 /// than `key` (so that reads of `key` do not wait behind it) and returns the connection once
 /// the write is held: applied there while its lease still holds, its reply waiting for the
@@ -200,13 +212,9 @@ fn hold_a_write(cut: &Member, table: &TableView, key: &str) -> shoal_tests::RawC
 
 #[test]
 fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_takes_over() {
-    let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
-    let table = c.members[0].table().expect("table");
     // The Raft leader: the majority elects another one, which fences it.
-    let cut = &c.members[c.leader().expect("a leader")];
-    let key = keys_owned_by(&table, index_in(&table, cut), "c", 1)
-        .pop()
-        .expect("a key of the cut node");
+    let (c, table, leader, key) = leader_and_its_key();
+    let cut = &c.members[leader];
     let get = shoal_proto::Command::Get {
         key: key.as_bytes(),
     };
@@ -264,12 +272,8 @@ fn a_primary_cut_off_from_its_peers_stops_within_its_lease_and_the_majority_take
 
 #[test]
 fn a_raft_leader_healed_as_its_lease_runs_out_answers_what_it_held_and_serves_again() {
-    let c = Cluster::start_nodes(shoal_tests::fault_shoald_binary(), &[FAST; 3]);
-    let table = c.members[0].table().expect("table");
-    let cut = &c.members[c.leader().expect("a leader")];
-    let key = keys_owned_by(&table, index_in(&table, cut), "c", 1)
-        .pop()
-        .expect("a key of the cut node");
+    let (c, table, leader, key) = leader_and_its_key();
+    let cut = &c.members[leader];
     let client = routed(cut.native());
     client.set(key.as_bytes(), b"before", 0, 0).expect("set");
 
