@@ -154,15 +154,20 @@ pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> b
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    /// Creates `<temp>/shoal-<name>-<pid>-<nanos>`.
+    /// Creates `<temp>/shoal-<name>-<pid>-<nanos>-<n>`, `n` counting the directories this
+    /// process made: two tests on parallel threads can read the same clock value (the CI
+    /// once gave two clusters' `node1` the same directory).
     ///
     /// # Panics
     /// When the directory cannot be created: a test cannot go on.
     pub fn new(name: &str) -> TempDir {
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("shoal-{name}-{}-{nanos}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("shoal-{name}-{}-{nanos}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
