@@ -70,9 +70,9 @@ const ALONE_MARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for one PROPOSE call to the leader.
 const PROPOSE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for one write to the Raft log on the leader. A leader cut off from the
-/// others cannot commit; when it later learns of the new leader its uncommitted entries are
-/// dropped, and a write whose entry went with a snapshot is never answered at all, so
-/// every write has a deadline (it was not committed as far as the caller knows).
+/// others cannot commit, and once it learns of the new leader a write it began may never be
+/// answered (seen after it installed the new leader's snapshot), so every write has a
+/// deadline (past it, the write was not committed as far as the caller knows).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First pause before proposing again (leader unknown or changed); doubles up to
 /// [`PROPOSE_MAX_BACKOFF`].
