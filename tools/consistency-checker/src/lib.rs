@@ -24,6 +24,7 @@
 //! - [`nemesis`]: `shoald` processes (`nemesis::process`) and fault injection
 //!   (`nemesis::faults`, scheduled in `nemesis`).
 //! - [`control`]: the cluster's table, bucket count and Raft leader, for the nemesis.
+//! - [`probe`]: reads straight from a node cut off from its peers (the `partition` fault).
 //! - [`availability`]: per-fault unavailability windows over the faulted buckets.
 //! - [`backend`], `client_c` and [`memcache`]: the Rust client, libshoal and a memcached
 //!   text-protocol client behind one interface.
@@ -41,6 +42,7 @@ pub mod control;
 pub mod memcache;
 pub mod model;
 pub mod nemesis;
+pub mod probe;
 pub mod report;
 pub mod value;
 pub mod workload;
@@ -337,6 +339,13 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     let workers: Vec<_> = (0..config.workers)
         .map(|id| tokio::spawn(workload::worker(id, spec.clone(), shared.clone())))
         .collect();
+    let probe = Arc::new(probe::Probe::default());
+    let prober = tokio::spawn(probe::run(
+        probe.clone(),
+        shared.clone(),
+        keyspace.clone(),
+        config.seed,
+    ));
     let mut nemesis = cluster.map(|cluster| {
         let spec = NemesisSpec {
             faults: config.faults.clone(),
@@ -362,6 +371,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
             counters: counters.clone(),
             clock,
             stop: stop_nemesis.clone(),
+            probe: probe.clone(),
         };
         tokio::spawn(nemesis::run(cluster, spec, ctx))
     });
@@ -440,6 +450,7 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
             latencies.merge(&lat);
         }
     }
+    let _ = prober.await;
     if let Some(r) = reporter {
         let _ = r.await;
     }
@@ -610,6 +621,8 @@ fn summarise(
         ("corrupt", &c.corrupt),
         ("unexpected", &c.unexpected),
         ("lost_increments", &c.lost_increments),
+        ("probe_reads", &c.probe_reads),
+        ("probe_refused", &c.probe_refused),
         ("faults", &c.faults),
         ("node_failures", &c.node_failures),
     ] {

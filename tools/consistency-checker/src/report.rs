@@ -52,6 +52,10 @@ pub struct Counters {
     pub unexpected: AtomicU64,
     /// Check-and-set mode: acknowledged increments missing at the final read.
     pub lost_increments: AtomicU64,
+    /// Reads the probe sent straight to a cut-off node that it answered (`probe.rs`).
+    pub probe_reads: AtomicU64,
+    /// Probe reads it refused or did not answer in time.
+    pub probe_refused: AtomicU64,
     /// Faults injected.
     pub faults: AtomicU64,
     /// Node processes that failed on their own: exited unasked, or not cleanly when asked to

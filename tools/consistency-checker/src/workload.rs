@@ -108,12 +108,19 @@ pub struct Shared {
 impl Shared {
     /// Whether workers should stop: asked to, or (with `stop_on_violation`) a violation was
     /// seen. Stopping at once keeps the violating key as it was for the final read.
-    fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
             || (self.stop_on_violation && self.violated.load(Ordering::Relaxed))
     }
 
-    fn check(&self, index: u32, key: &[u8], read: Option<&Got>, ticket: crate::model::ReadTicket) {
+    /// Judges a read of key `index` sent with `ticket` that returned `read`.
+    pub(crate) fn check(
+        &self,
+        index: u32,
+        key: &[u8],
+        read: Option<&Got>,
+        ticket: crate::model::ReadTicket,
+    ) {
         let expect = match self.mode {
             Mode::Set => self
                 .model

@@ -2,11 +2,12 @@
 //! passes a cluster that keeps its promises under each fault the nemesis injects; a
 //! partition (with a `fault-injection` build) loses nothing, and one asked of a `shoald`
 //! without that feature fails with a clear error; with replicas, lag-kills serve nothing
-//! older. (Wall time: about a minute and a half.)
+//! older, and a member cut off past its lease serves nothing older. (Wall time: about two
+//! minutes.)
 
 mod common;
 
-use common::{check, fault_shoald, shoald, FAST_ELECTION, LAG_KILLS};
+use common::{check, fault_shoald, shoald, FAST_ELECTION, LAG_KILLS, PAST_THE_LEASE};
 
 fn cluster_args<'a>(shoald: &'a str, nemesis: &'a str, duration: &'a str) -> Vec<&'a str> {
     vec![
@@ -124,6 +125,23 @@ fn partitions_of_a_member_lose_nothing() {
     let s = check(&args);
     assert!(s.passed(), "{s:?}");
     assert_eq!(s.counts["miss"], 0, "a partition wipes nothing: {s:?}");
+}
+
+#[test]
+fn a_member_cut_off_past_its_lease_serves_nothing_older() {
+    // The correct build's side of prove_it_can_fail's ignore-lease case: the majority fences
+    // the cut-off node and promotes its replicas; the probe reading the cut-off node is
+    // answered until its lease runs out and refused after, never with an older value.
+    let bin = fault_shoald();
+    let mut args = cluster_args(bin.to_str().expect("utf-8"), "partition", "16s");
+    args.extend(["--replicas", "1", "--shoald-arg=--lease=1500ms"]);
+    args.extend(FAST_ELECTION);
+    args.extend(PAST_THE_LEASE);
+    args.extend(["--require-faults", "partition=2"]);
+    let s = check(&args);
+    assert!(s.passed(), "{s:?}");
+    assert!(s.counts["probe_reads"] > 0, "{s:?}");
+    assert!(s.counts["probe_refused"] > 0, "{s:?}");
 }
 
 #[test]

@@ -22,11 +22,14 @@
 //! - a leader that promotes a replica that was not in sync, under lag-kills (one node
 //!   paused until its copies leave the in-sync sets, another killed meanwhile): **stale**
 //!   (the promoted copy holds older values; the correct build serves those buckets empty,
-//!   which the checker allows).
+//!   which the checker allows);
+//! - nodes that keep serving after their lease ran out, under partitions longer than the
+//!   lease: **stale** (the probe reads the cut-off node's copy, which the majority has
+//!   since overwritten).
 
 mod common;
 
-use common::{check, fault_shoald, runs, FAST_ELECTION, LAG_KILLS};
+use common::{check, fault_shoald, runs, FAST_ELECTION, LAG_KILLS, PAST_THE_LEASE};
 use shoal_consistency_checker::report::Summary;
 
 /// Runs one case `runs()` times on a 3-node cluster with `extra` options and checks each
@@ -214,5 +217,16 @@ fn a_leader_that_promotes_a_replica_out_of_sync_is_reported_every_time() {
         "--shoald-arg=--fault-promote-any",
         "3s",
         &schedule,
+    );
+}
+
+#[test]
+fn nodes_that_serve_after_their_lease_ran_out_are_reported_every_time() {
+    every_failover_run(
+        "ignore-lease",
+        8000,
+        "--shoald-arg=--fault-ignore-lease",
+        "1500ms",
+        &PAST_THE_LEASE,
     );
 }

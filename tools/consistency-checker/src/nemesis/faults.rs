@@ -8,6 +8,7 @@
 use super::process::{ClusterSpec, Node, Stopped, FORM_TIMEOUT};
 use super::{between, Fault, NemesisContext, NemesisSpec};
 use crate::control::buckets_of;
+use crate::probe::Aim;
 use crate::report::{timestamp, Counters};
 use crate::CheckerError;
 use shoal_client::TableView;
@@ -82,7 +83,7 @@ pub async fn execute(
             Ok(())
         }
         Fault::FullStop => full_stop(plan, cspec, spec, ctx).await,
-        Fault::Partition => partition(node, &mut rng, spec).await,
+        Fault::Partition => partition(node, plan, &mut rng, spec, ctx).await,
         Fault::LagKill => match plan.nodes.get(1) {
             Some(lagger) => lag_kill(node, lagger, plan, cspec, spec, ctx, &mut rng).await,
             None => Ok(()),
@@ -211,11 +212,14 @@ async fn lag_kill(
     victim.start(cspec).await
 }
 
-/// SIGUSR1 (cut), wait, SIGUSR2 (heal); each must show in the node's log.
+/// SIGUSR1 (cut), wait, SIGUSR2 (heal); each must show in the node's log. The probe reads
+/// from the node while it is cut off.
 async fn partition(
     node: &Node,
+    plan: &Plan,
     rng: &mut fastrand::Rng,
     spec: &NemesisSpec,
+    ctx: &NemesisContext,
 ) -> Result<(), CheckerError> {
     let from = node.log_len();
     node.signal("USR1").await;
@@ -231,7 +235,14 @@ async fn partition(
             node.log().display()
         )));
     }
+    if let Some(memcache) = node.memcache_addr() {
+        ctx.probe.aim(Some(Aim {
+            memcache: memcache.to_string(),
+            buckets: plan.buckets.clone(),
+        }));
+    }
     tokio::time::sleep(between(rng, spec.partition)).await;
+    ctx.probe.aim(None);
     let from = node.log_len();
     node.signal("USR2").await;
     if !node

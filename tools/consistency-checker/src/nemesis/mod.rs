@@ -156,6 +156,8 @@ pub struct NemesisContext {
     pub clock: Clock,
     /// Set to stop injecting faults.
     pub stop: Arc<AtomicBool>,
+    /// Aimed at a node while it is cut off from its peers.
+    pub probe: Arc<crate::probe::Probe>,
 }
 
 impl std::fmt::Debug for NemesisContext {

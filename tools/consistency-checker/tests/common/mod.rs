@@ -115,3 +115,16 @@ pub const LAG_KILLS: [&str; 8] = [
     "--down",
     "4s..5s",
 ];
+
+/// Partitions longer than a 1.5 s lease (so the majority fences the cut-off node and promotes
+/// its replicas) that the correct build passes (`cluster.rs`) and the ignore-lease fault
+/// build fails (`prove_it_can_fail.rs`), spaced so that the replicas are rebuilt before the
+/// next one.
+pub const PAST_THE_LEASE: [&str; 6] = [
+    "--nemesis",
+    "partition",
+    "--partition",
+    "3s..4s",
+    "--interval",
+    "5s..6s",
+];
