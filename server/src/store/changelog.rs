@@ -30,6 +30,10 @@ use super::item::OwnedItem;
 /// Bytes of an entry before its key: seq (8) and key length (1).
 const ENTRY_HEADER: usize = 9;
 
+/// Entries between two marks (see [`ChangeLog::marks`]): a reader skips at most this many
+/// to reach where it asked to start.
+const MARK_EVERY: u32 = 32;
+
 /// One change of a bucket, as [`Store::changes_since`](super::Store::changes_since) returns
 /// it and [`Store::apply`](super::Store::apply) installs it. Every variant carries the
 /// bucket sequence number the change took on the node that made it.
@@ -166,6 +170,15 @@ impl std::error::Error for ChangeLogError {}
 #[derive(Debug)]
 pub(crate) struct ChangeLog {
     ring: VecDeque<u8>,
+    /// Where every [`MARK_EVERY`]-th entry starts: `(seq, offset)`, the offset counted from
+    /// the first byte ever pushed, so a reader asking for the changes after a seq starts
+    /// near them instead of scanning the ring from its oldest entry (which made every
+    /// replicated write cost a scan of the whole log).
+    marks: VecDeque<(u64, u64)>,
+    /// The offset (as in `marks`) of the ring's first byte: bytes dropped from the front.
+    base: u64,
+    /// Entries pushed since the last mark.
+    unmarked: u32,
     cap: usize,
     /// Every change with a seq above this is in the ring.
     floor: u64,
@@ -178,6 +191,9 @@ impl ChangeLog {
     pub(crate) fn new(cap: usize, seq: u64) -> Self {
         Self {
             ring: VecDeque::new(),
+            marks: VecDeque::new(),
+            base: 0,
+            unmarked: 0,
             cap,
             floor: seq,
             readers: 1,
@@ -191,7 +207,7 @@ impl ChangeLog {
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.ring.capacity()
+        self.ring.capacity() + self.marks.capacity() * std::mem::size_of::<(u64, u64)>()
     }
 
     /// Records that `key` changed at `seq` (an empty key: the bucket was cleared). `seq`
@@ -200,7 +216,10 @@ impl ChangeLog {
         let key = &key[..key.len().min(usize::from(u8::MAX))];
         let len = ENTRY_HEADER + key.len();
         if len > self.cap {
+            self.base += self.ring.len() as u64;
             self.ring.clear();
+            self.marks.clear();
+            self.unmarked = 0;
             self.floor = seq;
             return;
         }
@@ -218,6 +237,11 @@ impl ChangeLog {
                 .min(self.cap);
             self.ring.reserve_exact(want - self.ring.len());
         }
+        if self.unmarked == 0 {
+            self.marks
+                .push_back((seq, self.base + self.ring.len() as u64));
+        }
+        self.unmarked = (self.unmarked + 1) % MARK_EVERY;
         self.ring.extend(seq.to_le_bytes());
         self.ring.push_back(key.len() as u8);
         self.ring.extend(key.iter().copied());
@@ -227,6 +251,10 @@ impl ChangeLog {
     fn pop_front(&mut self) -> Option<u64> {
         let (seq, key_len) = self.header_at(0)?;
         self.ring.drain(..ENTRY_HEADER + key_len);
+        self.base += (ENTRY_HEADER + key_len) as u64;
+        while self.marks.front().is_some_and(|&(_, at)| at < self.base) {
+            self.marks.pop_front();
+        }
         Some(seq)
     }
 
@@ -242,17 +270,25 @@ impl ChangeLog {
         Some((u64::from_le_bytes(seq), usize::from(self.ring[at + 8])))
     }
 
-    /// Calls `f(seq, key)` for each entry in order (an empty key for a clear) until it
-    /// returns false.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &[u8]) -> bool) {
+    /// Calls `f(seq, key)` for each entry with a seq above `since`, in order (an empty key
+    /// for a clear), until it returns false. Starts at the last mark at or below `since`, so
+    /// it skips fewer than [`MARK_EVERY`] older entries however long the log is.
+    pub(crate) fn for_each_after(&self, since: u64, mut f: impl FnMut(u64, &[u8]) -> bool) {
         let mut key = [0u8; 256];
-        let mut at = 0;
+        let first_after = self.marks.partition_point(|&(seq, _)| seq <= since);
+        let mut at = match first_after.checked_sub(1) {
+            Some(i) => usize::try_from(self.marks[i].1 - self.base).unwrap_or(usize::MAX),
+            None => 0,
+        };
         while let Some((seq, key_len)) = self.header_at(at) {
             let start = at + ENTRY_HEADER;
-            for (i, b) in self.ring.range(start..start + key_len).enumerate() {
+            at = start + key_len;
+            if seq <= since {
+                continue;
+            }
+            for (i, b) in self.ring.range(start..at).enumerate() {
                 key[i] = *b;
             }
-            at = start + key_len;
             if !f(seq, &key[..key_len]) {
                 return;
             }
@@ -266,11 +302,46 @@ mod tests {
 
     fn entries(log: &ChangeLog) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
-        log.for_each(|seq, key| {
+        log.for_each_after(0, |seq, key| {
             out.push((seq, key.to_vec()));
             true
         });
         out
+    }
+
+    #[test]
+    fn reading_after_a_seq_starts_there_whatever_the_log_dropped() {
+        // Entries of 9 + 1..=12 key bytes; a cap that keeps a few hundred of them, so the
+        // marks' offsets are checked across many drops from the front.
+        let mut log = ChangeLog::new(4000, 0);
+        let mut seq = 0;
+        for round in 0..3000u64 {
+            seq += 1 + round % 3;
+            let key = vec![b'k'; 1 + (round % 12) as usize];
+            log.push(seq, &key);
+            if round % 97 != 0 {
+                continue;
+            }
+            let all = entries(&log);
+            for since in log.floor()..=seq {
+                let mut after = Vec::new();
+                log.for_each_after(since, |s, k| {
+                    after.push((s, k.to_vec()));
+                    true
+                });
+                let expected: Vec<_> = all.iter().filter(|(s, _)| *s > since).cloned().collect();
+                assert_eq!(after, expected, "after {since} at round {round}");
+            }
+        }
+        assert!(log.marks.len() > 1, "marks kept: {}", log.marks.len());
+        // An entry larger than the cap empties the log, marks included.
+        log.push(seq + 1, &[b'x'; 255]);
+        let mut small = ChangeLog::new(100, 0);
+        small.push(1, b"a");
+        small.push(2, &[b'x'; 200]);
+        assert!(entries(&small).is_empty());
+        small.push(3, b"b");
+        assert_eq!(entries(&small), vec![(3, b"b".to_vec())]);
     }
 
     #[test]
@@ -293,7 +364,8 @@ mod tests {
         for seq in 1..=10 {
             log.push(seq, b"k");
             assert!(log.ring.len() <= 35);
-            assert!(log.heap_bytes() <= 64, "{}", log.heap_bytes());
+            // The ring, and the smallest allocation of marks (4 of 16 bytes).
+            assert!(log.heap_bytes() <= 64 + 64, "{}", log.heap_bytes());
         }
         assert_eq!(log.floor(), 7);
         let seqs: Vec<u64> = entries(&log).iter().map(|e| e.0).collect();

@@ -1193,10 +1193,7 @@ impl Partition {
         let mut changes = Vec::new();
         let mut through = b.seq;
         let mut examined = since;
-        log.for_each(|seq, key| {
-            if seq <= since {
-                return true;
-            }
+        log.for_each_after(since, |seq, key| {
             if changes.len() >= max {
                 through = examined;
                 return false;

@@ -240,8 +240,10 @@ async fn attempt(ctx: &Context, copy: Copy) -> Result<(), Stop> {
         store: &store,
         bucket: copy.bucket,
     };
+    let (client, stream) = ctx.replica_link(copy.replica, addr);
     let target = Target {
-        client: ctx.replica_link(copy.replica, addr),
+        client,
+        stream: Some(stream),
         opcode: PeerOpcode::Replicate,
         id: copy.epoch,
         bucket: copy.bucket,
