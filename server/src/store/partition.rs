@@ -35,13 +35,15 @@
 //! gives up when another class takes one (found in amortised O(1), see
 //! [`Slab::oldest_page`]). When a class must evict and no free page is left:
 //!
-//! 1. a class with no page at all takes one: the oldest page of the class (with at least 2
-//!    pages) whose oldest page is the oldest, else a page of the class with the most pages;
+//! 1. a class with no page at all takes one: the oldest page of all the other classes, else
+//!    a page of the class with the most pages;
 //! 2. a class whose own oldest page is less than half as old as the oldest page of another
-//!    class (with at least 2 pages) takes that page instead of evicting: memory goes where
-//!    items are replaced fastest, so items of every size live about as long (a global LRU,
-//!    within a factor of 2), and a shift in value sizes moves memory to the new sizes at once
-//!    instead of making them evict each other ("slab calcification");
+//!    class takes that page instead of evicting: memory goes where items are replaced
+//!    fastest, so items of every size live about as long (a global LRU, within a factor of
+//!    2), and a shift in value sizes moves memory to the new sizes at once instead of making
+//!    them evict each other ("slab calcification"). This holds for a class's only page too:
+//!    a class no longer written to keeps no page that the classes written now need (if it is
+//!    written again, rule 1 gives it a page back);
 //! 3. a class that cannot free enough chunks by evicting its own items (a large chain) takes
 //!    a page from the class with the most pages.
 //!
@@ -813,19 +815,25 @@ impl Partition {
         self.tick - self.slab.page(page).stamp
     }
 
-    /// The class other than `class`, with at least 2 pages, whose oldest page is the oldest,
-    /// if that page is older than `than` ticks (rules 1 and 2 of the module docs).
+    /// The class other than `class` whose oldest page is the oldest (a class's only page
+    /// counts, unless it holds an item of a hidden bucket), if that page is older than
+    /// `than` ticks (rules 1 and 2 of the module docs).
     fn older_class(&mut self, class: usize, than: u64) -> Option<usize> {
         let mut best: Option<(usize, u64)> = None;
         for v in 0..self.slab.classes.len() {
-            if v == class || self.slab.classes[v].pages.len() < 2 {
+            if v == class || self.slab.classes[v].pages.is_empty() {
                 continue;
             }
             let Some(page) = self.slab.oldest_page(v) else {
                 continue;
             };
             let age = self.age(page);
-            if age > than && best.is_none_or(|(_, a)| age > a) {
+            // A class's only page holding an item of a hidden bucket cannot move (checked
+            // last: it reads the page).
+            let movable = |p: &Self| {
+                p.hidden == 0 || p.slab.classes[v].pages.len() > 1 || !p.page_has_hidden(page)
+            };
+            if age > than && best.is_none_or(|(_, a)| age > a) && movable(self) {
                 best = Some((v, age));
             }
         }

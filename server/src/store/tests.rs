@@ -1200,3 +1200,79 @@ fn recent_items_survive_a_shift_partway_through() {
     }
     recent_items_survive(&store, "partway", &sizes, 8 << 20);
 }
+
+/// Sizes adding up to about `total` bytes: `first` for the first half of the bytes, then
+/// `second`.
+fn two_phases(
+    rng: &mut Sizes,
+    total: usize,
+    first: impl Fn(&mut Sizes) -> usize,
+    second: impl Fn(&mut Sizes) -> usize,
+) -> Vec<usize> {
+    let (mut sizes, mut sum) = (Vec::new(), 0);
+    while sum < total {
+        let len = if sum < total / 2 {
+            first(rng)
+        } else {
+            second(rng)
+        };
+        sum += len;
+        sizes.push(len);
+    }
+    sizes
+}
+
+/// A store of few pages for its slab classes (8 MiB in 256 KiB pages: 32 pages, 27
+/// classes): the most recent quarter of the memory survives four times the memory of
+/// 100 B-500 KB values. A class left with a single page it no longer writes to used to keep
+/// it, so classes written to now evicted their fresh items instead (2 of the last 48 lost).
+#[test]
+fn recent_items_survive_mixed_sizes_in_a_small_store() {
+    let cfg = StoreConfig {
+        page_size: 256 << 10,
+        ..eviction_config(8 << 20)
+    };
+    let (store, _) = store_with_clock(cfg);
+    let mut rng = Sizes(0x9e37_79b9_7f4a_7c1d);
+    let size = |r: &mut Sizes| r.log_uniform(100, 500 << 10);
+    let sizes = two_phases(&mut rng, 32 << 20, size, size);
+    let n = recent_items_survive(&store, "few", &sizes, 2 << 20);
+    assert!(n > 20, "{n}");
+}
+
+/// 16 MiB in 1 MiB pages: values of 100 B-2 KB (a page for each of their 13 classes), then
+/// 20-500 KB values (all in the largest class). The small classes' single pages used to stay
+/// with them, leaving 3 pages to the large values: 4 of the last 15 were lost.
+#[test]
+fn recent_items_survive_a_shift_to_large_values_in_a_small_store() {
+    let (store, _) = store_with_clock(eviction_config(16 << 20));
+    let mut rng = Sizes(0x9e37_79b9_7f4a_7c05);
+    let sizes = two_phases(
+        &mut rng,
+        64 << 20,
+        |r| r.uniform(100, 2000),
+        |r| r.uniform(20 << 10, 500 << 10),
+    );
+    let n = recent_items_survive(&store, "up", &sizes, 4 << 20);
+    assert!(n > 10, "{n}");
+}
+
+/// The other way round: 20-500 KB values, then 100 B-2 KB values, in the small store of
+/// `recent_items_survive_mixed_sizes_in_a_small_store`.
+#[test]
+fn recent_items_survive_a_shift_to_small_values_in_a_small_store() {
+    let cfg = StoreConfig {
+        page_size: 256 << 10,
+        ..eviction_config(8 << 20)
+    };
+    let (store, _) = store_with_clock(cfg);
+    let mut rng = Sizes(0x9e37_79b9_7f4a_7c1d);
+    let sizes = two_phases(
+        &mut rng,
+        32 << 20,
+        |r| r.uniform(20 << 10, 500 << 10),
+        |r| r.uniform(100, 2000),
+    );
+    let n = recent_items_survive(&store, "down", &sizes, 2 << 20);
+    assert!(n > 1000, "{n}");
+}
