@@ -73,11 +73,6 @@ wire_table! {
     /// confirmed it leads; `NOT_READY` by other members and by a leader that cannot confirm;
     /// `EXISTS` when the epoch is not the member's current one (it was fenced).
     LeaseRenew = 0xCD, "LEASE_RENEW";
-    /// Several REPLICATE requests from one primary to one replica node, for different
-    /// buckets, carried out in order: count u32, then per request len u32 and its REPLICATE
-    /// body. The reply: count u32, then per request status u16, len u32 and its REPLICATE
-    /// reply body (OK) or message (any other status).
-    ReplicateBatch = 0xCE, "REPLICATE_BATCH";
 }
 
 /// The peer protocol version this crate speaks (carried in PEER_HELLO, separate from the

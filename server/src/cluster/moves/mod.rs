@@ -18,8 +18,6 @@
 //! - [`source`]: the mover on the source, one task per move this node is the source of.
 //! - [`replicate`]: replication on a bucket's primary, one task per replica: the same copy,
 //!   kept in sync for good instead of switched over.
-//! - [`stream`]: the replication stream to one replica node, which carries the changes of
-//!   all its buckets together (REPLICATE_BATCH).
 //! - this module: the target's side ([`Moves::receive`]) and the rules for hidden copies
 //!   ([`Moves::before_serving`]).
 //!
@@ -33,7 +31,6 @@
 
 pub mod replicate;
 pub mod source;
-pub mod stream;
 pub mod wire;
 
 use crate::cluster::peer::server::PeerFailure;
@@ -382,32 +379,6 @@ impl Moves {
             }
         }
         Ok(store.bucket_stats(req.bucket).seq.to_be_bytes().to_vec())
-    }
-
-    /// Serves one REPLICATE_BATCH request from `from`: each REPLICATE request in it, in
-    /// order, as [`Moves::receive`] would one by one. Returns the reply body (each
-    /// request's reply or refusal, in order).
-    ///
-    /// # Errors
-    /// `BAD_REQUEST` when the batch itself does not decode (nothing in it was carried out).
-    pub async fn receive_batch(
-        &self,
-        view: &super::ClusterView,
-        from: NodeId,
-        body: &[u8],
-    ) -> Result<Vec<u8>, PeerFailure> {
-        let bodies =
-            wire::decode_batch(body).map_err(|e| PeerFailure::bad_request(e.to_string()))?;
-        let mut replies = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            replies.push(match self.receive(view, from, true, body).await {
-                Ok(reply) => (Status::Ok, reply),
-                Err(f) => (f.status, f.message.into_bytes()),
-            });
-        }
-        let mut out = Vec::new();
-        wire::encode_batch_reply(&mut out, &replies);
-        Ok(out)
     }
 }
 

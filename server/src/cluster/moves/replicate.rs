@@ -240,10 +240,8 @@ async fn attempt(ctx: &Context, copy: Copy) -> Result<(), Stop> {
         store: &store,
         bucket: copy.bucket,
     };
-    let (client, stream) = ctx.replica_link(copy.replica, addr);
     let target = Target {
-        client,
-        stream: Some(stream),
+        client: ctx.replica_link(copy.replica, addr),
         opcode: PeerOpcode::Replicate,
         id: copy.epoch,
         bucket: copy.bucket,

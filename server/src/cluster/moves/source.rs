@@ -13,7 +13,6 @@
 //! from a fresh snapshot after a pause, a few times, then cancels the move (the planner may
 //! try again, possibly elsewhere).
 
-use super::stream::Stream;
 use super::wire::{item_len, MoveRequest, Payload};
 use crate::cluster::in_sync::Gate;
 use crate::cluster::peer::{PeerCallError, PeerClient, PeerIdentity, PeerOpcode};
@@ -81,9 +80,9 @@ pub struct Context {
     /// Limits.
     pub config: MoveConfig,
     budget: Arc<Bandwidth>,
-    /// One peer connection and replication stream per replica node, shared by the
-    /// replication of all its buckets (so their changes travel in shared requests).
-    replica_links: Arc<Mutex<HashMap<NodeId, ReplicaLink>>>,
+    /// One peer connection per replica node, shared by the replication of all its buckets
+    /// (so their requests share writes and reads instead of a connection each).
+    replica_links: Arc<Mutex<HashMap<NodeId, (SocketAddr, PeerClient)>>>,
 }
 
 impl Context {
@@ -114,20 +113,19 @@ impl Context {
             .ok_or_else(|| Stop::Failed("the data path is not running yet".into()))
     }
 
-    /// The shared connection and replication stream to replica `node` at `addr` (new ones
-    /// when its address changed).
-    pub(super) fn replica_link(&self, node: NodeId, addr: SocketAddr) -> (PeerClient, Stream) {
+    /// The shared connection to replica `node` at `addr` (a new one when its address
+    /// changed).
+    pub(super) fn replica_link(&self, node: NodeId, addr: SocketAddr) -> PeerClient {
         let mut links = self
             .replica_links
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match links.get(&node) {
-            Some((at, client, stream)) if *at == addr => (client.clone(), stream.clone()),
+            Some((at, client)) if *at == addr => client.clone(),
             _ => {
                 let client = PeerClient::new(addr, Some(node), self.identity.clone());
-                let stream = Stream::new(client.clone());
-                links.insert(node, (addr, client.clone(), stream.clone()));
-                (client, stream)
+                links.insert(node, (addr, client.clone()));
+                client
             }
         }
     }
@@ -345,15 +343,10 @@ impl Drop for LogReader<'_> {
     }
 }
 
-/// A replica node's address, and the connection and replication stream to it.
-type ReplicaLink = (SocketAddr, PeerClient, Stream);
-
 /// The receiving node's connection for one attempt: a move's target (MOVE, named by the
 /// move id) or a replica (REPLICATE, named by the primary's epoch).
 pub(super) struct Target {
     pub(super) client: PeerClient,
-    /// A replica's stream: CHANGES go with other buckets' (OPEN and ITEMS go alone).
-    pub(super) stream: Option<Stream>,
     pub(super) opcode: PeerOpcode,
     pub(super) id: u64,
     pub(super) bucket: u32,
@@ -380,7 +373,6 @@ impl Target {
     fn again(&self) -> Target {
         Target {
             client: self.client.clone(),
-            stream: self.stream.clone(),
             opcode: self.opcode,
             id: self.id,
             bucket: self.bucket,
@@ -396,10 +388,6 @@ impl Target {
         payload: Payload,
         timeout: Duration,
     ) -> Result<u64, Stop> {
-        let stream = match payload {
-            Payload::Changes { .. } => self.stream.as_ref(),
-            Payload::Open | Payload::Items(_) => None,
-        };
         let mut body = Vec::new();
         MoveRequest {
             move_id: self.id,
@@ -407,10 +395,7 @@ impl Target {
             payload,
         }
         .encode(&mut body);
-        let reply = match stream {
-            Some(stream) => stream.call(body, timeout).await?,
-            None => self.client.call(self.opcode, body, timeout).await?,
-        };
+        let reply = self.client.call(self.opcode, body, timeout).await?;
         let seq: [u8; 8] = reply
             .as_ref()
             .try_into()
@@ -494,7 +479,6 @@ async fn attempt_move(ctx: &Context, bucket: u32, m: Move) -> Result<(), Stop> {
     };
     let target = Target {
         client: PeerClient::new(addr, Some(m.to), ctx.identity.clone()),
-        stream: None,
         opcode: PeerOpcode::Move,
         id: m.id,
         bucket,

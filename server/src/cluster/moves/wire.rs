@@ -12,17 +12,8 @@
 //! ```
 //! All integers are big-endian. The reply to every kind is the target's bucket sequence
 //! number after it (u64).
-//!
-//! REPLICATE_BATCH carries several REPLICATE bodies to one replica node in one request,
-//! and their replies back ([`encode_batch`], [`decode_batch_reply`]):
-//!
-//! ```text
-//! request  count u32 | (len u32 | REPLICATE body)*
-//! reply    count u32 | (status u16 | len u32 | reply body or message)*
-//! ```
 
 use crate::store::{Change, OwnedItem};
-use shoal_proto::Status;
 
 /// What one MOVE request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,67 +156,6 @@ impl MoveRequest {
             payload,
         })
     }
-}
-
-/// Appends a REPLICATE_BATCH body carrying `bodies` (each a whole REPLICATE body).
-pub fn encode_batch<'a>(dst: &mut Vec<u8>, bodies: impl ExactSizeIterator<Item = &'a [u8]>) {
-    put_u32(dst, bodies.len());
-    for body in bodies {
-        put_u32(dst, body.len());
-        dst.extend_from_slice(body);
-    }
-}
-
-/// The REPLICATE bodies of a REPLICATE_BATCH body, in order (each still to be decoded).
-///
-/// # Errors
-/// [`WireError`] unless the body is exactly a count and that many length-prefixed bodies.
-pub fn decode_batch(body: &[u8]) -> Result<Vec<&[u8]>, WireError> {
-    let mut r = Reader(body);
-    let n = r.count(4)?;
-    let mut bodies = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = r.u32()? as usize;
-        bodies.push(r.take(len)?);
-    }
-    if !r.0.is_empty() {
-        return Err(WireError::Trailing);
-    }
-    Ok(bodies)
-}
-
-/// Appends a REPLICATE_BATCH reply: per request, in order, its status and its reply body
-/// (OK) or message.
-pub fn encode_batch_reply(dst: &mut Vec<u8>, replies: &[(Status, Vec<u8>)]) {
-    put_u32(dst, replies.len());
-    for (status, body) in replies {
-        dst.extend_from_slice(&(*status as u16).to_be_bytes());
-        put_u32(dst, body.len());
-        dst.extend_from_slice(body);
-    }
-}
-
-/// The per-request replies of a REPLICATE_BATCH reply to `sent` requests.
-///
-/// # Errors
-/// [`WireError`] unless the body is exactly `sent` well-formed replies (an unknown status
-/// is [`WireError::UnknownKind`] with its low byte).
-pub fn decode_batch_reply(body: &[u8], sent: usize) -> Result<Vec<(Status, &[u8])>, WireError> {
-    let mut r = Reader(body);
-    if r.count(2 + 4)? != sent {
-        return Err(WireError::BadCount);
-    }
-    let mut replies = Vec::with_capacity(sent);
-    for _ in 0..sent {
-        let code = r.u16()?;
-        let status = Status::from_u16(code).ok_or(WireError::UnknownKind(code as u8))?;
-        let len = r.u32()? as usize;
-        replies.push((status, r.take(len)?));
-    }
-    if !r.0.is_empty() {
-        return Err(WireError::Trailing);
-    }
-    Ok(replies)
 }
 
 fn put_u32(dst: &mut Vec<u8>, n: usize) {
@@ -458,72 +388,10 @@ mod tests {
         assert_eq!(MoveRequest::decode(&body), Err(WireError::UnknownKind(9)));
     }
 
-    #[test]
-    fn batches_and_their_replies_round_trip_and_every_truncation_is_an_error() {
-        let bodies: Vec<Vec<u8>> = samples()
-            .iter()
-            .map(|req| {
-                let mut body = Vec::new();
-                req.encode(&mut body);
-                body
-            })
-            .collect();
-        let mut batch = Vec::new();
-        encode_batch(&mut batch, bodies.iter().map(Vec::as_slice));
-        let decoded = decode_batch(&batch).expect("decodes");
-        assert_eq!(
-            decoded,
-            bodies.iter().map(Vec::as_slice).collect::<Vec<_>>()
-        );
-        for cut in 0..batch.len() {
-            assert!(decode_batch(&batch[..cut]).is_err(), "cut at {cut}");
-        }
-        batch.push(0);
-        assert_eq!(decode_batch(&batch), Err(WireError::Trailing));
-
-        let replies = vec![
-            (Status::Ok, 7u64.to_be_bytes().to_vec()),
-            (Status::NotMyBucket, b"moved on".to_vec()),
-            (Status::BadRequest, Vec::new()),
-        ];
-        let mut reply = Vec::new();
-        encode_batch_reply(&mut reply, &replies);
-        let decoded = decode_batch_reply(&reply, 3).expect("decodes");
-        let expected: Vec<(Status, &[u8])> =
-            replies.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-        assert_eq!(decoded, expected);
-        assert_eq!(decode_batch_reply(&reply, 2), Err(WireError::BadCount));
-        for cut in 0..reply.len() {
-            assert!(
-                decode_batch_reply(&reply[..cut], 3).is_err(),
-                "cut at {cut}"
-            );
-        }
-        reply.push(0);
-        assert_eq!(decode_batch_reply(&reply, 3), Err(WireError::Trailing));
-    }
-
-    #[test]
-    fn forged_batch_counts_and_unknown_statuses_are_refused() {
-        assert_eq!(
-            decode_batch(&u32::MAX.to_be_bytes()),
-            Err(WireError::BadCount)
-        );
-        let mut reply = 1u32.to_be_bytes().to_vec();
-        reply.extend_from_slice(&0xFFFFu16.to_be_bytes());
-        reply.extend_from_slice(&0u32.to_be_bytes());
-        assert_eq!(
-            decode_batch_reply(&reply, 1),
-            Err(WireError::UnknownKind(0xFF))
-        );
-    }
-
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = MoveRequest::decode(&body);
-            let _ = decode_batch(&body);
-            let _ = decode_batch_reply(&body, 2);
         }
 
         #[test]

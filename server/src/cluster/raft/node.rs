@@ -1824,13 +1824,6 @@ impl PeerHandler for Service {
                     )
                     .await
             }
-            PeerOpcode::ReplicateBatch => {
-                self.node
-                    .view
-                    .moves()
-                    .receive_batch(&self.node.view, from.node_id, &body)
-                    .await
-            }
             PeerOpcode::LeaveVoters => {
                 let node: NodeId = serde_json::from_slice(&body).map_err(|e| {
                     PeerFailure::bad_request(format!("undecodable LEAVE_VOTERS: {e}"))
