@@ -179,8 +179,13 @@ impl InSync {
             return None;
         }
         let shared = self.inner.shard(bucket).get(&bucket)?.clone();
-        let mut rx = shared.acked.subscribe();
         let seq = seq();
+        // Most requests (reads of items the copies hold, any request once they caught up)
+        // need not wait: answered without subscribing.
+        if *shared.acked.borrow() >= seq {
+            return None;
+        }
+        let mut rx = shared.acked.subscribe();
         if *rx.borrow_and_update() >= seq {
             return None;
         }

@@ -76,6 +76,15 @@ enum Incoming {
 }
 
 impl Incoming {
+    /// A replica's copy under the primary of epoch `id`, or the target of move `id`.
+    fn of(replica: bool, id: u64) -> Incoming {
+        if replica {
+            Incoming::Replica(id)
+        } else {
+            Incoming::Move(id)
+        }
+    }
+
     /// Whether `state` still sends this copy to `me`.
     fn wanted(self, bucket: u32, me: NodeId, state: &ClusterState) -> bool {
         state.bucket(bucket).is_some_and(|b| match self {
@@ -85,6 +94,14 @@ impl Incoming {
             Incoming::Replica(epoch) => b.epoch == epoch && b.replicas.contains(&me),
         })
     }
+}
+
+/// Whether `state` sends `copy` of `bucket` to `me` from the primary `from`.
+fn shows(state: &ClusterState, me: NodeId, from: NodeId, copy: Incoming, bucket: u32) -> bool {
+    copy.wanted(bucket, me, state)
+        && state
+            .bucket(bucket)
+            .is_some_and(|b| b.primary == Some(from))
 }
 
 /// What the hand-off at a graceful stop achieved.
@@ -281,21 +298,9 @@ impl Moves {
         body: &[u8],
     ) -> Result<Vec<u8>, PeerFailure> {
         let req = MoveRequest::decode(body).map_err(|e| PeerFailure::bad_request(e.to_string()))?;
-        let store = self
-            .store
-            .get()
-            .ok_or_else(|| PeerFailure::not_ready("the data path is not running yet"))?;
-        let me = view.me();
-        let copy = if replica {
-            Incoming::Replica(req.move_id)
-        } else {
-            Incoming::Move(req.move_id)
-        };
-        let shows = |s: &ClusterState| {
-            copy.wanted(req.bucket, me, s)
-                && s.bucket(req.bucket)
-                    .is_some_and(|b| b.primary == Some(from))
-        };
+        let store = self.data_path()?;
+        let copy = Incoming::of(replica, req.move_id);
+        let shows = |s: &ClusterState| shows(s, view.me(), from, copy, req.bucket);
         if let Payload::Open = req.payload {
             let mut applied = view.applied_changes();
             let deadline = tokio::time::Instant::now() + OPEN_WAIT;
@@ -325,6 +330,51 @@ impl Moves {
             tracing::info!(bucket = req.bucket, ?copy, %from, "receiving a bucket");
             return Ok(0u64.to_be_bytes().to_vec());
         }
+        self.apply(view, from, copy, &req, store)
+    }
+
+    /// Serves a MOVE or REPLICATE request that needs no waiting (items or changes of an
+    /// open copy) at once, in the connection's order, as [`Moves::receive`] would; `None`
+    /// for one that may wait (an open, which waits for the applied table to show the copy),
+    /// which the caller hands to [`Moves::receive`]. Applying a replica's changes as they
+    /// arrive spares a task per write.
+    pub fn receive_now(
+        &self,
+        view: &super::ClusterView,
+        from: NodeId,
+        replica: bool,
+        body: &[u8],
+    ) -> Option<Result<Vec<u8>, PeerFailure>> {
+        let req = match MoveRequest::decode(body) {
+            Ok(req) => req,
+            Err(e) => return Some(Err(PeerFailure::bad_request(e.to_string()))),
+        };
+        if let Payload::Open = req.payload {
+            return None;
+        }
+        let copy = Incoming::of(replica, req.move_id);
+        Some(
+            self.data_path()
+                .and_then(|store| self.apply(view, from, copy, &req, store)),
+        )
+    }
+
+    /// The store, once the data path runs.
+    fn data_path(&self) -> Result<&Store, PeerFailure> {
+        self.store
+            .get()
+            .ok_or_else(|| PeerFailure::not_ready("the data path is not running yet"))
+    }
+
+    /// Applies the items or changes of `req` to the open `copy` (see [`Moves::receive`]).
+    fn apply(
+        &self,
+        view: &super::ClusterView,
+        from: NodeId,
+        copy: Incoming,
+        req: &MoveRequest,
+        store: &Store,
+    ) -> Result<Vec<u8>, PeerFailure> {
         let open = self
             .incoming
             .lock()
@@ -339,7 +389,9 @@ impl Moves {
         }
         // A replica takes records only from the primary the applied table names: an old
         // primary (the table passed its epoch) can have no write acknowledged through here.
-        if replica && !shows(&view.state()) {
+        if matches!(copy, Incoming::Replica(_))
+            && !shows(&view.state(), view.me(), from, copy, req.bucket)
+        {
             return Err(PeerFailure::new(
                 Status::NotMyBucket,
                 format!(
@@ -362,7 +414,7 @@ impl Moves {
             Payload::Changes { through, changes } => {
                 // A replica keeps up with what its primary holds; the room check is for
                 // copies still being made.
-                if !replica {
+                if let Incoming::Move(_) = copy {
                     let bytes: usize = changes
                         .iter()
                         .map(|c| match c {

@@ -96,7 +96,8 @@ pub trait PeerHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<u8>, PeerFailure>> + Send;
 
     /// Carries out `op` at once when this handler serves it in order (FORWARD: memcached
-    /// commands, whose order on one connection matters), before the connection's next
+    /// commands, whose order on one connection matters; a copy's items and changes, applied
+    /// as they arrive without a task each), before the connection's next
     /// request is read; its reply is queued then, or once [`InOrder::after`] completes.
     /// `None` (the default): [`PeerHandler::handle`] serves it, concurrently with others.
     fn handle_in_order(&self, _from: &PeerInfo, _op: PeerOpcode, _body: &[u8]) -> Option<InOrder> {

@@ -1750,7 +1750,15 @@ struct Service {
 }
 
 impl PeerHandler for Service {
-    fn handle_in_order(&self, _from: &PeerInfo, op: PeerOpcode, body: &[u8]) -> Option<InOrder> {
+    fn handle_in_order(&self, from: &PeerInfo, op: PeerOpcode, body: &[u8]) -> Option<InOrder> {
+        if matches!(op, PeerOpcode::Move | PeerOpcode::Replicate) {
+            let replica = op == PeerOpcode::Replicate;
+            let view = &self.node.view;
+            return view
+                .moves()
+                .receive_now(view, from.node_id, replica, body)
+                .map(|reply| InOrder { reply, after: None });
+        }
         if op == PeerOpcode::ForwardBatch {
             let forwarding = self.node.view.forwarding();
             return Some(match decode_forward_batch(body) {
