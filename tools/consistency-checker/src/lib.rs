@@ -498,10 +498,14 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
         .as_ref()
         .map_or_else(|| settings_servers.clone(), Cluster::addrs);
     if let Some(cluster) = cluster.as_mut() {
-        let failures = cluster.stop().await;
-        counters
-            .node_failures
-            .fetch_add(failures, Ordering::Relaxed);
+        if stopped_on_violation {
+            cluster.kill().await;
+        } else {
+            let failures = cluster.stop().await;
+            counters
+                .node_failures
+                .fetch_add(failures, Ordering::Relaxed);
+        }
     }
     drop(cluster);
     ready?;

@@ -414,6 +414,14 @@ impl Cluster {
         &self.dir.path
     }
 
+    /// Kills every node (after a violation: the run has failed, and a graceful stop of a
+    /// faulty cluster can take its whole stop budget per node).
+    pub async fn kill(&mut self) {
+        for node in &self.nodes {
+            node.kill().await;
+        }
+    }
+
     /// Stops every node gracefully; returns how many did not stop cleanly.
     pub async fn stop(&mut self) -> u64 {
         let limit = self.spec.stop_timeout;
