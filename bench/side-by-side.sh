@@ -5,11 +5,31 @@
 #
 #   bench/side-by-side.sh            # 5 interleaved repetitions, 10 s per run (~12 min)
 #   bench/side-by-side.sh --quick    # 1 repetition, 2 s per run (~1 min smoke)
+#   bench/side-by-side.sh --named --no-capacity   # the named workloads of issue 20 only
 #   options: --reps N --duration S --out DIR --targets "shoald-native shoald-text memcached redis"
-#            --workloads "p1 p16 rate50k" (a subset), --perf (extra pass: syscalls per request
-#            with perf stat), --no-capacity, --no-build, --server-cpu N --client-cpu M,
+#            --workloads "p1 p16 rate50k" (a subset; named workloads may be listed too),
+#            --named (the workloads are the named ones: full-gauss full-zipf shift large
+#            large-notfull), --perf (extra pass: syscalls per request with perf stat),
+#            --no-capacity, --no-build, --server-cpu N --client-cpu M,
 #            --base BIN (adds targets shoald-base-native and shoald-base-text: another
 #            shoald binary, e.g. an earlier commit's, interleaved with this one for an A/B)
+#
+# p1, p16 and rate50k share one server per target and repetition (1 GiB, preloaded with
+# 100,000 keys of 100 B). Each named workload (`shoal-bench presets` lists them: full cache
+# with Gaussian or Zipfian keys and 100-4,000 B values, a size shift, large values into a full
+# cache, large values not full) gets a fresh server given the memory the workload names (64 MiB;
+# 2 GiB for large-notfull), and `shoal-bench run --preset NAME` fills it, measures (8
+# connections) and counts the items held where the workload says. The table shows ops/s, p99,
+# the hit ratio (where some get missed) and the items held, with ratios.
+#
+# Same memory for every server: shoald `--memory M MiB`, memcached `-m M`, redis-server
+# `--maxmemory M mb --maxmemory-policy allkeys-lru`. shoald's and memcached's limits count the
+# same thing: slab pages of 1 MiB holding items (headers, keys, values, chunk slack), reserved
+# or taken up to the limit; both keep their hash index and connection buffers outside it
+# (shoald's page size is fixed at 1 MiB: no flag changes it; memcached's `slab_page_size` is
+# 1 MiB too). redis counts all it allocates (dict tables and per-key objects included) against
+# `maxmemory`, so for the same number it holds somewhat less data: the comparison is
+# conservative towards redis' items held, not in its favour.
 #
 # Before and after the runs, `shoal-bench probe` spins on both cores at once and reports how
 # often each was taken away (the machine's own noise floor, which bounds every tail latency).
@@ -24,6 +44,7 @@ DURATION=10
 OUT=""
 TARGETS="shoald-native shoald-text memcached redis"
 WORKLOADS="p1 p16 rate50k"
+NAMED_ALL="full-gauss full-zipf shift large large-notfull"
 PERF=0
 CAPACITY=1
 BUILD=1
@@ -38,13 +59,14 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --targets) TARGETS=$2; shift ;;
     --workloads) WORKLOADS=$2; shift ;;
+    --named) WORKLOADS=$NAMED_ALL ;;
     --perf) PERF=1 ;;
     --no-capacity) CAPACITY=0 ;;
     --no-build) BUILD=0 ;;
     --base) BASE_BIN=$2; shift ;;
     --server-cpu) SERVER_CPU=$2; shift ;;
     --client-cpu) CLIENT_CPU=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -75,6 +97,20 @@ if ! taskset -c "$CLIENT_CPU" true 2>/dev/null; then
   PIN_SERVER=""; PIN_CLIENT=""
 fi
 BENCH="$PIN_CLIENT $BIN/shoal-bench"
+
+# Split the workloads: the plain ones share a server, each named one has its own.
+"$BIN/shoal-bench" presets >"$WORK/presets.txt"
+PLAIN=""; NAMED=""
+for workload in $WORKLOADS; do
+  case "$workload" in
+    p1|p16|rate50k) PLAIN="$PLAIN $workload" ;;
+    *) awk -v n="$workload" '$1 == n {found=1} END {exit !found}' "$WORK/presets.txt" || {
+         echo "unknown workload $workload (named: $(cut -d' ' -f1 "$WORK/presets.txt" | xargs))" >&2
+         exit 2; }
+       NAMED="$NAMED $workload" ;;
+  esac
+done
+preset_memory() { awk -v n="$1" '$1 == n {print $2}' "$WORK/presets.txt"; }
 MC_USER=()
 [ "$(id -u)" -eq 0 ] && MC_USER=(-u "$(id -un)")
 
@@ -116,7 +152,8 @@ wait_ready() { # protocol addr
   return 1
 }
 
-# start_server TARGET MEMORY_MIB -> sets SERVER_PID, ADDR, PROTO
+# start_server TARGET MEMORY_MIB [capped] -> sets SERVER_PID, ADDR, PROTO (capped: redis gets
+# --maxmemory MEMORY_MIB with LRU eviction; the others always have their memory limit)
 start_server() {
   local target=$1 mem=$2
   case "$target" in
@@ -189,17 +226,26 @@ for rep in $(seq "$REPS"); do
   order=("${order[@]:$shift_by}" "${order[@]:0:$shift_by}")
   for target in "${order[@]}"; do
     echo "## rep $rep/$REPS: $target (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-    start_server "$target" 1024
-    $BENCH load --protocol "$PROTO" --addr "$ADDR" "${COMMON[@]}" --label "$target" >/dev/null
-    for workload in $WORKLOADS; do
-      case "$workload" in
-        p1) run "$target" p1 --pipeline 1 ;;
-        p16) run "$target" p16 --pipeline 16 ;;
-        rate50k) run "$target" rate50k --rate 50000 ;;
-        *) echo "unknown workload $workload" >&2; exit 2 ;;
-      esac
+    if [ -n "$PLAIN" ]; then
+      start_server "$target" 1024
+      $BENCH load --protocol "$PROTO" --addr "$ADDR" "${COMMON[@]}" --label "$target" >/dev/null
+      for workload in $PLAIN; do
+        case "$workload" in
+          p1) run "$target" p1 --pipeline 1 ;;
+          p16) run "$target" p16 --pipeline 16 ;;
+          rate50k) run "$target" rate50k --rate 50000 ;;
+        esac
+      done
+      stop_server
+    fi
+    for workload in $NAMED; do
+      mem=$(preset_memory "$workload")
+      echo "## rep $rep/$REPS: $target $workload (${mem} MiB)"
+      start_server "$target" "$mem" capped
+      $BENCH run --protocol "$PROTO" --addr "$ADDR" --label "$target" --preset "$workload" \
+        --server-pid "$SERVER_PID" --duration "$DURATION" >>"$OUT/runs.jsonl"
+      stop_server
     done
-    stop_server
   done
 done
 

@@ -2,20 +2,25 @@
 //!
 //! ```text
 //! shoal-bench run   --protocol native|memcache|resp --addr HOST:PORT [workload] [--rate N]
+//! shoal-bench run   --protocol ... --addr ... --preset NAME  a named workload (`presets`)
 //! shoal-bench load  --protocol ... --addr ... [workload]      preload only (capacity fills)
 //! shoal-bench items --protocol ... --addr ...                  curr_items / DBSIZE
 //! shoal-bench table FILE...                                    medians, min-max, ratios
+//! shoal-bench presets                                          named workloads, their memory
 //! shoal-bench probe [--duration S]                             this core's scheduling stalls
 //! ```
 //! Each `run`, `load` and `items` prints one JSON record on stdout (see `report::Record`) and a
 //! one-line summary on stderr. `bench/side-by-side.sh` drives all three servers with it.
 //!
 //! Layout: `codec/` (I/O-free protocol codecs), `workload.rs` (keys, values, mix),
+//! `keys.rs` (Gaussian and Zipfian keys), `preset.rs` (a run's phases, named workloads),
 //! `driver.rs` (connections, closed and fixed-rate loops), `report.rs` (tallies, JSON, table),
 //! `procfs.rs` (server CPU and syscall samples), `probe.rs` (the machine's noise floor).
 
 mod codec;
 mod driver;
+mod keys;
+mod preset;
 mod probe;
 mod procfs;
 mod report;
@@ -24,6 +29,7 @@ mod workload;
 use clap::{Args, Parser, Subcommand};
 use codec::{Codec, Protocol};
 use driver::RunConfig;
+use preset::{Phase, Preset, Settings};
 use report::{Record, ServerUse, Tally};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -54,6 +60,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "memcached,redis")]
         refs: Vec<String>,
     },
+    /// List the named workloads (`run --preset NAME`): name, server memory in MiB, what.
+    Presets,
     /// Spin on the clock and report the gaps: how often and how long this thread was kept
     /// off its core (run it pinned, on the cores a benchmark uses). Prints one JSON object.
     Probe {
@@ -74,39 +82,54 @@ struct RunArgs {
     /// Server name in the record (for the table).
     #[arg(long, default_value = "server")]
     label: String,
-    /// Workload name in the record (for the table).
-    #[arg(long, default_value = "run")]
-    workload: String,
-    /// Connections.
-    #[arg(long, default_value_t = 50)]
-    connections: usize,
-    /// Requests in flight per connection (closed loop).
-    #[arg(long, default_value_t = 1)]
-    pipeline: usize,
+    /// Workload name in the record (for the table) [default: the preset's name, or `run`].
+    #[arg(long)]
+    workload: Option<String>,
+    /// A named workload (see `shoal-bench presets`): sets keys, value sizes, mix, key
+    /// distribution, connections, pipeline, fill and item count; flags given override it.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Connections [default: 50].
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Requests in flight per connection (closed loop) [default: 1].
+    #[arg(long)]
+    pipeline: Option<usize>,
     /// Measured seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Fixed total rate in operations per second (open loop) instead of a closed loop.
     #[arg(long)]
     rate: Option<f64>,
-    /// Distinct keys.
-    #[arg(long, default_value_t = 100_000)]
-    keys: u64,
+    /// Distinct keys [default: 100000].
+    #[arg(long)]
+    keys: Option<u64>,
     /// Key prefix (the 12-digit index follows; `key:` gives 16-byte keys).
     #[arg(long, default_value = "key:")]
     key_prefix: String,
-    /// Value size in bytes: `N` or `MIN-MAX` (uniform).
-    #[arg(long, default_value = "100")]
-    value_size: String,
-    /// Share of gets (the rest are sets).
-    #[arg(long, default_value_t = 0.9)]
-    get_ratio: f64,
-    /// Hot set `FRACTION:PROBABILITY` (e.g. `0.01:0.9`); uniform keys when absent.
+    /// Value size in bytes: `N` or `MIN-MAX` (uniform) [default: 100].
     #[arg(long)]
+    value_size: Option<String>,
+    /// Share of gets (the rest are sets) [default: 0.9].
+    #[arg(long)]
+    get_ratio: Option<f64>,
+    /// Hot set `FRACTION:PROBABILITY` (e.g. `0.01:0.9`); uniform keys when absent.
+    #[arg(long, conflicts_with = "key_distribution")]
     hot: Option<String>,
+    /// Key distribution: `uniform`, `gaussian[:SD]` (centred, SD a fraction of the keys,
+    /// default 1/6 as memtier's) or `zipf[:EXPONENT]` (key 0 hottest, default 0.99).
+    #[arg(long)]
+    key_distribution: Option<workload::KeyDistribution>,
     /// Store every key once before measuring.
     #[arg(long)]
     preload: bool,
+    /// Value sizes of the preload (`N` or `MIN-MAX`) when they differ from --value-size;
+    /// implies --preload.
+    #[arg(long)]
+    preload_value_size: Option<String>,
+    /// Count the server's items after the measured window (the record's `items`).
+    #[arg(long)]
+    count_items: bool,
     /// Seed of the key and value choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -119,66 +142,89 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn config(&self) -> Result<RunConfig, String> {
-        let (value_min, value_max) = parse_range(&self.value_size)?;
-        let distribution = match &self.hot {
-            None => KeyDistribution::Uniform,
-            Some(spec) => {
-                let (f, p) = spec
-                    .split_once(':')
-                    .ok_or("--hot wants FRACTION:PROBABILITY")?;
-                let parse = |s: &str| {
-                    s.parse::<f64>()
-                        .ok()
-                        .filter(|x| (0.0..=1.0).contains(x))
-                        .ok_or(format!("--hot: {s:?} is not in 0..=1"))
-                };
-                KeyDistribution::HotSet {
-                    fraction: parse(f)?,
-                    probability: parse(p)?,
-                }
-            }
-        };
-        if self.keys == 0 || self.key_prefix.len() > workload::MAX_PREFIX {
+    /// The run's settings: the preset's (or the defaults), then every flag given.
+    fn settings(&self) -> Result<Settings, String> {
+        let mut s = self.preset.map(Preset::settings).unwrap_or_default();
+        if let Some(keys) = self.keys {
+            s.keys = keys;
+        }
+        if let Some(size) = &self.value_size {
+            s.value_size = parse_range(size)?;
+        }
+        if let Some(ratio) = self.get_ratio {
+            s.get_ratio = ratio;
+        }
+        if let Some(distribution) = self.key_distribution {
+            s.distribution = distribution;
+        }
+        if let Some(spec) = &self.hot {
+            s.distribution = parse_hot(spec)?;
+        }
+        if let Some(n) = self.connections {
+            s.connections = n;
+        }
+        if let Some(n) = self.pipeline {
+            s.pipeline = n;
+        }
+        if let Some(size) = &self.preload_value_size {
+            s.fill_value_size = Some(parse_range(size)?);
+        }
+        s.fill |= self.preload || self.preload_value_size.is_some();
+        s.count_items |= self.count_items;
+        Ok(s)
+    }
+
+    /// The workload name written in the record.
+    fn workload_name(&self) -> String {
+        match (&self.workload, self.preset) {
+            (Some(name), _) => name.clone(),
+            (None, Some(p)) => p.name().into(),
+            (None, None) => "run".into(),
+        }
+    }
+
+    fn config(&self, s: &Settings) -> Result<RunConfig, String> {
+        let (value_min, value_max) = s.value_size;
+        if self.keys == Some(0) || s.keys == 0 || self.key_prefix.len() > workload::MAX_PREFIX {
             return Err("--keys must be > 0 and --key-prefix at most 64 bytes".into());
         }
-        if !(0.0..=1.0).contains(&self.get_ratio) {
+        if !(0.0..=1.0).contains(&s.get_ratio) {
             return Err("--get-ratio must be in 0..=1".into());
         }
-        if self.connections == 0 || self.duration.is_nan() || self.duration < 0.0 {
+        if s.connections == 0 || self.duration.is_nan() || self.duration < 0.0 {
             return Err("--connections must be > 0 and --duration >= 0".into());
         }
         Ok(RunConfig {
             addr: self.addr,
             codec: Codec::new(self.protocol),
             workload: Workload {
-                keys: self.keys,
+                keys: s.keys,
                 prefix: self.key_prefix.clone(),
-                distribution,
+                distribution: s.distribution,
                 value_min,
                 value_max,
-                get_ratio: self.get_ratio,
+                get_ratio: s.get_ratio,
             },
-            connections: self.connections,
-            pipeline: self.pipeline.max(1),
+            connections: s.connections,
+            pipeline: s.pipeline.max(1),
             duration: Duration::from_secs_f64(self.duration),
             rate: self.rate.filter(|r| *r > 0.0),
             seed: self.seed,
         })
     }
 
-    fn record(&self, mode: &str, tally: &Tally) -> Record {
+    fn record(&self, s: &Settings, mode: &str, tally: &Tally) -> Record {
         let secs = tally.elapsed.as_secs_f64();
         Record {
             label: self.label.clone(),
-            workload: self.workload.clone(),
+            workload: self.workload_name(),
             mode: mode.into(),
             protocol: serde_json::to_value(self.protocol)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
-            connections: self.connections,
-            pipeline: self.pipeline,
+            connections: s.connections,
+            pipeline: s.pipeline,
             rate: self.rate,
             duration_s: secs,
             ops: tally.ops(),
@@ -191,6 +237,7 @@ impl RunArgs {
             sets: tally.sets,
             hits: tally.hits,
             misses: tally.misses,
+            hit_ratio: tally.hit_ratio(),
             errors: tally.errors,
             latency_us: (!tally.latency.is_empty()).then(|| tally.latency_us()),
             service_us: tally.service_us(),
@@ -203,6 +250,23 @@ impl RunArgs {
             load_avg: procfs::load_average(),
         }
     }
+}
+
+/// `FRACTION:PROBABILITY`, both in 0..=1.
+fn parse_hot(spec: &str) -> Result<KeyDistribution, String> {
+    let (f, p) = spec
+        .split_once(':')
+        .ok_or("--hot wants FRACTION:PROBABILITY")?;
+    let parse = |s: &str| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|x| (0.0..=1.0).contains(x))
+            .ok_or(format!("--hot: {s:?} is not in 0..=1"))
+    };
+    Ok(KeyDistribution::HotSet {
+        fraction: parse(f)?,
+        probability: parse(p)?,
+    })
 }
 
 /// `N` or `MIN-MAX`.
@@ -226,6 +290,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Table { files, refs } => table(&files, &refs),
         Cmd::Probe { duration } => probe(duration),
+        Cmd::Presets => {
+            presets();
+            Ok(())
+        }
         Cmd::Run(args) => with_runtime(args.threads, measure(args)),
         Cmd::Load(args) => with_runtime(args.threads, load(args)),
         Cmd::Items(args) => with_runtime(args.threads, items(args)),
@@ -266,8 +334,16 @@ fn emit(record: &Record) -> Res {
             )
         })
         .unwrap_or_default();
+    let hits = record
+        .hit_ratio
+        .map(|h| format!(" hit ratio {h:.3}"))
+        .unwrap_or_default();
+    let items = record
+        .items
+        .map(|n| format!(" items {n}"))
+        .unwrap_or_default();
     eprintln!(
-        "{} {} {}: {:.0} ops/s ({} ops, {} errors, {} misses){lat}",
+        "{} {} {}: {:.0} ops/s ({} ops, {} errors, {} misses){lat}{hits}{items}",
         record.label,
         record.workload,
         record.mode,
@@ -279,15 +355,49 @@ fn emit(record: &Record) -> Res {
     Ok(())
 }
 
+/// Runs the phases of `args` in order: fill, measured window, item count.
 async fn measure(args: RunArgs) -> Res {
-    let config = args.config()?;
-    if args.preload {
-        let t = driver::preload(&config).await?;
-        eprintln!("preloaded {} keys ({} errors)", t.sets, t.errors);
+    let settings = args.settings()?;
+    let config = args.config(&settings)?;
+    let mut record = None;
+    for phase in settings.phases() {
+        match phase {
+            Phase::Fill {
+                value_min,
+                value_max,
+            } => {
+                let mut fill = config.clone();
+                fill.workload.value_min = value_min;
+                fill.workload.value_max = value_max;
+                let t = driver::preload(&fill).await?;
+                eprintln!(
+                    "preloaded {} keys of {value_min}-{value_max} B ({} errors)",
+                    t.sets, t.errors
+                );
+            }
+            Phase::Measure => record = Some(measured(&args, &settings, &config).await?),
+            Phase::CountItems => {
+                if let Some(r) = record.as_mut() {
+                    r.items = Some(driver::items(config.addr, config.codec).await?);
+                }
+            }
+        }
     }
+    match record {
+        Some(r) => emit(&r),
+        None => Err("no measured phase".into()),
+    }
+}
+
+/// The measured window, with the client's and the server's CPU over it.
+async fn measured(
+    args: &RunArgs,
+    settings: &Settings,
+    config: &RunConfig,
+) -> Result<Record, Box<dyn std::error::Error>> {
     let client0 = procfs::sample(None);
     let server0 = args.server_pid.and_then(|p| procfs::sample(Some(p)));
-    let tally = driver::run(&config).await?;
+    let tally = driver::run(config).await?;
     let client1 = procfs::sample(None);
     let server1 = args.server_pid.and_then(|p| procfs::sample(Some(p)));
     let mode = if config.rate.is_some() {
@@ -295,7 +405,7 @@ async fn measure(args: RunArgs) -> Res {
     } else {
         "closed"
     };
-    let mut record = args.record(mode, &tally);
+    let mut record = args.record(settings, mode, &tally);
     if let (Some(a), Some(b)) = (client0, client1) {
         let d = a.delta(&b);
         record.client_cpu = Some(d.cpu_user + d.cpu_sys);
@@ -307,23 +417,32 @@ async fn measure(args: RunArgs) -> Res {
             cpu_sys: d.cpu_sys,
         });
     }
-    emit(&record)
+    Ok(record)
 }
 
 async fn load(args: RunArgs) -> Res {
-    let config = args.config()?;
+    let settings = args.settings()?;
+    let config = args.config(&settings)?;
     let started = std::time::Instant::now();
     let mut tally = driver::preload(&config).await?;
     tally.elapsed = started.elapsed();
-    emit(&args.record("load", &tally))
+    emit(&args.record(&settings, "load", &tally))
 }
 
 async fn items(args: RunArgs) -> Res {
-    let config = args.config()?;
+    let settings = args.settings()?;
+    let config = args.config(&settings)?;
     let n = driver::items(config.addr, config.codec).await?;
-    let mut record = args.record("items", &Tally::new());
+    let mut record = args.record(&settings, "items", &Tally::new());
     record.items = Some(n);
     emit(&record)
+}
+
+/// Prints one line per named workload: name, server memory in MiB, what it measures.
+fn presets() {
+    for p in Preset::ALL {
+        println!("{} {} {}", p.name(), p.memory_mib(), p.about());
+    }
 }
 
 fn probe(duration: f64) -> Res {

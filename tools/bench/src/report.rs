@@ -106,6 +106,11 @@ impl Tally {
         self.gets + self.sets
     }
 
+    /// Gets that found their key, as a share of the gets; `None` without gets.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        (self.gets > 0).then(|| self.hits as f64 / self.gets as f64)
+    }
+
     /// Latency summary in microseconds.
     pub fn latency_us(&self) -> Latency {
         summarize(&self.latency)
@@ -192,6 +197,9 @@ pub struct Record {
     pub hits: u64,
     /// Gets that missed.
     pub misses: u64,
+    /// `hits / gets` (absent without gets).
+    #[serde(default)]
+    pub hit_ratio: Option<f64>,
     /// Error replies.
     pub errors: u64,
     /// Latency (closed loop: from the actual send; fixed rate: from the intended send).
@@ -249,6 +257,9 @@ impl Spread {
         })
     }
 }
+
+/// The hit-ratio metric's name.
+const HIT_RATIO: &str = "hit ratio";
 
 /// A metric shown in the table, and whether more is better.
 struct Metric {
@@ -318,6 +329,20 @@ fn metrics_for(mode: &str) -> Vec<Metric> {
                 ratio: false,
                 get: |r| r.latency_us.map(|l| l.p99),
             },
+            // Shown only where some get missed (the full-cache workloads).
+            Metric {
+                name: HIT_RATIO,
+                higher_is_better: true,
+                ratio: true,
+                get: |r| r.hit_ratio,
+            },
+            // Shown only for runs that counted the items held afterwards.
+            Metric {
+                name: "items held",
+                higher_is_better: true,
+                ratio: true,
+                get: |r| r.items.map(|n| n as f64),
+            },
             Metric {
                 name: "server CPU",
                 higher_is_better: false,
@@ -368,7 +393,14 @@ pub fn table(records: &[Record], refs: &[&str]) -> String {
     }
     let mut out = String::new();
     for ((workload, mode), labels) in &groups {
-        let metrics = metrics_for(mode);
+        // A metric no record of the group has (items without a count) gets no column, nor
+        // does the hit ratio where every get hit.
+        let records = || labels.values().flatten();
+        let metrics: Vec<Metric> = metrics_for(mode)
+            .into_iter()
+            .filter(|m| records().any(|r| (m.get)(r).is_some()))
+            .filter(|m| m.name != HIT_RATIO || records().any(|r| r.misses > 0))
+            .collect();
         out.push_str(&format!("\n### {workload} ({mode})\n\n| server | n |"));
         for m in &metrics {
             let better = if m.higher_is_better { "↑" } else { "↓" };
@@ -441,6 +473,7 @@ mod tests {
             sets: 0,
             hits: 0,
             misses: 0,
+            hit_ratio: None,
             errors: 0,
             latency_us: None,
             service_us: None,
@@ -490,5 +523,36 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("### p1 (closed)"), "{t}");
+        // No misses and no item counts: no such columns.
+        assert!(!t.contains("hit ratio") && !t.contains("items held"), "{t}");
+    }
+
+    #[test]
+    fn table_shows_hit_ratio_and_items_held_where_measured() {
+        let with = |label: &str, hits: u64, misses: u64, items: u64| {
+            let mut r = record(label, "full-gauss", 100.0);
+            let mut t = Tally::new();
+            for _ in 0..hits {
+                t.count(Kind::Get, Outcome::Hit);
+            }
+            for _ in 0..misses {
+                t.count(Kind::Get, Outcome::Miss);
+            }
+            (r.gets, r.hits, r.misses, r.hit_ratio) = (t.gets, t.hits, t.misses, t.hit_ratio());
+            r.items = Some(items);
+            r
+        };
+        let records = vec![
+            with("shoald", 9, 1, 300),
+            with("memcached", 3, 1, 200),
+            with("redis", 10, 0, 100),
+        ];
+        let t = table(&records, &["memcached", "redis"]);
+        assert!(t.contains("hit ratio ↑"), "{t}");
+        assert!(
+            t.contains("| shoald | 1 | **100** (100-100) | 1.00x | 1.00x | **0.900** (0.900-0.900) | 1.20x | 0.90x | **300** (300-300) | 1.50x | 3.00x |"),
+            "{t}"
+        );
+        assert_eq!(Tally::new().hit_ratio(), None);
     }
 }

@@ -1,8 +1,9 @@
 //! What to send: keys, values and the get/set mix. No I/O.
 //!
 //! Keys are `<prefix><index>` with the index zero-padded to [`KEY_DIGITS`] digits, so with the
-//! default prefix `key:` every key is 16 bytes. Indexes are uniform over `0..keys`, or drawn
-//! from a hot set (`hot_fraction` of the keys receive `hot_probability` of the operations).
+//! default prefix `key:` every key is 16 bytes. Indexes are uniform over `0..keys`, drawn
+//! from a hot set (`hot_fraction` of the keys receive `hot_probability` of the operations),
+//! Gaussian around the middle key or Zipfian over key ranks (see [`crate::keys`]).
 //! Values are `value_min..=value_max` bytes taken from a fixed pseudo-random pool, so building
 //! a value costs nothing.
 
@@ -10,6 +11,8 @@
 pub const KEY_DIGITS: usize = 12;
 /// Longest key prefix accepted.
 pub const MAX_PREFIX: usize = 64;
+
+use crate::keys::{Gaussian, Zipf, DEFAULT_GAUSSIAN_SD, DEFAULT_ZIPF_EXPONENT};
 
 /// How keys are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -23,6 +26,110 @@ pub enum KeyDistribution {
         /// Share of the operations that go to the hot keys (0..=1).
         probability: f64,
     },
+    /// Normal around the middle key (memtier's `G` pattern).
+    Gaussian {
+        /// Standard deviation as a fraction of the key count (above 0).
+        sd_fraction: f64,
+    },
+    /// Key `i` with probability proportional to `(i + 1)^-exponent` (key 0 the hottest).
+    Zipf {
+        /// The exponent (above 0; 0.99 in YCSB).
+        exponent: f64,
+    },
+}
+
+/// A `--key-distribution` spec that is not `uniform`, `gaussian[:SD]` or `zipf[:EXPONENT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadDistribution(pub String);
+
+impl std::fmt::Display for BadDistribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bad key distribution {:?}: want uniform, gaussian[:SD_FRACTION] or zipf[:EXPONENT] \
+             (numbers above 0)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadDistribution {}
+
+impl std::str::FromStr for KeyDistribution {
+    type Err = BadDistribution;
+
+    /// `uniform`, `gaussian` (sd a sixth of the keys), `gaussian:0.1`, `zipf` (exponent
+    /// 0.99), `zipf:1.2`.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let bad = || BadDistribution(spec.to_string());
+        let (name, arg) = match spec.split_once(':') {
+            Some((name, arg)) => (name, Some(arg)),
+            None => (spec, None),
+        };
+        let number = |default: f64| -> Result<f64, BadDistribution> {
+            match arg {
+                None => Ok(default),
+                Some(a) => a
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(bad),
+            }
+        };
+        match name {
+            "uniform" if arg.is_none() => Ok(KeyDistribution::Uniform),
+            "gaussian" => Ok(KeyDistribution::Gaussian {
+                sd_fraction: number(DEFAULT_GAUSSIAN_SD)?,
+            }),
+            "zipf" => Ok(KeyDistribution::Zipf {
+                exponent: number(DEFAULT_ZIPF_EXPONENT)?,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A distribution ready to draw from (the Zipf constants are computed once per generator).
+#[derive(Debug, Clone, Copy)]
+enum Sampler {
+    Uniform,
+    HotSet { hot: u64, probability: f64 },
+    Gaussian(Gaussian),
+    Zipf(Zipf),
+}
+
+impl Sampler {
+    fn new(distribution: KeyDistribution, keys: u64) -> Sampler {
+        match distribution {
+            KeyDistribution::Uniform => Sampler::Uniform,
+            KeyDistribution::HotSet {
+                fraction,
+                probability,
+            } => Sampler::HotSet {
+                hot: ((keys as f64 * fraction) as u64).clamp(1, keys),
+                probability,
+            },
+            KeyDistribution::Gaussian { sd_fraction } => {
+                Sampler::Gaussian(Gaussian::new(keys, sd_fraction))
+            }
+            KeyDistribution::Zipf { exponent } => Sampler::Zipf(Zipf::new(keys, exponent)),
+        }
+    }
+
+    fn sample(&self, rng: &mut fastrand::Rng, keys: u64) -> u64 {
+        match *self {
+            Sampler::Uniform => rng.u64(0..keys),
+            Sampler::HotSet { hot, probability } => {
+                if hot == keys || rng.f64() < probability {
+                    rng.u64(0..hot)
+                } else {
+                    rng.u64(hot..keys)
+                }
+            }
+            Sampler::Gaussian(g) => g.sample(rng),
+            Sampler::Zipf(z) => z.sample(rng),
+        }
+    }
 }
 
 /// The workload of a run.
@@ -56,6 +163,7 @@ pub struct Choice {
 /// Draws operations for one connection.
 pub struct Generator {
     workload: Workload,
+    sampler: Sampler,
     rng: fastrand::Rng,
     values: Vec<u8>,
     key: Vec<u8>,
@@ -73,6 +181,7 @@ impl Generator {
         key.extend_from_slice(workload.prefix.as_bytes());
         key.resize(workload.prefix.len() + KEY_DIGITS, b'0');
         Generator {
+            sampler: Sampler::new(workload.distribution, workload.keys),
             workload,
             rng,
             values,
@@ -84,20 +193,7 @@ impl Generator {
     pub fn next_choice(&mut self) -> Choice {
         let w = &self.workload;
         let get = self.rng.f64() < w.get_ratio;
-        let key = match w.distribution {
-            KeyDistribution::Uniform => self.rng.u64(0..w.keys),
-            KeyDistribution::HotSet {
-                fraction,
-                probability,
-            } => {
-                let hot = ((w.keys as f64 * fraction) as u64).clamp(1, w.keys);
-                if hot == w.keys || self.rng.f64() < probability {
-                    self.rng.u64(0..hot)
-                } else {
-                    self.rng.u64(hot..w.keys)
-                }
-            }
-        };
+        let key = self.sampler.sample(&mut self.rng, w.keys);
         let value_len = if get {
             0
         } else {
@@ -195,6 +291,60 @@ mod tests {
         let hot = (0..n).filter(|_| g.next_choice().key < 10).count();
         let share = hot as f64 / f64::from(n);
         assert!((0.88..0.92).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn distributions_parse() {
+        let parse = |s: &str| s.parse::<KeyDistribution>();
+        assert_eq!(parse("uniform"), Ok(KeyDistribution::Uniform));
+        assert_eq!(
+            parse("gaussian"),
+            Ok(KeyDistribution::Gaussian {
+                sd_fraction: DEFAULT_GAUSSIAN_SD
+            })
+        );
+        assert_eq!(
+            parse("gaussian:0.1"),
+            Ok(KeyDistribution::Gaussian { sd_fraction: 0.1 })
+        );
+        assert_eq!(parse("zipf"), Ok(KeyDistribution::Zipf { exponent: 0.99 }));
+        assert_eq!(
+            parse("zipf:1.2"),
+            Ok(KeyDistribution::Zipf { exponent: 1.2 })
+        );
+        for bad in [
+            "",
+            "normal",
+            "zipf:0",
+            "zipf:-1",
+            "gaussian:x",
+            "uniform:1",
+            "zipf:nan",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn skewed_keys_stay_in_the_keyspace() {
+        for distribution in [
+            KeyDistribution::Gaussian { sd_fraction: 0.5 },
+            KeyDistribution::Zipf { exponent: 0.99 },
+        ] {
+            let mut g = Generator::new(workload(distribution), 5);
+            let mut top = 0;
+            for _ in 0..20_000 {
+                let key = g.next_choice().key;
+                assert!(key < 1000, "{distribution:?}: {key}");
+                top += u32::from(key == 0);
+            }
+            // Zipf: key 0 is the hottest (about 13% of draws over 1,000 keys); Gaussian:
+            // key 0 is at the edge.
+            match distribution {
+                KeyDistribution::Zipf { .. } => assert!(top > 2000, "{top}"),
+                _ => assert!(top < 100, "{top}"),
+            }
+        }
     }
 
     #[test]

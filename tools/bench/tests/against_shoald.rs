@@ -57,6 +57,32 @@ fn closed_loop_on_both_protocols_after_a_preload() {
 }
 
 #[test]
+fn named_workloads_fill_measure_and_count() {
+    let server = ServerProcess::start(&["--memory", "16MiB"]);
+    let addr = server.memcache_addr.expect("memcache port");
+    // shift: fills with 1-4 KB values, then sets only; the items held are counted after.
+    let shift = json(&bench(&format!(
+        "run --protocol memcache --addr {addr} --preset shift --keys 2000 --duration 0.3"
+    )));
+    assert_eq!(shift["workload"], "shift");
+    assert_eq!(count(&shift, "connections"), 8);
+    assert_eq!(count(&shift, "gets"), 0, "{shift}");
+    assert!(count(&shift, "sets") > 0, "{shift}");
+    let held = count(&shift, "items");
+    assert!(held > 0 && held <= 2000, "{shift}");
+    // full-zipf: gets and sets over keys stored first; the hit ratio is hits / gets.
+    let full = json(&bench(&format!(
+        "run --protocol memcache --addr {addr} --preset full-zipf --keys 2000 --duration 0.3 \
+         --workload mine"
+    )));
+    assert_eq!(full["workload"], "mine");
+    let ratio = full["hit_ratio"].as_f64().expect("hit ratio");
+    let expected = count(&full, "hits") as f64 / count(&full, "gets") as f64;
+    assert!((ratio - expected).abs() < 1e-9, "{full}");
+    assert!(full["items"].is_null(), "{full}");
+}
+
+#[test]
 fn fixed_rate_answers_every_scheduled_request() {
     let server = ServerProcess::start(&[]);
     let addr = server.native_addr;
