@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::direct::{self, AlignedBuf, DIRECT_ALIGN};
-use super::savefile::{Header, Owned, SavefileReader};
+use super::savefile::{Header, Owned, OwnedBlock, SavefileReader};
 use super::{mb_per_s, PersistError, KEEP_ASIDE, PROGRESS_EVERY, SAVEFILE};
 use crate::datadir::sync_dir;
 use crate::store::{Store, StoreError};
@@ -22,6 +22,8 @@ use crate::store::{Store, StoreError};
 const READ_BUFFER: usize = 4 << 20;
 /// Buffers read ahead of the savefile reader.
 const READS_AHEAD: usize = 4;
+/// Checked blocks (about 1 MiB each) queued for the inserting thread.
+const BLOCKS_AHEAD: usize = 4;
 
 /// What a load found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +91,7 @@ fn load_items(
         error,
     };
     let read_ahead = ReadAhead::new(path).map_err(PersistError::io("open", path))?;
-    let mut reader = SavefileReader::new(read_ahead).map_err(damaged)?;
+    let reader = SavefileReader::new(read_ahead).map_err(damaged)?;
     let header = *reader.header();
     let evictions_before = store.stats().evictions;
     let mut summary = LoadSummary {
@@ -98,39 +100,67 @@ fn load_items(
     };
     let mut first_refusal: Option<StoreError> = None;
     let mut last_report = Instant::now();
-    loop {
-        let block = match reader.next_block() {
-            Ok(Some(block)) => block,
-            Ok(None) => break,
-            Err(error) => return Err(damaged(error)),
-        };
-        // Version 1 files carry a bucket's counter only here (buckets with items).
-        store.raise_bucket_seq(block.bucket, block.bucket_seq);
-        for rec in block.records() {
-            summary.records += 1;
-            if rec.expires_at != 0 && rec.expires_at <= wall_now {
-                summary.expired += 1;
-                continue;
-            }
-            match store.insert_item(&rec) {
-                Ok(()) => summary.loaded += 1,
-                Err(e) => {
-                    summary.refused += 1;
-                    first_refusal.get_or_insert(e);
+    let mut offset = 0u64;
+    // A second thread reads and checks the blocks (copy out of the read buffers, checksums,
+    // structure) while this one inserts the records of the blocks it checked.
+    let (reader, checked) = std::thread::scope(|scope| {
+        let (full, blocks) = sync_channel::<OwnedBlock>(BLOCKS_AHEAD);
+        let (spare, spares) = channel::<Vec<u8>>();
+        let checker = std::thread::Builder::new()
+            .name("shoald-load-check".into())
+            .spawn_scoped(scope, move || {
+                let mut reader = reader;
+                loop {
+                    let buf = spares.try_recv().unwrap_or_default();
+                    match reader.next_owned_block(buf) {
+                        Ok(Some(block)) => {
+                            if full.send(block).is_err() {
+                                return (reader, Ok(()));
+                            }
+                        }
+                        Ok(None) => return (reader, Ok(())),
+                        Err(e) => return (reader, Err(e)),
+                    }
+                }
+            })
+            .map_err(PersistError::io("start reading", path))?;
+        for block in blocks {
+            // Version 1 files carry a bucket's counter only here (buckets with items).
+            store.raise_bucket_seq(block.bucket, block.bucket_seq);
+            for rec in block.records() {
+                summary.records += 1;
+                if rec.expires_at != 0 && rec.expires_at <= wall_now {
+                    summary.expired += 1;
+                    continue;
+                }
+                match store.insert_item(&rec) {
+                    Ok(()) => summary.loaded += 1,
+                    Err(e) => {
+                        summary.refused += 1;
+                        first_refusal.get_or_insert(e);
+                    }
                 }
             }
+            offset = block.offset + block.file_len();
+            let _ = spare.send(block.into_buffer());
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                tracing::info!(
+                    items = summary.records,
+                    mb = offset >> 20,
+                    of_mb = size >> 20,
+                    mb_per_s = mb_per_s(offset, started.elapsed()),
+                    "loading savefile"
+                );
+            }
         }
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            tracing::info!(
-                items = summary.records,
-                mb = reader.offset() >> 20,
-                of_mb = size >> 20,
-                mb_per_s = mb_per_s(reader.offset(), started.elapsed()),
-                "loading savefile"
-            );
-        }
-    }
+        checker.join().map_err(|_| {
+            PersistError::io("read", path)(io::Error::other(
+                "the savefile checking thread panicked",
+            ))
+        })
+    })?;
+    checked.map_err(damaged)?;
     for &(bucket, seq) in reader.bucket_seqs() {
         store.raise_bucket_seq(bucket, seq);
     }

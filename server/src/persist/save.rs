@@ -1,19 +1,21 @@
-//! Writing a savefile: the store's buckets, snapshot by snapshot, into `savefile.tmp` through
-//! a background writing thread, then fsync, rename over `savefile`, and fsync the directory.
+//! Writing a savefile: the store's buckets, snapshot by snapshot, encoded straight from the
+//! store's memory into blocks, which a second thread checksums into write buffers and two
+//! more write into `savefile.tmp`; then fsync, rename over `savefile`, and fsync the directory.
 //! At every moment `savefile` is the previous complete save or the new one, never a part.
 //! The byte format is [`super::savefile`]'s; when to save is [`super::Persistence`]'s.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use super::direct::{self, AlignedBuf};
-use super::savefile::{self, Header, Owned, SavefileWriter};
+use super::savefile::{self, Header, ItemsBlock, Owned, SavefileWriter};
 use super::{mb_per_s, PersistError, PROGRESS_EVERY, SAVEFILE, SAVEFILE_TMP};
 use crate::datadir::sync_dir;
 use crate::store::Store;
@@ -80,71 +82,189 @@ fn write_savefile(
     path: &Path,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<savefile::Totals, PersistError> {
-    let write_err = PersistError::io("write", path);
+    let write_err = |e: io::Error| PersistError::io("write", path)(e);
     let buffered = BackgroundWriter::new(file, direct, path)
         .map_err(PersistError::io("start writing", path))?;
-    let mut w = match SavefileWriter::new(buffered, header) {
-        Ok(w) => w,
-        Err(e) => return Err(write_err(e)),
-    };
+    let w = SavefileWriter::new(buffered, header).map_err(&write_err)?;
+    let block_size = w.block_size();
+    // This thread encodes the items into blocks; a second one checksums each block and
+    // copies it into the write buffers (see BlockWriter).
+    let mut w = std::thread::scope(|scope| {
+        let mut blocks = BlockWriter::new(scope, w, block_size).map_err(&write_err)?;
+        let encoded = encode_buckets(store, owned, &mut blocks, path, cancelled);
+        let w = blocks.finish().map_err(&write_err);
+        encoded.and(w)
+    })?;
+    // Taken after every item was copied, so they cover every write the file holds (and the
+    // writes made while saving): a node loading the file never gives a seq twice.
     let buckets = store.buckets();
-    // A hidden bucket is a copy being made (not ours yet): it is not saved; nor, in a
-    // cluster, a bucket this node does not serve.
-    let saved = |b: u32| {
-        !store.is_bucket_hidden(b)
-            && owned.is_none_or(|o| o.buckets.binary_search_by_key(&b, |&(x, _)| x).is_ok())
-    };
+    let seqs = (0..buckets)
+        .filter(|&b| is_saved(store, owned, b))
+        .map(|b| (b, store.bucket_stats(b).seq))
+        .filter(|&(_, seq)| seq != 0);
+    w.bucket_seqs(seqs).map_err(&write_err)?;
+    if let Some(owned) = owned {
+        w.owned(owned).map_err(&write_err)?;
+    }
+    let (buffered, totals) = w.finish().map_err(&write_err)?;
+    let file = buffered.finish().map_err(&write_err)?;
+    file.sync_all().map_err(PersistError::io("fsync", path))?;
+    Ok(totals)
+}
+
+/// Whether `bucket` goes into the savefile. A hidden bucket is a copy being made (not ours
+/// yet): it is not saved; nor, in a cluster, a bucket this node does not serve.
+fn is_saved(store: &Store, owned: Option<&Owned>, bucket: u32) -> bool {
+    !store.is_bucket_hidden(bucket)
+        && owned.is_none_or(|o| o.buckets.binary_search_by_key(&bucket, |&(b, _)| b).is_ok())
+}
+
+/// Encodes every saved bucket's items into blocks, straight from the store's memory under
+/// each batch's partition lock, and hands the full blocks to `blocks`.
+fn encode_buckets(
+    store: &Store,
+    owned: Option<&Owned>,
+    blocks: &mut BlockWriter<'_>,
+    path: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), PersistError> {
+    let write_err = |e: io::Error| PersistError::io("write", path)(e);
+    let buckets = store.buckets();
+    let (mut items, mut bytes) = (0u64, 0u64);
+    let mut block = blocks.empty_block(0, 0);
     let mut last_report = Instant::now();
     let started = last_report;
     for bucket in 0..buckets {
-        if !saved(bucket) {
+        if !is_saved(store, owned, bucket) {
             continue;
         }
         let mut snapshot = store.snapshot_bucket(bucket);
-        if let Err(e) = w.begin_bucket(bucket, snapshot.start_seq()) {
-            return Err(PersistError::io("write", path)(e));
-        }
-        while let Some(batch) = snapshot.next_batch() {
+        block.reset(bucket, snapshot.start_seq());
+        loop {
             if cancelled() {
                 return Err(PersistError::Cancelled);
             }
-            for item in &batch {
-                if let Err(e) = w.push(&item.as_record()) {
-                    return Err(PersistError::io("write", path)(e));
+            let (mut full, mut refused) = (false, None);
+            let visited = snapshot.visit_batch(|item, expires_at| {
+                match block.append_item(item, expires_at) {
+                    Ok(true) => return ControlFlow::Continue(()),
+                    Ok(false) => full = true,
+                    Err(e) => refused = Some(e),
                 }
+                ControlFlow::Break(())
+            });
+            if let Some(e) = refused {
+                return Err(write_err(e));
+            }
+            // A full block, or the bucket's last one, is handed over without the lock.
+            if (full || visited.is_none()) && !block.is_empty() {
+                items += u64::from(block.count());
+                bytes += block.bytes();
+                block = blocks.send(block).map_err(&write_err)?;
+            }
+            if visited.is_none() {
+                break;
             }
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
-            let t = w.totals();
             tracing::info!(
                 buckets_done = bucket + 1,
                 buckets,
-                items = t.items,
-                mb = t.file_bytes >> 20,
-                mb_per_s = mb_per_s(t.file_bytes, started.elapsed()),
+                items,
+                mb = bytes >> 20,
+                mb_per_s = mb_per_s(bytes, started.elapsed()),
                 "saving"
             );
         }
     }
-    if cancelled() {
-        return Err(PersistError::Cancelled);
+    Ok(())
+}
+
+/// Encoded blocks queued for the [`BlockWriter`]'s thread (about 1 MiB each).
+const BLOCKS_IN_FLIGHT: usize = 2;
+
+/// A thread that checksums and writes encoded ITEMS blocks through the [`SavefileWriter`],
+/// in the order they are sent, and hands them back emptied for reuse. It takes the
+/// checksum and the copy into the write buffers off the thread that encodes the items.
+struct BlockWriter<'scope> {
+    /// Blocks to write; `None` once stopped.
+    full: Option<SyncSender<ItemsBlock>>,
+    /// Written blocks back from the thread.
+    empty: Receiver<ItemsBlock>,
+    thread: Option<ScopedJoinHandle<'scope, io::Result<SavefileWriter<BackgroundWriter>>>>,
+    block_size: usize,
+}
+
+impl<'scope> BlockWriter<'scope> {
+    fn new<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        mut w: SavefileWriter<BackgroundWriter>,
+        block_size: usize,
+    ) -> io::Result<Self> {
+        let (full, to_write) = sync_channel::<ItemsBlock>(BLOCKS_IN_FLIGHT);
+        let (written, empty) = channel();
+        let thread = std::thread::Builder::new()
+            .name("shoald-save-blocks".into())
+            .spawn_scoped(scope, move || {
+                for mut block in to_write {
+                    w.write_items(&mut block)?;
+                    let _ = written.send(block);
+                }
+                Ok(w)
+            })?;
+        Ok(Self {
+            full: Some(full),
+            empty,
+            thread: Some(thread),
+            block_size,
+        })
     }
-    // Taken after every item was copied, so they cover every write the file holds (and the
-    // writes made while saving): a node loading the file never gives a seq twice.
-    let seqs = (0..buckets)
-        .filter(|&b| saved(b))
-        .map(|b| (b, store.bucket_stats(b).seq))
-        .filter(|&(_, seq)| seq != 0);
-    w.bucket_seqs(seqs)
-        .map_err(PersistError::io("write", path))?;
-    if let Some(owned) = owned {
-        w.owned(owned).map_err(PersistError::io("write", path))?;
+
+    /// An empty block of `bucket` at `seq`: a written one back from the thread, or a new one.
+    fn empty_block(&self, bucket: u32, seq: u64) -> ItemsBlock {
+        match self.empty.try_recv() {
+            Ok(mut block) => {
+                block.reset(bucket, seq);
+                block
+            }
+            Err(_) => ItemsBlock::new(bucket, seq, self.block_size),
+        }
     }
-    let (buffered, totals) = w.finish().map_err(PersistError::io("write", path))?;
-    let file = buffered.finish().map_err(PersistError::io("write", path))?;
-    file.sync_all().map_err(PersistError::io("fsync", path))?;
-    Ok(totals)
+
+    /// Queues `block` to be written (waits while [`BLOCKS_IN_FLIGHT`] are queued) and
+    /// returns an empty block of the same bucket to fill next.
+    fn send(&mut self, block: ItemsBlock) -> io::Result<ItemsBlock> {
+        let (bucket, seq) = block.bucket();
+        let next = self.empty_block(bucket, seq);
+        if self.full.as_ref().is_some_and(|tx| tx.send(block).is_ok()) {
+            return Ok(next);
+        }
+        // The thread stopped: it failed to write. Its error is the one to report.
+        Err(self
+            .stop()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the savefile block writing thread stopped")))
+    }
+
+    /// Waits for the thread to write what is queued; returns the savefile writer.
+    fn finish(mut self) -> io::Result<SavefileWriter<BackgroundWriter>> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<SavefileWriter<BackgroundWriter>> {
+        self.full = None;
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "the savefile block writing thread panicked",
+                ))
+            }),
+            None => Err(io::Error::other(
+                "the savefile block writing thread stopped",
+            )),
+        }
+    }
 }
 
 /// A [`Write`] that hands full buffers of [`WRITE_BUFFER`] bytes to [`WRITER_THREADS`]

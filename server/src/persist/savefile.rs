@@ -36,6 +36,9 @@ use shoal_proto::hash::bucket_of;
 
 use crate::store::ItemRecord;
 
+mod block;
+pub use block::ItemsBlock;
+
 /// First 8 bytes of every savefile.
 pub const MAGIC: [u8; 8] = *b"SHOALSAV";
 /// The format version this build writes, and the newest it reads (it reads 1 too).
@@ -255,16 +258,14 @@ impl std::error::Error for SavefileError {
 
 /// Writes a savefile to `W` block by block. Call [`SavefileWriter::begin_bucket`] before the
 /// records of each bucket (in ascending bucket order), [`SavefileWriter::push`] per record,
-/// then [`SavefileWriter::finish`]. Nothing is complete until `finish` returns: a writer
+/// then [`SavefileWriter::finish`]; or fill [`ItemsBlock`]s elsewhere and hand them over with
+/// [`SavefileWriter::write_items`]. Nothing is complete until `finish` returns: a writer
 /// dropped earlier leaves a file without an END block, which every reader refuses.
 pub struct SavefileWriter<W: Write> {
     w: W,
-    /// The payload of the block being filled (ITEMS header included).
-    block: Vec<u8>,
+    /// The block [`SavefileWriter::push`] fills; `None` before the first bucket.
+    block: Option<ItemsBlock>,
     block_size: usize,
-    /// Bucket and seq of the block being filled, and its record count.
-    bucket: Option<(u32, u64)>,
-    count: u32,
     next_index: u32,
     file_crc: Hasher,
     totals: Totals,
@@ -273,7 +274,7 @@ pub struct SavefileWriter<W: Write> {
 impl<W: Write> fmt::Debug for SavefileWriter<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SavefileWriter")
-            .field("bucket", &self.bucket)
+            .field("bucket", &self.block.as_ref().map(ItemsBlock::bucket))
             .field("totals", &self.totals)
             .finish()
     }
@@ -300,10 +301,8 @@ impl<W: Write> SavefileWriter<W> {
         file_crc.update(&bytes);
         Ok(Self {
             w,
-            block: Vec::with_capacity(block_size.min(DEFAULT_BLOCK_SIZE) + RECORD_FIXED_LEN),
+            block: None,
             block_size: block_size.max(1),
-            bucket: None,
-            count: 0,
             next_index: 0,
             file_crc,
             totals: Totals {
@@ -320,7 +319,10 @@ impl<W: Write> SavefileWriter<W> {
     /// The write error.
     pub fn begin_bucket(&mut self, bucket: u32, seq: u64) -> io::Result<()> {
         self.flush_block()?;
-        self.bucket = Some((bucket, seq));
+        match &mut self.block {
+            Some(block) => block.reset(bucket, seq),
+            None => self.block = Some(ItemsBlock::new(bucket, seq, self.block_size)),
+        }
         Ok(())
     }
 
@@ -330,46 +332,43 @@ impl<W: Write> SavefileWriter<W> {
     /// The write error; `InvalidInput` when no bucket was begun, the key is empty or longer
     /// than 65,535 bytes, or the record is larger than [`MAX_BLOCK_LEN`] allows.
     pub fn push(&mut self, rec: &ItemRecord<'_>) -> io::Result<()> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
-        if self.bucket.is_none() {
-            return Err(bad("savefile record pushed before begin_bucket"));
-        }
-        let key_len = u16::try_from(rec.key.len())
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| bad("savefile record key must be 1 to 65535 bytes"))?;
-        let value_len = u32::try_from(rec.value.len())
-            .ok()
-            .filter(|_| record_len(rec) + ITEMS_HEADER_LEN <= MAX_BLOCK_LEN as usize)
-            .ok_or_else(|| bad("savefile record too large"))?;
-        if self.count > 0 && self.block.len() + record_len(rec) > self.block_size {
+        let Some(block) = &mut self.block else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "savefile record pushed before begin_bucket",
+            ));
+        };
+        if !block.append_record(rec)? {
             self.flush_block()?;
+            if let Some(block) = &mut self.block {
+                // An empty block takes any record append_record did not refuse as invalid.
+                block.append_record(rec)?;
+            }
         }
-        if self.count == u32::MAX {
-            self.flush_block()?;
-        }
-        if self.block.is_empty() {
-            let (bucket, seq) = self.bucket.unwrap_or_default();
-            self.block.extend_from_slice(&bucket.to_be_bytes());
-            self.block.extend_from_slice(&seq.to_be_bytes());
-            self.block.extend_from_slice(&0u32.to_be_bytes());
-        }
-        let b = &mut self.block;
-        b.extend_from_slice(&key_len.to_be_bytes());
-        b.extend_from_slice(&value_len.to_be_bytes());
-        b.extend_from_slice(&rec.flags.to_be_bytes());
-        b.extend_from_slice(&rec.expires_at.to_be_bytes());
-        b.extend_from_slice(&rec.hash.to_be_bytes());
-        b.extend_from_slice(&rec.seq.to_be_bytes());
-        b.extend_from_slice(rec.key);
-        b.extend_from_slice(rec.value);
-        self.count += 1;
-        self.totals.items += 1;
-        self.totals.bytes += (rec.key.len() + rec.value.len()) as u64;
-        if self.block.len() >= self.block_size {
+        if self.block.as_ref().is_some_and(ItemsBlock::is_full) {
             self.flush_block()?;
         }
         Ok(())
+    }
+
+    /// Payload bytes at which this writer closes a block; blocks for
+    /// [`SavefileWriter::write_items`] are made with it ([`ItemsBlock::new`]).
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Writes `block`, filled elsewhere, after everything written so far (the block of
+    /// [`SavefileWriter::push`] first, if it holds records), and empties it for reuse. A
+    /// block without records writes nothing. Blocks must come in ascending bucket order.
+    ///
+    /// # Errors
+    /// The write error.
+    pub fn write_items(&mut self, block: &mut ItemsBlock) -> io::Result<()> {
+        self.flush_block()?;
+        let result = self.write_items_block(block);
+        let (bucket, seq) = block.bucket();
+        block.reset(bucket, seq);
+        result
     }
 
     /// Writes the sequence counter of every bucket (SEQS blocks), after the last bucket's
@@ -380,10 +379,9 @@ impl<W: Write> SavefileWriter<W> {
     /// The write error; `InvalidInput` when the buckets are not strictly ascending.
     pub fn bucket_seqs(&mut self, seqs: impl IntoIterator<Item = (u32, u64)>) -> io::Result<()> {
         self.flush_block()?;
-        self.bucket = None;
+        self.block = None;
         let mut last: Option<u32> = None;
-        let mut payload = std::mem::take(&mut self.block);
-        payload.clear();
+        let mut payload = Vec::new();
         let per_block = (self.block_size / SEQ_ENTRY_LEN).clamp(1, u32::MAX as usize);
         let mut count = 0u32;
         let mut result = Ok(());
@@ -412,8 +410,6 @@ impl<W: Write> SavefileWriter<W> {
         if result.is_ok() && count > 0 {
             result = self.write_seqs_block(&mut payload, &mut count);
         }
-        payload.clear();
-        self.block = payload;
         result
     }
 
@@ -424,7 +420,7 @@ impl<W: Write> SavefileWriter<W> {
     /// The write error; `InvalidInput` when the buckets are not strictly ascending.
     pub fn owned(&mut self, owned: &Owned) -> io::Result<()> {
         self.flush_block()?;
-        self.bucket = None;
+        self.block = None;
         if owned.buckets.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -450,7 +446,7 @@ impl<W: Write> SavefileWriter<W> {
         result
     }
 
-    /// What has been written so far (blocks still in the buffer not counted in `file_bytes`).
+    /// What has been written so far (records of a block not yet written are not counted).
     pub fn totals(&self) -> Totals {
         self.totals
     }
@@ -472,19 +468,28 @@ impl<W: Write> SavefileWriter<W> {
         Ok((self.w, self.totals))
     }
 
+    /// Writes the block [`SavefileWriter::push`] fills, if it holds records, and empties it.
     fn flush_block(&mut self) -> io::Result<()> {
-        if self.count == 0 {
-            self.block.clear();
+        let Some(mut block) = self.block.take() else {
+            return Ok(());
+        };
+        let result = self.write_items_block(&mut block);
+        let (bucket, seq) = block.bucket();
+        block.reset(bucket, seq);
+        self.block = Some(block);
+        result
+    }
+
+    /// Writes `block` as an ITEMS block, if it holds records, and counts it.
+    fn write_items_block(&mut self, block: &mut ItemsBlock) -> io::Result<()> {
+        if block.is_empty() {
             return Ok(());
         }
-        self.block[12..16].copy_from_slice(&self.count.to_be_bytes());
-        let block = std::mem::take(&mut self.block);
-        let result = self.write_block(TAG_ITEMS, &block);
-        self.block = block;
-        self.block.clear();
-        self.count = 0;
+        self.write_block(TAG_ITEMS, block.payload())?;
         self.totals.item_blocks += 1;
-        result
+        self.totals.items += u64::from(block.count());
+        self.totals.bytes += block.bytes();
+        Ok(())
     }
 
     fn write_block(&mut self, tag: u8, payload: &[u8]) -> io::Result<()> {
@@ -572,6 +577,42 @@ impl<'a> Block<'a> {
     }
 }
 
+/// A verified ITEMS block that owns its bytes (see [`SavefileReader::next_owned_block`]), so
+/// that another thread can insert its records while the reader checks the next blocks.
+#[derive(Debug)]
+pub struct OwnedBlock {
+    /// The bucket all its records belong to.
+    pub bucket: u32,
+    /// The bucket's sequence number when the writer copied it.
+    pub bucket_seq: u64,
+    /// Number of records.
+    pub count: u32,
+    /// Offset of the block in the file.
+    pub offset: u64,
+    /// The whole payload (ITEMS header included).
+    payload: Vec<u8>,
+}
+
+impl OwnedBlock {
+    /// The records, in file order.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            rest: &self.payload[ITEMS_HEADER_LEN..],
+            left: self.count,
+        }
+    }
+
+    /// Bytes the block takes in the file (header and payload).
+    pub fn file_len(&self) -> u64 {
+        (BLOCK_HEADER_LEN + self.payload.len()) as u64
+    }
+
+    /// The block's memory, to hand back to [`SavefileReader::next_owned_block`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.payload
+    }
+}
+
 /// Iterator over the records of a verified [`Block`].
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
@@ -614,11 +655,6 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Parses one record at the start of `b`; `Err` names what does not fit.
-/// Bytes a record takes in a block.
-fn record_len(rec: &ItemRecord<'_>) -> usize {
-    RECORD_FIXED_LEN + rec.key.len() + rec.value.len()
-}
-
 fn parse_record(b: &[u8]) -> Result<(ItemRecord<'_>, usize), &'static str> {
     if b.len() < RECORD_FIXED_LEN {
         return Err("record header runs past the end of its block");
@@ -783,6 +819,30 @@ impl<R: Read> SavefileReader<R> {
                 return self.check_items(at).map(Some);
             }
         }
+    }
+
+    /// As [`SavefileReader::next_block`], checked the same way, but the block owns its
+    /// bytes: the reader's buffer goes with it and `spare` (the buffer of a block already
+    /// used, or an empty vector) takes its place.
+    ///
+    /// # Errors
+    /// As [`SavefileReader::next_block`].
+    pub fn next_owned_block(
+        &mut self,
+        spare: Vec<u8>,
+    ) -> Result<Option<OwnedBlock>, SavefileError> {
+        let Some(block) = self.next_block()? else {
+            return Ok(None);
+        };
+        let (bucket, bucket_seq, count, offset) =
+            (block.bucket, block.bucket_seq, block.count, block.offset);
+        Ok(Some(OwnedBlock {
+            bucket,
+            bucket_seq,
+            count,
+            offset,
+            payload: std::mem::replace(&mut self.buf, spare),
+        }))
     }
 
     /// Reads and verifies the next block. `Some(offset)` for an ITEMS block (left in the

@@ -364,10 +364,15 @@ impl<'a> ItemRef<'a> {
             flags: self.flags(),
             hash: self.hash(),
             seq: self.seq(),
-            expires_at: self
-                .ttl_remaining()
-                .map_or(0, |ttl| wall + u64::from(ttl.max(1))),
+            expires_at: self.expires_at(wall),
         }
+    }
+
+    /// Absolute expiry in unix seconds (0 = never), with `wall` as the current time; an
+    /// item due to expire this second gets `wall + 1`.
+    pub fn expires_at(&self, wall: u64) -> u64 {
+        self.ttl_remaining()
+            .map_or(0, |ttl| wall + u64::from(ttl.max(1)))
     }
 }
 

@@ -85,6 +85,7 @@ mod slab;
 mod snapshot;
 mod stats;
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -706,6 +707,31 @@ impl Store {
         ids.iter()
             .filter_map(|&id| part.export(loc.local, bucket, id, max_seq, now, wall))
             .collect()
+    }
+
+    /// Passes the items of `bucket` at `ids` that a snapshot taken at `max_seq` includes to
+    /// `f`, under one lock hold, with their absolute expiry (unix seconds, 0 = never).
+    /// Returns how many of `ids` were examined: all of them, or fewer when `f` broke (the
+    /// id `f` broke on is not counted).
+    fn visit_ids(
+        &self,
+        bucket: u32,
+        ids: &[u32],
+        max_seq: u64,
+        mut f: impl FnMut(&ItemRef<'_>, u64) -> ControlFlow<()>,
+    ) -> usize {
+        let loc = self.bucket_loc(bucket, 0);
+        let now = self.inner.clock.now();
+        let wall = self.inner.clock.wall();
+        let part = self.lock(loc.part);
+        for (done, &id) in ids.iter().enumerate() {
+            if let Some(item) = part.snapshot_item(loc.local, bucket, id, max_seq, now) {
+                if f(&item, item.expires_at(wall)).is_break() {
+                    return done;
+                }
+            }
+        }
+        ids.len()
     }
 
     /// Removes every item of `bucket`, a few hundred per lock hold; returns how many. The

@@ -1248,6 +1248,20 @@ impl Partition {
         now: u32,
         wall: u64,
     ) -> Option<OwnedItem> {
+        self.snapshot_item(local, bucket, id, max_seq, now)
+            .map(|item| item.to_owned_item(wall))
+    }
+
+    /// The item at `id` if a snapshot of `bucket` taken at `max_seq` includes it (see
+    /// [`Partition::export`]), borrowed from slab memory.
+    pub(crate) fn snapshot_item(
+        &self,
+        local: usize,
+        bucket: u32,
+        id: ChunkId,
+        max_seq: u64,
+        now: u32,
+    ) -> Option<ItemRef<'_>> {
         let chunk = self.slab.checked_head(id)?;
         let hdr = Header::read(chunk);
         if hdr.seq > max_seq || hdr.expired(now) {
@@ -1261,7 +1275,7 @@ impl Partition {
         if self.buckets[local].find(&self.slab, table_hash(kh), key) != Some(id) {
             return None;
         }
-        Some(ItemRef::new(&self.slab, id, now).to_owned_item(wall))
+        Some(ItemRef::new(&self.slab, id, now))
     }
 
     /// Accounting of one bucket.

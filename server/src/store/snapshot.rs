@@ -14,13 +14,17 @@
 //! - an item overwritten or deleted after the start is left out: those writes are above
 //!   `start_seq`, and a bucket move follows the snapshot with the writes after `start_seq`.
 //!
+//! [`BucketSnapshot::visit_batch`] gives the same items without copying them, as views of the
+//! store's memory under the lock (the savefile writer encodes them straight into its block).
+//!
 //! Items inserted with [`Store::insert_item`](super::Store::insert_item) keep their received
 //! seq, so on a store that receives and snapshots the same bucket at once an inserted item
 //! may also be left out. Nothing in this module holds a lock between batches.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
-use super::item::OwnedItem;
+use super::item::{ItemRef, OwnedItem};
 use super::Store;
 
 /// Items copied per lock hold.
@@ -72,6 +76,36 @@ impl BucketSnapshot {
             .export_ids(self.bucket, &self.ids[self.pos..end], self.start_seq);
         self.pos = end;
         Some(batch)
+    }
+
+    /// Like [`BucketSnapshot::next_batch`] without copying: passes the next items (at most
+    /// [`SNAPSHOT_BATCH`] candidates examined under one lock hold) to `f` as views of the
+    /// store's memory, each with its absolute expiry (unix seconds, 0 = never). `f` runs
+    /// with a partition lock held: it must be quick and must not touch the store. When it
+    /// returns [`ControlFlow::Break`] the batch ends there and that item is offered again
+    /// by the next call. Returns `None` when the snapshot is exhausted, else how many items
+    /// `f` took.
+    pub fn visit_batch(
+        &mut self,
+        mut f: impl FnMut(&ItemRef<'_>, u64) -> ControlFlow<()>,
+    ) -> Option<usize> {
+        if self.pos >= self.ids.len() {
+            return None;
+        }
+        let end = (self.pos + SNAPSHOT_BATCH).min(self.ids.len());
+        let mut taken = 0;
+        let examined = self.store.visit_ids(
+            self.bucket,
+            &self.ids[self.pos..end],
+            self.start_seq,
+            |item, expires_at| {
+                let flow = f(item, expires_at);
+                taken += usize::from(flow.is_continue());
+                flow
+            },
+        );
+        self.pos += examined;
+        Some(taken)
     }
 }
 

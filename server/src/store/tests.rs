@@ -1,5 +1,6 @@
 //! Unit tests of the store API on small configurations.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use shoal_proto::hash::value_hash;
@@ -459,6 +460,61 @@ fn snapshot_and_remove_bucket_cover_exactly_one_bucket() {
     assert!(used_chunks > 0);
     assert_eq!(store.snapshot_bucket(3).count(), 0);
     assert_eq!(store.snapshot_bucket(99).count(), 0);
+}
+
+#[test]
+fn visit_batch_gives_the_snapshot_items_without_copies_and_reoffers_on_break() {
+    let (store, clock) = store_with_clock(StoreConfig {
+        memory: 32 << 20,
+        ..small_config()
+    });
+    for i in 0..6000u32 {
+        let key = format!("key{i}").into_bytes();
+        // Some values span several chunks (chained items), some expire.
+        let len = if i % 197 == 0 {
+            40_000
+        } else {
+            (i % 300) as usize
+        };
+        let ttl = if i % 5 == 0 { 60 } else { 0 };
+        store
+            .set(SetMode::Set, &key, &vec![i as u8; len], i, ttl)
+            .expect("set");
+    }
+    clock.advance(10);
+    let expected: Vec<OwnedItem> = store.snapshot_bucket(3).collect();
+    assert!(expected.len() > SNAPSHOT_BATCH, "{}", expected.len());
+    let mut snapshot = store.snapshot_bucket(3);
+    let (mut got, mut calls, mut offered) = (Vec::new(), 0, 0);
+    // Take at most 7 items per call: the item a call breaks on comes first in the next.
+    while let Some(taken) = snapshot.visit_batch(|item, expires_at| {
+        offered += 1;
+        if offered % 8 == 0 {
+            return ControlFlow::Break(());
+        }
+        let mut value = Vec::new();
+        for part in item.value_chunks() {
+            value.extend_from_slice(part);
+        }
+        got.push(OwnedItem {
+            key: item.key().to_vec(),
+            value,
+            flags: item.flags(),
+            hash: item.hash(),
+            seq: item.seq(),
+            expires_at,
+        });
+        ControlFlow::Continue(())
+    }) {
+        assert!(taken <= 7);
+        calls += 1;
+    }
+    assert_eq!(got, expected);
+    assert!(calls >= expected.len().div_ceil(7), "{calls}");
+    assert_eq!(
+        store.snapshot_bucket(99).visit_batch(|_, _| unreachable!()),
+        None
+    );
 }
 
 fn store_bucket_bytes(before: &StoreStats, after: &StoreStats) -> u64 {
