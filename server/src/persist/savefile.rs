@@ -446,11 +446,6 @@ impl<W: Write> SavefileWriter<W> {
         result
     }
 
-    /// What has been written so far (records of a block not yet written are not counted).
-    pub fn totals(&self) -> Totals {
-        self.totals
-    }
-
     /// Writes the last ITEMS block and the END block and returns the inner writer (not
     /// flushed or synced: that is the caller's job) with the totals.
     ///
@@ -784,11 +779,6 @@ impl<R: Read> SavefileReader<R> {
     /// `Ok(None)`).
     pub fn totals(&self) -> Totals {
         self.totals
-    }
-
-    /// Bytes read so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// The bucket sequence counters of the SEQS blocks read so far, ascending by bucket:

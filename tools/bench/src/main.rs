@@ -185,7 +185,7 @@ impl RunArgs {
 
     fn config(&self, s: &Settings) -> Result<RunConfig, String> {
         let (value_min, value_max) = s.value_size;
-        if self.keys == Some(0) || s.keys == 0 || self.key_prefix.len() > workload::MAX_PREFIX {
+        if s.keys == 0 || self.key_prefix.len() > workload::MAX_PREFIX {
             return Err("--keys must be > 0 and --key-prefix at most 64 bytes".into());
         }
         if !(0.0..=1.0).contains(&s.get_ratio) {
