@@ -12,7 +12,8 @@
 //! dropping it: replies then stop waiting for that copy (with no leg left, every held reply
 //! is released at once and the owner serves without copies). The owner's data path asks
 //! [`InSync::wait`] after each request it ran in a bucket; with no gate open anywhere that
-//! is one atomic load, otherwise a lock on one of 64 shards.
+//! is one atomic load, and one more (the bucket's seq every copy holds) when the copies hold
+//! the request already; only a reply that must wait takes a lock, on one of 64 shards.
 //!
 //! What a gate promises is that a reply leaves only when the copy holds the bucket up to
 //! the bucket's seq as it was after the request ran (so up to the request's own write, and
@@ -44,7 +45,7 @@ const SHARDS: usize = 64;
 type Gates = HashMap<u32, Arc<Shared>>;
 
 /// The open gates of one node (held by the [`ClusterView`](super::ClusterView)).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InSync {
     inner: Arc<Inner>,
 }
@@ -56,16 +57,10 @@ struct Inner {
     gates: Box<[Mutex<Gates>]>,
     /// Names the legs.
     next_leg: AtomicU64,
-}
-
-impl Default for Inner {
-    fn default() -> Self {
-        Inner {
-            open: AtomicUsize::new(0),
-            gates: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            next_leg: AtomicU64::new(0),
-        }
-    }
+    /// Per bucket, the seq every copy holds as the bucket's gate last published it
+    /// (`u64::MAX`: no gate), read by [`InSync::wait`] without a lock. Written under the
+    /// bucket's shard lock, by the gate that is the shard's entry for the bucket only.
+    held: Box<[AtomicU64]>,
 }
 
 impl Inner {
@@ -79,6 +74,7 @@ impl Inner {
 /// One bucket's gate, shared by its keepers and the replies it holds.
 #[derive(Debug)]
 struct Shared {
+    bucket: u32,
     /// The bucket's seq every copy holds (the least over the legs); `u64::MAX` once the
     /// last leg closed.
     acked: watch::Sender<u64>,
@@ -99,9 +95,16 @@ impl Shared {
         self.legs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Publishes the least seq over the legs (`u64::MAX` with none left).
-    fn publish(&self, legs: &[Leg]) {
+    /// Publishes the least seq over the legs (`u64::MAX` with none left). Called with the
+    /// bucket's shard locked, and with `current` only when this is the shard's entry for
+    /// the bucket (a gate already replaced must not write the bucket's lock-free slot).
+    fn publish(&self, legs: &[Leg], inner: &Inner, current: bool) {
         let least = legs.iter().map(|l| l.acked).min().unwrap_or(u64::MAX);
+        if current {
+            if let Some(held) = inner.held.get(self.bucket as usize) {
+                held.store(least, Ordering::Release);
+            }
+        }
         self.acked.send_if_modified(|acked| {
             let changed = *acked != least;
             *acked = least;
@@ -124,6 +127,19 @@ pub struct Gate {
 }
 
 impl InSync {
+    /// No gate open yet, for a node of `buckets` buckets (a bucket number past that still
+    /// works, through the locked path only).
+    pub fn new(buckets: u32) -> InSync {
+        InSync {
+            inner: Arc::new(Inner {
+                open: AtomicUsize::new(0),
+                gates: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                next_leg: AtomicU64::new(0),
+                held: (0..buckets).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            }),
+        }
+    }
+
     /// Opens a gate leg on `bucket` for a copy that holds it up to seq `acked` already:
     /// from now on replies in the bucket also wait for this copy.
     pub fn open(&self, bucket: u32, acked: u64) -> Gate {
@@ -136,6 +152,7 @@ impl InSync {
                 self.inner.open.fetch_add(1, Ordering::AcqRel);
                 let (tx, _) = watch::channel(acked);
                 Arc::new(Shared {
+                    bucket,
                     acked: tx,
                     legs: Mutex::default(),
                 })
@@ -148,7 +165,7 @@ impl InSync {
                 acked,
                 wanted: wanted.clone(),
             });
-            shared.publish(&legs);
+            shared.publish(&legs, &self.inner, true);
         }
         drop(gates);
         Gate {
@@ -178,10 +195,21 @@ impl InSync {
         if !self.any() {
             return None;
         }
-        let shared = self.inner.shard(bucket).get(&bucket)?.clone();
-        let seq = seq();
         // Most requests (reads of items the copies hold, any request once they caught up)
-        // need not wait: answered without subscribing.
+        // need not wait: answered from the bucket's slot, without a lock.
+        let held = self
+            .inner
+            .held
+            .get(bucket as usize)
+            .map(|h| h.load(Ordering::Acquire));
+        if held == Some(u64::MAX) {
+            return None;
+        }
+        let seq = seq();
+        if held.is_some_and(|h| h >= seq) {
+            return None;
+        }
+        let shared = self.inner.shard(bucket).get(&bucket)?.clone();
         if *shared.acked.borrow() >= seq {
             return None;
         }
@@ -202,13 +230,22 @@ impl InSync {
 impl Gate {
     /// The copy holds the bucket up to `seq`: releases the replies that waited only for it.
     pub fn acked(&self, seq: u64) {
+        let gates = self.inner.shard(self.bucket);
+        let current = self.is_current(&gates);
         let mut legs = self.shared.legs();
         if let Some(leg) = legs.iter_mut().find(|l| l.id == self.leg) {
             if seq > leg.acked {
                 leg.acked = seq;
-                self.shared.publish(&legs);
+                self.shared.publish(&legs, &self.inner, current);
             }
         }
+    }
+
+    /// Whether this leg's gate is the shard's entry for the bucket.
+    fn is_current(&self, gates: &Gates) -> bool {
+        gates
+            .get(&self.bucket)
+            .is_some_and(|g| Arc::ptr_eq(g, &self.shared))
     }
 
     /// Completes when a reply starts waiting for this copy (at once if one did since the
@@ -221,17 +258,14 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         let mut gates = self.inner.shard(self.bucket);
+        let current = self.is_current(&gates);
         let mut legs = self.shared.legs();
         legs.retain(|l| l.id != self.leg);
-        if legs.is_empty()
-            && gates
-                .get(&self.bucket)
-                .is_some_and(|g| Arc::ptr_eq(g, &self.shared))
-        {
+        self.shared.publish(&legs, &self.inner, current);
+        if legs.is_empty() && current {
             gates.remove(&self.bucket);
             self.inner.open.fetch_sub(1, Ordering::AcqRel);
         }
-        self.shared.publish(&legs);
     }
 }
 
@@ -248,7 +282,7 @@ mod tests {
 
     #[test]
     fn without_a_gate_nothing_waits_and_the_seq_is_not_read() {
-        let in_sync = InSync::default();
+        let in_sync = InSync::new(16);
         assert!(!in_sync.any());
         assert!(in_sync
             .wait(3, || unreachable!("no gate: no seq read"))
@@ -259,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_reply_waits_until_the_copy_holds_its_seq() {
-        let in_sync = InSync::default();
+        let in_sync = InSync::new(16);
         let gate = in_sync.open(7, 10);
         assert!(in_sync.any());
         assert!(in_sync.wait(7, || 10).is_none(), "held already");
@@ -275,7 +309,7 @@ mod tests {
 
     #[test]
     fn closing_the_gate_releases_every_reply() {
-        let in_sync = InSync::default();
+        let in_sync = InSync::new(16);
         let gate = in_sync.open(1, 0);
         let mut a = in_sync.wait(1, || 5).expect("waits");
         let mut b = in_sync.wait(1, || 6).expect("waits");
@@ -287,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_reply_waits_for_every_leg_and_a_closed_leg_stops_holding_it() {
-        let in_sync = InSync::default();
+        let in_sync = InSync::new(16);
         let a = in_sync.open(2, 0);
         let mut held = in_sync.wait(2, || 3).expect("waits");
         let b = in_sync.open(2, 1);
@@ -307,9 +341,22 @@ mod tests {
         assert!(!in_sync.any());
     }
 
+    #[test]
+    fn a_bucket_past_the_slots_takes_the_locked_path() {
+        let in_sync = InSync::new(4);
+        let gate = in_sync.open(9, 2);
+        assert!(in_sync.wait(9, || 2).is_none(), "held already");
+        let mut hold = in_sync.wait(9, || 3).expect("waits");
+        assert!(in_sync.wait(8, || 3).is_none(), "no gate");
+        gate.acked(3);
+        assert!(ready(&mut hold));
+        drop(gate);
+        assert!(in_sync.wait(9, || 4).is_none());
+    }
+
     #[tokio::test]
     async fn the_keeper_is_told_when_a_reply_waits() {
-        let in_sync = InSync::default();
+        let in_sync = InSync::new(16);
         let gate = in_sync.open(5, 0);
         let hold = in_sync.wait(5, || 1).expect("waits");
         tokio::time::timeout(Duration::from_secs(10), gate.wanted())

@@ -164,7 +164,7 @@ impl ClusterView {
                 table_version: watch::channel(0).0,
                 forwarding: forward::Forwarding::default(),
                 moves: moves::Moves::default(),
-                in_sync: in_sync::InSync::default(),
+                in_sync: in_sync::InSync::new(buckets),
                 control: control::ControlHandle::default(),
                 progress: Mutex::new(BTreeMap::new()),
                 held: Mutex::new(held::Held::default()),

@@ -299,6 +299,10 @@ async fn in_sync_phase(
 ) -> Result<(), Stop> {
     let view = &ctx.view;
     let mut no_fault = true;
+    // Writes that ran between the last catch-up and the gate's opening were answered
+    // without waiting for this copy: they reach it before the join is proposed, so that a
+    // copy the table calls in sync holds every acknowledged write.
+    send_changes(ctx, store, target, through, &mut no_fault, Some(gate)).await?;
     let join = Command::JoinInSync {
         bucket: copy.bucket,
         epoch: copy.epoch,
