@@ -132,11 +132,6 @@ pub struct Args {
     /// Whole-call deadline of the client, retries included.
     #[arg(long, default_value = "3s")]
     pub deadline: String,
-    /// Give each worker a client (and connections) of its own, instead of one shared by
-    /// all: replies on a connection go out in order, so a reply a node holds (waiting for a
-    /// paused replica) then stalls one worker, not every worker using that node.
-    #[arg(long)]
-    pub client_per_worker: bool,
     /// Stop at the first violation (then do the final read).
     #[arg(long)]
     pub stop_on_violation: bool,
@@ -300,7 +295,6 @@ impl Args {
             request_timeout: dur("--request-timeout", &self.request_timeout)?,
             deadline: dur("--deadline", &self.deadline)?,
             stop_on_violation: self.stop_on_violation,
-            client_per_worker: self.client_per_worker,
             require_faults: require,
             min_ops_rate: self.min_ops_rate,
             key_prefix: prefix,

@@ -206,8 +206,6 @@ pub struct Config {
     pub deadline: Duration,
     /// Stop at the first violation.
     pub stop_on_violation: bool,
-    /// Each worker gets a client of its own (else one is shared by all).
-    pub client_per_worker: bool,
     /// Minimum faults per kind (gated).
     pub require_faults: Vec<(Fault, u64)>,
     /// Minimum operations per second (gated).
@@ -338,14 +336,9 @@ pub async fn run(config: Config) -> Result<Summary, CheckerError> {
     };
     let load_start = clock.elapsed();
     counters.success(load_start);
-    let mut workers = Vec::new();
-    for id in 0..config.workers {
-        let mut shared = shared.clone();
-        if config.client_per_worker {
-            shared.backend = Backend::new(config.client, &settings)?;
-        }
-        workers.push(tokio::spawn(workload::worker(id, spec.clone(), shared)));
-    }
+    let workers: Vec<_> = (0..config.workers)
+        .map(|id| tokio::spawn(workload::worker(id, spec.clone(), shared.clone())))
+        .collect();
     let probe = Arc::new(probe::Probe::default());
     let prober = tokio::spawn(probe::run(
         probe.clone(),

@@ -106,9 +106,7 @@ fn restarts_leader_faults_joins_and_full_stops_pass() {
 fn lag_kills_with_replicas_serve_nothing_older() {
     // The correct build's side of prove_it_can_fail's promote-any case: a bucket whose only
     // replica was paused out of sync comes back empty (allowed), never with older values.
-    // The fault-injection build (no fault switched on), as there: the killed node is cut off
-    // from its peers once it took a replica out of an in-sync set.
-    let bin = fault_shoald();
+    let bin = shoald();
     let mut args = cluster_args(bin.to_str().expect("utf-8"), "lag-kill", "25s");
     args.extend(["--replicas", "1", "--shoald-arg=--lease=3s"]);
     args.extend(FAST_ELECTION);

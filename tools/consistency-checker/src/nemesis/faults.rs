@@ -24,10 +24,6 @@ pub const HEALED_LINE: &str = "FAULT INJECTION: peers healed";
 /// How long after the signal the partition's log line may take.
 pub const PARTITION_LOG_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The line a primary logs once a replica left the in-sync set (committed) and before it
-/// starts building that replica again, half a second later (`RETRY_AFTER` in the server).
-const OUT_OF_SYNC_LINE: &str = "replica out of sync; building it again";
-
 /// One fault, decided.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -181,14 +177,6 @@ async fn full_stop(
 /// holds every acknowledged write: it may come back empty (the model allows misses on every
 /// bucket the victim owned when it died), never with the lagger's older values, which is what
 /// promoting a copy that was not in sync gives.
-///
-/// Once the victim logs that a replica left an in-sync set (if that comes within the
-/// pause), it is cut off from its peers until the kill (SIGUSR1: a `fault-injection` build;
-/// others log and ignore it). It goes on acknowledging writes in the buckets it took the
-/// lagger out of, which the lagger's copy lacks, and cannot start rebuilding that copy half
-/// a second later: the rebuild's first message, read by the lagger once it runs again, would
-/// empty the copy, and a promotion of an empty copy, faulty or not, serves misses, not older
-/// values.
 async fn lag_kill(
     victim: &Node,
     lagger: &Node,
@@ -198,14 +186,8 @@ async fn lag_kill(
     ctx: &NemesisContext,
     rng: &mut fastrand::Rng,
 ) -> Result<(), CheckerError> {
-    let from = victim.log_len();
     lagger.signal("STOP").await;
-    let pause = between(rng, spec.pause);
-    let paused = tokio::time::Instant::now();
-    if victim.wait_for_log(OUT_OF_SYNC_LINE, from, pause).await {
-        victim.signal("USR1").await;
-        tokio::time::sleep(pause.saturating_sub(paused.elapsed())).await;
-    }
+    tokio::time::sleep(between(rng, spec.pause)).await;
     victim.kill().await;
     // Moves to the victim went on while the lagger was paused: the buckets it owned when it
     // died are the table's now (it is not fenced before its lease ran out), read from the

@@ -104,18 +104,8 @@ pub const FAST_ELECTION: [&str; 2] = [
 /// the promote-any fault build fails (`prove_it_can_fail.rs`): pauses past the in-sync bound
 /// and under the lease, the killed node down past its lease (so the leader fences it), and
 /// faults spaced so that the moves back to a restarted node and its new replicas are done
-/// before the next (one copy survives one failure, not two in a row). What makes a faulty
-/// promotion show is writes acknowledged by the killed node after its replica left the
-/// in-sync set and before the kill: 64 buckets (so that those it took the paused node out of
-/// get many of them), 64 workers with a client each and a 200 ms request timeout (so that
-/// replies held for the paused node stall a few workers, not the load).
-pub const LAG_KILLS: [&str; 14] = [
-    "--shoald-arg=--buckets=64",
-    "--workers",
-    "64",
-    "--client-per-worker",
-    "--request-timeout",
-    "200ms",
+/// before the next (one copy survives one failure, not two in a row).
+pub const LAG_KILLS: [&str; 8] = [
     "--nemesis",
     "lag-kill",
     "--interval",
